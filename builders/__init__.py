@@ -1,0 +1,46 @@
+"""Source builders and the shared build steps.
+
+One module per source tells that source's whole story (how to read it, how it pairs, what
+it rejects); `pipeline` holds what every source shares (image checks, dedup, order, split,
+writing). `SOURCES` maps each `--source` name to its spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.records import Example
+from critic_data.schemas import Reject
+
+
+class SourceReader(Protocol):
+    files: list[Path]  # every file the build reads (fingerprinted into the manifest)
+    layout: str  # which of the source's Hub layouts was found
+    total_rows: int | None  # for the progress bar, when cheap to know
+
+    def __iter__(self) -> Iterator[Example | Reject]: ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    hub_repo: str
+    hub_files: tuple[str, ...]  # allow_patterns when fetching from the Hub
+    license: str
+    homepage: str
+    citation: str
+    summary: str
+    open: Callable[[Path, BuildOptions], SourceReader]  # raises UserError on a malformed folder
+
+
+def _registry() -> dict[str, SourceSpec]:
+    from critic_data.builders import vlfeedback
+
+    return {spec.name: spec for spec in (vlfeedback.SOURCE,)}
+
+
+SOURCES = _registry()

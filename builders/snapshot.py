@@ -1,0 +1,68 @@
+"""Where a source's files come from: a local snapshot folder, or the Hub.
+
+Local snapshots are laid out as `hf download REPO --repo-type dataset --local-dir DIR`
+leaves them. The manifest records each input: a Hub repo id at its resolved commit, or a
+local path with a content fingerprint of every file read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from critic_data import UserError
+
+_SAMPLE = 1 << 20  # fingerprint: size + the first and last MiB of each file
+
+
+@dataclass
+class Snapshot:
+    path: Path
+    origin: dict  # what the manifest records about this input
+
+
+def fingerprint(path: Path) -> str:
+    """blake2b over a file's size and its first and last MiB: cheap on multi-GB archives,
+    and changes whenever a file is replaced, truncated or appended to."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with path.open("rb") as handle:
+        digest.update(handle.read(_SAMPLE))
+        if size > _SAMPLE:
+            handle.seek(max(_SAMPLE, size - _SAMPLE))
+            digest.update(handle.read(_SAMPLE))
+    return digest.hexdigest()
+
+
+def local_snapshot(path: Path, files: list[Path]) -> Snapshot:
+    """A local snapshot whose origin lists the given files with size and fingerprint."""
+    records = [
+        {"path": str(f.relative_to(path)), "size": f.stat().st_size, "fingerprint": fingerprint(f)}
+        for f in sorted(files)
+    ]
+    return Snapshot(path, {"kind": "local", "path": str(path.resolve()), "files": records,
+                           "fingerprint_method": "blake2b(size, first MiB, last MiB)"})
+
+
+def fetch_from_hub(repo_id: str, revision: str | None, allow_patterns: list[str]) -> Path:
+    """Download (or reuse from the cache) the files of a dataset repo; return the folder."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        return Path(
+            snapshot_download(repo_id, repo_type="dataset", revision=revision, allow_patterns=allow_patterns)
+        )
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as error:
+        raise UserError(
+            f"cannot fetch {repo_id} from the Hugging Face Hub ({type(error).__name__}); download it where "
+            f"there is network (hf download {repo_id} --repo-type dataset --local-dir DIR) and pass --input DIR"
+        ) from None
+    except HfHubHTTPError as error:
+        raise UserError(f"the Hub refused {repo_id}: {str(error).splitlines()[0]}") from None
+
+
+def hub_origin(repo_id: str, folder: Path, revision: str | None) -> dict:
+    """The cache folder of a snapshot is named after the commit it holds."""
+    return {"kind": "hub", "repo_id": repo_id, "revision": revision or "main", "commit": folder.name}

@@ -1,0 +1,21 @@
+"""Text hygiene shared by every source: what must never reach a question or a response."""
+
+from __future__ import annotations
+
+import re
+
+# Browsing debris left in GPT-4V answers, e.g. 【3†source】 (always inside 【...】 brackets).
+_CITATION = re.compile(r"【[^【】]{0,40}】")
+_IMAGE_TOKEN = re.compile(r"<image>\s*")
+_BLANK_RUNS = re.compile(r"[ \t]+\n")
+
+
+def clean_response(text: str) -> str:
+    """A candidate response without citation debris and surrounding whitespace."""
+    text = _CITATION.sub("", text)
+    return _BLANK_RUNS.sub("\n", text).strip()
+
+
+def clean_question(text: str) -> str:
+    """A question without `<image>` placeholders (the prompt carries its own image parts)."""
+    return _IMAGE_TOKEN.sub("", text).strip()

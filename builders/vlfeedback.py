@@ -1,0 +1,242 @@
+"""VLFeedback (`MMInstruction/VLFeedback`): four GPT-4V-rated completions per prompt.
+
+Layouts read (SOURCES.md): `vlfeedback_80k.jsonl` with images in `merged_images.zip`
+(`merged_images/<id>.jpg`, or that folder unzipped), or the parquet copy `data/*.parquet`
+(completions as a struct of lists, the image embedded). Parquet wins when both are present.
+
+Pairing, as its authors and LLaVA-Critic did: a completion's score is the mean of its
+numeric aspect ratings (`--aspects`); a completion with a rating that is not a number, or an
+empty response, takes part in no pair. Of the unordered pairs of usable completions, a pair
+whose gap exceeds `--margin` passes; `--pairs-per-prompt max-gap` keeps the widest one per
+row, `all` keeps every passing pair. A gap of 0 is a tie (offered to `--keep-ties`).
+
+Rejects: unparsable JSON line, a row missing its fields, a missing image, fewer than two
+rated completions (`rating_unparsable`) or fewer than two non-empty ones (`empty_response`),
+an empty prompt. GPT-4V's `Rationale` text is read and dropped here: it never leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from itertools import combinations
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from critic_data import UserError
+from critic_data.builders import SourceSpec
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.records import Example, Pair
+from critic_data.builders.text import clean_question, clean_response
+from critic_data.schemas import Reject, RejectReason
+
+NAME = "vlfeedback"
+BATCH_ROWS = 64  # parquet rows decoded at a time: a few MB of images
+
+
+def _rating(annotations, aspect: str) -> float | None:
+    entry = annotations.get(aspect) if isinstance(annotations, dict) else None
+    value = entry.get("Rating") if isinstance(entry, dict) else entry
+    try:
+        rating = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return rating if math.isfinite(rating) else None
+
+
+def _completions(raw) -> list[dict] | None:
+    """Completions as a list of dicts, from either a list of dicts or a dict of lists."""
+    if isinstance(raw, dict):
+        columns = {key: value for key, value in raw.items() if isinstance(value, list)}
+        lengths = {len(value) for value in columns.values()}
+        if not columns or len(lengths) != 1:
+            return None
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+    if isinstance(raw, list) and all(isinstance(item, dict) for item in raw):
+        return raw
+    return None
+
+
+def _pairs(completions: list[dict], options: BuildOptions) -> tuple[list[Pair], int, Counter, Counter] | RejectReason:
+    """The pairs a row offers, how many it formed, what rules filtered, and per-completion notes."""
+    notes: Counter = Counter()
+    scored = []  # (score, response) of usable completions, in source order
+    rated = 0
+    for completion in completions:
+        ratings = [_rating(completion.get("annotations"), aspect) for aspect in options.aspects]
+        response = clean_response(completion.get("response") or "") if isinstance(completion.get("response"), str) else ""
+        if any(r is None for r in ratings):
+            notes["completions_unrated"] += 1
+            continue
+        rated += 1
+        if not response:
+            notes["completions_empty"] += 1
+            continue
+        scored.append((sum(ratings) / len(ratings), response))
+    if rated < 2:
+        return RejectReason.RATING_UNPARSABLE
+    if len(scored) < 2:
+        return RejectReason.EMPTY_RESPONSE
+
+    filtered: Counter = Counter()
+    passing, ties = [], []
+    formed = 0
+    for (score_a, text_a), (score_b, text_b) in combinations(scored, 2):
+        formed += 1
+        gap = round(abs(score_a - score_b), 6)
+        if text_a == text_b:
+            filtered["identical_responses"] += 1
+        elif gap == 0:
+            ties.append(Pair(text_a, text_b, 0.0, tie=True))
+        elif gap <= options.margin:
+            filtered["below_margin"] += 1
+        else:
+            better, worse = (text_a, text_b) if score_a > score_b else (text_b, text_a)
+            passing.append(Pair(better, worse, gap))
+    if options.pairs_per_prompt == "all":
+        return passing + ties, formed, filtered, notes
+    if passing:
+        widest = max(passing, key=lambda pair: pair.margin)  # first of equals, in source order
+        filtered["not_widest"] += len(passing) - 1
+        filtered["tie_dropped"] += len(ties)
+        return [widest], formed, filtered, notes
+    filtered["tie_dropped"] += max(0, len(ties) - 1)
+    return ties[:1], formed, filtered, notes
+
+
+def _example(row: dict, image: tuple[bytes, str | None] | None, options: BuildOptions) -> Example | Reject:
+    source_id = row.get("id")
+    if not isinstance(source_id, (str, int)) or str(source_id) == "":
+        return Reject(NAME, str(row.get("_position")), RejectReason.ROW_MALFORMED, "no id")
+    source_id = str(source_id)
+    completions = _completions(row.get("completions"))
+    if not isinstance(row.get("prompt"), str) or completions is None:
+        return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "needs a string prompt and a list of completions")
+    question = clean_question(row["prompt"])
+    if not question:
+        return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "prompt is empty once <image> is removed")
+    if image is None or not image[0]:
+        return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"no image for id {source_id}")
+    result = _pairs(completions, options)
+    if isinstance(result, RejectReason):
+        return Reject(NAME, source_id, result, f"fewer than two usable completions out of {len(completions)}")
+    pairs, formed, filtered, notes = result
+    return Example(NAME, source_id, question, [image], pairs, formed, filtered, notes)
+
+
+class _ParquetReader:
+    layout = "parquet"
+
+    def __init__(self, files: list[Path], options: BuildOptions):
+        self.files, self.options = files, options
+        try:
+            self.total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        except Exception as error:  # pyarrow raises several types for a damaged file
+            raise UserError(f"cannot read parquet in {files[0].parent}: {error}; re-download the snapshot") from None
+
+    def __iter__(self) -> Iterator[Example | Reject]:
+        position = 0
+        for path in self.files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+                for row in batch.to_pylist():
+                    position += 1
+                    row["_position"] = f"{path.name}:{position}"
+                    image = row.get("image")
+                    found = (image.get("bytes"), image.get("path")) if isinstance(image, dict) else None
+                    yield _example(row, found, self.options)
+
+
+class _JsonlReader:
+    layout = "jsonl"
+    total_rows = None
+
+    def __init__(self, jsonl: Path, images: Path, options: BuildOptions):
+        self.jsonl, self.images, self.options = jsonl, images, options
+        self.files = [jsonl, images] if images.is_file() else [jsonl]
+        if images.is_file():
+            zipfile.ZipFile(images).close()  # fail now, not mid-build, on a damaged archive
+
+    def __iter__(self) -> Iterator[Example | Reject]:
+        with self.jsonl.open(encoding="utf-8", errors="replace") as lines, _ImageStore(self.images) as store:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    yield Reject(NAME, f"line {number}", RejectReason.JSON_INVALID, str(error))
+                    continue
+                if not isinstance(row, dict):
+                    yield Reject(NAME, f"line {number}", RejectReason.ROW_MALFORMED, "line is not a JSON object")
+                    continue
+                row["_position"] = f"line {number}"
+                yield _example(row, store.get(str(row.get("id", ""))), self.options)
+
+
+class _ImageStore:
+    """Images by id from `merged_images.zip` or an unzipped `merged_images/` folder."""
+
+    def __init__(self, location: Path):
+        self.location = location
+        self._zip = zipfile.ZipFile(location) if location.is_file() else None
+        names = self._zip.namelist() if self._zip else [p.name for p in location.iterdir()] if location.is_dir() else []
+        self._by_id = {Path(n).stem: n for n in names if not n.endswith("/")}
+
+    def get(self, image_id: str) -> tuple[bytes, str] | None:
+        name = self._by_id.get(image_id)
+        if name is None:
+            return None
+        data = self._zip.read(name) if self._zip else (self.location / name).read_bytes()
+        return data, Path(name).name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        if self._zip:
+            self._zip.close()
+
+
+def open_snapshot(folder: Path, options: BuildOptions):
+    parquet = sorted((folder / "data").glob("*.parquet"))
+    if parquet:
+        return _ParquetReader(parquet, options)
+    jsonl = folder / "vlfeedback_80k.jsonl"
+    if not jsonl.is_file():
+        found = sorted(folder.glob("*.jsonl"))
+        jsonl = found[0] if len(found) == 1 else jsonl
+    if jsonl.is_file():
+        archive = folder / "merged_images.zip"
+        images = archive if archive.is_file() else folder / "merged_images"
+        if not images.exists():
+            raise UserError(f"{folder} has {jsonl.name} but neither merged_images.zip nor merged_images/")
+        try:
+            return _JsonlReader(jsonl, images, options)
+        except zipfile.BadZipFile:
+            raise UserError(f"{images} is not a readable zip archive; re-download it") from None
+    raise UserError(
+        f"{folder} does not look like a VLFeedback snapshot: expected data/*.parquet, "
+        "or vlfeedback_80k.jsonl with merged_images.zip"
+    )
+
+
+SOURCE = SourceSpec(
+    name=NAME,
+    hub_repo="MMInstruction/VLFeedback",
+    hub_files=("data/*.parquet",),
+    license="unknown",  # the card states none
+    homepage="https://vlf-silkie.github.io",
+    citation="""@article{li2023silkie,
+  title={Silkie: Preference Distillation for Large Visual Language Models},
+  author={Li, Lei and Xie, Zhihui and Li, Mukai and Chen, Shunian and Wang, Peiyi and Chen, Liang and Yang, Yazheng and Wang, Benyou and Kong, Lingpeng},
+  journal={arXiv preprint arXiv:2312.10665},
+  year={2023}
+}""",
+    summary="80k multimodal instructions, each with four completions rated 1-5 by GPT-4V on "
+    "helpfulness, ethical considerations and visual faithfulness.",
+    open=open_snapshot,
+)

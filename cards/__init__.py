@@ -1,0 +1,74 @@
+"""Dataset cards, rendered from a build's manifest (build.json): no hand-written numbers.
+
+The template ships as package data (`templates/dataset_card.md`); metadata goes through
+huggingface_hub's card classes so it follows the Hub's rules.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from critic_data.builders import SOURCES
+
+# Least to most restrictive; a build's licence is that of its most restrictive source.
+_LICENSE_ORDER = ("apache-2.0", "unknown", "cc-by-nc-4.0")
+
+LLAVA_CRITIC_CITATIONS = """@article{xiong2024llavacritic,
+  title={LLaVA-Critic: Learning to Evaluate Multimodal Models},
+  author={Xiong, Tianyi and Wang, Xiyao and Guo, Dong and Ye, Qinghao and Fan, Haoqi and Gu, Quanquan and Huang, Heng and Li, Chunyuan},
+  journal={arXiv preprint arXiv:2410.02712},
+  year={2024}
+}
+
+@article{wang2025llavacriticr1,
+  title={LLaVA-Critic-R1: Your Critic Model is Secretly a Strong Policy Model},
+  author={Wang, Xiyao and Li, Chunyuan and Yang, Jianwei and Zhang, Kai and Liu, Bo and Xiong, Tianyi and Huang, Furong},
+  journal={arXiv preprint arXiv:2509.00676},
+  year={2025}
+}"""
+
+
+def _size_category(rows: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < bound:
+            return label
+    return "1M<n<10M"
+
+
+def build_license(source_names) -> str:
+    licenses = [SOURCES[name].license for name in source_names]
+    return max(licenses, key=lambda lic: _LICENSE_ORDER.index(lic) if lic in _LICENSE_ORDER else len(_LICENSE_ORDER))
+
+
+def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
+    """The README.md of a built dataset folder; `repo_id` fills the loading snippet."""
+    names = list(manifest["sources"])
+    splits = manifest["splits"]
+    total = sum(split["rows"] for split in splits.values())
+    data = DatasetCardData(
+        license=build_license(names),
+        task_categories=["image-text-to-text"],
+        language=["en"],
+        size_categories=[_size_category(total)],
+        source_datasets=[SOURCES[name].hub_repo for name in names],
+        tags=["preference", "critic", "reward-modeling", "rlvr", "grpo", "multimodal", "llava-critic", "critic-data"],
+        pretty_name="critic-data: " + ", ".join(names),
+        configs=[
+            {
+                "config_name": "default",
+                "data_files": [{"split": split, "path": f"data/{split}-*"} for split in splits],
+            }
+        ],
+    )
+    card = DatasetCard.from_template(
+        data,
+        template_str=files("critic_data.cards").joinpath("templates/dataset_card.md").read_text(),
+        manifest=manifest,
+        repo_id=repo_id or "OWNER/NAME",
+        specs=[SOURCES[name] for name in names],
+        total=total,
+        citations=LLAVA_CRITIC_CITATIONS,
+    )
+    return str(card)

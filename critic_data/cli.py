@@ -1,0 +1,144 @@
+"""The `critic-data` command: one entry point, one sub-command per job.
+
+Errors a user can cause (`UserError`) end as one line on stderr and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from critic_data import UserError
+
+app = typer.Typer(
+    name="critic-data",
+    help="Verifiable preference-RL datasets for multimodal critics: build, push, train, eval, best-of-n.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Verifiable preference-RL datasets for multimodal critics."""
+
+
+def _parse_size(text: str) -> int:
+    units = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "b": 1}
+    lowered = text.strip().lower()
+    for unit, factor in units.items():
+        if lowered.endswith(unit) and lowered[: -len(unit)].strip().replace(".", "", 1).isdigit():
+            return int(float(lowered[: -len(unit)]) * factor)
+    if lowered.isdigit():
+        return int(lowered)
+    raise UserError(f"--max-shard-size {text!r} is not a size; write e.g. 500MB or 2GB")
+
+
+def _split_names(values: list[str]) -> list[str]:
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _resolve_inputs(sources: list[str], inputs: list[str]) -> dict[str, Path]:
+    """`--input DIR` for a single source, or `--input SOURCE=DIR` (repeatable)."""
+    resolved: dict[str, Path] = {}
+    for value in inputs:
+        name, sep, folder = value.partition("=")
+        if sep and name in sources:
+            resolved[name] = Path(folder)
+        elif len(sources) == 1 and not (sep and name.isidentifier() and not Path(value).exists()):
+            resolved[sources[0]] = Path(value)
+        else:
+            raise UserError(f"--input {value!r}: with several sources write --input SOURCE=DIR, SOURCE one of {', '.join(sources)}")
+    return resolved
+
+
+@app.command()
+def build(
+    source: Annotated[list[str], typer.Option(help="Source(s) to build: vlfeedback, rlhf_v, llava_rlhf, llava_critic, or all. Repeatable or comma-separated.")],
+    out: Annotated[Path, typer.Option(help="Output dataset folder (Hub layout).")],
+    input: Annotated[list[str], typer.Option("--input", help="Local snapshot folder: DIR for one source, SOURCE=DIR for several. Without it the source is fetched from the Hub.")] = [],  # noqa: B006
+    image_root: Annotated[Path | None, typer.Option(help="Folder of COCO train2017 images (llava_rlhf).")] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub revision to fetch when no --input is given.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the presented order and the split.")] = 0,
+    margin: Annotated[float, typer.Option(help="Keep a scored pair when its score gap exceeds this.")] = 0.6,
+    pairs_per_prompt: Annotated[str, typer.Option(help="max-gap: the widest pair per row; all: every pair over the margin.")] = "max-gap",
+    aspects: Annotated[list[str], typer.Option(help="VLFeedback rating aspects averaged into a score (repeatable or comma-separated).")] = ["Helpfulness", "Ethical Considerations", "Visual Faithfulness"],  # noqa: B006
+    keep_ties: Annotated[int, typer.Option(help="Keep up to N tied pairs per source, labelled 'tie' (default: drop ties).")] = 0,
+    test_size: Annotated[float, typer.Option(help="Fraction of (image, question) groups in the test split.")] = 0.02,
+    max_shard_size: Annotated[str, typer.Option(help="Roll over to a new parquet shard past this size.")] = "500MB",
+    max_image_pixels: Annotated[int, typer.Option(help="Reject images with more pixels than this.")] = 89_478_485,
+    num_proc: Annotated[int, typer.Option(help="Worker processes for image checks (output does not depend on it).")] = os.cpu_count() or 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it already holds files.")] = False,
+) -> None:
+    """Build a verifiable pairwise-critic dataset from one or more sources."""
+    from critic_data.builders import SOURCES
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build as run_build
+
+    names = _split_names(source)
+    if "all" in names:
+        names = list(SOURCES)
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown or not names:
+        raise UserError(f"unknown source {', '.join(unknown) or '(none)'}; choose from {', '.join(SOURCES)} or all")
+    try:
+        options = BuildOptions(
+            out=out,
+            sources=tuple(dict.fromkeys(names)),
+            inputs=_resolve_inputs(names, input),
+            image_root=image_root,
+            revision=revision,
+            seed=seed,
+            margin=margin,
+            pairs_per_prompt=pairs_per_prompt,
+            aspects=tuple(_split_names(aspects)),
+            keep_ties=keep_ties,
+            test_size=test_size,
+            max_shard_bytes=_parse_size(max_shard_size),
+            max_image_pixels=max_image_pixels,
+            overwrite=overwrite,
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        manifest = run_build(options, num_proc=max(1, num_proc), progress=progress, argv=["critic-data", *sys.argv[1:]])
+    _print_build_summary(manifest, out)
+
+
+def _print_build_summary(manifest: dict, out: Path) -> None:
+    table = Table(title=f"built {out}")
+    for column in ("source", "rows read", "used", "rejected", "pairs formed", "filtered", "duplicates", "kept"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for name, stats in manifest["sources"].items():
+        c = stats["counts"]
+        table.add_row(name, *(str(v) for v in (c["rows_read"], c["rows_used"], c["rows_rejected"], c["pairs_formed"],
+                                                sum(c["pairs_filtered"].values()), c["duplicates_dropped"], c["pairs_kept"])))
+    console.print(table)
+    splits = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
+    console.print(f"splits: {splits}; {manifest['timings']['total_seconds']:.1f}s; rejects in {out / 'rejects.jsonl'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; nothing was written to the output folder")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The training half: critic prompts, verifiable rewards, the GRPO recipe, evaluation."""
