@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny Qwen2.5-VL checkpoint and a small built dataset, made once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.snapshots import write_vlfeedback_jsonl
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen2.5-VL checkpoint folder (sampling enabled in its generation_config)."""
+    from tests.tiny_qwen import build_tiny_qwen
+
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen") / "model")
+
+
+@pytest.fixture(scope="session")
+def built_dataset(tmp_path_factory) -> Path:
+    """A critic-data dataset folder built from a miniature VLFeedback snapshot (train and test non-empty)."""
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build
+
+    root = tmp_path_factory.mktemp("built")
+    write_vlfeedback_jsonl(root / "snapshot", n=60, seed=3)
+    out = root / "dataset"
+    build(BuildOptions(out=out, inputs={"vlfeedback": root / "snapshot"}, test_size=0.2, seed=0))
+    return out
