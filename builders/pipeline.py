@@ -248,7 +248,11 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
         "inputs": {spec.name: snapshot.origin for spec, snapshot, _ in opened},
         "sources": {name: s.to_manifest() for name, s in stats.items()},
         "splits": {
-            split: {"rows": writers[split].rows, "files": [f"data/{p.name}" for p in files[split]]}
+            split: {
+                "rows": writers[split].rows,
+                "bytes": sum(p.stat().st_size for p in files[split]),
+                "files": [f"data/{p.name}" for p in files[split]],
+            }
             for split in SPLITS
         },
         "timings": {"sources_seconds": timings, "total_seconds": round(time.perf_counter() - started, 3)},

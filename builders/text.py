@@ -10,12 +10,18 @@ _IMAGE_TOKEN = re.compile(r"<image>\s*")
 _BLANK_RUNS = re.compile(r"[ \t]+\n")
 
 
+def _remove(pattern: re.Pattern, text: str) -> str:
+    # repeat: removing one marker can join the pieces of another ("<ima<image>ge>")
+    while (shorter := pattern.sub("", text)) != text:
+        text = shorter
+    return text
+
+
 def clean_response(text: str) -> str:
     """A candidate response without citation debris and surrounding whitespace."""
-    text = _CITATION.sub("", text)
-    return _BLANK_RUNS.sub("\n", text).strip()
+    return _BLANK_RUNS.sub("\n", _remove(_CITATION, text)).strip()
 
 
 def clean_question(text: str) -> str:
     """A question without `<image>` placeholders (the prompt carries its own image parts)."""
-    return _IMAGE_TOKEN.sub("", text).strip()
+    return _remove(_IMAGE_TOKEN, text).strip()

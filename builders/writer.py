@@ -1,7 +1,8 @@
 """Write output rows as Hub-style parquet shards: data/<split>-NNNNN-of-MMMMM.parquet.
 
-Row groups hold a fixed number of rows and shards roll over (at a row-group boundary) once a
-byte budget counted from the rows themselves is reached, so the same rows always give the same files, byte for byte.
+Row groups hold at most a fixed number of rows, and a shard closes once a byte budget
+counted from the rows themselves is reached: the same rows always give the same files,
+byte for byte.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ class SplitWriter:
         self._buffer.append(row)
         self._shard_bytes += _row_bytes(row)
         self.rows += 1
-        if len(self._buffer) >= ROWS_PER_ROW_GROUP:
+        if self._shard_bytes >= self.max_shard_bytes:
+            self._close_shard()
+        elif len(self._buffer) >= ROWS_PER_ROW_GROUP:
             self._flush()
-            if self._shard_bytes >= self.max_shard_bytes:
-                self._close_shard()
 
     def _flush(self) -> None:
         if not self._buffer:

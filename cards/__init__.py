@@ -11,6 +11,7 @@ from importlib.resources import files
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from critic_data.builders import SOURCES
+from critic_data.schemas import FEATURES
 
 # Least to most restrictive; a build's licence is that of its most restrictive source.
 _LICENSE_ORDER = ("apache-2.0", "unknown", "cc-by-nc-4.0")
@@ -55,6 +56,14 @@ def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
         source_datasets=[SOURCES[name].hub_repo for name in names],
         tags=["preference", "critic", "reward-modeling", "rlvr", "grpo", "multimodal", "llava-critic", "critic-data"],
         pretty_name="critic-data: " + ", ".join(names),
+        # `datasets` keys its cache of a local folder on this metadata (not on file contents):
+        # sizes and row counts here make a rebuilt folder load fresh, and let it verify row counts.
+        dataset_info={
+            "features": FEATURES._to_yaml_list(),
+            "splits": [{"name": name, "num_bytes": s["bytes"], "num_examples": s["rows"]} for name, s in splits.items()],
+            "download_size": sum(s["bytes"] for s in splits.values()),
+            "dataset_size": sum(s["bytes"] for s in splits.values()),
+        },
         configs=[
             {
                 "config_name": "default",

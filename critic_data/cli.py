@@ -118,7 +118,8 @@ def build(
 
 def _print_build_summary(manifest: dict, out: Path) -> None:
     table = Table(title=f"built {out}")
-    for column in ("source", "rows read", "used", "rejected", "pairs formed", "filtered", "duplicates", "kept"):
+    table.caption = "rows: read = used + rejected; pairs: formed = kept + filtered + duplicates"
+    for column in ("source", "read", "used", "rejected", "formed", "filtered", "duplicates", "kept"):
         table.add_column(column, justify="left" if column == "source" else "right")
     for name, stats in manifest["sources"].items():
         c = stats["counts"]

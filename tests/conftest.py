@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
+# Keep `datasets`' cache of loaded folders out of the user's cache (it reads this at import).
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="critic-data-test-cache-"))
 
 import pytest
 

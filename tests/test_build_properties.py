@@ -1,0 +1,91 @@
+"""Property tests: whatever the rows hold, the build never crashes and loses no row."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from critic_data.builders.images import check_image
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.pipeline import build
+from critic_data.builders.text import clean_question, clean_response
+from critic_data.schemas import RejectReason
+from tests.snapshots import ASPECTS, corrupt_jpeg, jpeg
+
+junk = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8), st.lists(st.integers(), max_size=2))
+rating = st.one_of(st.sampled_from(["1", "2", "3", "4", "5", " 4 ", "N/A", "", "nan", "inf", "3.5"]), st.integers(0, 6), junk)
+annotations = st.one_of(
+    st.fixed_dictionaries({aspect: st.one_of(st.fixed_dictionaries({"Rating": rating, "Rationale": st.just("RATIONALE-SECRET")}), junk)
+                           for aspect in ASPECTS}),
+    junk,
+)
+completion = st.fixed_dictionaries({
+    "annotations": annotations,
+    "model": st.text(max_size=5),
+    "response": st.one_of(st.sampled_from(["A cat.", "A dog.", "A cat.", "  ", "【1†source】", "Two birds <image>"]), st.text(max_size=30), junk),
+})
+row = st.fixed_dictionaries({
+    "id": st.one_of(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 3), junk),
+    "prompt": st.one_of(st.sampled_from(["What is this?", "<image>", "<image>\nCount them."]), junk),
+    "completions": st.one_of(st.lists(completion, max_size=5), junk,
+                             st.fixed_dictionaries({"response": st.lists(st.text(max_size=5), max_size=3)})),
+})
+line = st.one_of(row.map(json.dumps), st.sampled_from(['{"id": "x"', "[1, 2]", "null", '"text"', "{}"]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(line, min_size=1, max_size=12), keep_ties=st.integers(0, 2), pairs=st.sampled_from(["max-gap", "all"]))
+def test_malformed_rows_never_crash_and_are_all_accounted_for(lines, keep_ties, pairs):
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshot = Path(tmp) / "snapshot"
+        snapshot.mkdir()
+        (snapshot / "vlfeedback_80k.jsonl").write_text("\n".join(lines) + "\n")
+        with zipfile.ZipFile(snapshot / "merged_images.zip", "w") as archive:
+            archive.writestr("merged_images/a.jpg", jpeg(1))
+            archive.writestr("merged_images/b.jpg", jpeg(2))
+            archive.writestr("merged_images/c.jpg", corrupt_jpeg(3))
+            archive.writestr("merged_images/0.jpg", jpeg(4))
+        out = Path(tmp) / "out"
+        manifest = build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, keep_ties=keep_ties, pairs_per_prompt=pairs, test_size=0.3))
+        counts = manifest["sources"]["vlfeedback"]["counts"]
+        assert counts["rows_read"] == len(lines)
+        assert counts["rows_used"] + counts["rows_rejected"] == counts["rows_read"]
+        assert len((out / "rejects.jsonl").read_text().splitlines()) == counts["rows_rejected"]
+        assert counts["pairs_formed"] == counts["pairs_kept"] + sum(counts["pairs_filtered"].values()) + counts["duplicates_dropped"]
+        written = sum(pq.read_metadata(path).num_rows for path in (out / "data").glob("*.parquet"))
+        assert written == counts["pairs_kept"]
+        for path in out.rglob("*"):
+            if path.is_file():
+                assert b"RATIONALE-SECRET" not in path.read_bytes()
+
+
+markup = st.lists(st.sampled_from(["【", "】", "3†source", "<image>", "<ima", "ge>", " ", "\n", "a"]), max_size=20).map("".join)
+
+
+@given(markup)
+def test_cleaning_leaves_no_marker_and_is_idempotent(text):
+    response, question = clean_response(text), clean_question(text)
+    assert clean_response(response) == response and clean_question(question) == question
+    assert "<image>" not in question
+    assert "【3†source】" not in response
+
+
+def test_clean_text_examples():
+    assert clean_response("A bike【3†source】 on a wall【12†source】.") == "A bike on a wall."
+    assert clean_question("<image>\nWhat is this?") == "What is this?"
+    assert clean_question("Compare <image> and <image> please") == "Compare and please"
+    assert clean_question("<ima<image>ge>What?") == "What?"
+
+
+def test_check_image_decides_by_content():
+    assert check_image(jpeg(0)) is None
+    assert check_image(corrupt_jpeg(0))[0] is RejectReason.IMAGE_UNDECODABLE
+    assert check_image(b"")[0] is RejectReason.IMAGE_MISSING
+    assert check_image(b"GIF89a not really")[0] is RejectReason.IMAGE_UNDECODABLE
+    assert check_image(jpeg(0, size=(64, 48)), max_pixels=64 * 48 - 1)[0] is RejectReason.IMAGE_TOO_LARGE

@@ -1,0 +1,244 @@
+"""The VLFeedback builder end to end: both Hub layouts, accounting, determinism, balance, leaks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.pipeline import build
+from critic_data.schemas import FEATURES
+from tests.snapshots import (
+    CORRUPT_IMAGE_ROW,
+    MISSING_IMAGE_ROW,
+    jpeg,
+    write_vlfeedback_jsonl,
+    write_vlfeedback_parquet,
+)
+
+CLI = [sys.executable, "-m", "critic_data.cli"]
+
+
+def _rows(out: Path, split: str | None = None) -> list[dict]:
+    pattern = f"{split}-*.parquet" if split else "*.parquet"
+    return [row for path in sorted((out / "data").glob(pattern)) for row in pq.read_table(path).to_pylist()]
+
+
+def _build(snapshot: Path, out: Path, **options) -> dict:
+    return build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, **options))
+
+
+@pytest.fixture(scope="module")
+def jsonl_snapshot(tmp_path_factory) -> tuple[Path, list[dict]]:
+    folder = tmp_path_factory.mktemp("vlf-jsonl")
+    return folder, write_vlfeedback_jsonl(folder, n=40, seed=1)
+
+
+@pytest.fixture(scope="module")
+def parquet_snapshot(tmp_path_factory) -> tuple[Path, list[dict]]:
+    folder = tmp_path_factory.mktemp("vlf-parquet")
+    return folder, write_vlfeedback_parquet(folder, n=40, seed=1, shards=3)
+
+
+@pytest.fixture(scope="module")
+def built(jsonl_snapshot, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("out") / "vlf"
+    return out, _build(jsonl_snapshot[0], out, test_size=0.25)
+
+
+def test_every_input_row_is_accounted_for(built, jsonl_snapshot):
+    out, manifest = built
+    counts = manifest["sources"]["vlfeedback"]["counts"]
+    lines = (jsonl_snapshot[0] / "vlfeedback_80k.jsonl").read_text().splitlines()
+    assert counts["rows_read"] == len(lines) == 41  # 40 rows + one broken line
+    assert counts["rows_read"] == counts["rows_used"] + counts["rows_rejected"]
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == counts["rows_rejected"]
+    by_id = {r["source_id"]: r["reason"] for r in rejects}
+    rows = jsonl_snapshot[1]
+    assert by_id[rows[1]["id"]] == "rating_unparsable"
+    assert by_id[rows[2]["id"]] == "empty_response"
+    assert by_id[rows[MISSING_IMAGE_ROW]["id"]] == "image_missing"
+    assert by_id[rows[CORRUPT_IMAGE_ROW]["id"]] == "image_undecodable"
+    assert by_id["line 12"] == "json_invalid"
+    assert manifest["sources"]["vlfeedback"]["rejects_by_reason"] == dict(Counter(by_id.values()))
+    for reject in rejects:
+        assert set(reject) == {"source", "source_id", "reason", "detail"} and reject["source"] == "vlfeedback"
+
+
+def test_pair_accounting_and_margin(built):
+    out, manifest = built
+    counts = manifest["sources"]["vlfeedback"]["counts"]
+    rows = _rows(out)
+    assert counts["pairs_kept"] == len(rows) == sum(s["rows"] for s in manifest["splits"].values())
+    assert counts["pairs_formed"] == counts["pairs_kept"] + sum(counts["pairs_filtered"].values()) + counts["duplicates_dropped"]
+    assert counts["duplicates_dropped"] >= 1  # row 7 repeats row 6 under another id
+    assert all(row["margin"] > 0.6 for row in rows)
+    assert len({row["id"] for row in rows}) == len(rows)
+    # max-gap: at most one pair per source row
+    assert max(Counter(row["source_id"] for row in rows).values()) == 1
+
+
+def test_labels_balanced_per_split_and_answer_names_the_better_response(built, jsonl_snapshot):
+    out, manifest = built
+    scores = {}
+    for row in jsonl_snapshot[1]:
+        for c in row["completions"]:
+            try:
+                scores[c["response"].replace("【3†source】", "").strip()] = sum(float(v["Rating"]) for v in c["annotations"].values())
+            except ValueError:
+                pass
+    for split in ("train", "test"):
+        rows = _rows(out, split)
+        labels = Counter(row["answer"] for row in rows)
+        assert abs(labels["1"] - labels["2"]) <= 1, (split, labels)
+        assert labels == Counter(manifest["sources"]["vlfeedback"]["label_balance"][split])
+        for row in rows:
+            better, worse = (row["response_1"], row["response_2"]) if row["answer"] == "1" else (row["response_2"], row["response_1"])
+            assert scores[better] > scores[worse]
+    assert _rows(out, "test"), "the fixture should give a non-empty test split"
+
+
+def test_no_rationale_or_debris_reaches_any_output_file(built):
+    out, _ = built
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"RATIONALE-SECRET" not in data, path
+            assert "【".encode() not in data, path
+    for row in _rows(out):
+        assert "<image>" not in row["question"]
+        assert row["question"] in row["prompt"][0]["content"][-1]["text"]
+    assert any("It is new." in (row["response_1"] + row["response_2"]) for row in _rows(out))
+
+
+def test_split_groups_by_image_and_question(built):
+    out, _ = built
+    groups = {split: {(row["images"][0]["bytes"], row["question"]) for row in _rows(out, split)} for split in ("train", "test")}
+    assert not groups["train"] & groups["test"]
+
+
+def test_images_keep_their_original_bytes(built, jsonl_snapshot):
+    out, _ = built
+    originals = {row["id"]: jpeg(i) for i, row in enumerate(jsonl_snapshot[1])}
+    for row in _rows(out):
+        assert row["images"][0]["bytes"] == originals[row["source_id"]]
+        assert row["images"][0]["path"] == f"{row['source_id']}.jpg"
+
+
+def test_load_dataset_gives_both_splits_with_declared_features(built):
+    from datasets import load_dataset
+
+    out, manifest = built
+    dataset = load_dataset(str(out))
+    assert set(dataset) == {"train", "test"}
+    assert dataset["train"].features == FEATURES
+    assert len(dataset["train"]) == manifest["splits"]["train"]["rows"]
+    assert dataset["train"][0]["images"][0].size == (64, 48)
+
+
+def test_same_seed_is_byte_identical_and_another_seed_reorders(jsonl_snapshot, tmp_path):
+    first = _build(jsonl_snapshot[0], tmp_path / "a", test_size=0.25)
+    second = build(BuildOptions(out=tmp_path / "b", inputs={"vlfeedback": jsonl_snapshot[0]}, test_size=0.25), num_proc=2)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "data").iterdir())
+    assert files_a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b" / "data").iterdir())
+    for name in files_a:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert first["sources"] == second["sources"]
+    _build(jsonl_snapshot[0], tmp_path / "c", test_size=0.25, seed=1)
+    answers = lambda out: {r["id"]: r["answer"] for r in _rows(out)}  # noqa: E731
+    a, c = answers(tmp_path / "a"), answers(tmp_path / "c")
+    assert a.keys() == c.keys() and a != c
+
+
+def test_small_shards_roll_over_without_changing_rows(jsonl_snapshot, tmp_path):
+    _build(jsonl_snapshot[0], tmp_path / "one", test_size=0.25)
+    manifest = _build(jsonl_snapshot[0], tmp_path / "many", test_size=0.25, max_shard_bytes=1)
+    shards = manifest["splits"]["train"]["files"]
+    assert len(shards) > 1 and shards[-1].endswith(f"-of-{len(shards):05d}.parquet")
+    assert _rows(tmp_path / "one") == _rows(tmp_path / "many")
+
+
+def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tmp_path):
+    manifest = _build(parquet_snapshot[0], tmp_path / "pq", test_size=0.25)
+    assert manifest["inputs"]["vlfeedback"]["layout"] == "parquet"
+    counts = manifest["sources"]["vlfeedback"]["counts"]
+    assert counts["rows_read"] == 40 and counts["rows_read"] == counts["rows_used"] + counts["rows_rejected"]
+    assert _rows(tmp_path / "pq") == _rows(built[0])
+
+
+def test_pairs_per_prompt_all_and_keep_ties(jsonl_snapshot, built, tmp_path):
+    everything = _build(jsonl_snapshot[0], tmp_path / "all", pairs_per_prompt="all")
+    assert everything["sources"]["vlfeedback"]["counts"]["pairs_kept"] > built[1]["sources"]["vlfeedback"]["counts"]["pairs_kept"]
+    ties = _build(jsonl_snapshot[0], tmp_path / "ties", keep_ties=2)
+    rows = _rows(tmp_path / "ties")
+    tied = [row for row in rows if row["answer"] == "tie"]
+    assert len(tied) == 2 and all(row["margin"] == 0.0 for row in tied)
+    assert {row["template"] for row in rows} == {"pairwise-tie-v1"}
+    assert "\\boxed{tie}" in rows[0]["prompt"][0]["content"][-1]["text"]
+
+
+def _cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_cli_builds_and_prints_a_summary(jsonl_snapshot, tmp_path):
+    result = _cli("build", "--source", "vlfeedback", "--input", str(jsonl_snapshot[0]), "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    assert "rejected" in result.stderr and "vlfeedback" in result.stderr
+    manifest = json.loads((tmp_path / "o" / "build.json").read_text())
+    assert manifest["command"][:3] == ["critic-data", "build", "--source"]
+    assert (tmp_path / "o" / "README.md").read_text().startswith("---\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "nosuch"], "unknown source nosuch"),
+        (["--source", "vlfeedback", "--input", "/does/not/exist"], "is not a folder"),
+        (["--source", "vlfeedback", "--input", "EMPTY"], "does not look like a VLFeedback snapshot"),
+        (["--source", "vlfeedback", "--input", "BADZIP"], "not a readable zip"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--test-size", "2"], "--test-size must be in [0, 1)"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--out", "TAKEN"], "already exists and is not empty"),
+    ],
+)
+def test_cli_user_errors_are_one_line(args, message, jsonl_snapshot, tmp_path):
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "BADZIP").mkdir()
+    (tmp_path / "BADZIP" / "vlfeedback_80k.jsonl").write_text("{}\n")
+    (tmp_path / "BADZIP" / "merged_images.zip").write_bytes(b"not a zip")
+    (tmp_path / "TAKEN").mkdir()
+    (tmp_path / "TAKEN" / "keep.txt").write_text("user data")
+    args = [str(jsonl_snapshot[0]) if a == "SNAPSHOT" else a for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "o")]
+    result = _cli("build", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert message in " ".join(result.stderr.split())
+    assert (tmp_path / "TAKEN" / "keep.txt").read_text() == "user data"
+    assert not (tmp_path / "o").exists()
+
+
+def test_offline_without_input_suggests_input(tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = _cli("build", "--source", "vlfeedback", "--out", str(tmp_path / "o"), env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--input" in result.stderr and "MMInstruction/VLFeedback" in result.stderr
+
+
+def test_overwrite_replaces_only_when_asked(jsonl_snapshot, tmp_path):
+    out = tmp_path / "o"
+    _build(jsonl_snapshot[0], out)
+    (out / "stale.txt").write_text("old")
+    build(BuildOptions(out=out, inputs={"vlfeedback": jsonl_snapshot[0]}, overwrite=True))
+    assert not (out / "stale.txt").exists() and (out / "build.json").exists()
+    assert not list(tmp_path.glob(".o.partial-*"))
