@@ -38,9 +38,11 @@ class SourceSpec:
 
 
 def _registry() -> dict[str, SourceSpec]:
-    from critic_data.builders import vlfeedback
+    # The order is the build order of `--source all`: a pair repeated in a later source
+    # (LLaVA-Critic re-judges rows of the others) is kept from the earlier one.
+    from critic_data.builders import llava_critic, llava_rlhf, rlhf_v, vlfeedback
 
-    return {spec.name: spec for spec in (vlfeedback.SOURCE,)}
+    return {spec.name: spec for spec in (vlfeedback.SOURCE, rlhf_v.SOURCE, llava_rlhf.SOURCE, llava_critic.SOURCE)}
 
 
 SOURCES = _registry()

@@ -28,6 +28,7 @@ class BuildOptions:
     test_size: float = 0.02
     max_shard_bytes: int = 500 * 1024 * 1024
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    format: str = "trl"  # "trl": conversational prompt + columns; "easyr1": flat question/answer/images
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -39,6 +40,8 @@ class BuildOptions:
             raise ValueError(f"--pairs-per-prompt must be 'max-gap' or 'all', not {self.pairs_per_prompt!r}")
         if not 0.0 <= self.test_size < 1.0:
             raise ValueError(f"--test-size must be in [0, 1), not {self.test_size}")
+        if self.format not in ("trl", "easyr1"):
+            raise ValueError(f"--format must be 'trl' or 'easyr1', not {self.format!r}")
         if self.margin < 0:
             raise ValueError(f"--margin must be >= 0, not {self.margin}")
         if self.keep_ties < 0:

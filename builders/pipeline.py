@@ -29,7 +29,7 @@ from critic_data.builders.records import Example, Pair
 from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot
 from critic_data.builders.writer import SplitWriter
 from critic_data.rl.prompts import DEFAULT_TEMPLATE, TIE_TEMPLATE, conversational_prompt, render_critic_prompt
-from critic_data.schemas import Reject, RejectReason, validate_row
+from critic_data.schemas import FORMATS, Reject, RejectReason, validate_row
 
 SPLITS = ("train", "test")
 WINDOW = 256  # examples handed to the image-check workers at a time (bounds memory)
@@ -160,7 +160,8 @@ class _Assembler:
             "template": self.template,
         }
         validate_row(row)  # a failure here is a bug in a builder, not the user's input
-        return row
+        convert = FORMATS[self.options.format][1]
+        return convert(row) if convert else row
 
 
 def resolve_snapshot(spec: SourceSpec, options: BuildOptions) -> tuple[Snapshot, object]:
@@ -213,7 +214,8 @@ def build(options: BuildOptions, num_proc: int = 1, progress=None, argv: list[st
 
 
 def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress, started: float) -> dict:
-    writers = {split: SplitWriter(staging / "data", split, options.max_shard_bytes) for split in SPLITS}
+    schema = FORMATS[options.format][0].arrow_schema
+    writers = {split: SplitWriter(staging / "data", split, options.max_shard_bytes, schema) for split in SPLITS}
     assembler = _Assembler(options)
     stats: dict[str, SourceStats] = {}
     timings = {}
@@ -242,7 +244,7 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
     files = {split: writer.close() for split, writer in writers.items()}
     return {
         "tool": {"name": "critic-data", "version": __version__},
-        "format": "trl",
+        "format": options.format,
         "seed": options.seed,
         "options": options.to_manifest(),
         "inputs": {spec.name: snapshot.origin for spec, snapshot, _ in opened},

@@ -25,17 +25,15 @@ from collections.abc import Iterator
 from itertools import combinations
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from critic_data import UserError
 from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
+from critic_data.builders.readers import count_parquet_rows, image_from_struct, parquet_rows
 from critic_data.builders.records import Example, Pair
 from critic_data.builders.text import clean_question, clean_response
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "vlfeedback"
-BATCH_ROWS = 64  # parquet rows decoded at a time: a few MB of images
 
 
 def _rating(annotations, aspect: str) -> float | None:
@@ -119,7 +117,7 @@ def _example(row: dict, image: tuple[bytes, str | None] | None, options: BuildOp
     question = clean_question(row["prompt"])
     if not question:
         return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "prompt is empty once <image> is removed")
-    if image is None or not image[0]:
+    if image is None:
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"no image for id {source_id}")
     result = _pairs(completions, options)
     if isinstance(result, RejectReason):
@@ -133,21 +131,12 @@ class _ParquetReader:
 
     def __init__(self, files: list[Path], options: BuildOptions):
         self.files, self.options = files, options
-        try:
-            self.total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            raise UserError(f"cannot read parquet in {files[0].parent}: {error}; re-download the snapshot") from None
+        self.total_rows = count_parquet_rows(files)
 
     def __iter__(self) -> Iterator[Example | Reject]:
-        position = 0
-        for path in self.files:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-                for row in batch.to_pylist():
-                    position += 1
-                    row["_position"] = f"{path.name}:{position}"
-                    image = row.get("image")
-                    found = (image.get("bytes"), image.get("path")) if isinstance(image, dict) else None
-                    yield _example(row, found, self.options)
+        for position, row in parquet_rows(self.files):
+            row["_position"] = position
+            yield _example(row, image_from_struct(row.get("image")), self.options)
 
 
 class _JsonlReader:

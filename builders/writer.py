@@ -61,12 +61,9 @@ class SplitWriter:
             self._shard_bytes = 0
 
     def close(self) -> list[Path]:
-        """Finish the split (an empty split still gets one empty shard) and name its files."""
+        """Finish the split and give its shards their final names. An empty split has no
+        file: `datasets` cannot load a split without rows, so it is left out, not faked."""
         self._close_shard()
-        if not self._shards:
-            path = self.data_dir / f".{self.split}-00000.parquet.partial"
-            pq.write_table(self.schema.empty_table(), path)
-            self._shards.append(path)
         total = len(self._shards)
         final = []
         for index, partial in enumerate(self._shards):

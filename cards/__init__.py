@@ -11,7 +11,7 @@ from importlib.resources import files
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from critic_data.builders import SOURCES
-from critic_data.schemas import FEATURES
+from critic_data.schemas import FORMATS
 
 # Least to most restrictive; a build's licence is that of its most restrictive source.
 _LICENSE_ORDER = ("apache-2.0", "unknown", "cc-by-nc-4.0")
@@ -46,7 +46,7 @@ def build_license(source_names) -> str:
 def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
     """The README.md of a built dataset folder; `repo_id` fills the loading snippet."""
     names = list(manifest["sources"])
-    splits = manifest["splits"]
+    splits = {name: split for name, split in manifest["splits"].items() if split["rows"]}  # empty: no files
     total = sum(split["rows"] for split in splits.values())
     data = DatasetCardData(
         license=build_license(names),
@@ -59,7 +59,7 @@ def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
         # `datasets` keys its cache of a local folder on this metadata (not on file contents):
         # sizes and row counts here make a rebuilt folder load fresh, and let it verify row counts.
         dataset_info={
-            "features": FEATURES._to_yaml_list(),
+            "features": FORMATS[manifest["format"]][0]._to_yaml_list(),
             "splits": [{"name": name, "num_bytes": s["bytes"], "num_examples": s["rows"]} for name, s in splits.items()],
             "download_size": sum(s["bytes"] for s in splits.values()),
             "dataset_size": sum(s["bytes"] for s in splits.values()),

@@ -22,6 +22,7 @@ class RejectReason(StrEnum):
     EMPTY_QUESTION = "empty_question"            # no question text left after cleaning
     IDENTICAL_RESPONSES = "identical_responses"  # the two candidates are the same text
     VERDICT_UNPARSABLE = "verdict_unparsable"    # no verdict could be read from the judge's text
+    PROMPT_UNPARSABLE = "prompt_unparsable"      # question or responses not found in a judge prompt
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,32 @@ FEATURES = Features(
 COLUMNS = tuple(FEATURES)
 ARROW_SCHEMA = FEATURES.arrow_schema
 
+# `--format easyr1`: the flat-text layout of lmms-lab/LLaVA-Critic-GRPO-dataset, for trainers
+# (EasyR1, verl) that read one prompt string with `<image>` placeholders; lineage columns kept.
+EASYR1_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "source": Value("string"),
+        "source_id": Value("string"),
+        "images": List(Image()),
+        "question": Value("string"),  # the whole critic prompt, `<image>` per image first
+        "answer": Value("string"),
+    }
+)
+
+
+def to_easyr1(row: dict) -> dict:
+    """The easyr1 layout of a validated TRL-layout row."""
+    text = row["prompt"][0]["content"][-1]["text"]
+    return {
+        "id": row["id"],
+        "source": row["source"],
+        "source_id": row["source_id"],
+        "images": row["images"],
+        "question": "<image>" * len(row["images"]) + text,
+        "answer": row["answer"],
+    }
+
 
 def validate_row(row: dict) -> None:
     """Raise ValueError naming the first broken invariant of an output row."""

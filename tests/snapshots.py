@@ -154,3 +154,134 @@ if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "sample")
     write_vlfeedback_jsonl(target / "vlfeedback", n=48, seed=7)
     print(f"wrote {target}/vlfeedback")
+
+
+# --- RLHF-V -------------------------------------------------------------------------------
+
+def rlhf_v_texts(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"question": ("<image>\n" if i % 2 else "") + QUESTIONS[i % len(QUESTIONS)] + f" (#{i})",
+             "chosen": f"The image shows {SUBJECTS[i % len(SUBJECTS)]}. Corrected detail {rng.randrange(10**6)}.",
+             "rejected": f"The image shows {SUBJECTS[(i + 3) % len(SUBJECTS)]}. Hallucinated detail {rng.randrange(10**6)}."}
+            for i in range(n)]
+
+
+RLHF_V_FAULTS = {1: "json_invalid", 2: "identical_responses", 3: "image_undecodable", 4: "image_missing", 5: "row_malformed"}
+
+
+def write_rlhf_v(folder: Path, n: int = 12, seed: int = 0) -> list[dict]:
+    """`RLHF-V-Dataset.parquet` at the repo root; faults at the rows of RLHF_V_FAULTS."""
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = rlhf_v_texts(n, seed)
+    records = []
+    for i, text in enumerate(texts):
+        body = json.dumps(text)
+        image = {"bytes": jpeg(100 + i), "path": f"rlhf-v/{i}.jpg"}
+        if i == 1:
+            body = body[:-5]
+        elif i == 2:
+            body = json.dumps({**text, "rejected": text["chosen"]})
+        elif i == 3:
+            image = {"bytes": corrupt_jpeg(100 + i), "path": f"rlhf-v/{i}.jpg"}
+        elif i == 4:
+            image = None
+        elif i == 5:
+            body = json.dumps({"question": text["question"], "chosen": text["chosen"]})
+        records.append({"ds_name": "RLHF-V", "image": image, "text": body, "origin_dataset": "OK-VQA",
+                        "origin_split": json.dumps({"model": "muffin"}), "idx": 5000 + i, "image_path": f"rlhf-v/{i}.jpg"})
+    pq.write_table(pa.Table.from_pylist(records), folder / "RLHF-V-Dataset.parquet")
+    return texts
+
+
+# --- LLaVA-RLHF ---------------------------------------------------------------------------
+
+LLAVA_RLHF_FAULTS = {1: "image_missing", 2: "image_path_unsafe", 3: "row_malformed", 4: "identical_responses"}
+LLAVA_RLHF_NESTED, LLAVA_RLHF_MULTITURN = 5, 6
+
+
+def write_llava_rlhf(folder: Path, image_root: Path, n: int = 12, seed: int = 0) -> list[dict]:
+    """`llava_7b_v1_preference.json` (a JSON array) and COCO-named JPEGs under `image_root`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image_root.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        image = f"{300000 + i:012d}.jpg"
+        conversations = [{"from": "human", "value": "<image>\n" + QUESTIONS[i % len(QUESTIONS)] + f" [{i}]"},
+                         {"from": "gpt", "value": ""}]
+        if i == LLAVA_RLHF_MULTITURN:
+            conversations = [{"from": "human", "value": "<image>\nWhat animal is this?"},
+                             {"from": "gpt", "value": "It is a cat."},
+                             {"from": "human", "value": "What colour is its fur?"},
+                             {"from": "gpt", "value": ""}]
+        row = {"id": f"llava-rlhf-{i}", "image": image,
+               "conversations": [conversations] if i == LLAVA_RLHF_NESTED else conversations,
+               "output_1": {"from": "llava", "value": f"Answer one about {SUBJECTS[i % 10]} {rng.randrange(10**6)}."},
+               "output_2": {"from": "llava", "value": f"Answer two about {SUBJECTS[(i + 1) % 10]} {rng.randrange(10**6)}."},
+               "preference": 1 + i % 2, "hallucination": bool(i % 3)}
+        if i == 2:
+            row["image"] = "../outside.jpg"
+        if i == 3:
+            row["preference"] = 3
+        if i == 4:
+            row["output_2"] = dict(row["output_1"])
+        if i != 1:
+            (image_root / image).write_bytes(jpeg(300 + i))
+        rows.append(row)
+    (image_root.parent / "outside.jpg").write_bytes(jpeg(999))
+    (folder / "llava_7b_v1_preference.json").write_text(json.dumps(rows))
+    return rows
+
+
+# --- LLaVA-Critic-113k (pairwise) -----------------------------------------------------------
+
+CRITIC_TEMPLATES = [
+    # (instruction with criteria, first label, second label, bracketed values, trailer)
+    ("Given an image and a corresponding question, please serve as an unbiased and fair judge. CRITERIA-SECRET: "
+     "accuracy, helpfulness.", "The first response:", "The second response:", True, "\nASSISTANT:\n"),
+    ("You are a critic. CRITERIA-SECRET: judge visual faithfulness first.", "Response 1:", "Response 2:", False,
+     "\n\nPlease output your judgement ending with 'The better response: [1|2]'. CRITERIA-SECRET"),
+    ("Compare two answers. CRITERIA-SECRET: no length bias.", "Response A:", "Response B:", True, ""),
+]
+VERDICTS = ["The better response: [first]", "The better response: second", "The better response: [1]",
+            "The better response: 2", "The better response: [A]", "Therefore, the better response: B"]
+CRITIC_TIE_ROW, CRITIC_UNPARSABLE_ROW, CRITIC_DUPLICATE_ROW = 6, 7, 8
+
+
+def critic_prompt(question: str, first: str, second: str, template: int) -> str:
+    instruction, label_1, label_2, brackets, trailer = CRITIC_TEMPLATES[template]
+    wrap = (lambda v: f"[{v}]") if brackets else (lambda v: v)  # noqa: E731
+    return f"<image>\n{instruction}\nQuestion: {wrap(question)}\n{label_1} {wrap(first)}\n{label_2} {wrap(second)}{trailer}"
+
+
+def write_llava_critic(folder: Path, n: int = 12, seed: int = 0, duplicate_of: dict | None = None, shards: int = 2) -> list[dict]:
+    """`pairwise/train-0000K-of-0000N.parquet`. Row i uses template i % 3 and verdict i % 6;
+    one tie, one unparsable verdict, and (with `duplicate_of`, an RLHF-V text and image
+    bytes) a row that re-judges an RLHF-V pair."""
+    rng = random.Random(seed)
+    records, expected = [], []
+    for i in range(n):
+        question, first, second = (f"{QUESTIONS[i % 5]} [{i}]", f"First answer {rng.randrange(10**6)} [with brackets].",
+                                   f"Second answer {rng.randrange(10**6)}.")
+        verdict = VERDICTS[i % len(VERDICTS)]
+        label = "1" if i % 2 == 0 else "2"
+        image = jpeg(500 + i)
+        if i == CRITIC_TIE_ROW:
+            verdict, label = "Both responses are equally good.", "tie"
+        if i == CRITIC_UNPARSABLE_ROW:
+            verdict, label = "I cannot decide.", None
+        if i == CRITIC_DUPLICATE_ROW and duplicate_of:
+            question, first, second = duplicate_of["question"], duplicate_of["chosen"], duplicate_of["rejected"]
+            image, verdict, label = duplicate_of["image"], "The better response: [first]", "1"
+        gpt = f"JUSTIFICATION-SECRET: the reasons are many. {verdict}"
+        records.append({"id": f"critic_{i}", "source": "vlfeedback",
+                        "conversations": [{"from": "human", "value": critic_prompt(question, first, second, i % 3)},
+                                          {"from": "gpt", "value": gpt}],
+                        "image": {"bytes": image, "path": None}})
+        expected.append({"question": question, "first": first, "second": second, "label": label})
+    (folder / "pairwise").mkdir(parents=True, exist_ok=True)
+    per_shard = -(-n // shards)
+    for k in range(shards):
+        pq.write_table(pa.Table.from_pylist(records[k * per_shard:(k + 1) * per_shard]),
+                       folder / "pairwise" / f"train-{k:05d}-of-{shards:05d}.parquet")
+    return expected

@@ -1,0 +1,168 @@
+"""LLaVA-Critic-113k, pairwise config (`lmms-lab/llava-critic-113k`).
+
+Layout (SOURCES.md): `pairwise/train-0000K-of-00005.parquet`; columns `id` (e.g.
+`vlfeedback_1`), `source`, `conversations` (a human turn and a gpt turn) and `image`.
+
+The human turn is a judge prompt: `<image>`, one of ~30 instruction templates with
+evaluation criteria, the question, and the two responses labelled `The first response:` /
+`The second response:`, `Response 1:` / `Response 2:` or `Response A:` / `Response B:`
+(values often in square brackets). Only the question and the two responses are kept: the
+template's instructions and criteria never reach the output.
+
+The gpt turn is GPT-4o's justification ending in a verdict (`The better response: [second]`,
+`... first|second|1|2|A|B`) or a tie ("equally good"). Only the label is kept. Ties are
+offered to `--keep-ties` like any other source's.
+
+Rejects: question or responses not found (`prompt_unparsable`), no verdict
+(`verdict_unparsable`), empty or identical responses, a missing image, a row without
+its turns (`row_malformed`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from critic_data import UserError
+from critic_data.builders import SourceSpec
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.readers import conversation_turns, count_parquet_rows, image_from_struct, parquet_rows
+from critic_data.builders.records import Example, Pair
+from critic_data.builders.text import clean_question, clean_response
+from critic_data.schemas import Reject, RejectReason
+
+NAME = "llava_critic"
+
+_LEAD = r"(?:^|\n)[ \t]*[#*\[]*[ \t]*"  # a label starts a line, maybe after markdown or a bracket
+_TAIL = r"[ \t]*[\]*]*[ \t]*[:：][ \t]*\**"
+_FIRST = re.compile(_LEAD + r"(?:the\s+first\s+response|response\s*(?:1|a))" + _TAIL, re.IGNORECASE)
+_SECOND = re.compile(_LEAD + r"(?:the\s+second\s+response|response\s*(?:2|b))" + _TAIL, re.IGNORECASE)
+_QUESTION = re.compile(_LEAD + r"(?:the\s+)?(?:user'?s?\s+)?question" + _TAIL, re.IGNORECASE)
+# Instructions some templates put after the second response.
+_TRAILER = re.compile(
+    r"\n\s*\n\s*(?:please|evaluate|based on|your (?:task|evaluation|judg)|determine|judge|compare|provide|"
+    r"which|output|note|assess|consider|assistant\s*:)",
+    re.IGNORECASE,
+)
+
+_VERDICT = re.compile(
+    r"better\s+(?:response|answer|one)\s*(?:is)?\s*[:：]?\s*[\[(\"'*]*\s*(?:the\s+)?"
+    r"(first|second|response\s*[12ab]|[12ab])\b",
+    re.IGNORECASE,
+)
+_PHRASE = re.compile(
+    r"(?:the\s+)?(first|second|response\s*[12ab])\s+(?:response\s+)?is\s+(?:clearly\s+|slightly\s+|much\s+)?better",
+    re.IGNORECASE,
+)
+_TIE = re.compile(r"equally\s+(?:good|bad|well|helpful|valid)|\bit'?s\s+a\s+tie\b|\bboth\s+responses\s+are\s+equally", re.IGNORECASE)
+_LABEL = {"first": "1", "1": "1", "a": "1", "second": "2", "2": "2", "b": "2"}
+
+
+def _unwrap(value: str) -> str:
+    """The text inside a [bracketed] value (brackets balanced), else the value as is."""
+    value = value.strip()
+    if not value.startswith("["):
+        return value
+    depth = 0
+    for i, char in enumerate(value):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth == 0:
+            return value[1:i]
+    return value[1 : value.rfind("]")] if "]" in value else value[1:]
+
+
+def parse_judge_prompt(text: str) -> tuple[str, str, str] | None:
+    """(question, first response, second response) from a judge prompt, or None."""
+    first, second = _FIRST.search(text), _SECOND.search(text)
+    if not first or not second or second.start() < first.end():
+        return None
+    question = _QUESTION.search(text[: first.start()])
+    if not question:
+        return None
+    last = text[second.end() :]
+    if not last.lstrip().startswith("["):
+        trailer = _TRAILER.search(last)
+        last = last[: trailer.start()] if trailer else last
+    return (
+        _unwrap(text[question.end() : first.start()]),
+        _unwrap(text[first.end() : second.start()]),
+        _unwrap(last),
+    )
+
+
+def parse_verdict(text: str) -> str | None:
+    """"1", "2" or "tie" from the judge's justification (its last explicit verdict), or None."""
+    explicit = _VERDICT.findall(text)
+    if explicit:
+        return _LABEL[explicit[-1].lower().replace("response", "").strip()]
+    if _TIE.search(text):
+        return "tie"
+    phrased = _PHRASE.findall(text)
+    if phrased:
+        return _LABEL[phrased[-1].lower().replace("response", "").strip()]
+    return None
+
+
+def _example(position: str, row: dict) -> Example | Reject:
+    source_id = str(row.get("id") or position)
+    turns = conversation_turns(row.get("conversations"))
+    human = next((t["value"] for t in turns if t["from"] == "human"), None) if turns else None
+    judge = next((t["value"] for t in reversed(turns) if t["from"] == "gpt"), None) if turns else None
+    if human is None or judge is None:
+        return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "needs a human turn and a gpt turn")
+    parsed = parse_judge_prompt(human)
+    if parsed is None:
+        return Reject(NAME, source_id, RejectReason.PROMPT_UNPARSABLE, "no question, first and second response labels")
+    question, first, second = clean_question(parsed[0]), clean_response(parsed[1]), clean_response(parsed[2])
+    if not question:
+        return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "the question is empty")
+    if not first or not second:
+        return Reject(NAME, source_id, RejectReason.EMPTY_RESPONSE, "a response is empty")
+    if first == second:
+        return Reject(NAME, source_id, RejectReason.IDENTICAL_RESPONSES, "the two responses are the same text")
+    verdict = parse_verdict(judge)
+    if verdict is None:
+        return Reject(NAME, source_id, RejectReason.VERDICT_UNPARSABLE, "no 'better response' verdict or tie in the gpt turn")
+    image = image_from_struct(row.get("image"))
+    if image is None:
+        return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, "the row has no image bytes")
+    pair = Pair(first, second, tie=True) if verdict == "tie" else Pair(*((first, second) if verdict == "1" else (second, first)))
+    return Example(NAME, source_id, question, [image], [pair], pairs_formed=1)
+
+
+class _Reader:
+    layout = "parquet"
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+        self.total_rows = count_parquet_rows(files)
+
+    def __iter__(self) -> Iterator[Example | Reject]:
+        for position, row in parquet_rows(self.files):
+            yield _example(position, row)
+
+
+def open_snapshot(folder: Path, options: BuildOptions) -> _Reader:
+    files = sorted((folder / "pairwise").glob("*.parquet"))
+    if not files:
+        raise UserError(f"{folder} does not look like a LLaVA-Critic-113k snapshot: expected pairwise/train-*.parquet")
+    return _Reader(files)
+
+
+SOURCE = SourceSpec(
+    name=NAME,
+    hub_repo="lmms-lab/llava-critic-113k",
+    hub_files=("pairwise/*.parquet",),
+    license="apache-2.0",
+    homepage="https://llava-vl.github.io/blog/2024-10-03-llava-critic/",
+    citation="""@article{xiong2024llavacritic,
+  title={LLaVA-Critic: Learning to Evaluate Multimodal Models},
+  author={Xiong, Tianyi and Wang, Xiyao and Guo, Dong and Ye, Qinghao and Fan, Haoqi and Gu, Quanquan and Huang, Heng and Li, Chunyuan},
+  journal={arXiv preprint arXiv:2410.02712},
+  year={2024}
+}""",
+    summary="40k pairwise judgements by GPT-4o (pairwise config of LLaVA-Critic-113k); only the "
+    "verdict is kept, its justification is dropped. Contains rows derived from the other sources.",
+    open=open_snapshot,
+)

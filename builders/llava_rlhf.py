@@ -1,0 +1,135 @@
+"""LLaVA-RLHF human preferences (`zhiqings/LLaVA-Human-Preference-10K`).
+
+Layout (SOURCES.md): one JSON array, `llava_7b_v1_preference.json`. The images are COCO
+train2017 files that the user supplies with `--image-root` (`<image_root>/<image>`).
+
+Row: `id`, `image`, `conversations` (human/gpt turns, possibly wrapped in one extra list;
+the last turn is a gpt placeholder that the two candidates replace), `output_1`,
+`output_2` (`{"value": ...}`), `preference` (1 or 2: which output annotators preferred).
+
+Question: the last human turn; any dialogue before it is rendered into `question` as
+`User:`/`Assistant:` lines so the critic sees the context. `<image>` tokens are removed.
+No scores (margin is null) and no ties.
+
+Rejects: a row that is not an object or misses its fields (`row_malformed`), a preference
+other than 1/2, empty or identical outputs, an image file missing under the root
+(`image_missing`), an image path that resolves outside the root (`image_path_unsafe`:
+never opened).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from critic_data import UserError
+from critic_data.builders import SourceSpec
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.readers import conversation_turns
+from critic_data.builders.records import Example, Pair
+from critic_data.builders.text import clean_question, clean_response
+from critic_data.schemas import Reject, RejectReason
+
+NAME = "llava_rlhf"
+FILE = "llava_7b_v1_preference.json"
+_SPEAKERS = {"human": "User", "gpt": "Assistant"}
+
+
+def render_question(turns: list[dict]) -> str | None:
+    """The last human turn, preceded by the earlier dialogue; None if no human turn is last."""
+    if turns and turns[-1]["from"] == "gpt":
+        turns = turns[:-1]  # the placeholder the candidates replace
+    if not turns or turns[-1]["from"] != "human":
+        return None
+    question = clean_question(turns[-1]["value"])
+    if len(turns) == 1:
+        return question
+    context = [f"{_SPEAKERS.get(t['from'], t['from'])}: {clean_question(t['value'])}" for t in turns[:-1]]
+    return "\n".join([*context, f"User: {question}"]) if question else ""
+
+
+def _output(value) -> str:
+    value = value.get("value") if isinstance(value, dict) else value
+    return clean_response(value) if isinstance(value, str) else ""
+
+
+def _example(index: int, row, image_root: Path) -> Example | Reject:
+    if not isinstance(row, dict):
+        return Reject(NAME, f"item {index}", RejectReason.ROW_MALFORMED, "array item is not an object")
+    source_id = str(row.get("id") or f"item {index}")
+    turns = conversation_turns(row.get("conversations"))
+    question = render_question(turns) if turns else None
+    if question is None:
+        return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "conversations has no human turn to answer")
+    if not question:
+        return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "the question is empty once <image> is removed")
+    preference = str(row.get("preference")).strip()
+    if preference not in ("1", "2"):
+        return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, f"preference {row.get('preference')!r} is not 1 or 2")
+    first, second = _output(row.get("output_1")), _output(row.get("output_2"))
+    if not first or not second:
+        return Reject(NAME, source_id, RejectReason.EMPTY_RESPONSE, "output_1 or output_2 is empty")
+    if first == second:
+        return Reject(NAME, source_id, RejectReason.IDENTICAL_RESPONSES, "output_1 and output_2 are the same text")
+    name = row.get("image")
+    if not isinstance(name, str) or not name.strip():
+        return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, "the row names no image")
+    path = (image_root / name).resolve()
+    if not path.is_relative_to(image_root):
+        return Reject(NAME, source_id, RejectReason.IMAGE_PATH_UNSAFE, f"{name!r} resolves outside --image-root")
+    if not path.is_file():
+        return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"{name} is not under --image-root")
+    better, worse = (first, second) if preference == "1" else (second, first)
+    return Example(NAME, source_id, question, [(path.read_bytes(), path.name)], [Pair(better, worse)], pairs_formed=1)
+
+
+class _Reader:
+    layout = "json"
+
+    def __init__(self, path: Path, image_root: Path):
+        self.files, self.image_root = [path], image_root.resolve()
+        try:
+            self._rows = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"{path} is not valid JSON ({error}); re-download it") from None
+        if not isinstance(self._rows, list):
+            raise UserError(f"{path} should hold a JSON array of preference rows")
+        self.total_rows = len(self._rows)
+
+    def __iter__(self) -> Iterator[Example | Reject]:
+        for index, row in enumerate(self._rows):
+            yield _example(index, row, self.image_root)
+
+
+def open_snapshot(folder: Path, options: BuildOptions) -> _Reader:
+    if options.image_root is None:
+        raise UserError("llava_rlhf needs --image-root: the folder of COCO train2017 images its rows name")
+    if not options.image_root.is_dir():
+        raise UserError(f"--image-root {options.image_root} is not a folder; point it at COCO train2017")
+    path = folder / FILE
+    if not path.is_file():
+        found = sorted(folder.glob("*.json"))
+        if len(found) != 1:
+            raise UserError(f"{folder} does not look like a LLaVA-RLHF snapshot: expected {FILE}")
+        path = found[0]
+    return _Reader(path, options.image_root)
+
+
+SOURCE = SourceSpec(
+    name=NAME,
+    hub_repo="zhiqings/LLaVA-Human-Preference-10K",
+    hub_files=("*.json",),
+    # apache-2.0 on the Hub, CC BY-NC 4.0 on the project page: the stricter one holds.
+    license="cc-by-nc-4.0",
+    homepage="https://llava-rlhf.github.io",
+    citation="""@article{sun2023aligning,
+  title={Aligning Large Multimodal Models with Factually Augmented RLHF},
+  author={Sun, Zhiqing and Shen, Sheng and Cao, Shengcao and Liu, Haotian and Li, Chunyuan and Shen, Yikang and Gan, Chuang and Gui, Liang-Yan and Wang, Yu-Xiong and Yang, Yiming and Keutzer, Kurt and Darrell, Trevor},
+  journal={arXiv preprint arXiv:2309.14525},
+  year={2023}
+}""",
+    summary="9.4k human preferences between two LLaVA responses to COCO image conversations, "
+    "collected for LLaVA-RLHF (images: COCO train2017).",
+    open=open_snapshot,
+)
