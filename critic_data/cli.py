@@ -130,6 +130,28 @@ def _print_build_summary(manifest: dict, out: Path) -> None:
     console.print(f"splits: {splits}; {manifest['timings']['total_seconds']:.1f}s; rejects in {out / 'rejects.jsonl'}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    recipe: Annotated[str, typer.Option(help="critic-r1, critic-r1-plus, or the path of a recipe .yaml file.")],
+) -> None:
+    """Train a critic with TRL GRPO. Any recipe field can be overridden with TRL's flag names
+    (--model_name_or_path, --dataset_name, --learning_rate, --max_steps, --use_vllm, --output_dir, ...);
+    `-h` after --recipe lists them all."""
+    from critic_data.rl.train import train as run_train
+
+    run_train(recipe, list(ctx.args))
+
+
+@app.command()
+def env() -> None:
+    """Print the versions that matter for a bug report (python, torch + CUDA, transformers, trl, vllm, ...)."""
+    from critic_data.env import environment
+
+    for name, value in environment().items():
+        typer.echo(f"{name + ':':<17} {value}")
+
+
 def main() -> None:
     try:
         app()

@@ -5,14 +5,20 @@ message lists; every other dataset column arrives as a keyword argument (a list 
 A reward never raises on an odd completion: it scores it 0.0.
 
     r = 0.9 * preference_reward + 0.1 * format_reward        (alpha = 0.9, METHOD.md)
+
+Rewards are registered by name (`REWARDS`), so a recipe lists them as
+`reward_funcs: [preference, format]` with `reward_weights: [0.9, 0.1]`.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 
-_FORMAT = re.compile(r"^\s*<\s*think\s*>.*?<\s*/\s*think\s*>.*?\\boxed\s*\{", re.DOTALL)
+from critic_data import UserError
+
+_THINK = re.compile(r"^\s*<\s*think\s*>.*?<\s*/\s*think\s*>", re.DOTALL)
 _BOXED = re.compile(r"\\boxed\s*\{")
 # Wrappers a model may put around the label inside the box: \text{2}, \textbf{2}, \mathrm{2}.
 _WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textit)\s*\{([^{}]*)\}")
@@ -62,8 +68,13 @@ def parse_verdict(text: str) -> str | None:
 
 
 def format_reward(completions, **_) -> list[float]:
-    """1.0 when the completion opens with <think>, closes it, then holds a \\boxed{...}."""
-    return [1.0 if _FORMAT.search(completion_text(c)) else 0.0 for c in completions]
+    """1.0 when the completion opens with <think>, closes it, then holds a closed \\boxed{...}."""
+    scores = []
+    for completion in completions:
+        text = completion_text(completion)
+        think = _THINK.match(text)
+        scores.append(1.0 if think and last_boxed(text[think.end():]) is not None else 0.0)
+    return scores
 
 
 def preference_reward(completions, answer, **_) -> list[float]:
@@ -80,3 +91,16 @@ REWARDS: dict[str, Callable[..., list[float]]] = {
 }
 DEFAULT_REWARDS = ("preference", "format")
 DEFAULT_WEIGHTS = (0.9, 0.1)
+
+
+def reward_function(name: str) -> Callable[..., list[float]]:
+    """A reward by registry name (`preference`, `format`) or by dotted import path (`pkg.module.func`)."""
+    if name in REWARDS:
+        return REWARDS[name]
+    module, _, attribute = name.rpartition(".")
+    if not module:
+        raise UserError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)} or a dotted import path")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:
+        raise UserError(f"cannot import reward {name!r}: {error}") from None

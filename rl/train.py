@@ -1,0 +1,382 @@
+"""GRPO training of a critic VLM on a critic-data dataset: LLaVA-Critic-R1 and R1+.
+
+    critic-data train --recipe critic-r1 --dataset_name out/my-dataset [--any_trl_flag VALUE ...]
+    accelerate launch --config_file rl/recipes/accelerate/zero3.yaml -m critic_data.cli train --recipe critic-r1 ...
+
+A recipe is a TRL GRPO config YAML (`rl/recipes/`, launch commands in its opening comment),
+parsed by TRL's own `TrlParser` into `GRPOConfig` + `ModelConfig` + script arguments, so every
+field can be overridden with TRL's flag names. Training is TRL's `GRPOTrainer`. This module adds
+only what TRL's `trl grpo` script lacks for this task:
+- pixel bounds (`min_pixels`, `max_pixels`), applied to the processor *and* to the images
+  themselves: a colocated vLLM builds its own processor from the model folder, so only
+  pre-sized images guarantee that trainer and vLLM count the same image tokens;
+- a prompt budget (`max_prompt_length`): TRL 1.16 no longer truncates prompts (truncation would
+  cut image tokens and fail with "Image features and image tokens do not match"), so longer rows
+  are dropped before training, counted with the model's own processor, and the count is logged;
+- rewards by registry name (`critic_data.rl.rewards.REWARDS`);
+- a model card in the output folder and in every checkpoint, ready for `critic-data push`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import shlex
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from rich.console import Console
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
+from transformers import TrainerCallback
+
+from critic_data import UserError
+from critic_data.cards.model_card import write_model_card
+from critic_data.rl.rewards import DEFAULT_REWARDS, DEFAULT_WEIGHTS, reward_function
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+REQUIRED_COLUMNS = ("prompt", "images", "answer")
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+console = Console(stderr=True)
+
+
+def recipes() -> dict[str, Path]:
+    """The shipped recipes by name."""
+    return {path.stem: path for path in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+@dataclass
+class CriticScriptArguments(ScriptArguments):
+    """TRL's script arguments plus the critic-data keys a recipe may set (TRL 1.16 has no equivalent)."""
+
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub revision of --dataset_name."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: list(DEFAULT_REWARDS),
+        metadata={"help": "Rewards by name (preference, format) or dotted import path."},
+    )
+    min_pixels: int = field(default=262_144, metadata={"help": "Images with fewer pixels are upscaled."})
+    max_pixels: int = field(default=4_194_304, metadata={"help": "Images with more pixels are downscaled."})
+    max_prompt_length: int = field(
+        default=6142, metadata={"help": "Rows whose prompt (text + image tokens) is longer are dropped before training."}
+    )
+
+    def __post_init__(self):
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels} and {self.max_pixels}")
+        if self.max_prompt_length <= 0:
+            raise ValueError(f"max_prompt_length must be positive, got {self.max_prompt_length}")
+
+
+class _Parser(TrlParser):
+    def error(self, message):  # argparse would print the usage of ~300 flags, then exit
+        raise UserError(f"{message} (`critic-data train --recipe NAME -h` lists every flag)")
+
+
+def resolve_recipe(recipe: str) -> Path:
+    shipped = recipes()
+    if recipe in shipped:
+        return shipped[recipe]
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    raise UserError(f"unknown recipe {recipe!r}: use {', '.join(shipped)} or the path of a recipe .yaml file")
+
+
+def parse_recipe(recipe: str, overrides: list[str]) -> tuple[CriticScriptArguments, GRPOConfig, ModelConfig]:
+    """The recipe's values, overridden by TRL-style flags (`--learning_rate 5e-7`)."""
+    import yaml
+
+    path = resolve_recipe(recipe)
+    parser = _Parser((CriticScriptArguments, GRPOConfig, ModelConfig), allow_abbrev=False)  # a typo is an error
+    try:
+        script_args, training_args, model_args = parser.parse_args_and_config(["--config", str(path), *overrides])
+    except (ValueError, yaml.YAMLError) as error:  # unknown keys, bad values, cross-field checks
+        message = " ".join(str(error).split())
+        if "bf16" in message and "use_cpu" in message:
+            message += "; on a machine without a GPU add --use_cpu --bf16 false --use_vllm false"
+        raise UserError(f"recipe {path.name}: {message}") from None
+    if training_args.reward_weights is None and tuple(script_args.reward_funcs) == DEFAULT_REWARDS:
+        training_args.reward_weights = list(DEFAULT_WEIGHTS)
+    if training_args.reward_weights is not None and len(training_args.reward_weights) != len(script_args.reward_funcs):
+        raise UserError(f"--reward_weights has {len(training_args.reward_weights)} values for "
+                        f"{len(script_args.reward_funcs)} --reward_funcs")
+    return script_args, training_args, model_args
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_critic_dataset(args: CriticScriptArguments):
+    """The DatasetDict of a built folder or a Hub dataset id, checked to be a critic-data dataset."""
+    from datasets import load_dataset
+    from datasets.exceptions import DatasetNotFoundError
+
+    name = args.dataset_name
+    if not name:
+        raise UserError("no dataset: pass --dataset_name, a folder built by `critic-data build` or a Hub dataset id")
+    if args.dataset_streaming:
+        raise UserError("--dataset_streaming is not supported: the prompt budget is checked over the whole "
+                        "dataset before training")
+    local = Path(name).expanduser()
+    if not local.exists() and (name.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(name)):
+        raise UserError(f"no dataset folder at {name}; build one with `critic-data build --out {name}`")
+    try:
+        dataset = load_dataset(str(local) if local.exists() else name, name=args.dataset_config,
+                               revision=None if local.exists() else args.dataset_revision)
+    except (DatasetNotFoundError, FileNotFoundError, ConnectionError, OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load dataset {name}: {first_line}") from None
+    if args.dataset_train_split not in dataset:
+        raise UserError(f"dataset {name} has no split {args.dataset_train_split!r} (it has {', '.join(dataset)})")
+    missing = [column for column in REQUIRED_COLUMNS if column not in dataset[args.dataset_train_split].column_names]
+    if missing:
+        raise UserError(f"dataset {name} is not a critic-data dataset: no column {', '.join(missing)}")
+    return dataset
+
+
+def load_processor(model_args: ModelConfig, script_args: CriticScriptArguments, trust_remote_code: bool):
+    """The model's own processor with the recipe's pixel bounds; Qwen2-VL-style processors only."""
+    from transformers import AutoProcessor
+
+    name = model_args.model_name_or_path
+    if not name:
+        raise UserError("no model: pass --model_name_or_path")
+    try:
+        processor = AutoProcessor.from_pretrained(
+            name, revision=model_args.model_revision, trust_remote_code=trust_remote_code,
+            padding_side="left", truncation_side="left",
+            size={"shortest_edge": script_args.min_pixels, "longest_edge": script_args.max_pixels},
+        )
+    except (OSError, ValueError) as error:  # missing files, unreachable Hub, no processor in the folder
+        raise UserError(f"cannot load model {name}: {str(error).strip().splitlines()[0]}") from None
+    image_processor = getattr(processor, "image_processor", None)
+    if not (hasattr(image_processor, "merge_size") and hasattr(processor, "_get_num_multimodal_tokens")):
+        raise UserError(f"{name} has no Qwen2-VL-style image processor; the critic recipes train "
+                        "Qwen2.5-VL-family models (pixel bounds and token counts depend on it)")
+    return processor
+
+
+def fit_image(image, processor):
+    """The image resized exactly as the processor would resize it (a no-op for the processor afterwards)."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    image_processor = processor.image_processor
+    height, width = smart_resize(
+        image.height, image.width, factor=image_processor.patch_size * image_processor.merge_size,
+        min_pixels=image_processor.size["shortest_edge"], max_pixels=image_processor.size["longest_edge"],
+    )
+    if (width, height) == image.size:
+        return image
+    return image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+
+
+def prompt_lengths(dataset, processor, chat_template_kwargs: dict | None = None) -> list[int | None]:
+    """Prompt tokens per row as the trainer will see them: the chat-templated text with every image
+    placeholder expanded to the image's token count under the processor's pixel bounds. Sizes come
+    from image headers (no pixel decoding), counts from the processor itself. None: an image the
+    processor cannot take (e.g. aspect ratio above 200)."""
+    from datasets import Image, List
+    from PIL import Image as PILImage
+
+    tokenizer = processor.tokenizer
+    image_token_id = processor.image_token_id
+    view = dataset.select_columns(["prompt", "images"]).cast_column("images", List(Image(decode=False)))
+    lengths: list[int | None] = []
+    for batch in view.iter(batch_size=256):
+        texts = [processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False,
+                                               **(chat_template_kwargs or {})) for prompt in batch["prompt"]]
+        for ids, images in zip(tokenizer(texts, add_special_tokens=False)["input_ids"], batch["images"], strict=True):
+            try:
+                sizes = []
+                for image in images:
+                    source = io.BytesIO(image["bytes"]) if image["bytes"] is not None else image["path"]
+                    with PILImage.open(source) as opened:
+                        sizes.append((opened.height, opened.width))
+                image_tokens = processor._get_num_multimodal_tokens(image_sizes=sizes).num_image_tokens if sizes else []
+            except (ValueError, OSError):
+                lengths.append(None)
+                continue
+            lengths.append(len(ids) - ids.count(image_token_id) + sum(image_tokens))
+    return lengths
+
+
+def within_budget(dataset, processor, budget: int, split: str, chat_template_kwargs: dict | None, log: bool):
+    """The rows whose prompt fits the budget; the dropped count is logged."""
+    lengths = prompt_lengths(dataset, processor, chat_template_kwargs)
+    keep = [i for i, n in enumerate(lengths) if n is not None and n <= budget]
+    too_long = sum(1 for n in lengths if n is not None and n > budget)
+    unusable = lengths.count(None)
+    if log:
+        longest = max((n for n in lengths if n is not None), default=0)
+        console.print(f"{split}: dropped {too_long} of {len(lengths)} rows whose prompt exceeds {budget} tokens "
+                      f"(longest {longest}); {unusable} rows with an image the processor cannot take; "
+                      f"{len(keep)} rows kept", highlight=False, soft_wrap=True)
+    return dataset.select(keep), len(lengths) - len(keep)
+
+
+def sized_images(dataset, processor):
+    """The dataset with its images fitted lazily, on access, to the processor's pixel bounds."""
+
+    def transform(batch):
+        return {"images": [[fit_image(image, processor) for image in images] for images in batch["images"]]}
+
+    return dataset.with_transform(transform, columns=["images"], output_all_columns=True)
+
+
+# --------------------------------------------------------------------------- provenance for the model card
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def dataset_provenance(args: CriticScriptArguments) -> dict:
+    """Hub id + resolved commit, or local folder + content fingerprint of its data files."""
+    from huggingface_hub import DatasetCard
+
+    from critic_data.builders.snapshot import fingerprint
+
+    local = Path(args.dataset_name).expanduser()
+    if local.exists():
+        digest = hashlib.blake2b(digest_size=16)
+        for path in sorted(local.rglob("*.parquet")):
+            digest.update(f"{path.relative_to(local)}:{fingerprint(path)}\n".encode())
+        card = local / "README.md"
+        license_ = DatasetCard.load(card).data.license if card.is_file() else None
+        return {"name": str(local.resolve()), "on_hub": False, "revision": None, "fingerprint": digest.hexdigest(),
+                "fingerprint_method": "blake2b over each parquet file's path and blake2b(size, first MiB, last MiB)",
+                "license": license_}
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().dataset_info(args.dataset_name, revision=args.dataset_revision)
+        revision, license_ = info.sha, info.card_data.license if info.card_data else None
+    except Exception:  # provenance is best effort: the dataset itself already loaded
+        revision, license_ = args.dataset_revision or "main", None
+    return {"name": args.dataset_name, "on_hub": True, "revision": revision, "fingerprint": None, "license": license_}
+
+
+def _base_model_license(name: str) -> str | None:
+    from huggingface_hub import ModelCard
+
+    readme = Path(name) / "README.md"
+    try:
+        if Path(name).exists():
+            return ModelCard.load(readme).data.license if readme.is_file() else None
+        return ModelCard.load(name).data.license
+    except Exception:  # best effort: an unreachable Hub must not stop a training run
+        return None
+
+
+def card_info(recipe: Path, overrides: list[str], script_args, training_args, model_args, dataset: dict) -> dict:
+    base = model_args.model_name_or_path
+    hyperparameters = {}
+    for name in (
+        "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "optim",
+        "num_generations", "temperature", "top_p", "max_completion_length", "beta", "epsilon", "epsilon_high",
+        "delta", "loss_type", "scale_rewards", "num_iterations", "per_device_train_batch_size",
+        "gradient_accumulation_steps", "generation_batch_size", "steps_per_generation", "world_size",
+        "num_train_epochs", "max_steps", "bf16", "gradient_checkpointing", "use_vllm", "vllm_mode", "seed"):
+        value = getattr(training_args, name)
+        hyperparameters[name] = getattr(value, "value", value)  # enums (SchedulerType.CONSTANT) as their value
+    hyperparameters.update(min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels,
+                           max_prompt_length=script_args.max_prompt_length)
+    return {
+        "model_name": Path(training_args.output_dir).name,
+        "base_model": base,
+        "base_model_revision": model_args.model_revision,
+        "base_model_on_hub": not Path(base).exists(),
+        "base_model_license": _base_model_license(base),
+        "dataset": {**dataset, "max_prompt_length": script_args.max_prompt_length},
+        "recipe": {"name": recipe.stem, "path": str(recipe)},
+        "rewards": list(zip(script_args.reward_funcs,
+                            training_args.reward_weights or [1.0] * len(script_args.reward_funcs), strict=True)),
+        "hyperparameters": hyperparameters,
+        "command": shlex.join(["critic-data", "train", "--recipe", recipe.stem if recipe.parent == RECIPES_DIR
+                               else str(recipe), *overrides]),
+        "versions": {name: _version(name) for name in ("critic-data", "trl", "transformers", "torch", "vllm")},
+        "max_steps": training_args.max_steps if training_args.max_steps > 0 else None,
+    }
+
+
+class ModelCardCallback(TrainerCallback):
+    """TRL writes a generic card on every save; ours replaces it and goes into each checkpoint too,
+    so any checkpoint can be pushed as a model repo."""
+
+    def __init__(self, info: dict | None):
+        self.info = info
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.info is not None:
+            for folder in (Path(args.output_dir) / f"checkpoint-{state.global_step}", Path(args.output_dir)):
+                write_model_card(folder, self.info, step=state.global_step)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def train(recipe: str, overrides: list[str]) -> Path:
+    """Run a recipe with overrides; returns the output folder (weights, processor, model card)."""
+    path = resolve_recipe(recipe)
+    script_args, training_args, model_args = parse_recipe(recipe, overrides)
+    if training_args.push_to_hub:
+        raise UserError("--push_to_hub is not supported here: push a checkpoint folder with `critic-data push`")
+    resume = training_args.resume_from_checkpoint
+    if resume and not Path(resume).is_dir():
+        raise UserError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+    rewards = [reward_function(name) for name in script_args.reward_funcs]
+    dataset = load_critic_dataset(script_args)
+    processor = load_processor(model_args, script_args, training_args.trust_remote_code)
+
+    main = training_args.process_index == 0
+    splits, dropped = {}, 0
+    wanted = [script_args.dataset_train_split]
+    if training_args.eval_strategy != "no" and script_args.dataset_test_split in dataset:
+        wanted.append(script_args.dataset_test_split)
+    for split in wanted:
+        kept, n_dropped = within_budget(dataset[split], processor, script_args.max_prompt_length, split,
+                                        training_args.chat_template_kwargs, log=main)
+        if len(kept) == 0:
+            raise UserError(f"no {split} row fits --max_prompt_length {script_args.max_prompt_length}")
+        splits[split] = sized_images(kept, processor)
+        dropped += n_dropped if split == script_args.dataset_train_split else 0
+    train_split = splits[script_args.dataset_train_split]
+    prompts_per_rollout = training_args.generation_batch_size // training_args.num_generations
+    if len(train_split) < prompts_per_rollout:  # TRL's sampler would yield no batch and fail obscurely
+        raise UserError(f"{len(train_split)} train rows are fewer than the {prompts_per_rollout} prompts of one "
+                        "rollout (generation_batch_size / num_generations); lower --generation_batch_size")
+
+    info = None
+    if main:  # only the main process writes cards
+        provenance = {**dataset_provenance(script_args), "rows_used": len(train_split), "rows_dropped": dropped}
+        info = card_info(path, overrides, script_args, training_args, model_args, provenance)
+
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype, **(training_args.model_init_kwargs or {}),
+    }
+    trainer = GRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=rewards,
+        args=training_args,
+        train_dataset=train_split,
+        eval_dataset=splits.get(script_args.dataset_test_split) if len(wanted) > 1 else None,
+        processing_class=processor,
+        callbacks=[ModelCardCallback(info)],
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    output = Path(training_args.output_dir)
+    trainer.save_model(str(output))
+    if trainer.is_world_process_zero():
+        write_model_card(output, info, step=trainer.state.global_step)
+        console.print(f"trained {trainer.state.global_step} steps; weights, processor and model card in {output}",
+                      highlight=False, soft_wrap=True)
+    trainer.accelerator.end_training()
+    return output

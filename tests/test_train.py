@@ -1,0 +1,249 @@
+"""`critic-data train` end to end on CPU: a tiny Qwen2.5-VL built offline, a dataset built by
+`critic-data build`, two real GRPO steps with the critic-r1 recipe, a checkpoint and a model card,
+then two more steps resumed from that checkpoint. Plus the prompt budget and user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from critic_data.rl.rewards import completion_text
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("critic-data")
+# The recipe as published, scaled down to CPU: no vLLM, no bf16, groups of 4, short completions.
+CPU = ["--use_cpu", "--bf16", "false", "--use_vllm", "false", "--num_generations", "4",
+       "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--generation_batch_size", "4",
+       "--max_completion_length", "24", "--save_steps", "2", "--report_to", "none",
+       "--reward_funcs", "preference", "format", "tests.test_train.spread_reward", "--reward_weights", "0.9", "0.1", "1"]
+
+
+def spread_reward(completions, **_) -> list[float]:
+    """Test-only: a random tiny model never writes \\boxed{}, so the real rewards are all 0 and GRPO's
+    advantages would vanish; this one varies within a group so the update is not zero."""
+    return [len(set(completion_text(c))) / 20 for c in completions]
+
+
+def true_prompt_lengths(dataset, processor) -> list[int]:
+    """Prompt lengths the slow, obvious way: the processor tokenises each prompt with its decoded images."""
+    lengths = []
+    for row in dataset:
+        images = iter(row["images"])
+        messages = [{**message, "content": [{**part, "image": next(images)} if part["type"] == "image" else part
+                                            for part in message["content"]]} for message in row["prompt"]]
+        tokens = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        lengths.append(len(tokens["input_ids"][0]))
+    return lengths
+
+
+def _processor(model_dir, min_pixels=262_144, max_pixels=4_194_304):
+    from trl import ModelConfig
+
+    from critic_data.rl.train import CriticScriptArguments, load_processor
+
+    return load_processor(ModelConfig(model_name_or_path=str(model_dir)),
+                          CriticScriptArguments(min_pixels=min_pixels, max_pixels=max_pixels), False)
+
+
+def _train(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([str(CLI), "train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def budget(tiny_qwen_dir, built_dataset) -> tuple[int, int]:
+    """A prompt budget that drops the longest quarter of the train rows, and how many rows that is."""
+    from datasets import load_dataset
+
+    lengths = sorted(true_prompt_lengths(load_dataset(str(built_dataset))["train"], _processor(tiny_qwen_dir)))
+    limit = lengths[len(lengths) * 3 // 4]
+    return limit, sum(n > limit for n in lengths)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_qwen_dir, built_dataset, budget):
+    """Two steps of `critic-data train --recipe critic-r1`, then two more resumed from checkpoint-2."""
+    out = tmp_path_factory.mktemp("train") / "critic"
+    common = ["--recipe", "critic-r1", "--model_name_or_path", str(tiny_qwen_dir), "--dataset_name",
+              str(built_dataset), "--output_dir", str(out), "--max_prompt_length", str(budget[0]), *CPU]
+    first = _train([*common, "--max_steps", "2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    state_after_two = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    card_after_two = (out / "checkpoint-2" / "README.md").read_text()
+    second = _train([*common, "--max_steps", "4", "--resume_from_checkpoint", str(out / "checkpoint-2")])
+    assert second.returncode == 0, second.stderr[-3000:]
+    return {"out": out, "first": first, "second": second, "state_after_two": state_after_two,
+            "card_after_two": card_after_two}
+
+
+@pytest.mark.slow
+def test_two_grpo_steps_change_the_weights(run, tiny_qwen_dir):
+    from safetensors.torch import load_file
+
+    before = load_file(tiny_qwen_dir / "model.safetensors")
+    after = load_file(run["out"] / "checkpoint-2" / "model.safetensors")
+    assert set(before) == set(after)
+    changed = {name for name in before if not before[name].equal(after[name])}
+    assert any(name.startswith("model.language_model") or "lm_head" in name for name in changed)
+    assert any("visual" in name for name in changed), "the vision tower is trained too"
+
+
+@pytest.mark.slow
+def test_reward_metrics_are_logged(run):
+    history = run["state_after_two"]["log_history"]
+    steps = [entry for entry in history if "loss" in entry]
+    assert [entry["step"] for entry in steps] == [1, 2]
+    for entry in steps:
+        for reward in ("preference_reward", "format_reward", "spread_reward"):
+            assert f"rewards/{reward}/mean" in entry and f"rewards/{reward}/std" in entry
+        assert 0.0 <= entry["rewards/preference_reward/mean"] <= 1.0
+        assert "kl" in entry  # beta = 0.01: the KL term against the base model is computed
+    assert any(entry["reward_std"] > 0 for entry in steps)
+
+
+@pytest.mark.slow
+def test_checkpoint_holds_hf_weights_processor_and_card(run):
+    from huggingface_hub import ModelCard
+    from transformers import AutoProcessor
+
+    checkpoint = run["out"] / "checkpoint-2"
+    for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "optimizer.pt"):
+        assert (checkpoint / name).is_file(), name
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    # the recipe's pixel bounds travel with the checkpoint, so serving it sizes images as in training
+    assert (processor.image_processor.size["shortest_edge"], processor.image_processor.size["longest_edge"]) == (
+        262_144, 4_194_304)
+    card = ModelCard.load(checkpoint / "README.md")
+    assert "critic" in card.data.tags and card.data.pipeline_tag == "image-text-to-text"
+    assert card.data.base_model is None  # a local base model is not a Hub id: prose only
+    assert "weights after **2** optimiser steps" in run["card_after_two"]
+
+
+@pytest.mark.slow
+def test_model_card_records_the_run(run, tiny_qwen_dir, built_dataset, budget):
+    text = (run["out"] / "README.md").read_text()
+    assert f"`{tiny_qwen_dir}`" in text and str(built_dataset.resolve()) in text
+    assert "dataset fingerprint | `" in text
+    assert f"{budget[1]} dropped (prompt longer than {budget[0]} tokens)" in text
+    assert "`preference` × 0.9" in text and "`format` × 0.1" in text
+    assert "| `learning_rate` | `1e-06` |" in text and "| `loss_type` | `bnpo` |" in text
+    assert "| `lr_scheduler_type` | `constant` |" in text
+    assert "critic-data train --recipe critic-r1 --model_name_or_path" in text and "--max_steps 4" in text
+    assert "@article{wang2025llavacriticr1" in text
+    assert "weights after **4** optimiser steps of 4" in text
+
+
+@pytest.mark.slow
+def test_prompt_budget_drop_is_logged(run, budget):
+    assert f"train: dropped {budget[1]} of " in run["first"].stderr
+    assert budget[1] > 0
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_checkpoint(run):
+    out = run["out"]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    steps = [entry for entry in state["log_history"] if "loss" in entry]
+    assert [entry["step"] for entry in steps] == [1, 2, 3, 4]
+    # steps 1-2 come from checkpoint-2's state verbatim (timings included): they were not run again
+    before = [entry for entry in run["state_after_two"]["log_history"] if "loss" in entry]
+    assert steps[:2] == before
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert "trained 4 steps" in run["second"].stderr
+
+
+def test_prompt_lengths_match_the_processor(tiny_qwen_dir, built_dataset):
+    """The budget check counts exactly what the trainer's processor produces, under several pixel bounds."""
+    from datasets import load_dataset
+
+    from critic_data.rl.train import prompt_lengths
+
+    dataset = load_dataset(str(built_dataset))["train"]
+    for bounds in ((262_144, 4_194_304), (3136, 3136), (3136, 20_000)):
+        processor = _processor(tiny_qwen_dir, *bounds)
+        assert prompt_lengths(dataset, processor) == true_prompt_lengths(dataset, processor)
+
+
+def test_images_are_fitted_to_the_pixel_bounds(tiny_qwen_dir, built_dataset):
+    """Fitted images are a fixed point of the processor: vLLM, whose processor keeps the model's own
+    bounds, then sees the same pixels and emits as many image tokens as the trainer."""
+    from datasets import load_dataset
+
+    from critic_data.rl.train import sized_images
+
+    dataset = load_dataset(str(built_dataset))["train"].select(range(4))
+    processor = _processor(tiny_qwen_dir)
+    default = _processor(tiny_qwen_dir, 56 * 56, 10**8)  # a processor with other bounds, as vLLM's may be
+    for original, fitted in zip(dataset, sized_images(dataset, processor), strict=True):
+        image, resized = original["images"][0], fitted["images"][0]
+        assert 262_144 <= resized.width * resized.height <= 4_194_304 and resized.width % 28 == resized.height % 28 == 0
+        grid = processor.image_processor(images=[image])["image_grid_thw"]
+        assert processor.image_processor(images=[resized])["image_grid_thw"].equal(grid)
+        assert default.image_processor(images=[resized])["image_grid_thw"].equal(grid)
+        assert fitted["answer"] == original["answer"] and fitted["prompt"] == original["prompt"]
+
+
+def _cli_error(monkeypatch, capsys, *args) -> str:
+    from critic_data.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["critic-data", "train", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+def test_user_errors_are_one_line(monkeypatch, capsys, tmp_path, tiny_qwen_dir, built_dataset):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = ["--model_name_or_path", str(tiny_qwen_dir), "--use_cpu", "--bf16", "false", "--use_vllm", "false"]
+    data = ["--dataset_name", str(built_dataset)]
+    assert "unknown recipe 'critic-r2'" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r2")
+    assert "no dataset folder at" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *base,
+                                                "--dataset_name", str(tmp_path / "missing"))
+    assert "no dataset: pass --dataset_name" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *base)
+    assert "invalid float value: 'fast'" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *base, *data,
+                                                       "--learning_rate", "fast")
+    assert "['--learning_rat', '1e-5']" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *base, *data,
+                                                      "--learning_rat", "1e-5")
+    assert "use_cpu" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *data)  # bf16 on a CPU machine
+    assert "--reward_weights has 3 values for 2" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *base,
+                                                               *data, "--reward_weights", "1", "1", "1")
+    assert "unknown reward 'accuracy'" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *base, *data,
+                                                     "--reward_funcs", "accuracy", "format")
+    assert "no such checkpoint folder" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *base, *data,
+                                                     "--resume_from_checkpoint", str(tmp_path / "checkpoint-9"))
+    assert "cannot load model" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *data, "--use_cpu",
+                                             "--bf16", "false", "--model_name_or_path", str(tmp_path))
+    assert "need 0 < min_pixels <= max_pixels" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *base,
+                                                             *data, "--min_pixels", "9", "--max_pixels", "4")
+    plain = tmp_path / "plain" / "data"
+    plain.mkdir(parents=True)
+    pq.write_table(pa.table({"prompt": ["hi"], "completion": ["yo"]}), plain / "train-00000-of-00001.parquet")
+    assert "not a critic-data dataset: no column images, answer" in _cli_error(
+        monkeypatch, capsys, "--recipe", "critic-r1", *base, "--dataset_name", str(plain.parent))
+    assert "train rows are fewer than the 256 prompts of one rollout" in _cli_error(
+        monkeypatch, capsys, "--recipe", "critic-r1", *base, *data)
+    assert "no train row fits --max_prompt_length 10" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1",
+                                                                    *base, *data, "--max_prompt_length", "10")
+
+
+def test_env_prints_the_versions_that_matter():
+    result = subprocess.run([str(CLI), "env"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    import torch
+    import trl
+
+    fields = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert fields["torch"].strip() == torch.__version__ and fields["trl"].strip() == trl.__version__
+    for name in ("python", "CUDA", "transformers", "accelerate", "vllm", "deepspeed"):
+        assert fields[name].strip(), name
