@@ -152,6 +152,70 @@ def env() -> None:
         typer.echo(f"{name + ':':<17} {value}")
 
 
+@app.command("eval")
+def eval_(
+    base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (`vllm serve`). Key: $OPENAI_API_KEY.")],
+    model: Annotated[str, typer.Option(help="Model name as the server knows it (vllm: the served name; transformers serve: the folder).")],
+    benchmark: Annotated[str, typer.Option(help="built (a critic-data dataset), vl-rewardbench or mm-rlhf.")],
+    input: Annotated[str, typer.Option("--input", help="built: dataset folder or Hub id; vl-rewardbench / mm-rlhf: local snapshot folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for results.jsonl and summary.json.")],
+    split: Annotated[str, typer.Option(help="Split to read (built, vl-rewardbench).")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Judge only the first N items.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Completion budget per judgement.")] = 2048,
+    temperature: Annotated[float, typer.Option(help="0 = greedy, as the papers evaluate.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Fixes each item's presented answer order (and the server's sampling seed).")] = 0,
+    both_orders: Annotated[bool, typer.Option(help="Judge every item in both orders and report position consistency.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue a run in --out: items already in results.jsonl are skipped.")] = False,
+) -> None:
+    """Measure how well a critic judges: accuracy on labelled pairs through an OpenAI-compatible server."""
+    from critic_data.rl.evaluate import EvalOptions, run_eval, summary_table
+
+    options = EvalOptions(base_url=base_url, model=model, benchmark=benchmark, input=input, out=out, split=split,
+                          limit=limit, concurrency=concurrency, max_tokens=max_tokens, temperature=temperature,
+                          seed=seed, both_orders=both_orders, resume=resume)
+    summary = _run_with_progress(run_eval, options, out / "results.jsonl")
+    console.print(summary_table(summary))
+    console.print(f"results in {out / 'results.jsonl'}, summary in {out / 'summary.json'}")
+
+
+@app.command("best-of-n")
+def best_of_n(
+    base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (`vllm serve`). Key: $OPENAI_API_KEY.")],
+    model: Annotated[str, typer.Option(help="Model name as the server knows it; it answers and judges.")],
+    input: Annotated[Path, typer.Option("--input", help="questions.jsonl: id, image (relative to the file), question, optional answer.")],
+    n: Annotated[int, typer.Option("--n", help="Candidates sampled per question (at least 2).")],
+    out: Annotated[Path, typer.Option(help="Folder for picks.jsonl and summary.json.")],
+    strategy: Annotated[str, typer.Option(help="knockout (N-1 matches) or round-robin (N(N-1) ordered matches).")] = "knockout",
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Completion budget per candidate and per judgement.")] = 2048,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature for candidates (judgements are greedy).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Fixes sampling seeds, presented orders and coin flips.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue a run in --out: questions already in picks.jsonl are skipped.")] = False,
+) -> None:
+    """Self-critic Best-of-N: sample N answers, let the same model judge them pairwise, keep the winner."""
+    from critic_data.rl.best_of_n import BestOfNOptions, run_best_of_n, summary_table
+
+    options = BestOfNOptions(base_url=base_url, model=model, input=input, n=n, out=out, strategy=strategy,
+                             concurrency=concurrency, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                             resume=resume)
+    summary = _run_with_progress(run_best_of_n, options, out / "picks.jsonl")
+    console.print(summary_table(summary))
+    console.print(f"picks in {out / 'picks.jsonl'}, summary in {out / 'summary.json'}")
+
+
+def _run_with_progress(run, options, log: Path) -> dict:
+    """Run an eval/best-of-n job under a progress bar; an interrupt keeps what was written."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        # Off when stderr is not a terminal (logs, CI): a redrawn bar there is noise.
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+            return run(options, progress=progress)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; finished items are in {log}: rerun with --resume to continue")
+        raise typer.Exit(130) from None
+
+
 def main() -> None:
     try:
         app()

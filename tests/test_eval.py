@@ -1,0 +1,296 @@
+"""`critic-data eval` against a live `transformers serve` with the tiny Qwen2.5-VL, on all three
+benchmarks (miniature, format-exact snapshots built here), plus the scoring rules on known inputs.
+
+The tiny random model never writes a clean \\boxed{}, so live runs check what can be checked for
+real: counts, files, orders, resume, skips, and that every number in the summary follows from
+the results file; the metric arithmetic is checked on hand-made results.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from critic_data import UserError
+from critic_data.rl.evaluate import EvalOptions, expected_verdict, load_items, presentations, run_eval, score, vlrb_category
+from critic_data.rl.rewards import parse_verdict
+from tests.serve import SECRET_KEY, free_port, run_cli, served_model
+from tests.snapshots import jpeg
+
+MAX_TOKENS = "4"  # garbage either way; each token costs ~40 ms on this CPU and the server runs one request at a time
+
+# (query_source, human_ranking, category) of the miniature VL-RewardBench; one row has an unusable ranking.
+VLRB_ROWS = [
+    ("WildVision", [0, 1], "general"), ("vlfeedback", [1, 0], "general"),
+    ("POVID", [1, 0], "hallucination"), ("RLAIF-V", [0, 1], "hallucination"), ("RLHF-V", [1, 0], "hallucination"),
+    ("MMMU-Pro", [0, 1], "reasoning"), ("MathVerse", [1, 0], "reasoning"),
+    ("MathVerse", [0, 0], None),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_qwen_dir, tmp_path_factory):
+    with served_model(tiny_qwen_dir, tmp_path_factory.mktemp("serve-eval")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def vlrb_snapshot(tmp_path_factory):
+    """MMInstruction/VL-RewardBench as downloaded: data/test-00000-of-00001.parquet, image as a struct."""
+    root = tmp_path_factory.mktemp("vlrb")
+    rows = []
+    for i, (query_source, ranking, _) in enumerate(VLRB_ROWS):
+        rows.append({
+            "id": f"{query_source.lower()}_{i}", "query": f"What is in picture {i}?",
+            "response": [f"A first answer {i}.", f"A second answer {i}."],
+            "image": {"bytes": jpeg(100 + i), "path": f"{i}.jpg"}, "human_ranking": ranking,
+            "models": ["model-a", "model-b"], "judge": "human", "rationale": "SECRET-RATIONALE",
+            "query_source": query_source, "meta": "{}", "human_error_analysis": ["existence"], "ground_truth": "",
+        })
+    (root / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), root / "data" / "test-00000-of-00001.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def mmrlhf_snapshot(tmp_path_factory):
+    """yifanzhang114/MM-RLHF-RewardBench: mm_reward_bench.jsonl + images/; ids shared; one video row."""
+    root = tmp_path_factory.mktemp("mmrlhf")
+    (root / "images").mkdir()
+    lines = []
+    for k, group in enumerate(["a", "a", "b", "c", "c", "c"]):
+        (root / "images" / f"{k}.jpg").write_bytes(jpeg(200 + k))
+        # both spellings of the relative path are accepted: "images/k.jpg" and "k.jpg"
+        image = f"images/{k}.jpg" if k % 2 else f"{k}.jpg"
+        lines.append({"id": group, "image": image, "prompt": f"Describe picture {k}.", "chosen": f"Good {k}.",
+                      "rejected": f"Bad {k}.", "chosen_reason": "SECRET", "rejected_reason": "SECRET"})
+    lines.insert(2, {"id": "v", "video": "videos/v.mp4", "prompt": "What happens?", "chosen": "x", "rejected": "y"})
+    (root / "mm_reward_bench.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _check_consistent(records, summary):
+    """Every number in the summary follows from the results file."""
+    assert summary["n"] == len(records)
+    assert summary["accuracy"] == pytest.approx(sum(r["correct"] for r in records) / len(records))
+    assert summary["unparsed_rate"] == pytest.approx(sum(r["verdict"] is None for r in records) / len(records))
+    for r in records:
+        assert r["verdict"] == parse_verdict(r["completion"])
+        assert r["expected"] == expected_verdict(r["label"], tuple(r["presented"]))
+        assert r["correct"] == (r["verdict"] == r["expected"])
+        assert isinstance(r["completion"], str)
+
+
+# --- live: the three benchmarks -----------------------------------------------------------------
+
+def test_built_both_orders_through_the_cli(server, built_dataset, tmp_path):
+    base_url, model = server
+    out = tmp_path / "run"
+    done = run_cli("eval", "--base-url", base_url, "--model", model, "--benchmark", "built", "--input", str(built_dataset),
+                   "--limit", "3", "--both-orders", "--max-tokens", MAX_TOKENS, "--concurrency", "2", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    records = _lines(out / "results.jsonl")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(records) == 6 and summary["items"] == 3
+    assert Counter(tuple(r["presented"]) for r in records) == {(1, 2): 3, (2, 1): 3}
+    assert {r["label"] for r in records} <= {"1", "2"}
+    _check_consistent(records, summary)
+    assert 0.0 <= summary["position_consistency"] <= 1.0
+    assert "accuracy" in done.stderr and "position consistency" in done.stderr  # the table
+    everything = done.stdout + done.stderr + (out / "results.jsonl").read_text() + (out / "summary.json").read_text()
+    assert SECRET_KEY not in everything
+
+
+def test_built_order_is_a_seeded_coin_per_item(server, built_dataset, tmp_path):
+    base_url, model = server
+    options = EvalOptions(base_url=base_url, model=model, benchmark="built", input=str(built_dataset), out=tmp_path,
+                          limit=8, max_tokens=int(MAX_TOKENS), concurrency=4)
+    summary = run_eval(options)
+    records = _lines(tmp_path / "results.jsonl")
+    assert summary["items"] == len(records) == len({r["id"] for r in records}) == 8
+    presented = {r["id"]: tuple(r["presented"]) for r in records}
+    assert set(presented.values()) == {(1, 2), (2, 1)}  # both orders occur
+    # the order is the documented coin of (seed, item id), not an accident of completion order ...
+    _, items = load_items(options, Counter())
+    items = list(items)
+    assert {item.id: presentations(item, 0, False)[0] for item in items} == presented
+    # ... and another seed deals another assignment
+    assert {item.id: presentations(item, 1, False)[0] for item in items} != presented
+    assert [presentations(item, 0, True) for item in items[:1]] == [[(1, 2), (2, 1)]]
+
+
+def test_vl_rewardbench_categories_and_macro(server, vlrb_snapshot, tmp_path):
+    base_url, model = server
+    summary = run_eval(EvalOptions(base_url=base_url, model=model, benchmark="vl-rewardbench", input=str(vlrb_snapshot),
+                                   out=tmp_path, max_tokens=int(MAX_TOKENS), concurrency=3))
+    records = _lines(tmp_path / "results.jsonl")
+    usable = [row for row in VLRB_ROWS if row[2]]
+    assert summary["skipped"] == {"ranking_unusable": 1}
+    assert len(records) == len(usable)
+    assert {r["query_source"]: r["category"] for r in records} == {q: c for q, _, c in usable}
+    # human_ranking [0, 1] means the first response is preferred
+    assert {r["query_source"]: r["label"] for r in records} == {q: "1" if rank == [0, 1] else "2" for q, rank, _ in usable}
+    assert {name: group["n"] for name, group in summary["categories"].items()} == {"general": 2, "hallucination": 3, "reasoning": 2}
+    _check_consistent(records, summary)
+    per_category = [summary["categories"][c]["accuracy"] for c in ("general", "hallucination", "reasoning")]
+    assert summary["macro_accuracy"] == pytest.approx(sum(per_category) / 3)
+    assert "SECRET-RATIONALE" not in (tmp_path / "results.jsonl").read_text()
+
+
+def test_mm_rlhf_pairs_ids_and_video_skip(server, mmrlhf_snapshot, tmp_path):
+    base_url, model = server
+    summary = run_eval(EvalOptions(base_url=base_url, model=model, benchmark="mm-rlhf", input=str(mmrlhf_snapshot),
+                                   out=tmp_path, max_tokens=int(MAX_TOKENS)))
+    records = _lines(tmp_path / "results.jsonl")
+    assert summary["skipped"] == {"video": 1}
+    assert sorted(r["id"] for r in records) == ["a#0", "a#1", "b#0", "c#0", "c#1", "c#2"]
+    assert all(r["label"] == "1" for r in records)  # `chosen` is response 1 in source order
+    assert summary["ids"] == 3 and summary["acc"] == summary["accuracy"]
+    groups = {g: all(r["correct"] for r in records if r["group"] == g) for g in "abc"}
+    assert summary["acc_plus"] == pytest.approx(sum(groups.values()) / 3)
+    _check_consistent(records, summary)
+
+
+# --- live: resume and failure paths ---------------------------------------------------------------
+
+def test_interrupted_run_resumes_where_it_stopped(server, built_dataset, tmp_path):
+    base_url, model = server
+    out = tmp_path / "run"
+    args = ["eval", "--base-url", base_url, "--model", model, "--benchmark", "built", "--input", str(built_dataset),
+            "--limit", "6", "--max-tokens", MAX_TOKENS, "--concurrency", "1", "--out", str(out)]
+    process = subprocess.Popen([sys.executable, "-m", "critic_data.cli", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 60
+    while not (results.exists() and len(results.read_text().splitlines()) >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "--resume" in stderr and "Traceback" not in stderr
+    before = results.read_text()
+    with results.open("a") as handle:  # as if the process had died in the middle of a write
+        handle.write('{"id": "half-writ')
+    kept = len(before.splitlines())
+
+    again = run_cli(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr  # no silent overwrite
+
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    after = results.read_text()
+    assert after.startswith(before)  # finished items were kept, not redone
+    records = _lines(results)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(records) == len({r["id"] for r in records}) == summary["items"] > kept
+    _check_consistent(records, summary)
+
+
+def test_endpoint_down_is_one_line_and_quick(built_dataset, tmp_path):
+    started = time.monotonic()
+    done = run_cli("eval", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--model", "m", "--benchmark", "built",
+                   "--input", str(built_dataset), "--out", str(tmp_path / "run"))
+    assert done.returncode == 2
+    assert time.monotonic() - started < 20
+    assert done.stderr.strip().startswith("error: cannot reach the OpenAI-compatible server")
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert SECRET_KEY not in done.stdout + done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_the_server_does_not_serve_ends_in_one_line(server, built_dataset, tmp_path):
+    base_url, _ = server
+    done = run_cli("eval", "--base-url", base_url, "--model", "not-this-one", "--benchmark", "built",
+                   "--input", str(built_dataset), "--limit", "2", "--max-tokens", MAX_TOKENS, "--out", str(tmp_path / "run"))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: every request failed (2)") and "not-this-one" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run" / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("benchmark, make_input, message", [
+    ("vl-rewardbench", lambda tmp: tmp / "missing", "hf download MMInstruction/VL-RewardBench"),
+    ("mm-rlhf", lambda tmp: tmp, "mm_reward_bench.jsonl"),
+    ("built", lambda tmp: tmp, "data/test-*.parquet"),
+    ("built", lambda tmp: "not a path or repo", "not a Hub dataset id"),
+    ("imagenet", lambda tmp: tmp, "choose from built, vl-rewardbench, mm-rlhf"),
+])
+def test_input_mistakes_are_user_errors(tmp_path, benchmark, make_input, message):
+    with pytest.raises(UserError, match=message.replace("*", r"\*")):
+        load_items(EvalOptions(base_url="", model="", benchmark=benchmark, input=str(make_input(tmp_path)),
+                               out=tmp_path / "o"), Counter())
+
+
+def test_a_hub_id_that_cannot_be_loaded_is_one_line(tmp_path):
+    done = run_cli("eval", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--benchmark", "built",
+                   "--input", "someone/nothing-here", "--out", str(tmp_path / "run"),
+                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "could not load someone/nothing-here" in done.stderr and "pass a local dataset folder" in done.stderr
+
+
+# --- the scoring rules on known inputs --------------------------------------------------------------
+
+def _record(item, label, presented, verdict, **extra):
+    expected = expected_verdict(label, presented)
+    return {"id": item, "label": label, "presented": list(presented), "expected": expected, "verdict": verdict,
+            "correct": verdict == expected, **extra}
+
+
+def test_expected_verdict_follows_the_presented_order():
+    assert expected_verdict("1", (1, 2)) == "1" and expected_verdict("1", (2, 1)) == "2"
+    assert expected_verdict("2", (1, 2)) == "2" and expected_verdict("2", (2, 1)) == "1"
+    assert expected_verdict("tie", (2, 1)) == "tie"
+
+
+def test_vl_rewardbench_scores_and_macro_accuracy():
+    records = (
+        [_record(f"g{i}", "1", (1, 2), "1", category="general") for i in range(3)]  # general 3/3
+        + [_record(f"h{i}", "2", (2, 1), "1" if i < 1 else "2", category="hallucination") for i in range(4)]  # 1/4
+        + [_record("r0", "1", (1, 2), None, category="reasoning"), _record("r1", "2", (1, 2), "2", category="reasoning")]  # 1/2
+    )
+    metrics = score(records, "vl-rewardbench")
+    assert metrics["n"] == 9 and metrics["accuracy"] == pytest.approx(5 / 9)
+    assert metrics["unparsed_rate"] == pytest.approx(1 / 9)
+    assert metrics["categories"]["hallucination"] == {"n": 4, "accuracy": 0.25}
+    assert metrics["macro_accuracy"] == pytest.approx((1 + 0.25 + 0.5) / 3)
+
+
+def test_mm_rlhf_acc_plus_counts_an_id_only_when_all_its_pairs_are_right():
+    records = [_record("a#0", "1", (1, 2), "1", group="a"), _record("a#1", "1", (2, 1), "2", group="a"),
+               _record("b#0", "1", (1, 2), "1", group="b"), _record("b#1", "1", (1, 2), "2", group="b"),
+               _record("c#0", "1", (2, 1), None, group="c")]
+    metrics = score(records, "mm-rlhf")
+    assert metrics["acc"] == pytest.approx(3 / 5)
+    assert metrics["acc_plus"] == pytest.approx(1 / 3) and metrics["ids"] == 3
+
+
+def test_position_consistency_compares_the_response_each_order_picks():
+    records = [
+        _record("x", "1", (1, 2), "1"), _record("x", "1", (2, 1), "2"),  # picks response 1 both times: consistent
+        _record("y", "1", (1, 2), "1"), _record("y", "1", (2, 1), "1"),  # always position 1: inconsistent
+        _record("z", "2", (1, 2), None), _record("z", "2", (2, 1), None),  # unparsed is never consistent
+    ]
+    metrics = score(records, "built")
+    assert metrics["items"] == 3
+    assert metrics["position_consistency"] == pytest.approx(1 / 3)
+    assert metrics["both_orders_correct"] == pytest.approx(1 / 3)
+
+
+def test_vl_rewardbench_category_mapping():
+    assert [vlrb_category(s) for s in ("WildVision", "wildvision-battle", "VLFeedback")] == ["general"] * 3
+    assert [vlrb_category(s) for s in ("POVID", "RLAIF-V", "RLHF-V", "rlhf-v")] == ["hallucination"] * 4
+    assert [vlrb_category(s) for s in ("MMMU-Pro", "mmmu_pro", "MathVerse")] == ["reasoning"] * 3
+    assert vlrb_category(None, "mathverse_123") == "reasoning"  # the id's prefix when query_source is missing
+    assert vlrb_category("somewhere-new", "x-1") == "other"
