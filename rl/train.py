@@ -88,7 +88,8 @@ def parse_recipe(recipe: str, overrides: list[str]) -> tuple[CriticScriptArgumen
     import yaml
 
     path = resolve_recipe(recipe)
-    parser = _Parser((CriticScriptArguments, GRPOConfig, ModelConfig), allow_abbrev=False)  # a typo is an error
+    parser = _Parser((CriticScriptArguments, GRPOConfig, ModelConfig), prog=f"critic-data train --recipe {recipe}",
+                     allow_abbrev=False)  # a typo must be an error, not a prefix match
     try:
         script_args, training_args, model_args = parser.parse_args_and_config(["--config", str(path), *overrides])
     except (ValueError, yaml.YAMLError) as error:  # unknown keys, bad values, cross-field checks
