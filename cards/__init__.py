@@ -6,6 +6,7 @@ huggingface_hub's card classes so it follows the Hub's rules.
 
 from __future__ import annotations
 
+import shlex
 from importlib.resources import files
 
 from huggingface_hub import DatasetCard, DatasetCardData
@@ -78,6 +79,8 @@ def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
         repo_id=repo_id or "OWNER/NAME",
         specs=[SOURCES[name] for name in names],
         total=total,
+        # Quoted so that it can be pasted back into a shell (e.g. --aspects "Visual Faithfulness").
+        command=shlex.join(manifest["command"]) if manifest.get("command") else None,
         citations=LLAVA_CRITIC_CITATIONS,
     )
     return str(card)

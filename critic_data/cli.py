@@ -130,6 +130,42 @@ def _print_build_summary(manifest: dict, out: Path) -> None:
     console.print(f"splits: {splits}; {manifest['timings']['total_seconds']:.1f}s; rejects in {out / 'rejects.jsonl'}")
 
 
+@app.command()
+def push(
+    folder: Annotated[Path, typer.Argument(help="A dataset folder made by `critic-data build`, or a trained checkpoint folder.")],
+    repo_id: Annotated[str, typer.Option(help="Hub repo to publish to: OWNER/NAME (created if missing).")],
+    private: Annotated[bool, typer.Option(help="Create the repo private (has no effect on an existing repo).")] = False,
+    revision: Annotated[str | None, typer.Option(help="Branch to push to (default main); a new branch is created from main.")] = None,
+    create_pr: Annotated[bool, typer.Option(help="Open a pull request instead of committing to the branch.")] = False,
+    commit_message: Annotated[str | None, typer.Option(help="Commit title (default: what is pushed, with row counts).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a revision that already holds a different dataset or checkpoint.")] = False,
+    include_rejects: Annotated[bool, typer.Option(help="Also upload rejects.jsonl (datasets).")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List what would be uploaded and where; contact nothing.")] = False,
+) -> None:
+    """Publish a dataset or a checkpoint folder to the Hugging Face Hub in one commit."""
+    from critic_data.hub import plan_push, push as run_push
+
+    plan = plan_push(folder, repo_id, revision, include_rejects=include_rejects)
+    table = Table(title=f"{plan.kind.name} {folder} -> {plan.url} @ {plan.revision}{' (pull request)' if create_pr else ''}")
+    table.add_column("path in repo")
+    table.add_column("bytes", justify="right")
+    for path in sorted(plan.files):
+        table.add_row(path + (" (rendered for this repo)" if isinstance(plan.files[path], bytes) else ""), f"{plan.size(path):,}")
+    table.caption = f"not uploaded: {', '.join(plan.left_out)}" if plan.left_out else None
+    console.print(table)
+    if dry_run:
+        console.print(f"dry run: would push {len(plan.files)} files ({plan.summary}) in one commit; nothing was sent")
+        return
+    outcome = run_push(plan, private=private, create_pr=create_pr, commit_message=commit_message, force=force)
+    if outcome.unchanged:
+        console.print(f"nothing to do: {plan.url} @ {plan.revision} already holds this {plan.kind.name}")
+        return
+    if outcome.deleted:
+        console.print(f"replaced: removed {len(outcome.deleted)} file(s) the folder no longer has ({', '.join(outcome.deleted[:3])}{', ...' if len(outcome.deleted) > 3 else ''})")
+    console.print(f"pushed {plan.summary} to {plan.url} @ {plan.revision}{' (new branch)' if outcome.created_branch else ''}: "
+                  f"{outcome.pr_url or outcome.commit_url}", highlight=False, soft_wrap=True)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,

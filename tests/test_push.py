@@ -1,0 +1,287 @@
+"""`critic-data push` over real HTTP: the real huggingface_hub and datasets clients, run in
+subprocesses with HF_ENDPOINT pointing at the local Hub of tests/hub_server.py.
+
+Covered: create + upload in one commit + load back identically (Image column included), no-op
+re-push, refusal to replace a different dataset, a new --revision branch, --create-pr, --force
+replacing stale shards, transient failures retried, permanent failures stopping at once, a Hub
+that is down, a failed commit publishing nothing, the token never leaking, and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.hub_server import LocalHub
+
+CLI = str(Path(sys.executable).parent / "critic-data")
+WRITE_TOKEN = f"hf_write_{uuid.uuid4().hex}"
+READ_TOKEN = f"hf_read_{uuid.uuid4().hex}"
+REPO = "critic/vlf"
+
+# Loads each (target, revision) with `datasets` and prints, per split, the row count, the
+# features and a digest of every row with the image bytes undecoded.
+LOAD = """
+import hashlib, json, sys
+import datasets
+datasets.disable_progress_bars()
+def describe(target, revision):
+    out = {}
+    for split, ds in datasets.load_dataset(target, revision=revision).items():
+        features = ds.features.to_dict()
+        ds = ds.cast_column("images", datasets.List(datasets.Image(decode=False)))
+        rows = json.dumps(ds.to_list(), sort_keys=True, default=lambda b: b.hex())
+        out[split] = {"rows": ds.num_rows, "features": features, "digest": hashlib.sha256(rows.encode()).hexdigest()}
+    return out
+print(json.dumps([describe(target, revision) for target, revision in json.loads(sys.argv[1])]))
+"""
+
+
+@pytest.fixture
+def hub(tmp_path):
+    server = LocalHub(tmp_path / "hub-storage", tokens={WRITE_TOKEN: "write", READ_TOKEN: "read"}).start()
+    yield server
+    server.stop()
+
+
+def client_env(tmp_path: Path, endpoint: str, token: str | None = WRITE_TOKEN) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
+    home = tmp_path / "hf-home"
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home), HF_HUB_CACHE=str(home / "hub"),
+               HF_DATASETS_CACHE=str(home / "datasets"), HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_PROGRESS_BARS="1")
+    if token:
+        env["HF_TOKEN"] = token
+    return env
+
+
+@pytest.fixture
+def env(tmp_path, hub):
+    return client_env(tmp_path, hub.url)
+
+
+def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, "push", *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def describe(env: dict, *targets: tuple[str | Path, str | None]) -> list[dict]:
+    result = subprocess.run([sys.executable, "-c", LOAD, json.dumps([[str(t), r] for t, r in targets])],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def files_at(hub: LocalHub, revision: str = "main", repo_type: str = "dataset", repo_id: str = REPO) -> set[str]:
+    repo = hub.repo(repo_type, repo_id)
+    return set(repo.resolve(revision).files)
+
+
+def history(hub: LocalHub, revision: str = "main", repo_type: str = "dataset") -> list[str]:
+    repo = hub.repo(repo_type, REPO)
+    commit, titles = repo.resolve(revision), []
+    while commit:
+        titles.append(commit.title)
+        commit = repo.commits.get(commit.parent)
+    return titles
+
+
+def hits(hub: LocalHub, method: str, fragment: str) -> int:
+    return sum(1 for m, path, _ in hub.requests if m == method and fragment in path)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def other_dataset(tmp_path_factory) -> Path:
+    """A different build whose train split has several shards (the first build has one)."""
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build
+    from tests.snapshots import write_vlfeedback_jsonl
+
+    root = tmp_path_factory.mktemp("other")
+    write_vlfeedback_jsonl(root / "snapshot", n=80, seed=11)
+    build(BuildOptions(out=root / "dataset", inputs={"vlfeedback": root / "snapshot"}, test_size=0.2, seed=5,
+                       max_shard_bytes=20_000))
+    assert 1 < len(list((root / "dataset" / "data").glob("train-*"))) < 6
+    return root / "dataset"
+
+
+def test_push_publishes_one_commit_that_loads_back_identically(built_dataset, hub, env, tmp_path):
+    result = cli(env, built_dataset, "--repo-id", REPO)
+    assert result.returncode == 0, result.stderr
+
+    manifest = json.loads((built_dataset / "build.json").read_text())
+    shards = {f for split in manifest["splits"].values() for f in split["files"]}
+    assert files_at(hub) == {".gitattributes", "README.md", "build.json", *shards}  # no rejects.jsonl
+    assert len(history(hub)) == 2  # the repo's initial commit + exactly one push commit
+    assert hits(hub, "POST", "/commit/main") == 1
+    card = hub.read(hub.repo("dataset", REPO).resolve("main").files["README.md"]).decode()
+    assert f'load_dataset("{REPO}")' in card and "OWNER/NAME" not in card
+    assert hub.read(hub.repo("dataset", REPO).resolve("main").files["build.json"]) == (built_dataset / "build.json").read_bytes()
+
+    remote, local = describe(env, (REPO, None), (built_dataset, None))
+    assert remote == local
+    assert set(remote) == {"train", "test"}
+    assert {split: remote[split]["rows"] for split in remote} == {s: v["rows"] for s, v in manifest["splits"].items()}
+    assert remote["train"]["features"]["images"]["feature"]["_type"] == "Image"
+
+    # The token reached the server but appears in no output and no file the clients wrote.
+    assert WRITE_TOKEN not in result.stdout + result.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert WRITE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_pushing_the_same_dataset_again_changes_nothing(built_dataset, hub, env):
+    assert cli(env, built_dataset, "--repo-id", REPO).returncode == 0
+    again = cli(env, built_dataset, "--repo-id", REPO)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stderr
+    assert len(history(hub)) == 2
+
+
+def test_a_different_dataset_is_not_pushed_over_a_published_one(built_dataset, other_dataset, hub, env):
+    assert cli(env, built_dataset, "--repo-id", REPO, "--include-rejects").returncode == 0
+    published = hub.repo("dataset", REPO).refs["main"]
+
+    line = one_error_line(cli(env, other_dataset, "--repo-id", REPO))
+    assert "already holds a different dataset" in line and "--force" in line and "--revision" in line
+    assert hub.repo("dataset", REPO).refs["main"] == published
+
+    # A pull request only proposes it: main stays as it was.
+    proposed = cli(env, other_dataset, "--repo-id", REPO, "--create-pr")
+    assert proposed.returncode == 0, proposed.stderr
+    assert "/discussions/1" in proposed.stderr
+    assert hub.repo("dataset", REPO).refs["main"] == published and "refs/pr/1" in hub.repo("dataset", REPO).refs
+
+    # A new branch publishes beside it; what the branch inherited from main is replaced, not mixed in.
+    branched = cli(env, other_dataset, "--repo-id", REPO, "--revision", "v2")
+    assert branched.returncode == 0, branched.stderr
+    assert "new branch" in branched.stderr
+    assert hub.repo("dataset", REPO).refs["main"] == published
+    assert "rejects.jsonl" not in files_at(hub, "v2")
+    main, v2, first, second = describe(env, (REPO, None), (REPO, "v2"), (built_dataset, None), (other_dataset, None))
+    assert main == first and v2 == second and main != v2
+
+    # --force replaces main: the old single shards and rejects.jsonl go, in the same one commit.
+    forced = cli(env, other_dataset, "--repo-id", REPO, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert len(history(hub)) == 3
+    assert not {"data/train-00000-of-00001.parquet", "rejects.jsonl"} & files_at(hub)
+    assert describe(env, (REPO, None)) == [second]
+
+
+def test_transient_failures_are_retried(built_dataset, hub, env):
+    hub.fail(r"POST /api/repos/create", 503, times=2)
+    hub.fail(r"PUT /lfs-upload/", 500, times=1)
+    hub.fail(r"POST /api/datasets/.*/commit/", 429, times=1)
+    result = cli(env, built_dataset, "--repo-id", REPO)
+    assert result.returncode == 0, result.stderr
+    assert "retrying" in result.stderr
+    assert hits(hub, "POST", "/api/repos/create") == 3
+    assert hits(hub, "POST", "/commit/main") == 2
+    assert len(history(hub)) == 2  # the retried commit landed once
+    remote, local = describe(env, (REPO, None), (built_dataset, None))
+    assert remote == local
+
+
+@pytest.mark.parametrize("token, expected", [(READ_TOKEN, "403"), ("hf_not_a_token", "401")])
+def test_permanent_failures_stop_at_once(built_dataset, hub, tmp_path, token, expected):
+    result = cli(client_env(tmp_path, hub.url, token), built_dataset, "--repo-id", REPO)
+    line = one_error_line(result)
+    assert expected in line and "token" in line and "nothing was published" in line
+    assert hits(hub, "POST", "/api/repos/create") == 1  # not retried
+    assert hub.repo("dataset", REPO) is None
+    assert token not in result.stdout + result.stderr
+
+
+def test_a_commit_that_keeps_failing_publishes_nothing(built_dataset, other_dataset, hub, env):
+    assert cli(env, built_dataset, "--repo-id", REPO).returncode == 0
+    before = hub.repo("dataset", REPO).refs["main"]
+    hub.fail(r"POST /api/datasets/.*/commit/", 503, times=None)
+    line = one_error_line(cli(env, other_dataset, "--repo-id", REPO, "--force"))
+    assert "503" in line and "nothing was published" in line
+    assert hits(hub, "POST", "/commit/main") == 1 + 4  # the first push, then every attempt of the second
+    assert hub.repo("dataset", REPO).refs["main"] == before
+    hub.clear_failures()
+    remote, local = describe(env, (REPO, None), (built_dataset, None))
+    assert remote == local
+
+
+def test_an_unreachable_hub_ends_with_one_line(built_dataset, tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    line = one_error_line(cli(client_env(tmp_path, f"http://127.0.0.1:{port}"), built_dataset, "--repo-id", REPO))
+    assert "cannot reach the Hub" in line and f"127.0.0.1:{port}" in line
+    assert time.monotonic() - started < 20
+
+
+def test_no_token_is_a_clear_error(built_dataset, hub, tmp_path):
+    line = one_error_line(cli(client_env(tmp_path, hub.url, token=None), built_dataset, "--repo-id", REPO))
+    assert "HF_TOKEN" in line and "hf auth login" in line
+    assert hub.requests == []
+
+
+def test_dry_run_lists_files_and_destination_and_sends_nothing(built_dataset, hub, env):
+    result = cli(env, built_dataset, "--repo-id", f"datasets/{REPO}", "--dry-run", "--revision", "v3")
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stderr.split())
+    assert f"{hub.url}/datasets/{REPO}" in out and "v3" in out
+    for name in ("README.md", "build.json", "data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet"):
+        assert name in out
+    assert "not uploaded: rejects.jsonl" in out
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("make, repo_id, expected", [
+    (lambda d, tmp: tmp / "missing", REPO, "is not a folder"),
+    (lambda d, tmp: (tmp / "empty").mkdir() or tmp / "empty", REPO, "neither a critic-data dataset"),
+    (lambda d, tmp: d, "not a repo id", "is not a repo id"),
+    (lambda d, tmp: d, "a/b/c", "is not a repo id"),
+    (lambda d, tmp: d, f"models/{REPO}", "names a model repo"),
+    (lambda d, tmp: (shutil.copytree(d, tmp / "partial"), next((tmp / "partial" / "data").glob("test-*")).unlink())[0],
+     REPO, "does not match its build.json"),
+])
+def test_folder_and_repo_id_mistakes_are_caught_before_any_request(built_dataset, tmp_path, make, repo_id, expected):
+    from critic_data import UserError
+    from critic_data.hub import plan_push
+
+    with pytest.raises(UserError, match=expected):
+        plan_push(make(built_dataset, tmp_path), repo_id)
+
+
+def test_a_checkpoint_folder_goes_to_a_model_repo(tiny_qwen_dir, hub, env, tmp_path):
+    folder = shutil.copytree(tiny_qwen_dir, tmp_path / "run")
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# tiny critic\n")
+    (folder / "checkpoint-2").mkdir()
+    (folder / "checkpoint-2" / "optimizer.pt").write_bytes(b"\x00" * 64)
+    (folder / "trainer_state.json").write_text("{}")
+    result = cli(env, folder, "--repo-id", REPO)
+    assert result.returncode == 0, result.stderr
+    assert hub.repo("dataset", REPO) is None
+    expected = {p.name for p in tiny_qwen_dir.iterdir()} | {"README.md"}
+    assert files_at(hub, repo_type="model") == expected | {".gitattributes"}
+
+    download = subprocess.run([sys.executable, "-c", f"from huggingface_hub import snapshot_download; "
+                               f"print(snapshot_download({REPO!r}))"], env=env, capture_output=True, text=True, timeout=60)
+    assert download.returncode == 0, download.stderr
+    fetched = Path(download.stdout.strip())
+    for name in expected:
+        assert (fetched / name).read_bytes() == (folder / name).read_bytes(), name
