@@ -7,7 +7,7 @@ writing). `SOURCES` maps each `--source` name to its spec.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,11 +18,15 @@ from critic_data.schemas import Reject
 
 
 class SourceReader(Protocol):
+    """A source's rows, in parts: each part can be read in another process, and reading the
+    parts in order gives every row in input order. Readers must pickle cheaply."""
+
     files: list[Path]  # every file the build reads (fingerprinted into the manifest)
     layout: str  # which of the source's Hub layouts was found
     total_rows: int | None  # for the progress bar, when cheap to know
+    parts: Sequence  # picklable part descriptors, in input order
 
-    def __iter__(self) -> Iterator[Example | Reject]: ...
+    def read_part(self, part) -> Iterator[Example | Reject]: ...
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,10 @@ def _example(index: int, row, image_root: Path) -> Example | Reject:
 
 
 class _Reader:
+    """One sequential part: the array is parsed once, in the process that reads it."""
+
     layout = "json"
+    parts = (None,)
 
     def __init__(self, path: Path, image_root: Path):
         self.files, self.image_root = [path], image_root.resolve()
@@ -97,7 +100,7 @@ class _Reader:
             raise UserError(f"{path} should hold a JSON array of preference rows")
         self.total_rows = len(self._rows)
 
-    def __iter__(self) -> Iterator[Example | Reject]:
+    def read_part(self, _=None) -> Iterator[Example | Reject]:
         for index, row in enumerate(self._rows):
             yield _example(index, row, self.image_root)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from critic_data.builders.images import DEFAULT_MAX_PIXELS
+from critic_data.builders.images import DEFAULT_MAX_PIXELS, IMAGE_CHECKS
 
 VLFEEDBACK_ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
 
@@ -28,6 +28,7 @@ class BuildOptions:
     test_size: float = 0.02
     max_shard_bytes: int = 500 * 1024 * 1024
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    image_check: str = "structure"  # or "decode": see builders/images.py
     format: str = "trl"  # "trl": conversational prompt + columns; "easyr1": flat question/answer/images
     overwrite: bool = False
 
@@ -40,6 +41,8 @@ class BuildOptions:
             raise ValueError(f"--pairs-per-prompt must be 'max-gap' or 'all', not {self.pairs_per_prompt!r}")
         if not 0.0 <= self.test_size < 1.0:
             raise ValueError(f"--test-size must be in [0, 1), not {self.test_size}")
+        if self.image_check not in IMAGE_CHECKS:
+            raise ValueError(f"--image-check must be one of {', '.join(IMAGE_CHECKS)}, not {self.image_check!r}")
         if self.format not in ("trl", "easyr1"):
             raise ValueError(f"--format must be 'trl' or 'easyr1', not {self.format!r}")
         if self.margin < 0:

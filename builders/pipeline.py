@@ -10,19 +10,19 @@ and the same inputs, options and seed give byte-identical data files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from itertools import islice
 from pathlib import Path
 
+import xxhash
+
 from critic_data import UserError, __version__
-from critic_data.builders import SOURCES, SourceSpec
+from critic_data.builders import SOURCES, SourceReader, SourceSpec
 from critic_data.builders.images import check_image
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.records import Example, Pair
@@ -32,11 +32,11 @@ from critic_data.rl.prompts import DEFAULT_TEMPLATE, TIE_TEMPLATE, conversationa
 from critic_data.schemas import FORMATS, Reject, RejectReason, validate_row
 
 SPLITS = ("train", "test")
-WINDOW = 256  # examples handed to the image-check workers at a time (bounds memory)
 
 
-def _digest(*parts: str | bytes, size: int = 16) -> str:
-    h = hashlib.blake2b(digest_size=size)
+def _digest(*parts: str | bytes) -> str:
+    """A 128-bit content hash (xxh3: fast enough to hash every image byte)."""
+    h = xxhash.xxh3_128()
     for part in parts:
         h.update(part if isinstance(part, bytes) else part.encode("utf-8"))
         h.update(b"\x00")
@@ -45,31 +45,45 @@ def _digest(*parts: str | bytes, size: int = 16) -> str:
 
 def _unit(seed: int, *parts: str) -> float:
     """A uniform number in [0, 1) fixed by the seed and the parts."""
-    return int(_digest(str(seed), *parts, size=8), 16) / 2**64
+    return int(_digest(str(seed), *parts)[:16], 16) / 2**64
 
 
-def inspect_images(images: list[tuple[bytes, str | None]], max_pixels: int) -> tuple[tuple[RejectReason, str] | None, list[str]]:
-    """Check each image and hash its bytes (for dedup and the split key)."""
-    for data, _ in images:
-        problem = check_image(data, max_pixels)
+def _check(item: Example | Reject, options: BuildOptions) -> tuple[tuple[RejectReason, str] | None, list[str]]:
+    """Check each image of an example and hash its bytes (for dedup and the split key)."""
+    if isinstance(item, Reject):
+        return None, []
+    for data, _ in item.images:
+        problem = check_image(data, options.max_image_pixels, options.image_check)
         if problem:
             return problem, []
-    return None, [_digest(data) for data, _ in images]
+    return None, [_digest(data) for data, _ in item.images]
 
 
-def _inspected(items: Iterable[Example | Reject], options: BuildOptions, num_proc: int):
-    """Yield (item, problem, image digests) in input order, checking images on `num_proc` workers."""
-    items = iter(items)
-    pool = ProcessPoolExecutor(num_proc) if num_proc > 1 else None
-    try:
-        while window := list(islice(items, WINDOW)):
-            examples = [item.images if isinstance(item, Example) else [] for item in window]
-            limits = [options.max_image_pixels] * len(window)
-            results = pool.map(inspect_images, examples, limits, chunksize=16) if pool else map(inspect_images, examples, limits)
-            yield from ((item, *result) for item, result in zip(window, results))
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
+def _read_and_check(reader: SourceReader, part, options: BuildOptions) -> list:
+    """One part's rows with their image checks: the unit of work a worker process does."""
+    return [(item, *_check(item, options)) for item in reader.read_part(part)]
+
+
+def _checked(reader: SourceReader, options: BuildOptions, num_proc: int) -> Iterator:
+    """(item, problem, image digests) for every row, in input order.
+
+    Parts (parquet row groups) are read, parsed and checked by `num_proc` worker processes,
+    a few parts ahead of the writer, so memory stays bounded by the parts in flight.
+    """
+    parts = list(reader.parts)
+    if num_proc <= 1 or len(parts) <= 1:
+        for part in parts:
+            for item in reader.read_part(part):
+                yield (item, *_check(item, options))
+        return
+    with ProcessPoolExecutor(num_proc) as pool:
+        in_flight: deque = deque()
+        for part in parts:
+            in_flight.append(pool.submit(_read_and_check, reader, part, options))
+            if len(in_flight) > 2 * num_proc:
+                yield from in_flight.popleft().result()
+        while in_flight:
+            yield from in_flight.popleft().result()
 
 
 class SourceStats:
@@ -125,7 +139,7 @@ class _Assembler:
                 continue
             self.seen.add(key)
             split = "test" if _unit(seed, "split", *digests, example.question) < self.options.test_size else "train"
-            row_id = f"{example.source}-{_digest(example.source_id, pair.better, pair.worse, size=8)}"
+            row_id = f"{example.source}-{_digest(example.source_id, pair.better, pair.worse)[:16]}"
             answer = self._label(example.source, split, seed, row_id, pair)
             stats.ties_kept += pair.tie
             stats.pairs_kept += 1
@@ -224,7 +238,7 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
             source_started = time.perf_counter()
             source_stats = stats[spec.name] = SourceStats()
             task = progress.add_task(spec.name, total=reader.total_rows) if progress else None
-            for item, problem, digests in _inspected(reader, options, num_proc):
+            for item, problem, digests in _checked(reader, options, num_proc):
                 source_stats.rows_read += 1
                 if progress:
                     progress.advance(task)
@@ -232,7 +246,7 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
                     item = Reject(spec.name, item.source_id, problem[0], problem[1])
                 if isinstance(item, Reject):
                     source_stats.rejects[str(item.reason)] += 1
-                    rejects.write(json.dumps(item.to_json_dict(), ensure_ascii=False) + "\n")
+                    rejects.write(json.dumps(item.to_json_dict()) + "\n")  # ASCII: no U+2028-style line breaks inside a record
                     continue
                 source_stats.rows_used += 1
                 source_stats.pairs_formed += item.pairs_formed

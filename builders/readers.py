@@ -2,35 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from critic_data import UserError
+from critic_data.builders.records import Example
+from critic_data.schemas import Reject
 
 BATCH_ROWS = 64  # parquet rows decoded at a time: a few MB of images
 
 
-def count_parquet_rows(files: list[Path]) -> int:
-    """Rows in the shards, from their footers; a damaged shard is the user's to replace."""
-    total = 0
-    for path in files:
-        try:
-            total += pq.ParquetFile(path).metadata.num_rows
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            raise UserError(f"cannot read {path} as parquet ({error}); re-download that file") from None
-    return total
+class ParquetReader:
+    """Rows of parquet shards, as parts (one per row group) that workers can read on their own.
 
+    `convert(position, row)` (a picklable function) turns a row into an Example or a Reject.
+    `columns` are the (possibly nested, dotted) columns to read when every one of them is in
+    a shard; a shard laid out otherwise is read whole, so no data is lost to projection.
+    """
 
-def parquet_rows(files: list[Path]) -> Iterator[tuple[str, dict]]:
-    """(position, row) for every row of the shards in order, a batch of rows at a time."""
-    for path in files:
-        index = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+    layout = "parquet"
+
+    def __init__(self, files: list[Path], convert: Callable[[str, dict], Example | Reject], columns: list[str] | None = None):
+        self.files, self.convert, self.columns = files, convert, columns
+        self.parts: list[tuple[int, int, int]] = []  # (file index, row group, first row's index in the file)
+        self.total_rows = 0
+        for index, path in enumerate(files):
+            try:
+                metadata = pq.ParquetFile(path).metadata
+            except Exception as error:  # pyarrow raises several types for a damaged file
+                raise UserError(f"cannot read {path} as parquet ({error}); re-download that file") from None
+            first = 0
+            for group in range(metadata.num_row_groups):
+                self.parts.append((index, group, first))
+                first += metadata.row_group(group).num_rows
+            self.total_rows += first
+
+    def read_part(self, part: tuple[int, int, int]) -> Iterator[Example | Reject]:
+        index, group, first = part
+        path = self.files[index]
+        shard = pq.ParquetFile(path)
+        paths = {shard.schema.column(i).path for i in range(len(shard.schema))}
+        columns = self.columns
+        if columns and not all(any(p == c or p.startswith(c + ".") for p in paths) for c in columns):
+            columns = None
+        for batch in shard.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=columns):
             for row in batch.to_pylist():
-                yield f"{path.name}:{index}", row
-                index += 1
+                yield self.convert(f"{path.name}:{first}", row)
+                first += 1
 
 
 def image_from_struct(value) -> tuple[bytes, str | None] | None:

@@ -16,13 +16,12 @@ Rejects: `text` that is not JSON (`json_invalid`), JSON without the three string
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 from critic_data import UserError
 from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
-from critic_data.builders.readers import count_parquet_rows, image_from_struct, parquet_rows
+from critic_data.builders.readers import ParquetReader, image_from_struct
 from critic_data.builders.records import Example, Pair
 from critic_data.builders.text import clean_question, clean_response
 from critic_data.schemas import Reject, RejectReason
@@ -54,23 +53,11 @@ def _example(position: str, row: dict) -> Example | Reject:
     return Example(NAME, source_id, question, [image], [Pair(chosen, rejected)], pairs_formed=1)
 
 
-class _Reader:
-    layout = "parquet"
-
-    def __init__(self, files: list[Path]):
-        self.files = files
-        self.total_rows = count_parquet_rows(files)
-
-    def __iter__(self) -> Iterator[Example | Reject]:
-        for position, row in parquet_rows(self.files):
-            yield _example(position, row)
-
-
-def open_snapshot(folder: Path, options: BuildOptions) -> _Reader:
+def open_snapshot(folder: Path, options: BuildOptions) -> ParquetReader:
     files = sorted(folder.glob("*.parquet")) or sorted((folder / "data").glob("*.parquet"))
     if not files:
         raise UserError(f"{folder} does not look like an RLHF-V snapshot: expected RLHF-V-Dataset.parquet")
-    return _Reader(files)
+    return ParquetReader(files, _example)
 
 
 SOURCE = SourceSpec(

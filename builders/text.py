@@ -19,9 +19,13 @@ def _remove(pattern: re.Pattern, text: str) -> str:
 
 def clean_response(text: str) -> str:
     """A candidate response without citation debris and surrounding whitespace."""
-    return _BLANK_RUNS.sub("\n", _remove(_CITATION, text)).strip()
+    if "【" in text:  # the cheap test first: most responses have none
+        text = _remove(_CITATION, text)
+    if " \n" in text or "\t\n" in text:
+        text = _BLANK_RUNS.sub("\n", text)
+    return text.strip()
 
 
 def clean_question(text: str) -> str:
     """A question without `<image>` placeholders (the prompt carries its own image parts)."""
-    return _remove(_IMAGE_TOKEN, text).strip()
+    return _remove(_IMAGE_TOKEN, text).strip() if "<image>" in text else text.strip()

@@ -22,13 +22,14 @@ import math
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from itertools import combinations
 from pathlib import Path
 
 from critic_data import UserError
 from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
-from critic_data.builders.readers import count_parquet_rows, image_from_struct, parquet_rows
+from critic_data.builders.readers import ParquetReader, image_from_struct
 from critic_data.builders.records import Example, Pair
 from critic_data.builders.text import clean_question, clean_response
 from critic_data.schemas import Reject, RejectReason
@@ -126,22 +127,23 @@ def _example(row: dict, image: tuple[bytes, str | None] | None, options: BuildOp
     return Example(NAME, source_id, question, [image], pairs, formed, filtered, notes)
 
 
-class _ParquetReader:
-    layout = "parquet"
+def _parquet_example(position: str, row: dict, options: BuildOptions) -> Example | Reject:
+    row["_position"] = position
+    return _example(row, image_from_struct(row.get("image")), options)
 
-    def __init__(self, files: list[Path], options: BuildOptions):
-        self.files, self.options = files, options
-        self.total_rows = count_parquet_rows(files)
 
-    def __iter__(self) -> Iterator[Example | Reject]:
-        for position, row in parquet_rows(self.files):
-            row["_position"] = position
-            yield _example(row, image_from_struct(row.get("image")), self.options)
+def _parquet_columns(options: BuildOptions) -> list[str]:
+    """Only what pairing needs: GPT-4V's rationales are never even read from parquet."""
+    ratings = [f"completions.annotations.list.element.{aspect}.Rating" for aspect in options.aspects]
+    return ["id", "prompt", "completions.response", *ratings, "image"]
 
 
 class _JsonlReader:
+    """One sequential part: lines cannot be split among workers without a first pass."""
+
     layout = "jsonl"
     total_rows = None
+    parts = (None,)
 
     def __init__(self, jsonl: Path, images: Path, options: BuildOptions):
         self.jsonl, self.images, self.options = jsonl, images, options
@@ -149,7 +151,7 @@ class _JsonlReader:
         if images.is_file():
             zipfile.ZipFile(images).close()  # fail now, not mid-build, on a damaged archive
 
-    def __iter__(self) -> Iterator[Example | Reject]:
+    def read_part(self, _=None) -> Iterator[Example | Reject]:
         with self.jsonl.open(encoding="utf-8", errors="replace") as lines, _ImageStore(self.images) as store:
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
@@ -193,7 +195,7 @@ class _ImageStore:
 def open_snapshot(folder: Path, options: BuildOptions):
     parquet = sorted((folder / "data").glob("*.parquet"))
     if parquet:
-        return _ParquetReader(parquet, options)
+        return ParquetReader(parquet, partial(_parquet_example, options=options), _parquet_columns(options))
     jsonl = folder / "vlfeedback_80k.jsonl"
     if not jsonl.is_file():
         found = sorted(folder.glob("*.jsonl"))

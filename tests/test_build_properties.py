@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,9 +84,32 @@ def test_clean_text_examples():
     assert clean_question("<ima<image>ge>What?") == "What?"
 
 
-def test_check_image_decides_by_content():
-    assert check_image(jpeg(0)) is None
-    assert check_image(corrupt_jpeg(0))[0] is RejectReason.IMAGE_UNDECODABLE
-    assert check_image(b"")[0] is RejectReason.IMAGE_MISSING
-    assert check_image(b"GIF89a not really")[0] is RejectReason.IMAGE_UNDECODABLE
-    assert check_image(jpeg(0, size=(64, 48)), max_pixels=64 * 48 - 1)[0] is RejectReason.IMAGE_TOO_LARGE
+def _png(size=(40, 30)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("level", ["structure", "decode"])
+def test_check_image_decides_by_content(level):
+    assert check_image(jpeg(0), level=level) is None
+    assert check_image(_png(), level=level) is None
+    assert check_image(corrupt_jpeg(0), level=level)[0] is RejectReason.IMAGE_UNDECODABLE
+    assert check_image(jpeg(0)[:-2], level=level)[0] is RejectReason.IMAGE_UNDECODABLE  # no end-of-image marker
+    assert check_image(_png()[:-20], level=level)[0] is RejectReason.IMAGE_UNDECODABLE
+    assert check_image(b"", level=level)[0] is RejectReason.IMAGE_MISSING
+    assert check_image(b"GIF89a not really", level=level)[0] is RejectReason.IMAGE_UNDECODABLE
+    assert check_image(jpeg(0, size=(64, 48)), max_pixels=64 * 48 - 1, level=level)[0] is RejectReason.IMAGE_TOO_LARGE
+
+
+def test_decode_level_rejects_what_only_libjpeg_can_tell():
+    """A Huffman table whose code counts are impossible: every header parses, the decoder refuses."""
+    data = bytearray(jpeg(0))
+    dht = data.index(b"\xff\xc4")
+    data[dht + 5 : dht + 21] = b"\xff" * 16  # 16 code-length counts summing far past 256 symbols
+    assert check_image(bytes(data), level="structure") is None
+    assert check_image(bytes(data), level="decode")[0] is RejectReason.IMAGE_UNDECODABLE

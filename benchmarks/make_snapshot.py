@@ -1,0 +1,120 @@
+"""Generate a VLFeedback-shaped parquet snapshot of any size, for benchmarks.
+
+    python benchmarks/make_snapshot.py --rows 40000 --out /tmp/vlf-40k
+
+Layout as on the Hub (`data/train-NNNNN-of-MMMMM.parquet`, completions as a struct of
+lists, the image embedded). Text lengths follow VLFeedback's: a one-line to one-paragraph
+prompt, four responses of ~60-250 words, a one-to-three sentence rationale per aspect.
+Images are real JPEGs of varied content at 400-800 px (about 30-90 KB, like the source's
+~50 KB average). Encoding 160k distinct JPEGs would dominate the run, so a pool of a few
+hundred encoded images is made once and each row's copy gets a unique JPEG comment
+segment: every row's bytes (and hash) differ, and decoding costs the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import struct
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw, ImageFilter
+
+ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
+WORDS = ("the image shows a person standing near window table chair dog cat street car tree sky cloud "
+         "building sign text colour red blue green yellow white black small large left right background "
+         "foreground there are several objects including which appears to be in a room outdoors scene with "
+         "light shadow detail notably visible clearly possibly holding wearing looking at").split()
+ROWS_PER_SHARD = 5000
+
+
+_CORPUS = [w.capitalize() if i % 14 == 0 else w + "." if i % 14 == 13 else w
+           for i, w in enumerate(random.Random(1).choices(WORDS, k=200_000))]
+
+
+def _paragraph(rng: random.Random, low: int, high: int) -> str:
+    """A random slice of a fixed word stream: varied text at the cost of one join."""
+    n = rng.randint(low, high)
+    start = rng.randrange(len(_CORPUS) - n)
+    return " ".join(_CORPUS[start : start + n])
+
+
+def image_pool(size: int, seed: int = 0) -> list[bytes]:
+    rng = random.Random(seed)
+    pool = []
+    for _ in range(size):
+        w, h = rng.choice([(640, 480), (800, 600), (512, 512), (480, 640), (400, 300)])
+        image = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(rng.randint(10, 40)):
+            x, y = rng.randrange(w), rng.randrange(h)
+            box = (x, y, x + rng.randint(10, w // 2), y + rng.randint(10, h // 2))
+            fill = tuple(rng.randrange(256) for _ in range(3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+        noise = Image.effect_noise((w, h), rng.randint(20, 60)).convert("RGB")
+        image = Image.blend(image, noise, 0.25).filter(ImageFilter.SMOOTH)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=rng.randint(80, 92))
+        pool.append(buffer.getvalue())
+    return pool
+
+
+def unique_copy(jpeg: bytes, tag: str) -> bytes:
+    """The same JPEG with a COM segment naming `tag` after the SOI marker."""
+    comment = tag.encode()
+    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + jpeg[2:]
+
+
+def make_row(rng: random.Random, index: int, pool: list[bytes]) -> dict:
+    responses, annotations = [], []
+    for _ in range(4):
+        responses.append(_paragraph(rng, 60, 250))
+        annotations.append({aspect: {"Rating": str(rng.randint(1, 5)) if rng.random() > 0.01 else "N/A",
+                                     "Rationale": _paragraph(rng, 15, 50)} for aspect in ASPECTS})
+    row_id = f"svit-detail-{index}"
+    return {
+        "id": row_id,
+        "prompt": _paragraph(rng, 6, 60),
+        "models": ["gpt-4v", "llava-v1.5-13b", "qwen-vl-chat", "instructblip"],
+        "completions": {"annotations": annotations, "model": ["gpt-4v", "llava-v1.5-13b", "qwen-vl-chat", "instructblip"],
+                        "response": responses},
+        "image": {"bytes": unique_copy(pool[index % len(pool)], row_id), "path": f"{row_id}.jpg"},
+    }
+
+
+def write_snapshot(out: Path, rows: int, seed: int = 0, pool_size: int = 256) -> None:
+    pool = image_pool(pool_size, seed)
+    shards = max(1, -(-rows // ROWS_PER_SHARD))
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for shard in range(shards):
+        start, stop = shard * ROWS_PER_SHARD, min(rows, (shard + 1) * ROWS_PER_SHARD)
+        path = out / "data" / f"train-{shard:05d}-of-{shards:05d}.parquet"
+        with pq.ParquetWriter(path, _schema()) as writer:
+            for batch_start in range(start, stop, 500):
+                batch = [make_row(rng, i, pool) for i in range(batch_start, min(stop, batch_start + 500))]
+                writer.write_table(pa.Table.from_pylist(batch, schema=_schema()), row_group_size=100)
+
+
+def _schema() -> pa.Schema:
+    rating = pa.struct([("Rating", pa.string()), ("Rationale", pa.string())])
+    return pa.schema([
+        ("id", pa.string()), ("prompt", pa.string()), ("models", pa.list_(pa.string())),
+        ("completions", pa.struct([("annotations", pa.list_(pa.struct([(a, rating) for a in ASPECTS]))),
+                                   ("model", pa.list_(pa.string())), ("response", pa.list_(pa.string()))])),
+        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+    ])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    write_snapshot(args.out, args.rows, args.seed)
+    size = sum(p.stat().st_size for p in (args.out / "data").glob("*.parquet"))
+    print(f"wrote {args.rows} rows, {size / 1e9:.2f} GB to {args.out}")

@@ -1,0 +1,150 @@
+"""Build throughput and memory, side by side with the I/O floor and a plain `datasets.map` pipeline.
+
+    python benchmarks/run.py --rows 40000 160000 --workdir /tmp/critic-bench
+
+For each size, a VLFeedback-shaped parquet snapshot is generated once (make_snapshot.py),
+then three stages run on it, one after another, each in its own process:
+  floor     read every input shard and write it back with pyarrow, nothing else
+  datasets  load_dataset("parquet") + datasets.map doing the same max-gap pairing, no
+            image validation, written back with to_parquet (num_proc = --num-proc)
+  build     critic-data build --num-proc N (validates and hashes every image)
+Wall time, rows/s and peak RSS (summed over the stage's process tree, sampled every 20 ms)
+are printed with the ratios the targets are stated in. Figures, not asserts: this machine
+is shared and noisy, so compare ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
+
+
+def floor(snapshot: Path, out: Path, _num_proc: int) -> None:
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True)
+    for path in sorted((snapshot / "data").glob("*.parquet")):
+        shard = pq.ParquetFile(path)
+        with pq.ParquetWriter(out / path.name, shard.schema_arrow) as writer:
+            for batch in shard.iter_batches(batch_size=100):
+                writer.write_batch(batch)
+
+
+def _pair(batch: dict) -> dict:
+    """The max-gap pairing of critic-data's VLFeedback builder, without validation or cleaning."""
+    out = {"question": [], "response_1": [], "response_2": [], "answer": [], "images": []}
+    for prompt, completions, image in zip(batch["prompt"], batch["completions"], batch["image"]):
+        scored = []
+        for annotations, response in zip(completions["annotations"], completions["response"]):
+            try:
+                scored.append((sum(float(annotations[a]["Rating"]) for a in ASPECTS) / 3, response))
+            except (TypeError, ValueError):
+                continue
+        best = None
+        for i in range(len(scored)):
+            for j in range(i + 1, len(scored)):
+                gap = abs(scored[i][0] - scored[j][0])
+                if gap > 0.6 and (best is None or gap > best[0]):
+                    best = (gap, scored[i], scored[j])
+        if best:
+            (_, (sa, ra), (sb, rb)) = best
+            better, worse = (ra, rb) if sa > sb else (rb, ra)
+            out["question"].append(prompt)
+            out["response_1"].append(better)
+            out["response_2"].append(worse)
+            out["answer"].append("1")
+            out["images"].append([image])
+    return out
+
+
+def datasets_map(snapshot: Path, out: Path, num_proc: int) -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
+    files = sorted(str(p) for p in (snapshot / "data").glob("*.parquet"))
+    dataset = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(out / "cache"))
+    dataset = dataset.cast_column("image", datasets.Image(decode=False))
+    paired = dataset.map(_pair, batched=True, batch_size=100, remove_columns=dataset.column_names,
+                         num_proc=num_proc if num_proc > 1 else None)
+    paired.to_parquet(str(out / "train.parquet"))
+
+
+def build(snapshot: Path, out: Path, num_proc: int) -> None:
+    subprocess.run([str(Path(sys.executable).parent / "critic-data"), "build", "--source", "vlfeedback",
+                    "--input", str(snapshot), "--out", str(out), "--num-proc", str(num_proc)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+STAGES = {"floor": floor, "datasets": datasets_map, "build": build}
+
+
+def measure(stage: str, snapshot: Path, out: Path, num_proc: int) -> tuple[float, float]:
+    """Run a stage in a fresh process; return (wall seconds, peak RSS in MB of its process tree)."""
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    process = psutil.Popen([sys.executable, __file__, "--stage", stage, "--snapshot", str(snapshot),
+                            "--out", str(out), "--num-proc", str(num_proc)])
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [process, *process.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    if process.returncode:
+        raise SystemExit(f"stage {stage} failed with exit code {process.returncode}")
+    return time.perf_counter() - started, peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[40000, 160000])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/critic-bench"))
+    parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--snapshot", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:  # a child process running one stage
+        STAGES[args.stage](args.snapshot, args.out, args.num_proc)
+        return
+
+    sys.path.insert(0, str(HERE))
+    from make_snapshot import write_snapshot
+
+    results = {}
+    for rows in args.rows:
+        snapshot = args.workdir / f"vlfeedback-{rows}"
+        if not (snapshot / "data").is_dir():
+            print(f"generating {rows} rows into {snapshot} ...", flush=True)
+            write_snapshot(snapshot, rows)
+        for stage in STAGES:
+            wall, rss = measure(stage, snapshot, args.workdir / f"out-{stage}-{rows}", args.num_proc)
+            results[rows, stage] = (wall, rss)
+            print(f"{rows:>8} rows  {stage:<9} {wall:8.1f} s {rows / wall:9.0f} rows/s  peak RSS {rss:7.0f} MB", flush=True)
+        shutil.rmtree(args.workdir / f"out-datasets-{rows}", ignore_errors=True)
+    print()
+    print(f"{'rows':>8}  {'build/floor':>11}  {'build/datasets':>14}  (targets: <= 2.0 and <= 1.0; num_proc {args.num_proc})")
+    for rows in args.rows:
+        build_s, floor_s, ds_s = (results[rows, s][0] for s in ("build", "floor", "datasets"))
+        print(f"{rows:>8}  {build_s / floor_s:11.2f}  {build_s / ds_s:14.2f}")
+    if len(args.rows) > 1:
+        small, large = min(args.rows), max(args.rows)
+        growth = results[large, "build"][1] / results[small, "build"][1] - 1
+        print(f"build peak RSS {results[small, 'build'][1]:.0f} MB at {small} rows -> {results[large, 'build'][1]:.0f} MB "
+              f"at {large} rows: {growth:+.0%} for {large / small:.0f}x the input (target < +30%, under 1.5 GB)")
+
+
+if __name__ == "__main__":
+    main()
