@@ -77,7 +77,9 @@ def build(
     test_size: Annotated[float, typer.Option(help="Fraction of (image, question) groups in the test split.")] = 0.02,
     max_shard_size: Annotated[str, typer.Option(help="Roll over to a new parquet shard past this size.")] = "500MB",
     max_image_pixels: Annotated[int, typer.Option(help="Reject images with more pixels than this.")] = 89_478_485,
+    image_check: Annotated[str, typer.Option(help="structure: headers parse and the data is complete (fast); decode: also decode every image.")] = "structure",
     num_proc: Annotated[int, typer.Option(help="Worker processes for image checks (output does not depend on it).")] = os.cpu_count() or 1,
+    format: Annotated[str, typer.Option("--format", help="trl: conversational prompt for TRL (default); easyr1: flat question/answer/images.")] = "trl",
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it already holds files.")] = False,
 ) -> None:
     """Build a verifiable pairwise-critic dataset from one or more sources."""
@@ -106,6 +108,8 @@ def build(
             test_size=test_size,
             max_shard_bytes=_parse_size(max_shard_size),
             max_image_pixels=max_image_pixels,
+            image_check=image_check,
+            format=format,
             overwrite=overwrite,
         )
     except ValueError as error:
@@ -128,6 +132,10 @@ def _print_build_summary(manifest: dict, out: Path) -> None:
     console.print(table)
     splits = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
     console.print(f"splits: {splits}; {manifest['timings']['total_seconds']:.1f}s; rejects in {out / 'rejects.jsonl'}")
+    for name, split in manifest["splits"].items():
+        if not split["rows"] and (name != "test" or manifest["options"]["test_size"] > 0):
+            console.print(f"[yellow]warning:[/yellow] the {name} split is empty and was not written; "
+                          "check the rejects, or raise --test-size for a test split")
 
 
 @app.command()
