@@ -189,6 +189,25 @@ def test_images_are_fitted_to_the_pixel_bounds(tiny_qwen_dir, built_dataset):
         assert fitted["answer"] == original["answer"] and fitted["prompt"] == original["prompt"]
 
 
+def test_budget_drops_long_prompts_and_images_the_processor_cannot_take(tiny_qwen_dir, built_dataset):
+    from datasets import Dataset, Features, Image, List, load_dataset
+    from PIL import Image as PILImage
+
+    from critic_data.rl.train import prompt_lengths, within_budget
+
+    rows = load_dataset(str(built_dataset))["train"].select(range(3))
+    sliver = PILImage.new("RGB", (1000, 4))  # aspect ratio 250: Qwen2-VL's resize refuses it
+    images = [[rows[0]["images"][0]], [sliver], [rows[2]["images"][0]]]
+    features = Features({"id": rows.features["id"], "prompt": rows.features["prompt"], "images": List(Image())})
+    dataset = Dataset.from_dict({"id": rows["id"], "prompt": rows["prompt"], "images": images}, features=features)
+    processor = _processor(tiny_qwen_dir)
+    lengths = prompt_lengths(dataset, processor)
+    assert lengths[1] is None and lengths[0] and lengths[2]
+    kept, dropped = within_budget(dataset, processor, max(lengths[0], lengths[2]) - 1, "train", None, log=False)
+    assert dropped == 2 and len(kept) == 1
+    assert kept[0]["id"] == rows[0 if lengths[0] < lengths[2] else 2]["id"]
+
+
 def _cli_error(monkeypatch, capsys, *args) -> str:
     from critic_data.cli import main
 
