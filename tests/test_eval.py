@@ -294,3 +294,69 @@ def test_vl_rewardbench_category_mapping():
     assert [vlrb_category(s) for s in ("MMMU-Pro", "mmmu_pro", "MathVerse")] == ["reasoning"] * 3
     assert vlrb_category(None, "mathverse_123") == "reasoning"  # the id's prefix when query_source is missing
     assert vlrb_category("somewhere-new", "x-1") == "other"
+
+
+def test_progress_shows_items_done_and_running_accuracy(server, built_dataset, tmp_path):
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    base_url, model = server
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with Progress(console=console) as progress:
+        summary = run_eval(EvalOptions(base_url=base_url, model=model, benchmark="built", input=str(built_dataset),
+                                       out=tmp_path, limit=2, max_tokens=int(MAX_TOKENS)), progress=progress)
+    [task] = progress.tasks
+    assert task.completed == task.total == 2
+    assert f"acc {summary['accuracy']:.3f}" in task.description and "failed 0" in task.description
+
+
+def test_a_refused_item_is_counted_left_out_and_retried_on_resume(server, tmp_path):
+    base_url, model = server
+    root = tmp_path / "snapshot"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for k in range(3):
+        (root / "images" / f"{k}.jpg").write_bytes(b"not an image" if k == 1 else jpeg(400 + k))
+        rows.append({"id": f"g{k}", "image": f"images/{k}.jpg", "prompt": "Q?", "chosen": "A.", "rejected": "B."})
+    (root / "mm_reward_bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = dict(base_url=base_url, model=model, benchmark="mm-rlhf", input=str(root), out=tmp_path / "run",
+                   max_tokens=int(MAX_TOKENS))
+    summary = run_eval(EvalOptions(**options))
+    assert summary["failed"] == 1 and summary["first_failure"].startswith("g1#0:")
+    assert sorted(r["id"] for r in _lines(tmp_path / "run" / "results.jsonl")) == ["g0#0", "g2#0"]
+    (root / "images" / "1.jpg").write_bytes(jpeg(401))  # fixed; a resumed run asks again for that item only
+    summary = run_eval(EvalOptions(**options, resume=True))
+    assert summary["failed"] == 0 and summary["n"] == 3
+    assert [r["id"] for r in _lines(tmp_path / "run" / "results.jsonl")][-1] == "g1#0"
+
+
+def test_built_from_a_hub_id(server, built_dataset, tmp_path):
+    """Published with `critic-data push` to the local Hub of tests/hub_server.py, evaluated by its id."""
+    import os
+
+    from tests.hub_server import LocalHub
+
+    base_url, model = server
+    hub = LocalHub(tmp_path / "hub", tokens={"hf_test_write": "write"}).start()
+    try:
+        home = tmp_path / "hf-home"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
+        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), HF_HUB_CACHE=str(home / "hub"), HF_TOKEN="hf_test_write",
+                   HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+        pushed = subprocess.run([sys.executable, "-m", "critic_data.cli", "push", str(built_dataset), "--repo-id",
+                                 "critic/eval-set"], env=env, capture_output=True, text=True, timeout=120)
+        assert pushed.returncode == 0, pushed.stderr
+        done = subprocess.run([sys.executable, "-m", "critic_data.cli", "eval", "--base-url", base_url, "--model", model,
+                               "--benchmark", "built", "--input", "critic/eval-set", "--limit", "3",
+                               "--max-tokens", MAX_TOKENS, "--out", str(tmp_path / "run")],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    finally:
+        hub.stop()
+    records = _lines(tmp_path / "run" / "results.jsonl")
+    _, local = load_items(EvalOptions(base_url="", model="", benchmark="built", input=str(built_dataset),
+                                      out=tmp_path, limit=3), Counter())
+    assert {r["id"]: (r["label"], tuple(r["presented"])) for r in records} == \
+        {item.id: (item.label, presentations(item, 0, False)[0]) for item in local}

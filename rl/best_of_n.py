@@ -1,0 +1,333 @@
+"""`critic-data best-of-n`: test-time self-critique. The model samples N answers, then judges them.
+
+This module owns sampling the candidates, the two selection strategies, and their summary:
+- `knockout`: a single-elimination bracket, N-1 pairwise matches in ceil(log2 N) rounds (an odd
+  candidate out gets a bye); answer order is a seeded coin per match.
+- `round-robin` (LLaVA-Critic): every ordered pair (k, l) is judged with k shown first;
+  a_kl = 1 when the judge prefers l. Candidate i scores r_i = sum_k a_ki - sum_l a_il (wins when
+  shown second minus losses when shown first), which cancels a judge's position bias: one that
+  always answers "2" gives every candidate 0. Highest r_i wins.
+Rules stated once:
+- An unparsable judgement (no clean \\boxed{1} or \\boxed{2}, including \\boxed{tie}) is counted
+  and decided by a coin fixed by (seed, question id, match).
+- Ties in round-robin scores are broken by the same kind of seeded coin among the tied.
+- Candidates are sampled with the think/boxed instruction; a candidate's final answer is the
+  content of its last \\boxed{} (the whole text when it has none), normalised by
+  `normalize_answer`. Majority vote takes the most frequent final answer, the earliest on a tie.
+  With gold answers, accuracy compares normalised strings exactly, for the pick, the first
+  sample, the majority vote, and any candidate (the ceiling any selector can reach).
+N samples are asked for in one request with `n`; a server that ignores `n` gets the rest as
+single requests with their own derived seeds. Each question's pick is appended to
+`OUT/picks.jsonl` as it completes; `--resume` skips questions already there.
+
+    critic-data best-of-n --base-url http://127.0.0.1:8000/v1 --model CHECKPOINT \
+        --input questions.jsonl --n 16 --strategy knockout --out runs/bon16
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from critic_data import UserError
+from critic_data.rl.client import ChatClient, RequestFailed, ResultLog, derive_seed, run_bounded
+from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt
+from critic_data.rl.rewards import last_boxed, parse_verdict
+
+STRATEGIES = ("knockout", "round-robin")
+# Appended to each question so that candidates reason first and end in an answer a rule can read.
+ANSWER_INSTRUCTION = (
+    "\n\nYou FIRST think about the reasoning process as an internal monologue and then give the final "
+    "answer. The reasoning process MUST be enclosed within <think> </think> tags. The final answer MUST "
+    "be put in \\boxed{}."
+)
+
+
+@dataclass
+class BestOfNOptions:
+    """Everything `critic-data best-of-n` needs; checked on creation."""
+
+    base_url: str
+    model: str
+    input: Path
+    n: int
+    out: Path
+    strategy: str = "knockout"
+    concurrency: int = 8
+    max_tokens: int = 2048
+    temperature: float = 1.0  # candidates are sampled; judgements are always greedy
+    seed: int = 0
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise UserError(f"--n {self.n}: Best-of-N needs at least 2 candidates")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"--strategy {self.strategy!r} is not known; choose from {', '.join(STRATEGIES)}")
+        for name in ("concurrency", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        self.input, self.out = Path(self.input), Path(self.out)
+
+
+@dataclass
+class Question:
+    id: str
+    image: Path
+    question: str
+    answer: str | None
+
+
+def read_questions(path: Path) -> list[Question]:
+    """The questions file, every line checked before any request is sent."""
+    if not path.is_file():
+        raise UserError(f"--input {path}: no such file; pass a questions.jsonl (id, image, question, optional answer)")
+    questions, seen = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{where} is not valid JSON ({error.msg}); write one JSON object per line") from None
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), (str, int)) for k in ("id", "image", "question")):
+            raise UserError(f"{where} needs string fields id, image (path relative to the file) and question")
+        qid = str(row["id"])
+        if qid in seen:
+            raise UserError(f"{where}: id {qid!r} appears twice; ids must be unique")
+        seen.add(qid)
+        image = path.parent / str(row["image"])
+        if not image.is_file():
+            raise UserError(f"{where}: image {row['image']} not found (looked for {image}); paths are relative to the file")
+        answer = row.get("answer")
+        questions.append(Question(qid, image, str(row["question"]), None if answer is None else str(answer)))
+    if not questions:
+        raise UserError(f"{path} holds no questions")
+    return questions
+
+
+def normalize_answer(text: str) -> str:
+    """Final answers compare equal when equal after: lower-casing, dropping `$`, collapsing
+    whitespace, and trimming surrounding spaces and one trailing period."""
+    text = re.sub(r"\s+", " ", text.replace("$", "").strip().lower())
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def final_answer(candidate: str) -> str:
+    """The normalised final answer of a candidate: its last \\boxed{} content, or else its whole text."""
+    boxed = last_boxed(candidate)
+    return normalize_answer(candidate if boxed is None else boxed)
+
+
+def majority_vote(answers: list[str]) -> str:
+    """The most frequent answer; on a tie, the one that appeared first."""
+    return Counter(answers).most_common(1)[0][0]  # most_common keeps first-seen order among equals
+
+
+@dataclass
+class Match:
+    shown: tuple[int, int]  # candidate indices as Response 1 and Response 2
+    verdict: str | None  # as parsed: "1", "2", "tie" or None
+    winner: int
+    by: str  # "judge", or "coin" when the verdict was unusable
+
+
+Judge = Callable[[int, int, str], Awaitable[Match]]  # (first shown, second shown, match key) -> Match
+
+
+async def _together(coroutines) -> list:
+    """Run the coroutines concurrently; the first failure cancels the others and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coroutines]
+    except ExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+async def knockout(n: int, judge: Judge, seed: int, qid: str) -> tuple[int, list[Match]]:
+    """Single elimination: the winner index and the N-1 matches played, round by round."""
+    alive, matches, round_ = list(range(n)), [], 0
+    while len(alive) > 1:
+        pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
+        # The presented order of each match is a coin fixed by (seed, question, round, pair).
+        shown = [(a, b) if derive_seed(seed, qid, "order", round_, a, b) % 2 == 0 else (b, a) for a, b in pairs]
+        played = await _together(judge(first, second, f"r{round_}:{a}-{b}")
+                                 for (first, second), (a, b) in zip(shown, pairs))
+        matches.extend(played)
+        alive = [m.winner for m in played] + ([alive[-1]] if len(alive) % 2 else [])
+        round_ += 1
+    return alive[0], matches
+
+
+def round_robin_scores(n: int, matches: list[Match]) -> list[int]:
+    """r_i = sum_k a_ki - sum_l a_il, with a_kl = 1 when the match showing k first was won by l."""
+    scores = [0] * n
+    for match in matches:
+        first, second = match.shown
+        if match.winner == second:
+            scores[second] += 1  # a_(first, second) = 1 counts for the one shown second ...
+            scores[first] -= 1  # ... and against the one shown first
+    return scores
+
+
+async def round_robin(n: int, judge: Judge, seed: int, qid: str) -> tuple[int, list[Match], list[int]]:
+    """Every ordered pair judged once: the winner index, the N(N-1) matches, and the scores r_i."""
+    ordered = [(k, l) for k in range(n) for l in range(n) if k != l]
+    matches = await _together(judge(k, l, f"{k}>{l}") for k, l in ordered)
+    scores = round_robin_scores(n, matches)
+    best = max(scores)
+    tied = [i for i, s in enumerate(scores) if s == best]
+    return tied[derive_seed(seed, qid, "tie") % len(tied)], matches, scores
+
+
+async def _sample(client: ChatClient, images: list[bytes], prompt: str, options: BestOfNOptions, qid: str) -> list[str]:
+    """N candidates: one request asking for N, topped up with single requests if the server ignored `n`."""
+    first = await client.chat(images, prompt, temperature=options.temperature,
+                              seed=derive_seed(options.seed, qid, "sample", 0), n=options.n)
+    rest = await _together(client.chat(images, prompt, temperature=options.temperature,
+                                       seed=derive_seed(options.seed, qid, "sample", k))
+                           for k in range(len(first), options.n))
+    return (first + [text for texts in rest for text in texts])[: options.n]
+
+
+async def _solve(client: ChatClient, question: Question, options: BestOfNOptions) -> dict:
+    images = [question.image.read_bytes()]
+    candidates = await _sample(client, images, question.question + ANSWER_INSTRUCTION, options, question.id)
+
+    async def judge(first: int, second: int, key: str) -> Match:
+        text = render_critic_prompt(DEFAULT_TEMPLATE, question.question, candidates[first], candidates[second])
+        [completion] = await client.chat(images, text, temperature=0.0, seed=options.seed)
+        verdict = parse_verdict(completion)
+        if verdict in ("1", "2"):
+            return Match((first, second), verdict, (first, second)[int(verdict) - 1], "judge")
+        coin = derive_seed(options.seed, question.id, "coin", key) % 2
+        return Match((first, second), verdict, (first, second)[coin], "coin")
+
+    scores = None
+    if options.strategy == "knockout":
+        winner, matches = await knockout(options.n, judge, options.seed, question.id)
+    else:
+        winner, matches, scores = await round_robin(options.n, judge, options.seed, question.id)
+    answers = [final_answer(c) for c in candidates]
+    pick = {
+        "id": question.id,
+        "candidates": candidates,
+        "winner_index": winner,
+        "winner": candidates[winner],
+        "matches": [asdict(m) for m in matches],
+        "matches_played": len(matches),
+        "unparsed": sum(m.by == "coin" for m in matches),
+        "final_answers": answers,
+        "majority": majority_vote(answers),
+    }
+    if scores is not None:
+        pick["scores"] = scores
+    if question.answer is not None:
+        gold = normalize_answer(question.answer)
+        pick.update(answer=question.answer, pick_correct=answers[winner] == gold, first_correct=answers[0] == gold,
+                    majority_correct=pick["majority"] == gold, any_correct=gold in answers)
+    return pick
+
+
+def summarize(picks: list[dict]) -> dict:
+    """Counts and, over questions with a gold answer, accuracy of the pick, the first sample,
+    the majority vote and of any candidate."""
+    played = sum(p["matches_played"] for p in picks)
+    unparsed = sum(p["unparsed"] for p in picks)
+    answered = [p for p in picks if "answer" in p]
+    summary = {
+        "questions": len(picks),
+        "matches": played,
+        "unparsed_judgements": unparsed,
+        "unparsed_rate": unparsed / played if played else None,
+        "answered": len(answered),
+    }
+    if answered:
+        summary["accuracy"] = {name: sum(p[f"{key}_correct"] for p in answered) / len(answered)
+                               for name, key in (("best_of_n", "pick"), ("first_sample", "first"),
+                                                 ("majority_vote", "majority"), ("any_candidate", "any"))}
+    return summary
+
+
+def run_best_of_n(options: BestOfNOptions, progress=None) -> dict:
+    """Sample, judge and pick for every question (resuming when asked); write picks and summary; return the summary."""
+    return asyncio.run(_run(options, progress))
+
+
+async def _run(options: BestOfNOptions, progress) -> dict:
+    started = time.monotonic()
+    questions = read_questions(options.input)
+    log = ResultLog(options.out / "picks.jsonl", resume=options.resume)
+    done = {p["id"] for p in log.records}
+    failures: list[str] = []
+    task = progress.add_task("best-of-n", total=len(questions), completed=len(done)) if progress else None
+
+    def describe() -> None:
+        if progress is not None:
+            accuracy = summarize(log.records).get("accuracy", {}).get("best_of_n")
+            shown = "-" if accuracy is None else f"{accuracy:.3f}"
+            progress.update(task, description=f"best-of-{options.n}  acc {shown}  failed {len(failures)}")
+
+    def on_done(question: Question, pick: dict | None, failure: RequestFailed | None) -> None:
+        if failure is not None:
+            failures.append(f"{question.id}: {failure}")
+        else:
+            log.append(pick)
+        if progress is not None:
+            progress.advance(task)
+            describe()
+
+    async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens) as client:
+        await client.check()
+        describe()
+        # A question fans out into N samples and up to N(N-1) judgements, all under the client's
+        # request bound; a few questions in flight keep the server busy between rounds.
+        window = max(1, math.ceil(options.concurrency / options.n)) + 1
+        try:
+            await run_bounded((q for q in questions if q.id not in done),
+                              lambda q: _solve(client, q, options), window=window, on_done=on_done)
+        finally:
+            log.close()
+
+    if failures and not log.records:
+        raise UserError(f"every question failed ({len(failures)}); first: {failures[0]}")
+    summary = {
+        "model": options.model,
+        "n": options.n,
+        "strategy": options.strategy,
+        **summarize(log.records),
+        "failed": len(failures),
+        "first_failure": failures[0] if failures else None,
+        "seconds": round(time.monotonic() - started, 1),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+    }
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def summary_table(summary: dict):
+    """A short rich table of the headline numbers."""
+    from rich.table import Table
+
+    table = Table(title=f"best-of-{summary['n']} ({summary['strategy']}): {summary['model']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("questions", str(summary["questions"]))
+    table.add_row("matches played", str(summary["matches"]))
+    rate = summary["unparsed_rate"]
+    table.add_row("unparsed judgements", f"{summary['unparsed_judgements']} ({'-' if rate is None else f'{100 * rate:.1f}%'})")
+    for name, value in summary.get("accuracy", {}).items():
+        table.add_row(f"{name.replace('_', ' ')} acc % (n={summary['answered']})", f"{100 * value:.1f}")
+    if summary["failed"]:
+        table.add_row("failed questions", str(summary["failed"]))
+    return table

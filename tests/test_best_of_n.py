@@ -1,0 +1,273 @@
+"""`critic-data best-of-n` against a live `transformers serve` with the tiny Qwen2.5-VL (which ignores
+`n`, so every candidate is its own request), and the selection rules with scripted judges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import time
+
+import pytest
+
+from critic_data import UserError
+from critic_data.rl.best_of_n import (
+    Match,
+    final_answer,
+    knockout,
+    majority_vote,
+    normalize_answer,
+    read_questions,
+    round_robin,
+    round_robin_scores,
+    summarize,
+)
+from tests.serve import SECRET_KEY, free_port, run_cli, served_model
+from tests.snapshots import jpeg
+
+MAX_TOKENS = "4"  # each token costs ~40 ms here and the server generates one request at a time
+
+
+@pytest.fixture(scope="module")
+def server(tiny_qwen_dir, tmp_path_factory):
+    with served_model(tiny_qwen_dir, tmp_path_factory.mktemp("serve-bon")) as endpoint:
+        yield endpoint
+
+
+def write_questions(folder, rows):
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    for k, row in enumerate(rows):
+        (folder / row["image"]).write_bytes(jpeg(300 + k))
+    path = folder / "questions.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+QUESTIONS = [
+    {"id": "q0", "image": "img/0.jpg", "question": "How many objects are there?", "answer": "3"},
+    {"id": "q1", "image": "img/1.jpg", "question": "What colour is the main object?", "answer": "Red."},
+    {"id": "q2", "image": "img/2.jpg", "question": "Describe the image."},
+]
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _check_pick(pick, n):
+    assert len(pick["candidates"]) == n
+    assert pick["winner"] == pick["candidates"][pick["winner_index"]]
+    assert pick["unparsed"] == sum(m["by"] == "coin" for m in pick["matches"])
+    for m in pick["matches"]:
+        assert m["winner"] in m["shown"]
+        assert m["by"] == ("judge" if m["verdict"] in ("1", "2") else "coin")
+    assert pick["final_answers"] == [final_answer(c) for c in pick["candidates"]]
+    assert pick["majority"] == majority_vote(pick["final_answers"])
+    if "answer" in pick:
+        gold = normalize_answer(pick["answer"])
+        assert pick["pick_correct"] == (pick["final_answers"][pick["winner_index"]] == gold)
+        assert pick["first_correct"] == (pick["final_answers"][0] == gold)
+        assert pick["any_correct"] == (gold in pick["final_answers"])
+
+
+# --- live ------------------------------------------------------------------------------------------
+
+def test_knockout_through_the_cli(server, tmp_path):
+    base_url, model = server
+    questions = write_questions(tmp_path / "in", QUESTIONS)
+    out = tmp_path / "run"
+    done = run_cli("best-of-n", "--base-url", base_url, "--model", model, "--input", str(questions), "--n", "4",
+                   "--max-tokens", MAX_TOKENS, "--concurrency", "3", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    picks = {p["id"]: p for p in _lines(out / "picks.jsonl")}
+    assert picks.keys() == {"q0", "q1", "q2"}
+    for pick in picks.values():
+        _check_pick(pick, 4)
+        assert pick["matches_played"] == 3  # N - 1
+        first_round = [set(m["shown"]) for m in pick["matches"][:2]]
+        assert first_round == [{0, 1}, {2, 3}]
+        assert set(pick["matches"][2]["shown"]) == {pick["matches"][0]["winner"], pick["matches"][1]["winner"]}
+        assert pick["winner_index"] == pick["matches"][2]["winner"]
+        assert len(set(pick["candidates"])) > 1  # the server ignored `n`: each sample had its own seed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["questions"] == 3 and summary["matches"] == 9 and summary["answered"] == 2
+    assert summary["unparsed_judgements"] == sum(p["unparsed"] for p in picks.values())
+    answered = [picks["q0"], picks["q1"]]
+    assert summary["accuracy"]["best_of_n"] == pytest.approx(sum(p["pick_correct"] for p in answered) / 2)
+    assert summary["accuracy"]["majority_vote"] == pytest.approx(sum(p["majority_correct"] for p in answered) / 2)
+    assert "best of n acc" in done.stderr and "matches played" in done.stderr
+    everything = done.stdout + done.stderr + (out / "picks.jsonl").read_text() + (out / "summary.json").read_text()
+    assert SECRET_KEY not in everything
+
+
+def test_round_robin_plays_every_ordered_pair(server, tmp_path):
+    base_url, model = server
+    questions = write_questions(tmp_path / "in", QUESTIONS[:2])
+    out = tmp_path / "run"
+    done = run_cli("best-of-n", "--base-url", base_url, "--model", model, "--input", str(questions), "--n", "3",
+                   "--strategy", "round-robin", "--max-tokens", MAX_TOKENS, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for pick in _lines(out / "picks.jsonl"):
+        _check_pick(pick, 3)
+        assert sorted(tuple(m["shown"]) for m in pick["matches"]) == list(itertools.permutations(range(3), 2))
+        scores = round_robin_scores(3, [Match(tuple(m["shown"]), m["verdict"], m["winner"], m["by"]) for m in pick["matches"]])
+        assert pick["scores"] == scores and sum(scores) == 0
+        assert scores[pick["winner_index"]] == max(scores)
+    assert json.loads((out / "summary.json").read_text())["matches"] == 12
+
+
+def test_resume_skips_questions_already_picked(server, tmp_path):
+    base_url, model = server
+    out = tmp_path / "run"
+    args = ["best-of-n", "--base-url", base_url, "--model", model, "--n", "2", "--max-tokens", MAX_TOKENS, "--out", str(out)]
+    first = run_cli(*args, "--input", str(write_questions(tmp_path / "a", QUESTIONS[:2])))
+    assert first.returncode == 0, first.stderr
+    before = (out / "picks.jsonl").read_text()
+    refused = run_cli(*args, "--input", str(write_questions(tmp_path / "b", QUESTIONS)))
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    resumed = run_cli(*args, "--input", str(tmp_path / "b" / "questions.jsonl"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    after = (out / "picks.jsonl").read_text()
+    assert after.startswith(before)  # the two finished questions were kept, not redone
+    assert [p["id"] for p in _lines(out / "picks.jsonl")] == ["q0", "q1", "q2"]
+    assert json.loads((out / "summary.json").read_text())["questions"] == 3
+
+
+def test_endpoint_down_is_one_line_and_quick(tmp_path):
+    questions = write_questions(tmp_path / "in", QUESTIONS[:1])
+    started = time.monotonic()
+    done = run_cli("best-of-n", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--model", "m",
+                   "--input", str(questions), "--n", "4", "--out", str(tmp_path / "run"))
+    assert done.returncode == 2 and time.monotonic() - started < 20
+    assert done.stderr.strip().startswith("error: cannot reach the OpenAI-compatible server")
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert SECRET_KEY not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n", "1"], "at least 2 candidates"),
+    (["--n", "4", "--strategy", "swiss"], "choose from knockout, round-robin"),
+])
+def test_bad_options_are_one_line(tmp_path, args, message):
+    questions = write_questions(tmp_path / "in", QUESTIONS[:1])
+    done = run_cli("best-of-n", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--input", str(questions),
+                   "--out", str(tmp_path / "run"), *args)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"id": "a", "image": "img/0.jpg", "question": "q"}\n{"id": "b", "image": ', ":2 is not valid JSON"),
+    ('{"id": "a", "image": "img/0.jpg"}\n', ":1 needs string fields id, image"),
+    ('{"id": "a", "image": "img/nope.jpg", "question": "q"}\n', "image img/nope.jpg not found"),
+    ('{"id": "a", "image": "img/0.jpg", "question": "q"}\n{"id": "a", "image": "img/0.jpg", "question": "r"}\n',
+     "id 'a' appears twice"),
+    ("\n", "holds no questions"),
+])
+def test_malformed_questions_are_user_errors(tmp_path, content, message):
+    path = write_questions(tmp_path, QUESTIONS[:1])
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_questions(path)
+
+
+# --- the selection rules with scripted judges --------------------------------------------------------
+
+def scripted(prefers):
+    """A judge that picks `prefers(first, second)` and records what it was shown."""
+    shown = []
+
+    async def judge(first, second, key):
+        shown.append((first, second, key))
+        return Match((first, second), "1", prefers(first, second), "judge")
+
+    return judge, shown
+
+
+@pytest.mark.parametrize("n", range(2, 10))
+def test_knockout_plays_n_minus_1_matches_in_ceil_log2_n_rounds(n):
+    judge, shown = scripted(max)  # the higher index always wins
+    winner, matches = asyncio.run(knockout(n, judge, seed=0, qid="q"))
+    assert winner == n - 1 and len(matches) == n - 1
+    assert len({key.split(":")[0] for _, _, key in shown}) == math.ceil(math.log2(n))
+    losers = [min(m.shown) for m in matches]
+    assert sorted(losers) == list(range(n - 1))  # everyone but the winner loses exactly once
+
+
+def test_knockout_randomises_the_presented_order_by_seed():
+    orders = {}
+    for seed in range(4):
+        judge, shown = scripted(max)
+        asyncio.run(knockout(16, judge, seed=seed, qid="q"))
+        orders[seed] = [first < second for first, second, _ in shown]
+    assert all(True in o and False in o for o in orders.values())  # both orders within a run
+    assert len({tuple(o) for o in orders.values()}) > 1  # and the seed changes them
+    judge, again = scripted(max)
+    asyncio.run(knockout(16, judge, seed=0, qid="q"))
+    assert [first < second for first, second, _ in again] == orders[0]  # reproducible
+
+
+def test_round_robin_cancels_a_position_biased_judge():
+    judge, shown = scripted(lambda first, second: second)  # always "Response 2"
+    winner, matches, scores = asyncio.run(round_robin(5, judge, seed=0, qid="q"))
+    assert len(matches) == 20 and scores == [0] * 5
+    assert winner in range(5)
+    ties = {asyncio.run(round_robin(5, scripted(lambda a, b: b)[0], seed=s, qid="q"))[0] for s in range(12)}
+    assert len(ties) > 1  # a full tie is broken by a seeded coin, not always the first sample
+
+
+def test_round_robin_scores_follow_the_formula():
+    judge, _ = scripted(lambda a, b: 2 if 2 in (a, b) else min(a, b))  # 2 beats everyone; else the lower index
+    winner, _, scores = asyncio.run(round_robin(4, judge, seed=0, qid="q"))
+    # Each candidate is shown first N-1 times and second N-1 times, so r_i = wins - (N - 1):
+    # wins are 2: 6, 0: 4 (beats 1 and 3 in both orders), 1: 2 (beats 3), 3: 0.
+    assert scores == [1, -1, 3, -3] and winner == 2
+
+
+def test_round_robin_scores_on_known_matches():
+    matches = [Match((0, 1), "2", 1, "judge"), Match((1, 0), "1", 1, "judge"),
+               Match((0, 2), "1", 0, "judge"), Match((2, 0), None, 0, "coin")]
+    # a_kl = 1 when l, shown second, won: a_01 = 1, a_10 = 0, a_02 = 0, a_20 = 1 (the coin gave it to 0)
+    # r_0 = (a_10 + a_20) - (a_01 + a_02) = 1 - 1 = 0; r_1 = a_01 - a_10 = 1; r_2 = a_02 - a_20 = -1
+    assert round_robin_scores(3, matches) == [0, 1, -1]
+
+
+def test_answers_normalise_and_vote():
+    assert normalize_answer("  $Red$. ") == "red" and normalize_answer("Two  cats") == "two cats"
+    assert final_answer("<think>hm</think> so \\boxed{ 3 }") == "3"
+    assert final_answer("no box here.") == "no box here"
+    assert majority_vote(["b", "a", "a", "b", "c"]) == "b"  # a tie goes to the one seen first
+    assert majority_vote(["x", "y", "y"]) == "y"
+
+
+def test_summary_accuracy_on_known_picks():
+    picks = [
+        {"id": "1", "matches_played": 3, "unparsed": 1, "answer": "a", "pick_correct": True, "first_correct": False,
+         "majority_correct": True, "any_correct": True},
+        {"id": "2", "matches_played": 3, "unparsed": 2, "answer": "b", "pick_correct": False, "first_correct": False,
+         "majority_correct": True, "any_correct": True},
+        {"id": "3", "matches_played": 3, "unparsed": 0},
+    ]
+    summary = summarize(picks)
+    assert summary["matches"] == 9 and summary["unparsed_rate"] == pytest.approx(3 / 9) and summary["answered"] == 2
+    assert summary["accuracy"] == {"best_of_n": 0.5, "first_sample": 0.0, "majority_vote": 1.0, "any_candidate": 1.0}
+
+
+def test_a_failed_match_fails_the_question_and_cancels_the_rest():
+    from critic_data.rl.client import RequestFailed
+
+    cancelled = []
+
+    async def judge(first, second, key):
+        if (first, second) == (0, 1):
+            raise RequestFailed("HTTP 400: refused")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(key)
+            raise
+
+    with pytest.raises(RequestFailed, match="refused"):
+        asyncio.run(round_robin(3, judge, seed=0, qid="q"))
+    assert len(cancelled) == 5  # the other ordered pairs did not keep running
