@@ -360,3 +360,39 @@ def test_built_from_a_hub_id(server, built_dataset, tmp_path):
                                       out=tmp_path, limit=3), Counter())
     assert {r["id"]: (r["label"], tuple(r["presented"])) for r in records} == \
         {item.id: (item.label, presentations(item, 0, False)[0]) for item in local}
+
+
+@pytest.fixture
+def strict_server():
+    """A server that checks the key and lists one model, as `vllm serve --api-key K` does; only /v1/models is needed."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_):
+            pass
+
+        def do_GET(self):
+            ok = self.headers.get("Authorization") == "Bearer right-key"
+            body = json.dumps({"object": "list", "data": [{"id": "served-model", "object": "model"}]} if ok
+                              else {"error": {"message": "Unauthorized"}}).encode()
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}/v1"
+    httpd.shutdown()
+
+
+def test_a_refused_key_and_an_unserved_model_are_one_line(strict_server, built_dataset, tmp_path):
+    args = ["eval", "--base-url", strict_server, "--benchmark", "built", "--input", str(built_dataset)]
+    refused = run_cli(*args, "--model", "served-model", "--out", str(tmp_path / "a"))
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "refused the API key (401); set OPENAI_API_KEY" in refused.stderr and SECRET_KEY not in refused.stderr
+    unserved = run_cli(*args, "--model", "other", "--out", str(tmp_path / "b"), env={"OPENAI_API_KEY": "right-key"})
+    assert unserved.returncode == 2 and "does not serve model 'other'; it serves served-model" in unserved.stderr
+    assert "right-key" not in unserved.stderr
