@@ -45,9 +45,9 @@ def _pair(batch: dict) -> dict:
     out = {"question": [], "response_1": [], "response_2": [], "answer": [], "images": []}
     for prompt, completions, image in zip(batch["prompt"], batch["completions"], batch["image"]):
         scored = []
-        for annotations, response in zip(completions["annotations"], completions["response"]):
+        for ratings, response in zip(completions["annotations"], completions["response"]):
             try:
-                scored.append((sum(float(annotations[a]["Rating"]) for a in ASPECTS) / 3, response))
+                scored.append((sum(float(ratings[a]["Rating"]) for a in ASPECTS) / 3, response))
             except (TypeError, ValueError):
                 continue
         best = None

@@ -15,23 +15,28 @@ import os
 import shutil
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from critic_data import UserError, __version__
 from critic_data.builders import SOURCES, SourceReader, SourceSpec
 from critic_data.builders.images import check_image
 from critic_data.builders.options import BuildOptions
-from critic_data.builders.records import Example, Pair
+from critic_data.builders.records import Example
 from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot
 from critic_data.builders.writer import SplitWriter
 from critic_data.rl.prompts import DEFAULT_TEMPLATE, TIE_TEMPLATE, conversational_prompt, render_critic_prompt
 from critic_data.schemas import FORMATS, Reject, RejectReason, validate_row
 
 SPLITS = ("train", "test")
+CHUNK_ROWS = 100  # input rows prepared together (one parquet row group, typically)
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -59,31 +64,123 @@ def _check(item: Example | Reject, options: BuildOptions) -> tuple[tuple[RejectR
     return None, [_digest(data) for data, _ in item.images]
 
 
-def _read_and_check(reader: SourceReader, part, options: BuildOptions) -> list:
-    """One part's rows with their image checks: the unit of work a worker process does."""
-    return [(item, *_check(item, options)) for item in reader.read_part(part)]
+@dataclass
+class Candidate:
+    """What the ordered, single-threaded step needs to decide about one offered pair."""
+
+    source: str
+    key: str  # dedup key: image bytes, question, the two responses
+    split: str
+    order: float  # keyed hash deciding the presented order (first of a couple)
+    tie: bool
 
 
-def _checked(reader: SourceReader, options: BuildOptions, num_proc: int) -> Iterator:
-    """(item, problem, image digests) for every row, in input order.
+@dataclass
+class Chunk:
+    """A run of input rows, prepared where the work can run in parallel.
 
-    Parts (parquet row groups) are read, parsed and checked by `num_proc` worker processes,
-    a few parts ahead of the writer, so memory stays bounded by the parts in flight.
+    `rows` holds per input row, in order, a Reject or the Example's counts (images dropped);
+    `table` holds one row per offered pair with every output column, the columns that depend
+    on the presented order twice (`<col>@1`: better response first, `<col>@2`: second).
+    """
+
+    rows: list
+    candidates: list[Candidate]
+    table: pa.Table | None
+
+
+ORDERED = "@1", "@2"
+
+
+def _prepare(items: Iterable[Example | Reject], options: BuildOptions) -> Chunk:
+    """Check images, hash, and render both presented orders of every offered pair."""
+    rows, candidates, records = [], [], []
+    template = TIE_TEMPLATE if options.keep_ties else DEFAULT_TEMPLATE
+    features, convert = FORMATS[options.format]
+    for item in items:
+        problem, digests = _check(item, options)
+        if isinstance(item, Example) and problem:
+            item = Reject(item.source, item.source_id, problem[0], problem[1])
+        if isinstance(item, Reject):
+            rows.append(item)
+            continue
+        rows.append(replace(item, images=[]))  # counts travel back; the bytes go in the table
+        for pair in item.pairs:
+            row_id = f"{item.source}-{_digest(item.source_id, pair.better, pair.worse)[:16]}"
+            split = "test" if _unit(options.seed, "split", *digests, item.question) < options.test_size else "train"
+            key = _digest(*digests, item.question, *sorted((pair.better, pair.worse)))
+            candidates.append(Candidate(item.source, key, split, _unit(options.seed, "order", row_id), pair.tie))
+            ordered = []
+            for first, second, answer in ((pair.better, pair.worse, "1"), (pair.worse, pair.better, "2")):
+                row = {
+                    "id": row_id,
+                    "source": item.source,
+                    "source_id": item.source_id,
+                    "images": [{"bytes": data, "path": name} for data, name in item.images],
+                    "prompt": conversational_prompt(render_critic_prompt(template, item.question, first, second), len(item.images)),
+                    "question": item.question,
+                    "response_1": first,
+                    "response_2": second,
+                    "answer": answer,
+                    "margin": pair.margin,
+                    "template": template,
+                }
+                validate_row(row)  # a failure here is a bug in a builder, not the user's input
+                ordered.append(convert(row) if convert else row)
+            record = {}
+            for column in features:
+                if column == "answer":
+                    continue
+                if ordered[0][column] == ordered[1][column]:
+                    record[column] = ordered[0][column]
+                else:
+                    record[column + ORDERED[0]], record[column + ORDERED[1]] = ordered[0][column], ordered[1][column]
+            records.append(record)
+    return Chunk(rows, candidates, _candidate_table(records, features) if records else None)
+
+
+def _candidate_table(records: list[dict], features) -> pa.Table:
+    schema = features.arrow_schema
+    fields = []
+    for field in schema:
+        if field.name in records[0]:
+            fields.append(field)
+        elif field.name + ORDERED[0] in records[0]:
+            fields += [field.with_name(field.name + suffix) for suffix in ORDERED]
+    return pa.Table.from_pylist(records, schema=pa.schema(fields))
+
+
+def _chunks(reader: SourceReader, options: BuildOptions, num_proc: int) -> Iterator[Chunk]:
+    """Every row of a source as prepared chunks, in input order.
+
+    Parts (parquet row groups) are read and prepared by `num_proc` worker processes, a few
+    parts ahead of the writer, so memory stays bounded by the parts in flight. A source that
+    is one sequential part is prepared here, CHUNK_ROWS rows at a time.
     """
     parts = list(reader.parts)
     if num_proc <= 1 or len(parts) <= 1:
         for part in parts:
-            for item in reader.read_part(part):
-                yield (item, *_check(item, options))
+            items = reader.read_part(part)
+            while chunk := list(islice(items, CHUNK_ROWS)):
+                yield _prepare(chunk, options)
         return
     with ProcessPoolExecutor(num_proc) as pool:
         in_flight: deque = deque()
         for part in parts:
-            in_flight.append(pool.submit(_read_and_check, reader, part, options))
+            in_flight.append(pool.submit(_prepare_part, reader, part, options))
             if len(in_flight) > 2 * num_proc:
                 yield from in_flight.popleft().result()
         while in_flight:
             yield from in_flight.popleft().result()
+
+
+def _prepare_part(reader: SourceReader, part, options: BuildOptions) -> list[Chunk]:
+    """The unit of work of a worker process: one part, in chunks of CHUNK_ROWS rows."""
+    items = reader.read_part(part)
+    chunks = []
+    while chunk := list(islice(items, CHUNK_ROWS)):
+        chunks.append(_prepare(chunk, options))
+    return chunks
 
 
 class SourceStats:
@@ -114,68 +211,60 @@ class SourceStats:
         }
 
 
-class _Assembler:
-    """Turns kept pairs into output rows: dedup, split, presented order, prompt."""
+class _Decider:
+    """The ordered, single-threaded decisions: ties kept, duplicates dropped, presented order.
+
+    Labels are balanced to within one row per (source, split) without a second pass: kept
+    pairs are taken in couples in input order; the first of a couple is ordered by its keyed
+    hash, the second gets the other label.
+    """
 
     def __init__(self, options: BuildOptions):
         self.options = options
         self.seen: set[str] = set()
-        # Labels are balanced to within one row per (source, split) without a second pass:
-        # kept pairs are taken in couples in input order; the first of a couple is ordered by
-        # its keyed hash, the second gets the other label.
         self.pending_label: dict[tuple[str, str], str | None] = defaultdict(lambda: None)
-        self.template = TIE_TEMPLATE if options.keep_ties else DEFAULT_TEMPLATE
 
-    def rows(self, example: Example, digests: list[str], stats: SourceStats) -> Iterator[tuple[str, dict]]:
-        seed = self.options.seed
-        for pair in example.pairs:
-            if pair.tie:
-                if stats.ties_kept >= self.options.keep_ties:
-                    stats.filtered["tie_dropped"] += 1
-                    continue
-            key = _digest(*digests, example.question, *sorted((pair.better, pair.worse)))
-            if key in self.seen:
-                stats.duplicates += 1
-                continue
-            self.seen.add(key)
-            split = "test" if _unit(seed, "split", *digests, example.question) < self.options.test_size else "train"
-            row_id = f"{example.source}-{_digest(example.source_id, pair.better, pair.worse)[:16]}"
-            answer = self._label(example.source, split, seed, row_id, pair)
-            stats.ties_kept += pair.tie
-            stats.pairs_kept += 1
-            stats.labels[split][answer] += 1
-            yield split, self._row(example, pair, row_id, answer)
+    def answer(self, candidate: Candidate, stats: SourceStats) -> str | None:
+        """The label of a kept pair, or None when a rule drops it (counted in `stats`)."""
+        if candidate.tie and stats.ties_kept >= self.options.keep_ties:
+            stats.filtered["tie_dropped"] += 1
+            return None
+        if candidate.key in self.seen:
+            stats.duplicates += 1
+            return None
+        self.seen.add(candidate.key)
+        if candidate.tie:
+            stats.ties_kept += 1
+            answer = "tie"
+        else:
+            slot = (candidate.source, candidate.split)
+            answer = self.pending_label[slot]
+            if answer is None:
+                answer = "1" if candidate.order < 0.5 else "2"
+                self.pending_label[slot] = "2" if answer == "1" else "1"
+            else:
+                self.pending_label[slot] = None
+        stats.pairs_kept += 1
+        stats.labels[candidate.split][answer] += 1
+        return answer
 
-    def _label(self, source: str, split: str, seed: int, row_id: str, pair: Pair) -> str:
-        if pair.tie:
-            return "tie"
-        pending = self.pending_label[(source, split)]
-        if pending is None:
-            label = "1" if _unit(seed, "order", row_id) < 0.5 else "2"
-            self.pending_label[(source, split)] = "2" if label == "1" else "1"
-            return label
-        self.pending_label[(source, split)] = None
-        return pending
 
-    def _row(self, example: Example, pair: Pair, row_id: str, answer: str) -> dict:
-        first, second = (pair.worse, pair.better) if answer == "2" else (pair.better, pair.worse)
-        text = render_critic_prompt(self.template, example.question, first, second)
-        row = {
-            "id": row_id,
-            "source": example.source,
-            "source_id": example.source_id,
-            "images": [{"bytes": data, "path": name} for data, name in example.images],
-            "prompt": conversational_prompt(text, len(example.images)),
-            "question": example.question,
-            "response_1": first,
-            "response_2": second,
-            "answer": answer,
-            "margin": pair.margin,
-            "template": self.template,
-        }
-        validate_row(row)  # a failure here is a bug in a builder, not the user's input
-        convert = FORMATS[self.options.format][1]
-        return convert(row) if convert else row
+def _output_table(chunk: Chunk, answers: list[str | None], schema: pa.Schema) -> pa.Table:
+    """The kept candidates of a chunk in the output schema, each in its presented order."""
+    keep = pa.array([answer is not None for answer in answers])
+    table = chunk.table.filter(keep)
+    answer = pa.array([a for a in answers if a is not None], pa.string())
+    second_first = pc.equal(answer, "2")
+    columns = []
+    for field in schema:
+        if field.name == "answer":
+            columns.append(answer)
+        elif field.name in table.column_names:
+            columns.append(table[field.name])
+        else:
+            first, second = (table[field.name + suffix] for suffix in ORDERED)
+            columns.append(pc.if_else(second_first, second, first))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def resolve_snapshot(spec: SourceSpec, options: BuildOptions) -> tuple[Snapshot, object]:
@@ -230,30 +319,35 @@ def build(options: BuildOptions, num_proc: int = 1, progress=None, argv: list[st
 def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress, started: float) -> dict:
     schema = FORMATS[options.format][0].arrow_schema
     writers = {split: SplitWriter(staging / "data", split, options.max_shard_bytes, schema) for split in SPLITS}
-    assembler = _Assembler(options)
+    decider = _Decider(options)
     stats: dict[str, SourceStats] = {}
     timings = {}
     with (staging / "rejects.jsonl").open("w", encoding="utf-8") as rejects:
-        for spec, snapshot, reader in opened:
+        for spec, _, reader in opened:
             source_started = time.perf_counter()
             source_stats = stats[spec.name] = SourceStats()
             task = progress.add_task(spec.name, total=reader.total_rows) if progress else None
-            for item, problem, digests in _checked(reader, options, num_proc):
-                source_stats.rows_read += 1
+            for chunk in _chunks(reader, options, num_proc):
+                for item in chunk.rows:
+                    source_stats.rows_read += 1
+                    if isinstance(item, Reject):
+                        source_stats.rejects[str(item.reason)] += 1
+                        # ASCII: no U+2028-style line break inside a record
+                        rejects.write(json.dumps(item.to_json_dict()) + "\n")
+                        continue
+                    source_stats.rows_used += 1
+                    source_stats.pairs_formed += item.pairs_formed
+                    source_stats.filtered.update(item.pairs_filtered)
+                    source_stats.notes.update(item.notes)
                 if progress:
-                    progress.advance(task)
-                if isinstance(item, Example) and problem:
-                    item = Reject(spec.name, item.source_id, problem[0], problem[1])
-                if isinstance(item, Reject):
-                    source_stats.rejects[str(item.reason)] += 1
-                    rejects.write(json.dumps(item.to_json_dict()) + "\n")  # ASCII: no U+2028-style line breaks inside a record
+                    progress.advance(task, len(chunk.rows))
+                if chunk.table is None:
                     continue
-                source_stats.rows_used += 1
-                source_stats.pairs_formed += item.pairs_formed
-                source_stats.filtered.update(item.pairs_filtered)
-                source_stats.notes.update(item.notes)
-                for split, row in assembler.rows(item, digests, source_stats):
-                    writers[split].write(row)
+                answers = [decider.answer(candidate, source_stats) for candidate in chunk.candidates]
+                table = _output_table(chunk, answers, schema)
+                splits = pa.array([c.split for c, a in zip(chunk.candidates, answers) if a is not None])
+                for split, writer in writers.items():
+                    writer.write(table.filter(pc.equal(splits, split)))
             timings[spec.name] = round(time.perf_counter() - source_started, 3)
     files = {split: writer.close() for split, writer in writers.items()}
     return {

@@ -1,8 +1,8 @@
 """Write output rows as Hub-style parquet shards: data/<split>-NNNNN-of-MMMMM.parquet.
 
-Row groups hold at most a fixed number of rows, and a shard closes once a byte budget
-counted from the rows themselves is reached: the same rows always give the same files,
-byte for byte.
+Row groups hold a fixed number of rows (the last one of a shard fewer), and a shard closes
+once the row groups written reach a byte budget: the same rows always give the same files,
+byte for byte, however they arrive.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from critic_data.schemas import ARROW_SCHEMA
@@ -18,10 +20,21 @@ from critic_data.schemas import ARROW_SCHEMA
 ROWS_PER_ROW_GROUP = 100  # the Hub's viewer and `datasets` page image data in small groups
 
 
-def _row_bytes(row: dict) -> int:
-    """Approximate stored size: the images plus the text (the prompt repeats the text)."""
-    text = sum(len(v) for v in row.values() if isinstance(v, str))
-    return sum(len(image["bytes"]) for image in row["images"]) + 2 * text
+def _write_contiguous(writer: pq.ParquetWriter, table: pa.Table) -> None:
+    writer.write_table(table.combine_chunks())
+
+
+def _row_bytes(table: pa.Table) -> list[int]:
+    """Image and text bytes per row: a size fixed by content, not by memory layout."""
+    sizes = np.zeros(table.num_rows, dtype=np.int64)
+    for field in table.schema:
+        column = table[field.name].combine_chunks()
+        if field.name == "images":
+            lengths = pc.binary_length(pc.struct_field(pc.list_flatten(column), "bytes")).to_numpy(zero_copy_only=False)
+            sizes += np.bincount(pc.list_parent_indices(column).to_numpy(), weights=lengths, minlength=table.num_rows).astype(np.int64)
+        elif pa.types.is_string(field.type):
+            sizes += pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+    return sizes.tolist()
 
 
 class SplitWriter:
@@ -37,7 +50,8 @@ class SplitWriter:
         self._shards: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._shard_bytes = 0
-        self._buffer: list[dict] = []
+        self._buffer: list[pa.Table] = []
+        self._sizes: list[int] = []  # bytes of each buffered row
         self._background = ThreadPoolExecutor(1, thread_name_prefix=f"write-{split}")
         self._pending: Future | None = None
         # image bytes never repeat: a dictionary would only cost time; short labels do repeat
@@ -48,29 +62,43 @@ class SplitWriter:
             self._pending.result()  # re-raises a write error here, in the build's thread
             self._pending = None
 
-    def write(self, row: dict) -> None:
-        self._buffer.append(row)
-        self._shard_bytes += _row_bytes(row)
-        self.rows += 1
-        if self._shard_bytes >= self.max_shard_bytes:
-            self._close_shard()
-        elif len(self._buffer) >= ROWS_PER_ROW_GROUP:
-            self._flush()
+    def write(self, table: pa.Table) -> None:
+        """Append rows; they are grouped by count and byte budget, whatever the tables' sizes."""
+        if table.num_rows:
+            self._buffer.append(table)
+            self._sizes += _row_bytes(table)
+        while rows := self._next_group():
+            self._write_group(rows)
 
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
+    def _next_group(self, final: bool = False) -> int:
+        """Rows in the next row group: ROWS_PER_ROW_GROUP, or fewer where the shard's budget ends."""
+        budget, total = self.max_shard_bytes - self._shard_bytes, 0
+        for index, size in enumerate(self._sizes[:ROWS_PER_ROW_GROUP]):
+            total += size
+            if total >= budget:
+                return index + 1
+        if len(self._sizes) >= ROWS_PER_ROW_GROUP:
+            return ROWS_PER_ROW_GROUP
+        return len(self._sizes) if final else 0
+
+    def _write_group(self, rows: int) -> None:
+        pending = pa.concat_tables(self._buffer)
+        group, rest = pending.slice(0, rows), pending.slice(rows)
+        self._buffer = [rest] if rest.num_rows else []
+        group_bytes, self._sizes = sum(self._sizes[:rows]), self._sizes[rows:]
         if self._writer is None:
             path = self.data_dir / f".{self.split}-{len(self._shards):05d}.parquet.partial"
             self._shards.append(path)
             self._writer = pq.ParquetWriter(path, self.schema, use_dictionary=self._dictionary_columns)
-        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
-        self._buffer = []
         self._wait()
-        self._pending = self._background.submit(self._writer.write_table, table)
+        # one contiguous chunk per column: pages then never depend on how the rows arrived
+        self._pending = self._background.submit(_write_contiguous, self._writer, group)
+        self.rows += group.num_rows
+        self._shard_bytes += group_bytes
+        if self._shard_bytes >= self.max_shard_bytes:
+            self._close_shard()
 
     def _close_shard(self) -> None:
-        self._flush()
         self._wait()
         if self._writer is not None:
             self._writer.close()
@@ -80,6 +108,8 @@ class SplitWriter:
     def close(self) -> list[Path]:
         """Finish the split and give its shards their final names. An empty split has no
         file: `datasets` cannot load a split without rows, so it is left out, not faked."""
+        while rows := self._next_group(final=True):
+            self._write_group(rows)
         self._close_shard()
         self._background.shutdown()
         total = len(self._shards)

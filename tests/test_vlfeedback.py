@@ -176,10 +176,12 @@ def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tm
 def test_pairs_per_prompt_all_and_keep_ties(jsonl_snapshot, built, tmp_path):
     everything = _build(jsonl_snapshot[0], tmp_path / "all", pairs_per_prompt="all")
     assert everything["sources"]["vlfeedback"]["counts"]["pairs_kept"] > built[1]["sources"]["vlfeedback"]["counts"]["pairs_kept"]
-    ties = _build(jsonl_snapshot[0], tmp_path / "ties", keep_ties=2)
+    manifest = _build(jsonl_snapshot[0], tmp_path / "ties", keep_ties=2)
     rows = _rows(tmp_path / "ties")
     tied = [row for row in rows if row["answer"] == "tie"]
     assert len(tied) == 2 and all(row["margin"] == 0.0 for row in tied)
+    assert manifest["sources"]["vlfeedback"]["label_balance"]["train"].get("tie", 0) + \
+        manifest["sources"]["vlfeedback"]["label_balance"]["test"].get("tie", 0) == 2
     assert {row["template"] for row in rows} == {"pairwise-tie-v1"}
     assert "\\boxed{tie}" in rows[0]["prompt"][0]["content"][-1]["text"]
 
