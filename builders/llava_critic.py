@@ -28,7 +28,7 @@ from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import ParquetReader, conversation_turns, image_from_struct
 from critic_data.builders.records import Example, Pair
-from critic_data.builders.text import clean_question, clean_response
+from critic_data.builders.text import clean_question, clean_response, pair_problem
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "llava_critic"
@@ -114,12 +114,8 @@ def _example(position: str, row: dict) -> Example | Reject:
     if parsed is None:
         return Reject(NAME, source_id, RejectReason.PROMPT_UNPARSABLE, "no question, first and second response labels")
     question, first, second = clean_question(parsed[0]), clean_response(parsed[1]), clean_response(parsed[2])
-    if not question:
-        return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "the question is empty")
-    if not first or not second:
-        return Reject(NAME, source_id, RejectReason.EMPTY_RESPONSE, "a response is empty")
-    if first == second:
-        return Reject(NAME, source_id, RejectReason.IDENTICAL_RESPONSES, "the two responses are the same text")
+    if problem := pair_problem(question, first, second):
+        return Reject(NAME, source_id, *problem)
     verdict = parse_verdict(judge)
     if verdict is None:
         return Reject(NAME, source_id, RejectReason.VERDICT_UNPARSABLE, "no 'better response' verdict or tie in the gpt turn")

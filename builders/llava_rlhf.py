@@ -28,7 +28,7 @@ from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import conversation_turns
 from critic_data.builders.records import Example, Pair
-from critic_data.builders.text import clean_question, clean_response
+from critic_data.builders.text import clean_question, clean_response, pair_problem
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "llava_rlhf"
@@ -62,16 +62,12 @@ def _example(index: int, row, image_root: Path) -> Example | Reject:
     question = render_question(turns) if turns else None
     if question is None:
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "conversations has no human turn to answer")
-    if not question:
-        return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "the question is empty once <image> is removed")
     preference = str(row.get("preference")).strip()
     if preference not in ("1", "2"):
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, f"preference {row.get('preference')!r} is not 1 or 2")
     first, second = _output(row.get("output_1")), _output(row.get("output_2"))
-    if not first or not second:
-        return Reject(NAME, source_id, RejectReason.EMPTY_RESPONSE, "output_1 or output_2 is empty")
-    if first == second:
-        return Reject(NAME, source_id, RejectReason.IDENTICAL_RESPONSES, "output_1 and output_2 are the same text")
+    if problem := pair_problem(question, first, second):
+        return Reject(NAME, source_id, *problem)
     name = row.get("image")
     if not isinstance(name, str) or not name.strip():
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, "the row names no image")

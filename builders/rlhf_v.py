@@ -23,7 +23,7 @@ from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import ParquetReader, image_from_struct
 from critic_data.builders.records import Example, Pair
-from critic_data.builders.text import clean_question, clean_response
+from critic_data.builders.text import clean_question, clean_response, pair_problem
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "rlhf_v"
@@ -41,12 +41,8 @@ def _example(position: str, row: dict) -> Example | Reject:
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "text needs string question, chosen and rejected")
     question = clean_question(text["question"])
     chosen, rejected = clean_response(text["chosen"]), clean_response(text["rejected"])
-    if not question:
-        return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "question is empty once <image> is removed")
-    if not chosen or not rejected:
-        return Reject(NAME, source_id, RejectReason.EMPTY_RESPONSE, "chosen or rejected is empty")
-    if chosen == rejected:
-        return Reject(NAME, source_id, RejectReason.IDENTICAL_RESPONSES, "chosen and rejected are the same text")
+    if problem := pair_problem(question, chosen, rejected):
+        return Reject(NAME, source_id, *problem)
     image = image_from_struct(row.get("image"))
     if image is None:
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, "the row has no image bytes")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from critic_data.schemas import RejectReason
+
 # Browsing debris left in GPT-4V answers, e.g. 【3†source】 (always inside 【...】 brackets).
 _CITATION = re.compile(r"【[^【】]{0,40}】")
 _IMAGE_TOKEN = re.compile(r"<image>\s*")
@@ -29,3 +31,14 @@ def clean_response(text: str) -> str:
 def clean_question(text: str) -> str:
     """A question without `<image>` placeholders (the prompt carries its own image parts)."""
     return _remove(_IMAGE_TOKEN, text).strip() if "<image>" in text else text.strip()
+
+
+def pair_problem(question: str, first: str, second: str) -> tuple[RejectReason, str] | None:
+    """Why a cleaned question and two cleaned responses cannot make a verifiable pair, or None."""
+    if not question:
+        return RejectReason.EMPTY_QUESTION, "the question is empty once cleaned"
+    if not first or not second:
+        return RejectReason.EMPTY_RESPONSE, "a response is empty once cleaned"
+    if first == second:
+        return RejectReason.IDENTICAL_RESPONSES, "the two responses are the same text"
+    return None
