@@ -87,17 +87,25 @@ class Chunk:
     rows: list
     candidates: list[Candidate]
     table: pa.Table | None
+    # Set when the images were left out of `table` (parquet sources): the writer takes them
+    # from the input's row group itself rather than through a pipe from the worker.
+    part: object = None
+    image_rows: list[int] | None = None  # per candidate, its input row's index in the part
 
 
 ORDERED = "@1", "@2"
 
 
-def _prepare(items: Iterable[Example | Reject], options: BuildOptions) -> Chunk:
-    """Check images, hash, and render both presented orders of every offered pair."""
-    rows, candidates, records = [], [], []
+def _prepare(items: Iterable[Example | Reject], options: BuildOptions, first_row: int | None = None) -> Chunk:
+    """Check images, hash, and render both presented orders of every offered pair.
+
+    With `first_row` (the index in its part of the first item), images stay out of the
+    table and each candidate records its input row instead.
+    """
+    rows, candidates, records, image_rows = [], [], [], []
     template = TIE_TEMPLATE if options.keep_ties else DEFAULT_TEMPLATE
     features, convert = FORMATS[options.format]
-    for item in items:
+    for index, item in enumerate(items):
         problem, digests = _check(item, options)
         if isinstance(item, Example) and problem:
             item = Reject(item.source, item.source_id, problem[0], problem[1])
@@ -110,6 +118,8 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions) -> Chunk:
             split = "test" if _unit(options.seed, "split", *digests, item.question) < options.test_size else "train"
             key = _digest(*digests, item.question, *sorted((pair.better, pair.worse)))
             candidates.append(Candidate(item.source, key, split, _unit(options.seed, "order", row_id), pair.tie))
+            if first_row is not None:
+                image_rows.append(first_row + index)
             ordered = []
             for first, second, answer in ((pair.better, pair.worse, "1"), (pair.worse, pair.better, "2")):
                 row = {
@@ -129,14 +139,15 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions) -> Chunk:
                 ordered.append(convert(row) if convert else row)
             record = {}
             for column in features:
-                if column == "answer":
+                if column == "answer" or (column == "images" and first_row is not None):
                     continue
                 if ordered[0][column] == ordered[1][column]:
                     record[column] = ordered[0][column]
                 else:
                     record[column + ORDERED[0]], record[column + ORDERED[1]] = ordered[0][column], ordered[1][column]
             records.append(record)
-    return Chunk(rows, candidates, _candidate_table(records, features) if records else None)
+    table = _candidate_table(records, features) if records else None
+    return Chunk(rows, candidates, table, image_rows=image_rows if first_row is not None else None)
 
 
 def _candidate_table(records: list[dict], features) -> pa.Table:
@@ -160,9 +171,7 @@ def _chunks(reader: SourceReader, options: BuildOptions, num_proc: int) -> Itera
     parts = list(reader.parts)
     if num_proc <= 1 or len(parts) <= 1:
         for part in parts:
-            items = reader.read_part(part)
-            while chunk := list(islice(items, CHUNK_ROWS)):
-                yield _prepare(chunk, options)
+            yield from _prepare_stream(reader, part, options)
         return
     with ProcessPoolExecutor(num_proc) as pool:
         in_flight: deque = deque()
@@ -174,13 +183,21 @@ def _chunks(reader: SourceReader, options: BuildOptions, num_proc: int) -> Itera
             yield from in_flight.popleft().result()
 
 
+def _prepare_stream(reader: SourceReader, part, options: BuildOptions) -> Iterator[Chunk]:
+    items = reader.read_part(part)
+    own_images = getattr(reader, "image_column", None) is not None
+    first = 0
+    while chunk := list(islice(items, CHUNK_ROWS)):
+        prepared = _prepare(chunk, options, first if own_images else None)
+        if own_images:
+            prepared.part = part
+        first += len(chunk)
+        yield prepared
+
+
 def _prepare_part(reader: SourceReader, part, options: BuildOptions) -> list[Chunk]:
     """The unit of work of a worker process: one part, in chunks of CHUNK_ROWS rows."""
-    items = reader.read_part(part)
-    chunks = []
-    while chunk := list(islice(items, CHUNK_ROWS)):
-        chunks.append(_prepare(chunk, options))
-    return chunks
+    return list(_prepare_stream(reader, part, options))
 
 
 class SourceStats:
@@ -343,6 +360,9 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
                     progress.advance(task, len(chunk.rows))
                 if chunk.table is None:
                     continue
+                if chunk.image_rows is not None:
+                    images = reader.images(chunk.part, chunk.image_rows).cast(schema.field("images").type)
+                    chunk.table = chunk.table.append_column("images", images)
                 answers = [decider.answer(candidate, source_stats) for candidate in chunk.candidates]
                 table = _output_table(chunk, answers, schema)
                 splits = pa.array([c.split for c, a in zip(chunk.candidates, answers) if a is not None])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from critic_data import UserError
@@ -20,12 +22,15 @@ class ParquetReader:
     `convert(position, row)` (a picklable function) turns a row into an Example or a Reject.
     `columns` are the (possibly nested, dotted) columns to read when every one of them is in
     a shard; a shard laid out otherwise is read whole, so no data is lost to projection.
+    `image_column` names the Image struct column that holds each row's one image: the writer
+    then takes image bytes straight from the shard (`images`), not through the workers.
     """
 
     layout = "parquet"
 
-    def __init__(self, files: list[Path], convert: Callable[[str, dict], Example | Reject], columns: list[str] | None = None):
-        self.files, self.convert, self.columns = files, convert, columns
+    def __init__(self, files: list[Path], convert: Callable[[str, dict], Example | Reject],
+                 columns: list[str] | None = None, image_column: str | None = "image"):
+        self.files, self.convert, self.columns, self.image_column = files, convert, columns, image_column
         self.parts: list[tuple[int, int, int]] = []  # (file index, row group, first row's index in the file)
         self.total_rows = 0
         for index, path in enumerate(files):
@@ -51,6 +56,17 @@ class ParquetReader:
             for row in batch.to_pylist():
                 yield self.convert(f"{path.name}:{first}", row)
                 first += 1
+
+
+    def images(self, part: tuple[int, int, int], rows: list[int]) -> pa.Array:
+        """`images` values (a one-image list each, file name only) for rows of a part, by index."""
+        index, group, _ = part
+        column = pq.ParquetFile(self.files[index]).read_row_group(group, columns=[self.image_column])[self.image_column]
+        picked = column.combine_chunks().take(pa.array(rows, pa.int64()))
+        names = pc.replace_substring_regex(pc.struct_field(picked, "path").cast(pa.string()), r"^.*/", "")
+        names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)
+        image = pa.StructArray.from_arrays([pc.struct_field(picked, "bytes").cast(pa.binary()), names], names=["bytes", "path"])
+        return pa.ListArray.from_arrays(pa.array(range(len(rows) + 1), pa.int32()), image)
 
 
 def image_from_struct(value) -> tuple[bytes, str | None] | None:

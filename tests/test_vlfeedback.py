@@ -171,6 +171,10 @@ def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tm
     counts = manifest["sources"]["vlfeedback"]["counts"]
     assert counts["rows_read"] == 40 and counts["rows_read"] == counts["rows_used"] + counts["rows_rejected"]
     assert _rows(tmp_path / "pq") == _rows(built[0])
+    # row groups read and prepared by two worker processes: the same bytes
+    build(BuildOptions(out=tmp_path / "pq2", inputs={"vlfeedback": parquet_snapshot[0]}, test_size=0.25), num_proc=2)
+    for path in sorted((tmp_path / "pq" / "data").iterdir()):
+        assert path.read_bytes() == (tmp_path / "pq2" / "data" / path.name).read_bytes()
 
 
 def test_pairs_per_prompt_all_and_keep_ties(jsonl_snapshot, built, tmp_path):
