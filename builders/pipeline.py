@@ -266,11 +266,10 @@ class _Decider:
         return answer
 
 
-def _output_table(chunk: Chunk, answers: list[str | None], schema: pa.Schema) -> pa.Table:
-    """The kept candidates of a chunk in the output schema, each in its presented order."""
-    keep = pa.array([answer is not None for answer in answers])
-    table = chunk.table.filter(keep)
-    answer = pa.array([a for a in answers if a is not None], pa.string())
+def _output_table(chunk: Chunk, picked: list[int], answers: list[str], reader: SourceReader, schema: pa.Schema) -> pa.Table:
+    """Candidates `picked` (indices) of a chunk in the output schema, each in its presented order."""
+    table = chunk.table.take(pa.array(picked, pa.int64()))
+    answer = pa.array(answers, pa.string())
     second_first = pc.equal(answer, "2")
     columns = []
     for field in schema:
@@ -278,6 +277,8 @@ def _output_table(chunk: Chunk, answers: list[str | None], schema: pa.Schema) ->
             columns.append(answer)
         elif field.name in table.column_names:
             columns.append(table[field.name])
+        elif field.name == "images":  # left in the input shard by the worker: taken from there once
+            columns.append(reader.images(chunk.part, [chunk.image_rows[i] for i in picked]).cast(field.type))
         else:
             first, second = (table[field.name + suffix] for suffix in ORDERED)
             columns.append(pc.if_else(second_first, second, first))
@@ -360,14 +361,11 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
                     progress.advance(task, len(chunk.rows))
                 if chunk.table is None:
                     continue
-                if chunk.image_rows is not None:
-                    images = reader.images(chunk.part, chunk.image_rows).cast(schema.field("images").type)
-                    chunk.table = chunk.table.append_column("images", images)
                 answers = [decider.answer(candidate, source_stats) for candidate in chunk.candidates]
-                table = _output_table(chunk, answers, schema)
-                splits = pa.array([c.split for c, a in zip(chunk.candidates, answers) if a is not None])
                 for split, writer in writers.items():
-                    writer.write(table.filter(pc.equal(splits, split)))
+                    picked = [i for i, (c, a) in enumerate(zip(chunk.candidates, answers)) if a and c.split == split]
+                    if picked:
+                        writer.write(_output_table(chunk, picked, [answers[i] for i in picked], reader, schema))
             timings[spec.name] = round(time.perf_counter() - source_started, 3)
     files = {split: writer.close() for split, writer in writers.items()}
     return {

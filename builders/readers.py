@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
@@ -47,7 +48,7 @@ class ParquetReader:
     def read_part(self, part: tuple[int, int, int]) -> Iterator[Example | Reject]:
         index, group, first = part
         path = self.files[index]
-        shard = pq.ParquetFile(path)
+        shard = _parquet_file(path)
         paths = {shard.schema.column(i).path for i in range(len(shard.schema))}
         columns = self.columns
         if columns and not all(any(p == c or p.startswith(c + ".") for p in paths) for c in columns):
@@ -61,12 +62,35 @@ class ParquetReader:
     def images(self, part: tuple[int, int, int], rows: list[int]) -> pa.Array:
         """`images` values (a one-image list each, file name only) for rows of a part, by index."""
         index, group, _ = part
-        column = pq.ParquetFile(self.files[index]).read_row_group(group, columns=[self.image_column])[self.image_column]
-        picked = column.combine_chunks().take(pa.array(rows, pa.int64()))
+        column = _image_column(self.files[index], group, self.image_column)
+        picked = column.take(pa.array(rows, pa.int64()))
         names = pc.replace_substring_regex(pc.struct_field(picked, "path").cast(pa.string()), r"^.*/", "")
         names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)
         image = pa.StructArray.from_arrays([pc.struct_field(picked, "bytes").cast(pa.binary()), names], names=["bytes", "path"])
         return pa.ListArray.from_arrays(pa.array(range(len(rows) + 1), pa.int32()), image)
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    """Shards stay open (each part would otherwise parse the footer again), keyed by the
+    file's identity too, so a file replaced at the same path is opened afresh."""
+    stat = path.stat()
+    return _open_parquet(path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _open_parquet(path: Path, *_identity) -> pq.ParquetFile:
+    return pq.ParquetFile(path)
+
+
+def _image_column(path: Path, group: int, name: str) -> pa.Array:
+    """One row group's image column, read once for both splits' rows."""
+    stat = path.stat()
+    return _read_image_column(path, group, name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=1)
+def _read_image_column(path: Path, group: int, name: str, *_identity) -> pa.Array:
+    return _parquet_file(path).read_row_group(group, columns=[name])[name].combine_chunks()
 
 
 def image_from_struct(value) -> tuple[bytes, str | None] | None:

@@ -248,3 +248,15 @@ def test_overwrite_replaces_only_when_asked(jsonl_snapshot, tmp_path):
     build(BuildOptions(out=out, inputs={"vlfeedback": jsonl_snapshot[0]}, overwrite=True))
     assert not (out / "stale.txt").exists() and (out / "build.json").exists()
     assert not list(tmp_path.glob(".o.partial-*"))
+
+
+def test_a_shard_replaced_in_place_is_read_afresh(tmp_path):
+    """Open shards are reused within a process; a file rewritten at the same path must not be."""
+    write_vlfeedback_parquet(tmp_path / "snap", n=20, seed=1, quirks=False, shards=1)
+    first = build(BuildOptions(out=tmp_path / "a", inputs={"vlfeedback": tmp_path / "snap"}))
+    write_vlfeedback_parquet(tmp_path / "snap", n=30, seed=2, quirks=False, shards=1)
+    second = build(BuildOptions(out=tmp_path / "b", inputs={"vlfeedback": tmp_path / "snap"}))
+    assert first["sources"]["vlfeedback"]["counts"]["rows_read"] == 20
+    assert second["sources"]["vlfeedback"]["counts"]["rows_read"] == 30
+    assert {r["source_id"] for r in _rows(tmp_path / "b")} != {r["source_id"] for r in _rows(tmp_path / "a")} or \
+        [r["response_1"] for r in _rows(tmp_path / "b")] != [r["response_1"] for r in _rows(tmp_path / "a")]
