@@ -81,6 +81,7 @@ def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
         total=total,
         # Quoted so that it can be pasted back into a shell (e.g. --aspects "Visual Faithfulness").
         command=shlex.join(manifest["command"]) if manifest.get("command") else None,
-        citations=LLAVA_CRITIC_CITATIONS,
+        # each entry once: LLaVA-Critic is also the citation of the llava_critic source
+        citations="\n\n".join(dict.fromkeys([*(SOURCES[n].citation for n in names), *LLAVA_CRITIC_CITATIONS.split("\n\n")])),
     )
     return str(card)

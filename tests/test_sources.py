@@ -169,6 +169,7 @@ def test_all_sources_in_one_build_drop_cross_source_duplicates(snapshots, tmp_pa
     for hub_repo in ("MMInstruction/VLFeedback", "openbmb/RLHF-V-Dataset", "zhiqings/LLaVA-Human-Preference-10K", "lmms-lab/llava-critic-113k"):
         assert hub_repo in card
     assert "RLHF-V: Towards Trustworthy MLLMs" in card and "Aligning Large Multimodal Models" in card
+    assert card.count("@article{xiong2024llavacritic") == 1 and "@article{wang2025llavacriticr1" in card
 
 
 def test_easyr1_format_is_the_flat_reference_layout(snapshots, tmp_path):
