@@ -7,7 +7,8 @@ then three stages run on it, one after another, each in its own process:
   floor     read every input shard and write it back with pyarrow, nothing else
   datasets  load_dataset("parquet") + datasets.map doing the same max-gap pairing, no
             image validation, written back with to_parquet (num_proc = --num-proc)
-  build     critic-data build --num-proc N (validates and hashes every image)
+  build     critic-data's build (pipeline.build, as the CLI calls it) with N workers; it
+            checks and hashes every image
 Wall time, rows/s and peak RSS (summed over the stage's process tree, sampled every 20 ms)
 are printed with the ratios the targets are stated in. Figures, not asserts: this machine
 is shared and noisy, so compare ratios from one run.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,9 +80,12 @@ def datasets_map(snapshot: Path, out: Path, num_proc: int) -> None:
 
 
 def build(snapshot: Path, out: Path, num_proc: int) -> None:
-    subprocess.run([str(Path(sys.executable).parent / "critic-data"), "build", "--source", "vlfeedback",
-                    "--input", str(snapshot), "--out", str(out), "--num-proc", str(num_proc)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """What `critic-data build --source vlfeedback --input SNAPSHOT --out OUT` runs, in this
+    process like the other stages (the CLI adds only argument parsing and a progress bar)."""
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build as run_build
+
+    run_build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}), num_proc=num_proc)
 
 
 STAGES = {"floor": floor, "datasets": datasets_map, "build": build}
