@@ -76,8 +76,12 @@ def _example(index: int, row, image_root: Path) -> Example | Reject:
         return Reject(NAME, source_id, RejectReason.IMAGE_PATH_UNSAFE, f"{name!r} resolves outside --image-root")
     if not path.is_file():
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"{name} is not under --image-root")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return Reject(NAME, source_id, RejectReason.IMAGE_UNDECODABLE, f"cannot read {name}: {error.strerror}")
     better, worse = (first, second) if preference == "1" else (second, first)
-    return Example(NAME, source_id, question, [(path.read_bytes(), path.name)], [Pair(better, worse)], pairs_formed=1)
+    return Example(NAME, source_id, question, [(data, path.name)], [Pair(better, worse)], pairs_formed=1)
 
 
 class _Reader:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
@@ -165,7 +166,13 @@ class _JsonlReader:
                     yield Reject(NAME, f"line {number}", RejectReason.ROW_MALFORMED, "line is not a JSON object")
                     continue
                 row["_position"] = f"line {number}"
-                yield _example(row, store.get(str(row.get("id", ""))), self.options)
+                try:
+                    image = store.get(str(row.get("id", "")))
+                except (zipfile.BadZipFile, zlib.error, OSError) as error:  # a damaged archive member
+                    yield Reject(NAME, str(row.get("id") or row["_position"]), RejectReason.IMAGE_UNDECODABLE,
+                                 f"cannot read the image from {self.images.name}: {error}")
+                    continue
+                yield _example(row, image, self.options)
 
 
 class _ImageStore:

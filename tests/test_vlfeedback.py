@@ -260,3 +260,27 @@ def test_a_shard_replaced_in_place_is_read_afresh(tmp_path):
     assert second["sources"]["vlfeedback"]["counts"]["rows_read"] == 30
     assert {r["source_id"] for r in _rows(tmp_path / "b")} != {r["source_id"] for r in _rows(tmp_path / "a")} or \
         [r["response_1"] for r in _rows(tmp_path / "b")] != [r["response_1"] for r in _rows(tmp_path / "a")]
+
+
+def test_a_damaged_archive_member_is_a_reject_not_a_crash(tmp_path):
+    import zipfile
+
+    rows = write_vlfeedback_jsonl(tmp_path / "snap", n=12, quirks=False)
+    archive = tmp_path / "snap" / "merged_images.zip"
+    with zipfile.ZipFile(archive) as original:
+        members = [(info, original.read(info)) for info in original.infolist()]
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as rewritten:
+        for info, data in members:
+            rewritten.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+    damaged_name = f"merged_images/{rows[3]['id']}.jpg"
+    with zipfile.ZipFile(archive) as check:
+        info = check.getinfo(damaged_name)
+    data = bytearray(archive.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + 10 : start + 20] = bytes(b ^ 0xFF for b in data[start + 10 : start + 20])  # inside its compressed data
+    archive.write_bytes(bytes(data))
+    manifest = build(BuildOptions(out=tmp_path / "o", inputs={"vlfeedback": tmp_path / "snap"}))
+    counts = manifest["sources"]["vlfeedback"]["counts"]
+    assert counts["rows_read"] == 12 and counts["rows_rejected"] == 1
+    (reject,) = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert reject["source_id"] == rows[3]["id"] and reject["reason"] == "image_undecodable"
