@@ -113,9 +113,10 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions, first_row
             rows.append(item)
             continue
         rows.append(replace(item, images=[]))  # counts travel back; the bytes go in the table
+        # the split is the row's (image, question) group's: every pair of a row shares it
+        split = "test" if _unit(options.seed, "split", *digests, item.question) < options.test_size else "train"
         for pair in item.pairs:
             row_id = f"{item.source}-{_digest(item.source_id, pair.better, pair.worse)[:16]}"
-            split = "test" if _unit(options.seed, "split", *digests, item.question) < options.test_size else "train"
             key = _digest(*digests, item.question, *sorted((pair.better, pair.worse)))
             candidates.append(Candidate(item.source, key, split, _unit(options.seed, "order", row_id), pair.tie))
             if first_row is not None:
