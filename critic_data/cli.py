@@ -1,7 +1,8 @@
 """The `critic-data` command: one entry point, one sub-command per job.
 
-Errors a user can cause (`UserError`) end as one line on stderr and exit code 2;
-anything else is a bug and keeps its traceback.
+Errors a user can cause (`UserError`) end as one line on stderr and exit code 2; an eval or
+best-of-n run that finished with some items refused by the server exits 1; anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -221,6 +222,7 @@ def eval_(
     summary = _run_with_progress(run_eval, options, out / "results.jsonl")
     console.print(summary_table(summary))
     console.print(f"results in {out / 'results.jsonl'}, summary in {out / 'summary.json'}")
+    _fail_if_incomplete(summary, "requests")
 
 
 @app.command("best-of-n")
@@ -246,6 +248,18 @@ def best_of_n(
     summary = _run_with_progress(run_best_of_n, options, out / "picks.jsonl")
     console.print(summary_table(summary))
     console.print(f"picks in {out / 'picks.jsonl'}, summary in {out / 'summary.json'}")
+    _fail_if_incomplete(summary, "questions")
+
+
+def _fail_if_incomplete(summary: dict, what: str) -> None:
+    """A run the server refused in part is not a success: say so, and exit 1 (the results
+    written so far stay; --resume asks again for just the missing ones)."""
+    if summary["failed"]:
+        failed = summary["failed"]
+        console.print(f"[red]error:[/red] {failed} {what if failed > 1 else what[:-1]} failed, left out of the results "
+                      f"(first: {summary['first_failure']}); fix the cause and rerun with --resume",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _run_with_progress(run, options, log: Path) -> dict:

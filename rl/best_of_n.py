@@ -38,7 +38,7 @@ from pathlib import Path
 
 from critic_data import UserError
 from critic_data.rl.client import ChatClient, RequestFailed, ResultLog, derive_seed, run_bounded
-from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt
+from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt, strip_control_tokens
 from critic_data.rl.rewards import last_boxed, parse_verdict
 
 STRATEGIES = ("knockout", "round-robin")
@@ -201,7 +201,8 @@ async def _sample(client: ChatClient, images: list[bytes], prompt: str, options:
 
 async def _solve(client: ChatClient, question: Question, options: BestOfNOptions) -> dict:
     images = [question.image.read_bytes()]
-    candidates = await _sample(client, images, question.question + ANSWER_INSTRUCTION, options, question.id)
+    candidates = await _sample(client, images, strip_control_tokens(question.question) + ANSWER_INSTRUCTION,
+                               options, question.id)
 
     async def judge(first: int, second: int, key: str) -> Match:
         text = render_critic_prompt(DEFAULT_TEMPLATE, question.question, candidates[first], candidates[second])

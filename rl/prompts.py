@@ -6,6 +6,15 @@ and Best-of-N render exactly the prompt a critic was trained on.
 
 from __future__ import annotations
 
+import re
+
+# Chat-control markers such as <|image_pad|> or <|im_end|> (Qwen's, and most chat templates').
+# A server tokenises them inside prompt text as the control tokens themselves: an image token
+# in a response would break the image-token count of the request ("image features and image
+# tokens do not match"), an <|im_end|> would end the user turn. Sampled text can hold them
+# (servers that parse reasoning return content decoded with special tokens kept).
+_CONTROL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>")
+
 # The think-then-answer instruction follows the reference setup (METHOD.md): reasoning as an
 # internal monologue inside <think> </think>, the final answer in \boxed{}.
 _THINK = (
@@ -38,9 +47,21 @@ DEFAULT_TEMPLATE = "pairwise-v1"
 TIE_TEMPLATE = "pairwise-tie-v1"
 
 
+def strip_control_tokens(text: str) -> str:
+    """`text` without chat-control markers (`<|...|>`), which are never content."""
+    if "<|" not in text:  # the cheap test first: almost no text has one
+        return text
+    while (shorter := _CONTROL_TOKEN.sub("", text)) != text:  # removing one can join another
+        text = shorter
+    return text
+
+
 def render_critic_prompt(template: str, question: str, response_1: str, response_2: str) -> str:
-    """The text part of the critic prompt (the image parts come before it)."""
-    return TEMPLATES[template].format(question=question, response_1=response_1, response_2=response_2)
+    """The text part of the critic prompt (the image parts come before it); chat-control
+    markers in the question or a response are left out."""
+    return TEMPLATES[template].format(question=strip_control_tokens(question),
+                                      response_1=strip_control_tokens(response_1),
+                                      response_2=strip_control_tokens(response_2))
 
 
 def conversational_prompt(text: str, n_images: int = 1) -> list[dict]:

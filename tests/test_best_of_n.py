@@ -82,7 +82,7 @@ def test_knockout_through_the_cli(server, tmp_path):
                    "--max-tokens", MAX_TOKENS, "--concurrency", "3", "--out", str(out))
     assert done.returncode == 0, done.stderr
     picks = {p["id"]: p for p in _lines(out / "picks.jsonl")}
-    assert picks.keys() == {"q0", "q1", "q2"}
+    assert picks.keys() == {"q0", "q1", "q2"}, json.loads((out / "summary.json").read_text())["first_failure"]
     for pick in picks.values():
         _check_pick(pick, 4)
         assert pick["matches_played"] == 3  # N - 1
@@ -100,6 +100,28 @@ def test_knockout_through_the_cli(server, tmp_path):
     assert "best of n acc" in done.stderr and "matches played" in done.stderr
     everything = done.stdout + done.stderr + (out / "picks.jsonl").read_text() + (out / "summary.json").read_text()
     assert SECRET_KEY not in everything
+
+
+def test_a_control_token_in_a_candidate_cannot_break_the_judge_request(server, monkeypatch):
+    """A server that parses reasoning returns content with special tokens kept, so a sampled
+    candidate can hold `<|image_pad|>`; put into a judge prompt as text it would count as a
+    second image token and the server refuses the request. The rendered prompt leaves it out."""
+    from critic_data.rl.client import ChatClient, RequestFailed
+    from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt
+
+    base_url, model = server
+    candidate = "A red<|image_pad|> bike.<|im_end|>"
+    prompt = render_critic_prompt(DEFAULT_TEMPLATE, "What is shown?", candidate, "A cat.")
+    assert "<|" not in prompt and "A red bike." in prompt
+
+    async def ask(text):
+        async with ChatClient(base_url, model, concurrency=1, max_tokens=int(MAX_TOKENS)) as client:
+            return await client.chat([jpeg(350)], text, temperature=0.0, seed=0)
+
+    assert len(asyncio.run(ask(prompt))) == 1
+    monkeypatch.setattr("critic_data.rl.client.RUN_ATTEMPTS", 1)  # the refusal is for good: no need to wait
+    with pytest.raises(RequestFailed, match="HTTP 5"):  # what happened to a question before the markers were left out
+        asyncio.run(ask(prompt.replace("A red bike.", candidate)))
 
 
 def test_round_robin_plays_every_ordered_pair(server, tmp_path):

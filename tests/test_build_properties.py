@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -66,7 +67,8 @@ def test_malformed_rows_never_crash_and_are_all_accounted_for(lines, keep_ties, 
                 assert b"RATIONALE-SECRET" not in path.read_bytes()
 
 
-markup = st.lists(st.sampled_from(["【", "】", "3†source", "<image>", "<ima", "ge>", " ", "\n", "a"]), max_size=20).map("".join)
+markup = st.lists(st.sampled_from(["【", "】", "3†source", "<image>", "<ima", "ge>", "<|", "|>", "im_end", "<|image_pad|>",
+                                   " ", "\n", "a"]), max_size=20).map("".join)
 
 
 @given(markup)
@@ -75,6 +77,7 @@ def test_cleaning_leaves_no_marker_and_is_idempotent(text):
     assert clean_response(response) == response and clean_question(question) == question
     assert "<image>" not in question
     assert "【3†source】" not in response
+    assert not re.search(r"<\|\w+\|>", response + question)
 
 
 def test_clean_text_examples():
@@ -82,6 +85,10 @@ def test_clean_text_examples():
     assert clean_question("<image>\nWhat is this?") == "What is this?"
     assert clean_question("Compare <image> and <image> please") == "Compare and please"
     assert clean_question("<ima<image>ge>What?") == "What?"
+    assert clean_response("Two cats.<|im_end|>\n<|im_start|>assistant") == "Two cats.\nassistant"
+    assert clean_response("a <|im【3†source】_end|>b") == "a b"
+    assert clean_question("Is <|image_pad|>this a cat?") == "Is this a cat?"
+    assert clean_response("x <| y |> z") == "x <| y |> z"  # not a marker: left as written
 
 
 def _png(size=(40, 30)) -> bytes:

@@ -321,13 +321,19 @@ def test_a_refused_item_is_counted_left_out_and_retried_on_resume(server, tmp_pa
         (root / "images" / f"{k}.jpg").write_bytes(b"not an image" if k == 1 else jpeg(400 + k))
         rows.append({"id": f"g{k}", "image": f"images/{k}.jpg", "prompt": "Q?", "chosen": "A.", "rejected": "B."})
     (root / "mm_reward_bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    options = dict(base_url=base_url, model=model, benchmark="mm-rlhf", input=str(root), out=tmp_path / "run",
-                   max_tokens=int(MAX_TOKENS))
-    summary = run_eval(EvalOptions(**options))
+    args = ("eval", "--base-url", base_url, "--model", model, "--benchmark", "mm-rlhf", "--input", str(root),
+            "--out", str(tmp_path / "run"), "--max-tokens", MAX_TOKENS)
+    done = run_cli(*args)
+    assert done.returncode == 1  # the run finished, but not every item is in the results
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 request failed") and "g1#0" in last and "--resume" in last
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["failed"] == 1 and summary["first_failure"].startswith("g1#0:")
     assert sorted(r["id"] for r in _lines(tmp_path / "run" / "results.jsonl")) == ["g0#0", "g2#0"]
     (root / "images" / "1.jpg").write_bytes(jpeg(401))  # fixed; a resumed run asks again for that item only
-    summary = run_eval(EvalOptions(**options, resume=True))
+    done = run_cli(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["failed"] == 0 and summary["n"] == 3
     assert [r["id"] for r in _lines(tmp_path / "run" / "results.jsonl")][-1] == "g1#0"
 
