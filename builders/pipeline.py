@@ -15,9 +15,10 @@ import os
 import shutil
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from functools import cache, partial
 from itertools import islice
 from pathlib import Path
 
@@ -82,25 +83,39 @@ class Chunk:
     `rows` holds per input row, in order, a Reject or the Example's counts (images dropped);
     `table` holds one row per offered pair with every output column, the columns that depend
     on the presented order twice (`<col>@1`: better response first, `<col>@2`: second).
+    A worker process hands the table over as an Arrow file (`stash`) that the build maps
+    into memory (`load`): image bytes are neither pickled nor decoded a second time.
     """
 
     rows: list
     candidates: list[Candidate]
     table: pa.Table | None
-    # Set when the images were left out of `table` (parquet sources): the writer takes them
-    # from the input's row group itself rather than through a pipe from the worker.
-    part: object = None
-    image_rows: list[int] | None = None  # per candidate, its input row's index in the part
+    table_file: Path | None = None
+
+    def stash(self, path: Path) -> None:
+        if self.table is not None:
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.table.schema) as writer:
+                writer.write_table(self.table)
+            self.table, self.table_file = None, path
+
+    def load(self) -> pa.Table | None:
+        if self.table_file is not None:
+            # the mapping outlives the unlinked file for as long as the table's buffers do
+            self.table = pa.ipc.open_file(pa.memory_map(str(self.table_file))).read_all()
+            self.table_file.unlink()
+            self.table_file = None
+        return self.table
 
 
 ORDERED = "@1", "@2"
 
 
-def _prepare(items: Iterable[Example | Reject], options: BuildOptions, first_row: int | None = None) -> Chunk:
+def _prepare(items: Iterable[Example | Reject], options: BuildOptions,
+             take_images: Callable[[list[int]], pa.Array] | None = None) -> Chunk:
     """Check images, hash, and render both presented orders of every offered pair.
 
-    With `first_row` (the index in its part of the first item), images stay out of the
-    table and each candidate records its input row instead.
+    With `take_images` (the reader's Arrow images of items, by index), image bytes never
+    become part of the Python rows: the `images` column is taken from the input as a whole.
     """
     rows, candidates, records, image_rows = [], [], [], []
     template = TIE_TEMPLATE if options.keep_ties else DEFAULT_TEMPLATE
@@ -119,8 +134,7 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions, first_row
             row_id = f"{item.source}-{_digest(item.source_id, pair.better, pair.worse)[:16]}"
             key = _digest(*digests, item.question, *sorted((pair.better, pair.worse)))
             candidates.append(Candidate(item.source, key, split, _unit(options.seed, "order", row_id), pair.tie))
-            if first_row is not None:
-                image_rows.append(first_row + index)
+            image_rows.append(index)
             ordered = []
             for first, second, answer in ((pair.better, pair.worse, "1"), (pair.worse, pair.better, "2")):
                 row = {
@@ -140,19 +154,32 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions, first_row
                 ordered.append(convert(row) if convert else row)
             record = {}
             for column in features:
-                if column == "answer" or (column == "images" and first_row is not None):
+                if column == "answer" or (column == "images" and take_images is not None):
                     continue
                 if ordered[0][column] == ordered[1][column]:
                     record[column] = ordered[0][column]
                 else:
                     record[column + ORDERED[0]], record[column + ORDERED[1]] = ordered[0][column], ordered[1][column]
             records.append(record)
-    table = _candidate_table(records, features) if records else None
-    return Chunk(rows, candidates, table, image_rows=image_rows if first_row is not None else None)
+    # Train candidates first, then test, each in input order: the build then usually writes a
+    # split's rows as one slice of the table. (Labels are paired and duplicates found per
+    # split: a duplicate pair has the same image and question, hence the same split.)
+    order = sorted(range(len(candidates)), key=lambda i: candidates[i].split != "train")
+    candidates = [candidates[i] for i in order]
+    table = _candidate_table([records[i] for i in order], options.format) if records else None
+    if table is not None and take_images is not None:
+        images = take_images([image_rows[i] for i in order])
+        table = table.append_column("images", images.cast(_schema(options.format).field("images").type))
+    return Chunk(rows, candidates, table)
 
 
-def _candidate_table(records: list[dict], features) -> pa.Table:
-    schema = features.arrow_schema
+@cache
+def _schema(output_format: str) -> pa.Schema:
+    return FORMATS[output_format][0].arrow_schema
+
+
+def _candidate_table(records: list[dict], output_format: str) -> pa.Table:
+    schema = _schema(output_format)
     fields = []
     for field in schema:
         if field.name in records[0]:
@@ -162,12 +189,13 @@ def _candidate_table(records: list[dict], features) -> pa.Table:
     return pa.Table.from_pylist(records, schema=pa.schema(fields))
 
 
-def _chunks(reader: SourceReader, options: BuildOptions, num_proc: int) -> Iterator[Chunk]:
+def _chunks(reader: SourceReader, options: BuildOptions, num_proc: int, scratch: Path) -> Iterator[Chunk]:
     """Every row of a source as prepared chunks, in input order.
 
     Parts (parquet row groups) are read and prepared by `num_proc` worker processes, a few
-    parts ahead of the writer, so memory stays bounded by the parts in flight. A source that
-    is one sequential part is prepared here, CHUNK_ROWS rows at a time.
+    parts ahead of the writer, so memory stays bounded by the parts in flight; their tables
+    come back through files in `scratch`. A source that is one sequential part is prepared
+    here, CHUNK_ROWS rows at a time.
     """
     parts = list(reader.parts)
     if num_proc <= 1 or len(parts) <= 1:
@@ -176,8 +204,8 @@ def _chunks(reader: SourceReader, options: BuildOptions, num_proc: int) -> Itera
         return
     with ProcessPoolExecutor(num_proc) as pool:
         in_flight: deque = deque()
-        for part in parts:
-            in_flight.append(pool.submit(_prepare_part, reader, part, options))
+        for number, part in enumerate(parts):
+            in_flight.append(pool.submit(_prepare_part, reader, part, options, scratch / f"part-{number:07d}"))
             if len(in_flight) > 2 * num_proc:
                 yield from in_flight.popleft().result()
         while in_flight:
@@ -186,19 +214,24 @@ def _chunks(reader: SourceReader, options: BuildOptions, num_proc: int) -> Itera
 
 def _prepare_stream(reader: SourceReader, part, options: BuildOptions) -> Iterator[Chunk]:
     items = reader.read_part(part)
-    own_images = getattr(reader, "image_column", None) is not None
+    arrow_images = getattr(reader, "image_column", None) is not None
     first = 0
     while chunk := list(islice(items, CHUNK_ROWS)):
-        prepared = _prepare(chunk, options, first if own_images else None)
-        if own_images:
-            prepared.part = part
+        take = partial(_take_images, reader, part, first) if arrow_images else None
+        yield _prepare(chunk, options, take)
         first += len(chunk)
-        yield prepared
 
 
-def _prepare_part(reader: SourceReader, part, options: BuildOptions) -> list[Chunk]:
+def _take_images(reader, part, first: int, rows: list[int]) -> pa.Array:
+    return reader.images(part, [first + row for row in rows])
+
+
+def _prepare_part(reader: SourceReader, part, options: BuildOptions, stem: Path) -> list[Chunk]:
     """The unit of work of a worker process: one part, in chunks of CHUNK_ROWS rows."""
-    return list(_prepare_stream(reader, part, options))
+    chunks = list(_prepare_stream(reader, part, options))
+    for number, chunk in enumerate(chunks):
+        chunk.stash(stem.with_name(f"{stem.name}-{number:04d}.arrow"))
+    return chunks
 
 
 class SourceStats:
@@ -267,9 +300,14 @@ class _Decider:
         return answer
 
 
-def _output_table(chunk: Chunk, picked: list[int], answers: list[str], reader: SourceReader, schema: pa.Schema) -> pa.Table:
-    """Candidates `picked` (indices) of a chunk in the output schema, each in its presented order."""
-    table = chunk.table.take(pa.array(picked, pa.int64()))
+def _output_table(table: pa.Table, picked: list[int], answers: list[str], schema: pa.Schema) -> pa.Table:
+    """Candidates `picked` (indices) of a chunk's table in the output schema, each in its presented order."""
+    # Most of the table in one run of rows (train, usually): a slice, no copy. A few rows are
+    # copied out instead: a slice would hold the whole table in memory until they are written.
+    if picked[-1] - picked[0] + 1 == len(picked) and 2 * len(picked) >= table.num_rows:
+        table = table.slice(picked[0], len(picked))
+    else:
+        table = table.take(pa.array(picked, pa.int64()))
     answer = pa.array(answers, pa.string())
     second_first = pc.equal(answer, "2")
     columns = []
@@ -278,8 +316,6 @@ def _output_table(chunk: Chunk, picked: list[int], answers: list[str], reader: S
             columns.append(answer)
         elif field.name in table.column_names:
             columns.append(table[field.name])
-        elif field.name == "images":  # left in the input shard by the worker: taken from there once
-            columns.append(reader.images(chunk.part, [chunk.image_rows[i] for i in picked]).cast(field.type))
         else:
             first, second = (table[field.name + suffix] for suffix in ORDERED)
             columns.append(pc.if_else(second_first, second, first))
@@ -336,17 +372,19 @@ def build(options: BuildOptions, num_proc: int = 1, progress=None, argv: list[st
 
 
 def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress, started: float) -> dict:
-    schema = FORMATS[options.format][0].arrow_schema
+    schema = _schema(options.format)
     writers = {split: SplitWriter(staging / "data", split, options.max_shard_bytes, schema) for split in SPLITS}
     decider = _Decider(options)
     stats: dict[str, SourceStats] = {}
     timings = {}
+    scratch = staging / ".chunks"  # tables on their way from the workers; each removed once read
+    scratch.mkdir()
     with (staging / "rejects.jsonl").open("w", encoding="utf-8") as rejects:
         for spec, _, reader in opened:
             source_started = time.perf_counter()
             source_stats = stats[spec.name] = SourceStats()
             task = progress.add_task(spec.name, total=reader.total_rows) if progress else None
-            for chunk in _chunks(reader, options, num_proc):
+            for chunk in _chunks(reader, options, num_proc, scratch):
                 for item in chunk.rows:
                     source_stats.rows_read += 1
                     if isinstance(item, Reject):
@@ -360,14 +398,16 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
                     source_stats.notes.update(item.notes)
                 if progress:
                     progress.advance(task, len(chunk.rows))
-                if chunk.table is None:
+                table = chunk.load()
+                if table is None:
                     continue
                 answers = [decider.answer(candidate, source_stats) for candidate in chunk.candidates]
                 for split, writer in writers.items():
                     picked = [i for i, (c, a) in enumerate(zip(chunk.candidates, answers)) if a and c.split == split]
                     if picked:
-                        writer.write(_output_table(chunk, picked, [answers[i] for i in picked], reader, schema))
+                        writer.write(_output_table(table, picked, [answers[i] for i in picked], schema))
             timings[spec.name] = round(time.perf_counter() - source_started, 3)
+    scratch.rmdir()
     files = {split: writer.close() for split, writer in writers.items()}
     return {
         "tool": {"name": "critic-data", "version": __version__},

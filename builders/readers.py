@@ -14,7 +14,7 @@ from critic_data import UserError
 from critic_data.builders.records import Example
 from critic_data.schemas import Reject
 
-BATCH_ROWS = 64  # parquet rows decoded at a time: a few MB of images
+BATCH_ROWS = 64  # rows turned into Python objects at a time
 
 
 class ParquetReader:
@@ -23,15 +23,19 @@ class ParquetReader:
     `convert(position, row)` (a picklable function) turns a row into an Example or a Reject.
     `columns` are the (possibly nested, dotted) columns to read when every one of them is in
     a shard; a shard laid out otherwise is read whole, so no data is lost to projection.
-    `image_column` names the Image struct column that holds each row's one image: the writer
-    then takes image bytes straight from the shard (`images`), not through the workers.
+    `image_column` names the Image struct column that holds each row's one image: the build
+    then takes the images of its pairs from the row group as Arrow data (`images`).
+    `prepare(table)` (picklable), when given, may add columns computed over a whole row group
+    before its rows are converted.
     """
 
     layout = "parquet"
 
     def __init__(self, files: list[Path], convert: Callable[[str, dict], Example | Reject],
-                 columns: list[str] | None = None, image_column: str | None = "image"):
+                 columns: list[str] | None = None, image_column: str | None = "image",
+                 prepare: Callable[[pa.Table], pa.Table] | None = None):
         self.files, self.convert, self.columns, self.image_column = files, convert, columns, image_column
+        self.prepare = prepare
         self.parts: list[tuple[int, int, int]] = []  # (file index, row group, first row's index in the file)
         self.total_rows = 0
         for index, path in enumerate(files):
@@ -48,21 +52,19 @@ class ParquetReader:
     def read_part(self, part: tuple[int, int, int]) -> Iterator[Example | Reject]:
         index, group, first = part
         path = self.files[index]
-        shard = _parquet_file(path)
-        paths = {shard.schema.column(i).path for i in range(len(shard.schema))}
-        columns = self.columns
-        if columns and not all(any(p == c or p.startswith(c + ".") for p in paths) for c in columns):
-            columns = None
-        for batch in shard.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=columns):
-            for row in batch.to_pylist():
+        table = _row_group(path, group, self.columns)
+        if self.prepare is not None:
+            table = self.prepare(table)
+        for offset in range(0, table.num_rows, BATCH_ROWS):
+            for row in table.slice(offset, BATCH_ROWS).to_pylist():
                 yield self.convert(f"{path.name}:{first}", row)
                 first += 1
 
-
     def images(self, part: tuple[int, int, int], rows: list[int]) -> pa.Array:
-        """`images` values (a one-image list each, file name only) for rows of a part, by index."""
+        """`images` values (a one-image list each, file name only) for rows of a part, by index:
+        Arrow slices of the row group `read_part` has just read, never Python objects."""
         index, group, _ = part
-        column = _image_column(self.files[index], group, self.image_column)
+        column = _row_group(self.files[index], group, self.columns)[self.image_column].combine_chunks()
         picked = column.take(pa.array(rows, pa.int64()))
         names = pc.replace_substring_regex(pc.struct_field(picked, "path").cast(pa.string()), r"^.*/", "")
         names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)
@@ -70,27 +72,27 @@ class ParquetReader:
         return pa.ListArray.from_arrays(pa.array(range(len(rows) + 1), pa.int32()), image)
 
 
-def _parquet_file(path: Path) -> pq.ParquetFile:
-    """Shards stay open (each part would otherwise parse the footer again), keyed by the
-    file's identity too, so a file replaced at the same path is opened afresh."""
-    stat = path.stat()
-    return _open_parquet(path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+def _row_group(path: Path, group: int, columns: list[str] | None) -> pa.Table:
+    """One row group, decoded once for both its rows and its images (the last one is kept).
+    Only `columns` are read when every one of them is in the shard; a shard laid out
+    otherwise is read whole, so no data is lost to projection."""
+    stat = path.stat()  # the file's identity too: a file replaced at the same path is read afresh
+    return _read_row_group(path, group, tuple(columns) if columns else None, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=1)
+def _read_row_group(path: Path, group: int, columns: tuple[str, ...] | None, *_identity) -> pa.Table:
+    shard = _open_parquet(path, *_identity)
+    paths = {shard.schema.column(i).path for i in range(len(shard.schema))}
+    if columns and not all(any(p == c or p.startswith(c + ".") for p in paths) for c in columns):
+        columns = None
+    return shard.read_row_group(group, columns=list(columns) if columns else None)
 
 
 @lru_cache(maxsize=8)
 def _open_parquet(path: Path, *_identity) -> pq.ParquetFile:
+    """Shards stay open: each part would otherwise parse the footer again."""
     return pq.ParquetFile(path)
-
-
-def _image_column(path: Path, group: int, name: str) -> pa.Array:
-    """One row group's image column, read once for both splits' rows."""
-    stat = path.stat()
-    return _read_image_column(path, group, name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-
-@lru_cache(maxsize=1)
-def _read_image_column(path: Path, group: int, name: str, *_identity) -> pa.Array:
-    return _parquet_file(path).read_row_group(group, columns=[name])[name].combine_chunks()
 
 
 def image_from_struct(value) -> tuple[bytes, str | None] | None:

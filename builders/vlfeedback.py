@@ -27,6 +27,9 @@ from functools import partial
 from itertools import combinations
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from critic_data import UserError
 from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
@@ -38,14 +41,24 @@ from critic_data.schemas import Reject, RejectReason
 NAME = "vlfeedback"
 
 
-def _rating(annotations, aspect: str) -> float | None:
-    entry = annotations.get(aspect) if isinstance(annotations, dict) else None
-    value = entry.get("Rating") if isinstance(entry, dict) else entry
+def _number(value) -> float | None:
+    """A rating as a finite number, or None: what `float(str(value))` makes of it."""
     try:
         rating = float(str(value).strip())
     except (TypeError, ValueError):
         return None
     return rating if math.isfinite(rating) else None
+
+
+def _rating(annotations, aspect: str) -> float | None:
+    entry = annotations.get(aspect) if isinstance(annotations, dict) else None
+    return _number(entry.get("Rating") if isinstance(entry, dict) else entry)
+
+
+def _score(annotations, aspects) -> float | None:
+    """A completion's score: the mean of its aspect ratings, None when one is not a number."""
+    ratings = [_rating(annotations, aspect) for aspect in aspects]
+    return None if None in ratings else sum(ratings) / len(ratings)
 
 
 def _completions(raw) -> list[dict] | None:
@@ -61,22 +74,23 @@ def _completions(raw) -> list[dict] | None:
     return None
 
 
-def _pairs(completions: list[dict], options: BuildOptions) -> tuple[list[Pair], int, Counter, Counter] | RejectReason:
+def _pairs(completions: list[dict], scores: list[float | None], options: BuildOptions
+           ) -> tuple[list[Pair], int, Counter, Counter] | RejectReason:
     """The pairs a row offers, how many it formed, what rules filtered, and per-completion notes."""
     notes: Counter = Counter()
     scored = []  # (score, response) of usable completions, in source order
     rated = 0
-    for completion in completions:
-        ratings = [_rating(completion.get("annotations"), aspect) for aspect in options.aspects]
-        response = clean_response(completion.get("response") or "") if isinstance(completion.get("response"), str) else ""
-        if any(r is None for r in ratings):
+    for completion, score in zip(completions, scores):
+        response = completion.get("response")
+        response = clean_response(response) if isinstance(response, str) else ""
+        if score is None:
             notes["completions_unrated"] += 1
             continue
         rated += 1
         if not response:
             notes["completions_empty"] += 1
             continue
-        scored.append((sum(ratings) / len(ratings), response))
+        scored.append((score, response))
     if rated < 2:
         return RejectReason.RATING_UNPARSABLE
     if len(scored) < 2:
@@ -114,14 +128,17 @@ def _example(row: dict, image: tuple[bytes, str | None] | None, options: BuildOp
         return Reject(NAME, str(row.get("_position")), RejectReason.ROW_MALFORMED, "no id")
     source_id = str(source_id)
     completions = _completions(row.get("completions"))
-    if not isinstance(row.get("prompt"), str) or completions is None:
+    scores = row.get("_scores")  # computed for a whole row group by `_with_scores`, when it could
+    if scores is None and completions is not None:
+        scores = [_score(completion.get("annotations"), options.aspects) for completion in completions]
+    if not isinstance(row.get("prompt"), str) or completions is None or len(scores) != len(completions):
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "needs a string prompt and a list of completions")
     question = clean_question(row["prompt"])
     if not question:
         return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "prompt is empty once <image> is removed")
     if image is None:
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"no image for id {source_id}")
-    result = _pairs(completions, options)
+    result = _pairs(completions, scores, options)
     if isinstance(result, RejectReason):
         return Reject(NAME, source_id, result, f"fewer than two usable completions out of {len(completions)}")
     pairs, formed, filtered, notes = result
@@ -131,6 +148,49 @@ def _example(row: dict, image: tuple[bytes, str | None] | None, options: BuildOp
 def _parquet_example(position: str, row: dict, options: BuildOptions) -> Example | Reject:
     row["_position"] = position
     return _example(row, image_from_struct(row.get("image")), options)
+
+
+def _with_scores(table: pa.Table, aspects: tuple[str, ...]) -> pa.Table:
+    """The row group with `_scores` (per completion, `_score` of its ratings) computed over the
+    whole group at once; unchanged, so that rows are scored one by one, when its completions
+    are laid out otherwise than the Hub's struct of lists."""
+    try:
+        completions = table["completions"].combine_chunks()
+        annotations, responses = completions.field("annotations"), completions.field("response")
+        total = None
+        for aspect in aspects:
+            rating = _numbers(annotations.values.field(aspect).field("Rating"))
+            total = rating if total is None else pc.add(total, rating)  # a null stays null
+    except (KeyError, AttributeError, TypeError, pa.ArrowException):
+        return table
+    scores = pa.ListArray.from_arrays(annotations.offsets, pc.divide(total, float(len(aspects))),
+                                      mask=annotations.is_null())
+    # the ratings are in the scores now: rows carry only the responses
+    responses_only = pa.StructArray.from_arrays([responses], names=["response"], mask=completions.is_null())
+    table = table.set_column(table.schema.get_field_index("completions"), "completions", responses_only)
+    return table.append_column("_scores", scores)
+
+
+_DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"  # text every float parser reads alike
+
+
+def _numbers(ratings: pa.Array) -> pa.Array:
+    """`_number` of every rating: plain decimals are read by Arrow, all at once; anything else
+    (`N/A`, `nan`, another type) is read one by one as Python reads it."""
+    if pa.types.is_integer(ratings.type) or pa.types.is_floating(ratings.type):
+        values = ratings.cast(pa.float64())
+        return pc.if_else(pc.is_finite(values), values, pa.scalar(None, pa.float64()))
+    if not pa.types.is_string(ratings.type):
+        return pa.array([_number(value) for value in ratings.to_pylist()], pa.float64())
+    text = pc.utf8_trim_whitespace(ratings)
+    decimal = pc.fill_null(pc.match_substring_regex(text, _DECIMAL), False)
+    values = pc.if_else(decimal, text, pa.scalar(None, pa.string())).cast(pa.float64())
+    others = pc.and_(pc.invert(decimal), pc.is_valid(ratings))
+    if pc.any(others).as_py():
+        where = pc.indices_nonzero(others)
+        read = pa.array([_number(value) for value in ratings.take(where).to_pylist()], pa.float64())
+        values = pc.replace_with_mask(values, others, read)
+    return pc.if_else(pc.is_finite(values), values, pa.scalar(None, pa.float64()))
 
 
 def _parquet_columns(options: BuildOptions) -> list[str]:
@@ -202,7 +262,8 @@ class _ImageStore:
 def open_snapshot(folder: Path, options: BuildOptions):
     parquet = sorted((folder / "data").glob("*.parquet"))
     if parquet:
-        return ParquetReader(parquet, partial(_parquet_example, options=options), _parquet_columns(options))
+        return ParquetReader(parquet, partial(_parquet_example, options=options), _parquet_columns(options),
+                             prepare=partial(_with_scores, aspects=tuple(options.aspects)))
     jsonl = folder / "vlfeedback_80k.jsonl"
     if not jsonl.is_file():
         found = sorted(folder.glob("*.jsonl"))

@@ -28,7 +28,8 @@ def _row_bytes(table: pa.Table) -> list[int]:
     """Image and text bytes per row: a size fixed by content, not by memory layout."""
     sizes = np.zeros(table.num_rows, dtype=np.int64)
     for field in table.schema:
-        column = table[field.name].combine_chunks()
+        column = table[field.name]
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
         if field.name == "images":
             lengths = pc.binary_length(pc.struct_field(pc.list_flatten(column), "bytes")).to_numpy(zero_copy_only=False)
             sizes += np.bincount(pc.list_parent_indices(column).to_numpy(), weights=lengths, minlength=table.num_rows).astype(np.int64)
@@ -56,6 +57,8 @@ class SplitWriter:
         self._pending: Future | None = None
         # image bytes never repeat: a dictionary would only cost time; short labels do repeat
         self._dictionary_columns = [c for c in ("source", "template", "answer") if c in schema.names]
+        # JPEG and PNG bytes are compressed already: snappy would spend CPU to gain nothing
+        self._compression = {name: "none" if name == "images" else "snappy" for name in schema.names}
 
     def _wait(self) -> None:
         if self._pending is not None:
@@ -89,7 +92,8 @@ class SplitWriter:
         if self._writer is None:
             path = self.data_dir / f".{self.split}-{len(self._shards):05d}.parquet.partial"
             self._shards.append(path)
-            self._writer = pq.ParquetWriter(path, self.schema, use_dictionary=self._dictionary_columns)
+            self._writer = pq.ParquetWriter(path, self.schema, use_dictionary=self._dictionary_columns,
+                                            compression=self._compression)
         self._wait()
         # one contiguous chunk per column: pages then never depend on how the rows arrived
         self._pending = self._background.submit(_write_contiguous, self._writer, group)

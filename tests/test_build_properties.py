@@ -77,7 +77,7 @@ def test_cleaning_leaves_no_marker_and_is_idempotent(text):
     assert clean_response(response) == response and clean_question(question) == question
     assert "<image>" not in question
     assert "【3†source】" not in response
-    assert not re.search(r"<\|\w+\|>", response + question)
+    assert not re.search(r"<\|\w+\|>", response) and not re.search(r"<\|\w+\|>", question)
 
 
 def test_clean_text_examples():
@@ -113,10 +113,55 @@ def test_check_image_decides_by_content(level):
     assert check_image(jpeg(0, size=(64, 48)), max_pixels=64 * 48 - 1, level=level)[0] is RejectReason.IMAGE_TOO_LARGE
 
 
-def test_decode_level_rejects_what_only_libjpeg_can_tell():
-    """A Huffman table whose code counts are impossible: every header parses, the decoder refuses."""
+def test_an_impossible_huffman_table_is_refused_at_both_levels():
+    """Code counts summing far past 256 symbols: a header PIL's own parser reads without
+    complaint; libjpeg-turbo's header parse (the structure check) refuses it."""
     data = bytearray(jpeg(0))
     dht = data.index(b"\xff\xc4")
-    data[dht + 5 : dht + 21] = b"\xff" * 16  # 16 code-length counts summing far past 256 symbols
-    assert check_image(bytes(data), level="structure") is None
+    data[dht + 5 : dht + 21] = b"\xff" * 16
+    assert check_image(bytes(data), level="structure")[0] is RejectReason.IMAGE_UNDECODABLE
     assert check_image(bytes(data), level="decode")[0] is RejectReason.IMAGE_UNDECODABLE
+
+
+def _with_thumbnail(data: bytes) -> bytes:
+    """`data` with an EXIF-style APP1 segment holding a whole small JPEG (its own scan and
+    end-of-image marker) right after the start-of-image marker."""
+    thumbnail = jpeg(1, size=(16, 12))
+    payload = b"Exif\x00\x00" + thumbnail
+    return data[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + data[2:]
+
+
+def test_a_truncated_jpeg_is_refused_even_when_its_thumbnail_is_complete():
+    whole = _with_thumbnail(jpeg(0))
+    assert check_image(whole) is None
+    cut = whole[: len(whole) - 200]  # the main image's scan cut short; the thumbnail's end marker remains
+    assert cut.rfind(b"\xff\xd9") > 0
+    assert check_image(cut)[0] is RejectReason.IMAGE_UNDECODABLE
+    assert check_image(cut, level="decode")[0] is RejectReason.IMAGE_UNDECODABLE
+
+
+rating_text = st.one_of(
+    st.none(),
+    st.text(alphabet="0123456789+-.eE _naifNA/ ٣", max_size=8),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.integers(-10, 10).map(lambda n: f" {n} "),
+)
+
+
+@given(st.lists(rating_text, max_size=30))
+def test_ratings_read_a_row_group_at_a_time_equal_ratings_read_one_by_one(values):
+    """VLFeedback's vectorised rating parser agrees with Python's float() on every text."""
+    import pyarrow as pa
+
+    from critic_data.builders.vlfeedback import _number, _numbers
+
+    assert _numbers(pa.array(values, pa.string())).to_pylist() == [_number(v) for v in values]
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), max_size=30))
+def test_numeric_ratings_read_alike(values):
+    import pyarrow as pa
+
+    from critic_data.builders.vlfeedback import _number, _numbers
+
+    assert _numbers(pa.array(values, pa.float64())).to_pylist() == [_number(v) for v in values]
