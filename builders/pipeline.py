@@ -17,7 +17,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache, partial
 from itertools import islice
 from pathlib import Path
@@ -41,7 +41,10 @@ CHUNK_ROWS = 100  # input rows prepared together (one parquet row group, typical
 
 
 def _digest(*parts: str | bytes) -> str:
-    """A 128-bit content hash (xxh3: fast enough to hash every image byte)."""
+    """A 128-bit content hash (xxh3: fast enough to hash every image byte) of the parts, each
+    followed by a NUL byte."""
+    if all(isinstance(part, str) for part in parts):  # one call for text: the same bytes hashed
+        return xxhash.xxh3_128_hexdigest("\x00".join(parts).encode("utf-8") + b"\x00")
     h = xxhash.xxh3_128()
     for part in parts:
         h.update(part if isinstance(part, bytes) else part.encode("utf-8"))
@@ -80,14 +83,18 @@ class Candidate:
 class Chunk:
     """A run of input rows, prepared where the work can run in parallel.
 
-    `rows` holds per input row, in order, a Reject or the Example's counts (images dropped);
-    `table` holds one row per offered pair with every output column, the columns that depend
+    `rejects` are the rows rejected, in input order; the other rows are `used`, and their
+    pairs formed and filtered by rule are summed here. `table` holds one row per offered pair with every output column, the columns that depend
     on the presented order twice (`<col>@1`: better response first, `<col>@2`: second).
     A worker process hands the table over as an Arrow file (`stash`) that the build maps
     into memory (`load`): image bytes are neither pickled nor decoded a second time.
     """
 
-    rows: list
+    rejects: list[Reject]
+    used: int
+    pairs_formed: int
+    filtered: Counter
+    notes: Counter
     candidates: list[Candidate]
     table: pa.Table | None
     table_file: Path | None = None
@@ -117,7 +124,9 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions,
     With `take_images` (the reader's Arrow images of items, by index), image bytes never
     become part of the Python rows: the `images` column is taken from the input as a whole.
     """
-    rows, candidates, records, image_rows = [], [], [], []
+    rejects, candidates, records, image_rows = [], [], [], []
+    used = pairs_formed = 0
+    filtered, notes = Counter(), Counter()
     template = TIE_TEMPLATE if options.keep_ties else DEFAULT_TEMPLATE
     features, convert = FORMATS[options.format]
     for index, item in enumerate(items):
@@ -125,12 +134,18 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions,
         if isinstance(item, Example) and problem:
             item = Reject(item.source, item.source_id, problem[0], problem[1])
         if isinstance(item, Reject):
-            rows.append(item)
+            rejects.append(item)
             continue
-        rows.append(replace(item, images=[]))  # counts travel back; the bytes go in the table
+        used += 1
+        pairs_formed += item.pairs_formed
+        filtered.update(item.pairs_filtered)
+        notes.update(item.notes)
         # the split is the row's (image, question) group's: every pair of a row shares it
         split = "test" if _unit(options.seed, "split", *digests, item.question) < options.test_size else "train"
         for pair in item.pairs:
+            if pair.tie and not options.keep_ties:  # what `_Decider` would decide, decided here
+                filtered["tie_dropped"] += 1
+                continue
             row_id = f"{item.source}-{_digest(item.source_id, pair.better, pair.worse)[:16]}"
             key = _digest(*digests, item.question, *sorted((pair.better, pair.worse)))
             candidates.append(Candidate(item.source, key, split, _unit(options.seed, "order", row_id), pair.tie))
@@ -170,7 +185,7 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions,
     if table is not None and take_images is not None:
         images = take_images([image_rows[i] for i in order])
         table = table.append_column("images", images.cast(_schema(options.format).field("images").type))
-    return Chunk(rows, candidates, table)
+    return Chunk(rejects, used, pairs_formed, filtered, notes, candidates, table)
 
 
 @cache
@@ -244,6 +259,15 @@ class SourceStats:
         self.filtered: Counter = Counter()
         self.notes: Counter = Counter()
         self.labels: dict[str, Counter] = {split: Counter() for split in SPLITS}
+
+    def add(self, chunk: Chunk) -> None:
+        """Count a chunk's rows (what the ordered step decides is counted by `_Decider`)."""
+        self.rows_read += chunk.used + len(chunk.rejects)
+        self.rows_used += chunk.used
+        self.pairs_formed += chunk.pairs_formed
+        self.filtered.update(chunk.filtered)
+        self.notes.update(chunk.notes)
+        self.rejects.update(str(reject.reason) for reject in chunk.rejects)
 
     def to_manifest(self) -> dict:
         return {
@@ -385,19 +409,12 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
             source_stats = stats[spec.name] = SourceStats()
             task = progress.add_task(spec.name, total=reader.total_rows) if progress else None
             for chunk in _chunks(reader, options, num_proc, scratch):
-                for item in chunk.rows:
-                    source_stats.rows_read += 1
-                    if isinstance(item, Reject):
-                        source_stats.rejects[str(item.reason)] += 1
-                        # ASCII: no U+2028-style line break inside a record
-                        rejects.write(json.dumps(item.to_json_dict()) + "\n")
-                        continue
-                    source_stats.rows_used += 1
-                    source_stats.pairs_formed += item.pairs_formed
-                    source_stats.filtered.update(item.pairs_filtered)
-                    source_stats.notes.update(item.notes)
+                source_stats.add(chunk)
+                for reject in chunk.rejects:
+                    # ASCII: no U+2028-style line break inside a record
+                    rejects.write(json.dumps(reject.to_json_dict()) + "\n")
                 if progress:
-                    progress.advance(task, len(chunk.rows))
+                    progress.advance(task, chunk.used + len(chunk.rejects))
                 table = chunk.load()
                 if table is None:
                     continue

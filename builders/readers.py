@@ -99,7 +99,7 @@ def image_from_struct(value) -> tuple[bytes, str | None] | None:
     """An Image column value (`{"bytes", "path"}`) as (bytes, file name), or None if it has no bytes."""
     if isinstance(value, dict) and value.get("bytes"):
         path = value.get("path")
-        return value["bytes"], Path(path).name if isinstance(path, str) and path else None
+        return value["bytes"], (path.rpartition("/")[2] or None) if isinstance(path, str) else None
     return None
 
 

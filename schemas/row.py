@@ -39,6 +39,7 @@ FEATURES = Features(
 )
 
 COLUMNS = tuple(FEATURES)
+_COLUMN_SET = frozenset(COLUMNS)
 ARROW_SCHEMA = FEATURES.arrow_schema
 
 # `--format easyr1`: the flat-text layout of lmms-lab/LLaVA-Critic-GRPO-dataset, for trainers
@@ -70,10 +71,11 @@ def to_easyr1(row: dict) -> dict:
 
 def validate_row(row: dict) -> None:
     """Raise ValueError naming the first broken invariant of an output row."""
-    if set(row) != set(COLUMNS):
+    if row.keys() != _COLUMN_SET:
         raise ValueError(f"columns {sorted(row)} differ from the schema's {sorted(COLUMNS)}")
     for column in ("id", "source_id", "question", "response_1", "response_2", "template"):
-        if not isinstance(row[column], str) or not row[column].strip():
+        text = row[column]
+        if not isinstance(text, str) or not text or text.isspace():
             raise ValueError(f"{column} must be a non-empty string")
     if row["source"] not in SOURCE_NAMES:
         raise ValueError(f"source {row['source']!r} is not one of {SOURCE_NAMES}")
