@@ -175,6 +175,9 @@ def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tm
     build(BuildOptions(out=tmp_path / "pq2", inputs={"vlfeedback": parquet_snapshot[0]}, test_size=0.25), num_proc=2)
     for path in sorted((tmp_path / "pq" / "data").iterdir()):
         assert path.read_bytes() == (tmp_path / "pq2" / "data" / path.name).read_bytes()
+    # the tables the workers handed over through files are all gone
+    assert sorted(p.name for p in (tmp_path / "pq2").iterdir()) == ["README.md", "build.json", "data", "rejects.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pq", "pq2"]
 
 
 def test_pairs_per_prompt_all_and_keep_ties(jsonl_snapshot, built, tmp_path):
