@@ -84,8 +84,10 @@ class Chunk:
     """A run of input rows, prepared where the work can run in parallel.
 
     `rejects` are the rows rejected, in input order; the other rows are `used`, and their
-    pairs formed and filtered by rule are summed here. `table` holds one row per offered pair with every output column, the columns that depend
-    on the presented order twice (`<col>@1`: better response first, `<col>@2`: second).
+    pairs formed and filtered by rule are summed here. `table` holds one row per offered
+    pair (train first, then test, each in input order; `candidates` alike) with every output
+    column, the columns that depend on the presented order twice (`<col>@1`: better
+    response first, `<col>@2`: second).
     A worker process hands the table over as an Arrow file (`stash`) that the build maps
     into memory (`load`): image bytes are neither pickled nor decoded a second time.
     """
