@@ -1,9 +1,9 @@
-"""Generate a VLFeedback-shaped parquet snapshot of any size, for benchmarks.
+"""Generate a VLFeedback-shaped snapshot of any size, for benchmarks.
 
-    python benchmarks/make_snapshot.py --rows 40000 --out /tmp/vlf-40k
+    python benchmarks/make_snapshot.py --rows 40000 --out /tmp/vlf-40k [--layout jsonl]
 
-Layout as on the Hub (`data/train-NNNNN-of-MMMMM.parquet`, completions as a struct of
-lists, the image embedded). Text lengths follow VLFeedback's: a one-line to one-paragraph
+Layouts as on the Hub: `data/train-NNNNN-of-MMMMM.parquet` (completions as a struct of
+lists, the image embedded; the default), or `vlfeedback_80k.jsonl` with `merged_images.zip`. Text lengths follow VLFeedback's: a one-line to one-paragraph
 prompt, four responses of ~60-250 words, a one-to-three sentence rationale per aspect.
 Images are real JPEGs of varied content at 400-800 px (about 30-90 KB, like the source's
 ~50 KB average). Encoding 160k distinct JPEGs would dominate the run, so a pool of a few
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import random
 import struct
+import zipfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -85,8 +87,10 @@ def make_row(rng: random.Random, index: int, pool: list[bytes]) -> dict:
     }
 
 
-def write_snapshot(out: Path, rows: int, seed: int = 0, pool_size: int = 256) -> None:
+def write_snapshot(out: Path, rows: int, seed: int = 0, pool_size: int = 256, layout: str = "parquet") -> None:
     pool = image_pool(pool_size, seed)
+    if layout == "jsonl":
+        return write_jsonl_snapshot(out, rows, random.Random(seed), pool)
     shards = max(1, -(-rows // ROWS_PER_SHARD))
     (out / "data").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -97,6 +101,22 @@ def write_snapshot(out: Path, rows: int, seed: int = 0, pool_size: int = 256) ->
             for batch_start in range(start, stop, 500):
                 batch = [make_row(rng, i, pool) for i in range(batch_start, min(stop, batch_start + 500))]
                 writer.write_table(pa.Table.from_pylist(batch, schema=_schema()), row_group_size=100)
+
+
+def write_jsonl_snapshot(out: Path, rows: int, rng: random.Random, pool: list[bytes]) -> None:
+    """The other Hub layout: `vlfeedback_80k.jsonl` (completions as a list of dicts) and
+    `merged_images.zip` holding `merged_images/<id>.jpg` (deflated, as `zip` leaves JPEGs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "vlfeedback_80k.jsonl").open("w", encoding="utf-8") as lines, \
+            zipfile.ZipFile(out / "merged_images.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as images:
+        for index in range(rows):
+            row = make_row(rng, index, pool)
+            image = row.pop("image")
+            completions = row["completions"]
+            row["completions"] = [{"annotations": a, "model": m, "response": r} for a, m, r in
+                                  zip(completions["annotations"], completions["model"], completions["response"])]
+            lines.write(json.dumps(row) + "\n")
+            images.writestr(f"merged_images/{row['id']}.jpg", image["bytes"])
 
 
 def _schema() -> pa.Schema:
@@ -114,7 +134,8 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", choices=("parquet", "jsonl"), default="parquet")
     args = parser.parse_args()
-    write_snapshot(args.out, args.rows, args.seed)
-    size = sum(p.stat().st_size for p in (args.out / "data").glob("*.parquet"))
+    write_snapshot(args.out, args.rows, args.seed, layout=args.layout)
+    size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"wrote {args.rows} rows, {size / 1e9:.2f} GB to {args.out}")

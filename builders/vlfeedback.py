@@ -17,14 +17,15 @@ an empty prompt. GPT-4V's `Rationale` text is read and dropped here: it never le
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from functools import partial
-from itertools import combinations
+from functools import lru_cache, partial
+from itertools import combinations, islice
 from pathlib import Path
 
 import pyarrow as pa
@@ -199,40 +200,76 @@ def _parquet_columns(options: BuildOptions) -> list[str]:
     return ["id", "prompt", "completions.response", *ratings, "image"]
 
 
+PART_LINES = 100  # JSON lines a worker reads and prepares as one part
+
+
 class _JsonlReader:
-    """One sequential part: lines cannot be split among workers without a first pass."""
+    """The JSON Lines layout, in parts of PART_LINES lines that workers read on their own: a
+    first pass over the file's bytes (no JSON parsing) finds where each part starts and the
+    number of its first line."""
 
     layout = "jsonl"
     total_rows = None
-    parts = (None,)
 
     def __init__(self, jsonl: Path, images: Path, options: BuildOptions):
         self.jsonl, self.images, self.options = jsonl, images, options
         self.files = [jsonl, images] if images.is_file() else [jsonl]
         if images.is_file():
             zipfile.ZipFile(images).close()  # fail now, not mid-build, on a damaged archive
+        self.parts = _line_parts(jsonl, PART_LINES)
 
-    def read_part(self, _=None) -> Iterator[Example | Reject]:
-        with self.jsonl.open(encoding="utf-8", errors="replace") as lines, _ImageStore(self.images) as store:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield Reject(NAME, f"line {number}", RejectReason.JSON_INVALID, str(error))
-                    continue
-                if not isinstance(row, dict):
-                    yield Reject(NAME, f"line {number}", RejectReason.ROW_MALFORMED, "line is not a JSON object")
-                    continue
-                row["_position"] = f"line {number}"
-                try:
-                    image = store.get(str(row.get("id", "")))
-                except (zipfile.BadZipFile, zlib.error, OSError) as error:  # a damaged archive member
-                    yield Reject(NAME, str(row.get("id") or row["_position"]), RejectReason.IMAGE_UNDECODABLE,
-                                 f"cannot read the image from {self.images.name}: {error}")
-                    continue
-                yield _example(row, image, self.options)
+    def read_part(self, part: tuple[int, int, int]) -> Iterator[Example | Reject]:
+        start, size, first_line = part
+        with self.jsonl.open("rb") as handle:
+            handle.seek(start)
+            data = handle.read(size)
+        store = _image_store(self.images, *_identity(self.images))
+        # decoded as the whole file would be read in text mode: the same lines, the same numbers
+        lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")
+        for number, line in enumerate(lines, start=first_line):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield Reject(NAME, f"line {number}", RejectReason.JSON_INVALID, str(error))
+                continue
+            if not isinstance(row, dict):
+                yield Reject(NAME, f"line {number}", RejectReason.ROW_MALFORMED, "line is not a JSON object")
+                continue
+            row["_position"] = f"line {number}"
+            try:
+                image = store.get(str(row.get("id", "")))
+            except (zipfile.BadZipFile, zlib.error, OSError) as error:  # a damaged archive member
+                yield Reject(NAME, str(row.get("id") or row["_position"]), RejectReason.IMAGE_UNDECODABLE,
+                             f"cannot read the image from {self.images.name}: {error}")
+                continue
+            yield _example(row, image, self.options)
+
+
+def _line_parts(path: Path, lines_per_part: int) -> list[tuple[int, int, int]]:
+    """(byte offset, byte size, number of the first line) of each run of `lines_per_part`
+    lines. Parts end after a newline byte; lines are numbered as text mode counts them
+    (\n, \r\n and a lone \r each end one)."""
+    parts, start, number = [], 0, 1
+    with path.open("rb") as handle:
+        while chunk := b"".join(islice(handle, lines_per_part)):
+            parts.append((start, len(chunk), number))
+            number += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            start += len(chunk)
+    return parts
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+@lru_cache(maxsize=2)
+def _image_store(location: Path, *_identity) -> _ImageStore:
+    """Opened once per process (an archive's directory of 80k names is read once), keyed by the
+    file's identity too, so an archive replaced at the same path is opened afresh."""
+    return _ImageStore(location)
 
 
 class _ImageStore:
@@ -250,13 +287,6 @@ class _ImageStore:
             return None
         data = self._zip.read(name) if self._zip else (self.location / name).read_bytes()
         return data, Path(name).name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        if self._zip:
-            self._zip.close()
 
 
 def open_snapshot(folder: Path, options: BuildOptions):

@@ -165,3 +165,25 @@ def test_numeric_ratings_read_alike(values):
     from critic_data.builders.vlfeedback import _number, _numbers
 
     assert _numbers(pa.array(values, pa.float64())).to_pylist() == [_number(v) for v in values]
+
+
+@given(st.lists(st.sampled_from([b"{}", b"x", b"", b"\r", b"\r\n", b"\n", b"\xff\xfe", "é".encode(), b" "]), max_size=40),
+       st.integers(1, 5))
+def test_json_lines_parts_give_the_lines_and_numbers_of_text_mode(pieces, lines_per_part):
+    """Whatever newline styles and bytes a JSON Lines file holds, reading it in parts (as
+    workers do) gives the same numbered lines as reading it whole in text mode."""
+    import io
+
+    from critic_data.builders.vlfeedback import _line_parts
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "rows.jsonl"
+        path.write_bytes(b"".join(pieces))
+        with path.open(encoding="utf-8", errors="replace") as whole:
+            expected = list(enumerate(whole, start=1))
+        data = path.read_bytes()
+        got = []
+        for start, size, first in _line_parts(path, lines_per_part):
+            text = io.TextIOWrapper(io.BytesIO(data[start : start + size]), encoding="utf-8", errors="replace")
+            got += list(enumerate(text, start=first))
+    assert got == expected

@@ -143,14 +143,19 @@ def test_load_dataset_gives_both_splits_with_declared_features(built):
     assert dataset["train"][0]["images"][0].size == (64, 48)
 
 
-def test_same_seed_is_byte_identical_and_another_seed_reorders(jsonl_snapshot, tmp_path):
+def test_same_seed_is_byte_identical_and_another_seed_reorders(jsonl_snapshot, tmp_path, monkeypatch):
     first = _build(jsonl_snapshot[0], tmp_path / "a", test_size=0.25)
+    # the JSON Lines file in parts of 7 lines, read and prepared by two worker processes
+    monkeypatch.setattr("critic_data.builders.vlfeedback.PART_LINES", 7)
     second = build(BuildOptions(out=tmp_path / "b", inputs={"vlfeedback": jsonl_snapshot[0]}, test_size=0.25), num_proc=2)
+    monkeypatch.undo()
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "data").iterdir())
     assert files_a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b" / "data").iterdir())
     for name in files_a:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert first["sources"] == second["sources"]
+    # rejects name the same lines, in the same order
+    assert (tmp_path / "a" / "rejects.jsonl").read_text() == (tmp_path / "b" / "rejects.jsonl").read_text()
     _build(jsonl_snapshot[0], tmp_path / "c", test_size=0.25, seed=1)
     answers = lambda out: {r["id"]: r["answer"] for r in _rows(out)}  # noqa: E731
     a, c = answers(tmp_path / "a"), answers(tmp_path / "c")
