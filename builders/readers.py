@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -76,8 +77,7 @@ def _row_group(path: Path, group: int, columns: list[str] | None) -> pa.Table:
     """One row group, decoded once for both its rows and its images (the last one is kept).
     Only `columns` are read when every one of them is in the shard; a shard laid out
     otherwise is read whole, so no data is lost to projection."""
-    stat = path.stat()  # the file's identity too: a file replaced at the same path is read afresh
-    return _read_row_group(path, group, tuple(columns) if columns else None, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return _read_row_group(path, group, tuple(columns) if columns else None, *file_key(path))
 
 
 @lru_cache(maxsize=1)
@@ -87,6 +87,14 @@ def _read_row_group(path: Path, group: int, columns: tuple[str, ...] | None, *_i
     if columns and not all(any(p == c or p.startswith(c + ".") for p in paths) for c in columns):
         columns = None
     return shard.read_row_group(group, columns=list(columns) if columns else None)
+
+
+def file_key(path: Path) -> tuple[int, int, int, int]:
+    """What an open file is cached under besides its path: the file's identity (a file
+    replaced at the same path is opened afresh) and this process (a worker forked from the
+    build opens its own: sharing the build's file offset would mix up their reads)."""
+    stat = path.stat()
+    return os.getpid(), stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 @lru_cache(maxsize=8)

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from critic_data import UserError
 from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
-from critic_data.builders.readers import ParquetReader, image_from_struct
+from critic_data.builders.readers import ParquetReader, file_key, image_from_struct
 from critic_data.builders.records import Example, Pair
 from critic_data.builders.text import clean_question, clean_response
 from critic_data.schemas import Reject, RejectReason
@@ -223,7 +223,7 @@ class _JsonlReader:
         with self.jsonl.open("rb") as handle:
             handle.seek(start)
             data = handle.read(size)
-        store = _image_store(self.images, *_identity(self.images))
+        store = _image_store(self.images, *file_key(self.images))
         # decoded as the whole file would be read in text mode: the same lines, the same numbers
         lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")
         for number, line in enumerate(lines, start=first_line):
@@ -260,15 +260,9 @@ def _line_parts(path: Path, lines_per_part: int) -> list[tuple[int, int, int]]:
     return parts
 
 
-def _identity(path: Path) -> tuple[int, int, int]:
-    stat = path.stat()
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
 @lru_cache(maxsize=2)
-def _image_store(location: Path, *_identity) -> _ImageStore:
-    """Opened once per process (an archive's directory of 80k names is read once), keyed by the
-    file's identity too, so an archive replaced at the same path is opened afresh."""
+def _image_store(location: Path, *_key) -> _ImageStore:
+    """Opened once per process (an archive's directory of 80k names is read once); see `file_key`."""
     return _ImageStore(location)
 
 
