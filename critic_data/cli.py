@@ -79,7 +79,7 @@ def build(
     max_shard_size: Annotated[str, typer.Option(help="Roll over to a new parquet shard past this size.")] = "500MB",
     max_image_pixels: Annotated[int, typer.Option(help="Reject images with more pixels than this.")] = 89_478_485,
     image_check: Annotated[str, typer.Option(help="structure: headers parse and the data is complete (fast); decode: also decode every image.")] = "structure",
-    num_proc: Annotated[int, typer.Option(help="Worker processes for image checks (output does not depend on it).")] = os.cpu_count() or 1,
+    num_proc: Annotated[int, typer.Option(help="Worker processes that read, check and pair the input (the output does not depend on it).")] = os.cpu_count() or 1,
     format: Annotated[str, typer.Option("--format", help="trl: conversational prompt for TRL (default); easyr1: flat question/answer/images.")] = "trl",
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it already holds files.")] = False,
 ) -> None:
