@@ -36,8 +36,10 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = 
     """None when `data` is a complete image within `max_pixels`; else the reason and a detail."""
     if not data:
         return RejectReason.IMAGE_MISSING, "empty image bytes"
-    if level == "structure" and data.startswith(_JPEG_SOI):
-        return _jpeg_problem(data, max_pixels)
+    if data.startswith(_JPEG_SOI):
+        problem = _jpeg_problem(data, max_pixels)
+        if problem or level == "structure":
+            return problem
     try:
         with warnings.catch_warnings():
             # our own pixel limit below decides; PIL still raises past twice its own limit
@@ -47,11 +49,7 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = 
                 if width * height > max_pixels:
                     return RejectReason.IMAGE_TOO_LARGE, f"{width}x{height} exceeds {max_pixels} pixels"
                 kind = image.format
-                if kind == "JPEG":
-                    scan_start = image.tile[0][2] if image.tile else len(data)
-                    if data.rfind(_JPEG_EOI) < scan_start:
-                        return RejectReason.IMAGE_UNDECODABLE, "JPEG data ends before its end-of-image marker (truncated)"
-                elif kind == "PNG":
+                if kind == "PNG":
                     image.verify()  # every chunk's CRC, through IEND
             if level == "decode" or kind not in ("JPEG", "PNG"):
                 with Image.open(io.BytesIO(data)) as image:

@@ -65,12 +65,17 @@ class ParquetReader:
         """`images` values (a one-image list each, file name only) for rows of a part, by index:
         Arrow slices of the row group `read_part` has just read, never Python objects."""
         index, group, _ = part
-        column = _row_group(self.files[index], group, self.columns)[self.image_column].combine_chunks()
+        column = contiguous(_row_group(self.files[index], group, self.columns)[self.image_column])
         picked = column.take(pa.array(rows, pa.int64()))
         names = pc.replace_substring_regex(pc.struct_field(picked, "path").cast(pa.string()), r"^.*/", "")
         names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)
         image = pa.StructArray.from_arrays([pc.struct_field(picked, "bytes").cast(pa.binary()), names], names=["bytes", "path"])
         return pa.ListArray.from_arrays(pa.array(range(len(rows) + 1), pa.int32()), image)
+
+
+def contiguous(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array: its only chunk as it is (`combine_chunks` would copy it)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _row_group(path: Path, group: int, columns: list[str] | None) -> pa.Table:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from critic_data.builders.readers import contiguous
 from critic_data.schemas import ARROW_SCHEMA
 
 ROWS_PER_ROW_GROUP = 100  # the Hub's viewer and `datasets` page image data in small groups
@@ -28,8 +29,7 @@ def _row_bytes(table: pa.Table) -> list[int]:
     """Image and text bytes per row: a size fixed by content, not by memory layout."""
     sizes = np.zeros(table.num_rows, dtype=np.int64)
     for field in table.schema:
-        column = table[field.name]
-        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        column = contiguous(table[field.name])
         if field.name == "images":
             lengths = pc.binary_length(pc.struct_field(pc.list_flatten(column), "bytes")).to_numpy(zero_copy_only=False)
             sizes += np.bincount(pc.list_parent_indices(column).to_numpy(), weights=lengths, minlength=table.num_rows).astype(np.int64)
