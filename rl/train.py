@@ -305,6 +305,30 @@ def card_info(recipe: Path, overrides: list[str], script_args, training_args, mo
     }
 
 
+class CriticGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose resume loads the checkpoint's weights.
+
+    transformers' Trainer resumes by loading the saved state dict as it is, but Qwen2.5-VL saves its
+    weights under their original names (`visual.*`, `model.layers.*`) and holds them under others
+    (`model.visual.*`, `model.language_model.*`): nothing matches, a warning scrolls by, and training
+    silently goes on from the *base* weights with the checkpoint's optimiser state
+    (huggingface/transformers#43701). `from_pretrained` renames; so the weights are read through it.
+    DeepSpeed and FSDP resume from their own sharded state, and PEFT adapters keep their names: those
+    are left to the Trainer.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        from transformers import PreTrainedModel
+
+        model = model if model is not None else self.model
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(model, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(model.parameters()).dtype
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)  # every tensor, or an error
+        del saved
+
+
 class ModelCardCallback(TrainerCallback):
     """TRL writes a generic card on every save; ours replaces it and goes into each checkpoint too,
     so any checkpoint can be pushed as a model repo."""
@@ -361,7 +385,7 @@ def train(recipe: str, overrides: list[str]) -> Path:
         "revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
         "dtype": model_args.dtype, **(training_args.model_init_kwargs or {}),
     }
-    trainer = GRPOTrainer(
+    trainer = CriticGRPOTrainer(
         model=model_args.model_name_or_path,
         reward_funcs=rewards,
         args=training_args,

@@ -32,3 +32,43 @@ def test_wheel_holds_every_subpackage_and_the_card_template(tmp_path):
     assert len(paths) == len(SUBPACKAGES)
     assert all(path.startswith(str(site)) for path in paths), paths
     assert template == "True"
+
+
+def _imported_modules(folder: Path) -> set[str]:
+    """Top-level names of every module the package code in `folder` imports (lazy imports included)."""
+    import ast
+
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """A module the code imports directly must come from a distribution pyproject.toml names (in the
+    core list, or in the extra that holds the code using it): one that only arrives as someone
+    else's dependency can vanish in their next release."""
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements) -> set[str]:
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+    declared = names(project["dependencies"]) | names(project["optional-dependencies"]["rl"])
+    # `vllm` and `deepspeed` are looked up by `critic-data env` only, never imported to run
+    optional = {"vllm", "deepspeed", "flash_attn", "peft"}
+    distributions = packages_distributions()
+    missing = {}
+    for package in ("critic_data", "builders", "schemas", "rl", "cards"):
+        for module in _imported_modules(ROOT / package) - set(sys.stdlib_module_names) - {"critic_data"} - optional:
+            providers = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+            if not providers & declared:
+                missing[module] = sorted(providers)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

@@ -158,6 +158,58 @@ def test_resume_continues_from_the_checkpoint(run):
     assert "trained 4 steps" in run["second"].stderr
 
 
+@pytest.mark.slow
+def test_resume_loads_the_checkpoint_weights_not_the_base_ones(run, tiny_qwen_dir):
+    """transformers' own resume matches no key of a Qwen2.5-VL checkpoint (saved as `visual.*`, held as
+    `model.visual.*`) and trains on from the base weights (huggingface/transformers#43701);
+    critic-data's trainer loads every tensor of the checkpoint."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from critic_data.rl.train import CriticGRPOTrainer
+
+    checkpoint = run["out"] / "checkpoint-2"
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen_dir)
+    trainer = SimpleNamespace(is_deepspeed_enabled=False, is_fsdp_enabled=False, model=model)
+    CriticGRPOTrainer._load_from_checkpoint(trainer, str(checkpoint))
+    expected = Qwen2_5_VLForConditionalGeneration.from_pretrained(checkpoint).state_dict()
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen_dir).state_dict()
+    loaded = model.state_dict()
+    assert all(loaded[name].equal(expected[name]) for name in expected)
+    assert not all(loaded[name].equal(base[name]) for name in base)
+    # the saved names differ from the in-memory ones: a plain load_state_dict would match only lm_head
+    assert set(load_file(checkpoint / "model.safetensors")) & set(loaded) == {"lm_head.weight"}
+    assert "missing keys" not in run["second"].stderr  # transformers' warning when the resume loads nothing
+
+
+def test_trl_grpo_runs_a_shipped_recipe_only_with_the_readme_edits(tmp_path, tiny_qwen_dir, built_dataset):
+    """README: `trl grpo --config <recipe>` fails on critic-data's own keys; with them removed and the
+    rewards named by import path, TRL's own CLI trains on a built dataset."""
+    import re
+
+    trl = Path(sys.executable).with_name("trl")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    tiny = ["--model_name_or_path", str(tiny_qwen_dir), "--dataset_name", str(built_dataset), "--use_cpu",
+            "--bf16", "false", "--use_vllm", "false", "--max_steps", "1", "--num_generations", "4",
+            "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--generation_batch_size", "4",
+            "--max_completion_length", "8", "--save_strategy", "no", "--report_to", "none"]
+    recipe = ROOT / "rl" / "recipes" / "critic-r1.yaml"
+    unchanged = subprocess.run([str(trl), "grpo", "--config", str(recipe), *tiny, "--output_dir", str(tmp_path / "a")],
+                               env=env, capture_output=True, text=True, timeout=600)
+    assert "unrecognized arguments: --min_pixels" in unchanged.stderr
+    edited = re.sub(r"^(min_pixels|max_pixels|max_prompt_length):.*\n", "", recipe.read_text(), flags=re.M)
+    edited = edited.replace("reward_funcs: [preference, format]", "reward_funcs: [critic_data.rl.rewards.preference_reward, "
+                            "critic_data.rl.rewards.format_reward]")
+    assert edited.count("critic_data.rl.rewards.") == 2 and "\nmax_pixels:" not in edited
+    (tmp_path / "recipe.yaml").write_text(edited)
+    trained = subprocess.run([str(trl), "grpo", "--config", str(tmp_path / "recipe.yaml"), *tiny,
+                              "--output_dir", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (tmp_path / "b" / "model.safetensors").is_file()
+
+
 def test_prompt_lengths_match_the_processor(tiny_qwen_dir, built_dataset):
     """The budget check counts exactly what the trainer's processor produces, under several pixel bounds."""
     from datasets import load_dataset
