@@ -1,13 +1,20 @@
-"""Verifiable rewards for pairwise critic tasks, with TRL's reward-function signature.
+"""Verifiable rewards for pairwise critic tasks, graded as LLaVA-Critic-R1's reward grades them.
 
-`f(completions, **columns) -> list[float]`: `completions` holds strings or conversational
-message lists; every other dataset column arrives as a keyword argument (a list per column).
-A reward never raises on an odd completion: it scores it 0.0.
+The official reward (si0wang/LLaVA-Critic-R1@6fd42d1, EasyR1/examples/reward_function/math.py):
+- the completion is first normalised: whitespace around `<`, `>` and `/` is removed;
+- format: 1.0 when the whole completion matches `<think>.*</think>.*\\boxed\\{.*\\}.*` (DOTALL;
+  the braces need not balance);
+- preference: 1.0 when MathRuler's `grade_answer(extract_boxed_content(completion), label)` holds:
+  the LAST `\\boxed{` (an unbalanced last box is no answer, with no fall-back to an earlier one),
+  compared after MathRuler's normalisation (`1.0`, `01`, `{1}`, `\\text{1}`, a full-width `１` all
+  equal "1"; "Response 1" does not).
 
     r = 0.9 * preference_reward + 0.1 * format_reward        (alpha = 0.9, METHOD.md)
 
-Rewards are registered by name (`REWARDS`), so a recipe lists them as
-`reward_funcs: [preference, format]` with `reward_weights: [0.9, 0.1]`.
+Both follow TRL's reward signature `f(completions, **columns) -> list[float]`: `completions` holds
+strings or conversational message lists; every other dataset column arrives as a keyword argument.
+A reward never raises on an odd completion: a training run of days must not end on one sample.
+Rewards are registered by name (`REWARDS`), so a recipe lists them as `reward_funcs: [preference, format]`.
 """
 
 from __future__ import annotations
@@ -16,13 +23,13 @@ import importlib
 import re
 from collections.abc import Callable
 
+from mathruler.grader import extract_boxed_content, grade_answer
+
 from critic_data import UserError
 
-_THINK = re.compile(r"^\s*<\s*think\s*>.*?<\s*/\s*think\s*>", re.DOTALL)
-_BOXED = re.compile(r"\\boxed\s*\{")
-# Wrappers a model may put around the label inside the box: \text{2}, \textbf{2}, \mathrm{2}.
-_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textit)\s*\{([^{}]*)\}")
-_LABEL = re.compile(r"^(?:response\s*)?(1|2|tie)$")
+_AROUND_TAG_CHARS = re.compile(r"\s*(<|>|/)\s*")
+_FORMAT = re.compile(r"<think>.*</think>.*\\boxed\{.*\}.*", re.DOTALL)
+LABELS = ("1", "2", "tie")
 
 
 def completion_text(completion) -> str:
@@ -37,52 +44,42 @@ def completion_text(completion) -> str:
     return ""
 
 
+def normalize_completion(text: str) -> str:
+    """The official normalisation: no whitespace around `<`, `>` and `/` (`< /think >` -> `</think>`)."""
+    return _AROUND_TAG_CHARS.sub(r"\1", text)
+
+
 def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} with balanced braces, or None when there is none."""
-    starts = [m.end() for m in _BOXED.finditer(text)]
-    for start in reversed(starts):
-        depth = 1
-        for i in range(start, len(text)):
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i]
-        # unbalanced: try the box before it
-    return None
+    """The content of the last `\\boxed{...}` (MathRuler's rule), or None when there is none or it is
+    unbalanced."""
+    if r"\boxed{" not in text:
+        return None
+    content = extract_boxed_content(text)
+    # MathRuler says "None" for an unbalanced last box; a box that holds "None" is told apart by its text
+    return None if content == "None" and r"\boxed{None}" not in text else content
+
+
+def _grade(text: str, label: str) -> bool:
+    try:
+        return bool(grade_answer(extract_boxed_content(normalize_completion(text)), label))
+    except Exception:  # noqa: BLE001 - sympy can fail in many ways on model text; that sample scores 0
+        return False
 
 
 def parse_verdict(text: str) -> str | None:
-    """The label ("1", "2" or "tie") named by the last box, or None if it names none cleanly."""
-    content = last_boxed(text)
-    if content is None:
-        return None
-    previous = None
-    while previous != content:  # unwrap nested \text{\textbf{2}}
-        previous, content = content, _WRAPPER.sub(r"\1", content)
-    content = content.replace("$", "").strip().lower()
-    content = re.sub(r"\s+", " ", content)
-    match = _LABEL.match(content)
-    return match.group(1) if match else None
+    """The label ("1", "2" or "tie") the completion's last box names by the reward's rule, or None."""
+    return next((label for label in LABELS if _grade(text, label)), None)
 
 
 def format_reward(completions, **_) -> list[float]:
-    """1.0 when the completion opens with <think>, closes it, then holds a closed \\boxed{...}."""
-    scores = []
-    for completion in completions:
-        text = completion_text(completion)
-        think = _THINK.match(text)
-        scores.append(1.0 if think and last_boxed(text[think.end():]) is not None else 0.0)
-    return scores
+    """1.0 when the normalised completion is `<think>...</think>...\\boxed{...}...` as a whole."""
+    return [1.0 if _FORMAT.fullmatch(normalize_completion(completion_text(c))) else 0.0 for c in completions]
 
 
 def preference_reward(completions, answer, **_) -> list[float]:
-    """1.0 when the last \\boxed{} names the labelled response (column `answer`), else 0.0."""
-    return [
-        1.0 if parse_verdict(completion_text(c)) == str(label).strip().lower() else 0.0
-        for c, label in zip(completions, answer, strict=True)
-    ]
+    """1.0 when the last \\boxed{} grades equal to the labelled response (column `answer`), else 0.0."""
+    return [1.0 if label is not None and _grade(completion_text(c), str(label)) else 0.0
+            for c, label in zip(completions, answer, strict=True)]
 
 
 REWARDS: dict[str, Callable[..., list[float]]] = {

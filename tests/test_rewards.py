@@ -15,34 +15,66 @@ from critic_data.rl.rewards import (
     reward_function,
 )
 
-# (completion, label, expected preference_reward, expected format_reward)
+# (completion, label, expected preference_reward, expected format_reward), as the official reward
+# grades them (rl/rewards.py cites it): the last "\boxed{" by position, MathRuler's grade_answer, the
+# format regex after removing whitespace around <, > and /.
 CASES = [
     ("<think>Response 2 is grounded.</think> \\boxed{2}", "2", 1.0, 1.0),
     ("<think>Response 2 is grounded.</think> \\boxed{2}", "1", 0.0, 1.0),
-    ("< think >a</ think > \\boxed{1}", "1", 1.0, 1.0),                  # whitespace inside tags
+    ("< think >a</ think > \\boxed{1}", "1", 1.0, 1.0),                  # whitespace inside tags is normalised
     ("<think>a< / think >\\boxed{1}", "1", 1.0, 1.0),
-    ("\n  <think>a</think>\\boxed{1}", "1", 1.0, 1.0),                    # leading whitespace
+    ("\n  <think>a</think>\\boxed{1}", "1", 1.0, 1.0),                    # whitespace before < goes too
+    ("x <think>a</think>\\boxed{1}", "1", 1.0, 0.0),                      # the regex must match from the start
     ("<think>a</think> The answer is \\boxed{ 2 }.", "2", 1.0, 1.0),      # spaces in the box
     ("<think>a</think> \\boxed{\\text{2}}", "2", 1.0, 1.0),                # \text{} wrapper
-    ("<think>a</think> \\boxed{\\textbf{Response 1}}", "1", 1.0, 1.0),
+    ("<think>a</think> \\boxed{\\textbf{2}}", "2", 1.0, 1.0),
+    ("<think>a</think> \\boxed{\\text{Response 1}}", "1", 0.0, 1.0),      # a word is not the label
+    ("<think>a</think> \\boxed{Response 1}", "1", 0.0, 1.0),
+    ("<think>a</think> \\boxed{The first}", "1", 0.0, 1.0),
     ("<think>a</think> $\\boxed{2}$", "2", 1.0, 1.0),
-    ("<think>a</think> \\boxed {2}", "2", 1.0, 1.0),                       # space before the brace
+    ("<think>a</think> \\boxed {2}", "2", 0.0, 0.0),                       # no "\boxed{": no answer, no format
+    ("<think>a</think> \\boxed{1.0}", "1", 1.0, 1.0),                     # numeric normalisation
+    ("<think>a</think> \\boxed{01}", "1", 1.0, 1.0),
+    ("<think>a</think> \\boxed{{1}}", "1", 1.0, 1.0),
+    ("<think>a</think> \\boxed{１}", "1", 1.0, 1.0),                       # full-width digit
+    ("<think>a</think> \\boxed{1.}", "1", 1.0, 1.0),
+    ("<think>a</think> \\boxed{(1)}", "1", 1.0, 1.0),
+    ("<think>a</think> \\boxed{[2]}", "2", 1.0, 1.0),
+    ("<think>a</think> \\boxed{one}", "1", 0.0, 1.0),
+    ("<think>a</think> \\boxed{1/1}", "1", 0.0, 1.0),
     ("<think>\\boxed{1} at first</think> then \\boxed{2}", "2", 1.0, 1.0),  # the LAST box counts
     ("<think>a</think> \\boxed{2} no wait \\boxed{1}", "2", 0.0, 1.0),
+    ("<think>a</think> \\boxed{1} then \\boxed{2", "1", 0.0, 1.0),       # unbalanced last box: no fall-back
     ("<think>a</think> \\boxed{}", "1", 0.0, 1.0),                         # empty box
     ("<think>a</think> \\boxed{1 or 2}", "1", 0.0, 1.0),                   # hedge
+    ("<think>a</think> \\boxed{1, 2}", "1", 0.0, 1.0),
     ("<think>a</think> \\boxed{12}", "1", 0.0, 1.0),                       # another number
     ("<think>a</think> \\boxed{3}", "1", 0.0, 1.0),
-    ("<think>a</think> \\boxed{2", "2", 0.0, 0.0),                         # unclosed box
+    ("<think>a</think> \\boxed{2", "2", 0.0, 0.0),                         # unclosed box: the regex needs a }
+    ("<think>a</think> \\boxed{2 and more text", "2", 0.0, 0.0),
+    ("<think>a</think> \\boxed{{2}", "2", 0.0, 1.0),                       # braces unbalanced inside
     ("<think>a</think> the answer is 2", "2", 0.0, 0.0),                   # no box
     ("\\boxed{2}", "2", 1.0, 0.0),                                         # no think
     ("<think>a \\boxed{2}", "2", 1.0, 0.0),                                # think never closed
     ("I think <think>a</think> \\boxed{2}", "2", 1.0, 0.0),                # does not start with <think>
     ("<think>a \\boxed{2}</think>", "2", 1.0, 0.0),                        # box only inside the think
+    ("<think>a</think><think>b</think>\\boxed{2}", "2", 1.0, 1.0),         # greedy .* spans both
+    ("<think>\n\nmulti\nline\n</think>\n\\boxed{2}\n", "2", 1.0, 1.0),     # DOTALL
     ("", "1", 0.0, 0.0),
     ("<think>a</think> \\boxed{\\boxed{2}}", "2", 1.0, 1.0),               # the last box opened is the inner one
     ("<think>a</think> \\boxed{tie}", "tie", 1.0, 1.0),
+    ("<think>a</think> \\boxed{Tie}", "tie", 1.0, 1.0),
+    ("<think>a</think> \\boxed{tie}", "1", 0.0, 1.0),
+    ("<think>" + "x" * 200_000 + "</think> \\boxed{1}", "1", 1.0, 1.0),   # 200k characters
+    ("<think>a</think> \\boxed{" + "1+" * 50_000 + "1}", "1", 0.0, 1.0),
+    ("<think>a</think> \\boxed{2}<|im_end|>", "2", 1.0, 1.0),
 ]
+
+
+def test_the_table_covers_what_the_issue_lists():
+    assert len(CASES) >= 40
+    assert {preference for _, _, preference, _ in CASES} == {0.0, 1.0}
+    assert {form for _, _, _, form in CASES} == {0.0, 1.0}
 
 
 @pytest.mark.parametrize(("completion", "label", "preference", "form"), CASES)
@@ -83,9 +115,16 @@ def test_labels_are_compared_as_text():
     assert preference_reward(["\\boxed{2}"], answer=[None]) == [0.0]
 
 
+@pytest.mark.parametrize(("completion", "label", "preference", "form"), CASES)
+def test_eval_reads_the_verdict_by_the_reward_rule(completion, label, preference, form):
+    """eval and best-of-n read a verdict with parse_verdict: it names the label exactly when the reward pays."""
+    assert (parse_verdict(completion) == label) == (preference == 1.0)
+
+
 def test_parse_verdict():
-    assert parse_verdict("\\boxed{Response 1}") == "1"
     assert parse_verdict("\\boxed{TIE}") == "tie"
+    assert parse_verdict("\\boxed{2.0}") == "2"
+    assert parse_verdict("\\boxed{Response 1}") is None
     assert parse_verdict("no verdict") is None
     assert parse_verdict("\\boxed{both}") is None
 
@@ -93,9 +132,6 @@ def test_parse_verdict():
 def test_registry_and_default_weights():
     assert REWARDS["preference"] is preference_reward and REWARDS["format"] is format_reward
     assert dict(zip(DEFAULT_REWARDS, DEFAULT_WEIGHTS, strict=True)) == {"preference": 0.9, "format": 0.1}
-    # alpha = 0.9: the combined reward takes only the values METHOD.md lists
-    combos = {round(0.9 * p + 0.1 * f, 6) for _, _, p, f in CASES}
-    assert combos <= {0.0, 0.1, 0.9, 1.0}
 
 
 def test_reward_function_by_name_or_import_path():
