@@ -13,15 +13,23 @@ Rows keep each image's original bytes. Two levels of check (`--image-check`):
   mode, which still reads the whole entropy-coded stream). libjpeg only warns about most
   corrupt entropy data (it even accepts a scan cut short and re-terminated), so this
   rejects little more, for about a hundred times the CPU.
+
+Image files are read here too, bounded: only regular files (a FIFO would block the build, a
+link to /dev/zero never end), and never more than MAX_IMAGE_BYTES (an archive member's
+declared size is checked before inflating, and inflating stops past the cap should it lie).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
+import zipfile
+from pathlib import Path
 
 import simplejpeg
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from critic_data.schemas import RejectReason
 
@@ -30,17 +38,76 @@ IMAGE_CHECKS = ("structure", "decode")
 _JPEG_SOI = b"\xff\xd8\xff"  # start-of-image and the first marker's 0xFF, as PIL requires
 _JPEG_EOI = b"\xff\xd9"
 _JPEG_SOS = 0xDA
+# No image a source ships comes near this (its photos are a few MB): past it a file is
+# rejected unread, so one huge or lying file cannot exhaust memory. Read at call time.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
+class ImageFileError(Exception):
+    """An image file that was not read, with the reject's reason and detail."""
+
+    def __init__(self, reason: RejectReason, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _over_cap(what: str) -> ImageFileError:
+    return ImageFileError(RejectReason.IMAGE_FILE_TOO_LARGE, f"{what} is over the image size cap of {MAX_IMAGE_BYTES} bytes")
+
+
+def read_image_file(path: Path) -> bytes:
+    """The bytes of the regular file at `path`, at most MAX_IMAGE_BYTES; else ImageFileError."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # follows links: a link to /dev/zero is a device
+            raise ImageFileError(RejectReason.IMAGE_MISSING, f"{path.name} is not a regular file")
+        # non-blocking: a file swapped for a FIFO since the check cannot hang the open
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, ValueError) as error:  # missing, a link loop, a name too long, a NUL byte
+        raise ImageFileError(RejectReason.IMAGE_MISSING, f"cannot open {path.name!r}: {_why(error)}") from None
+    try:
+        with open(descriptor, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageFileError(RejectReason.IMAGE_MISSING, f"{path.name} is not a regular file")
+            if info.st_size > MAX_IMAGE_BYTES:
+                raise _over_cap(f"{path.name} ({info.st_size} bytes)")
+            data = handle.read(MAX_IMAGE_BYTES + 1)  # the file may have grown since
+    except OSError as error:
+        raise ImageFileError(RejectReason.IMAGE_UNDECODABLE, f"cannot read {path.name}: {_why(error)}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _over_cap(path.name)
+    return data
+
+
+def read_archive_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """A zip member's bytes, at most MAX_IMAGE_BYTES: judged by its declared size before
+    inflating, and inflated no further than the cap. Damage raises BadZipFile, zlib.error
+    or OSError."""
+    info = archive.getinfo(name)
+    if info.file_size > MAX_IMAGE_BYTES:
+        raise _over_cap(f"{name} ({info.file_size} bytes)")
+    with archive.open(info) as member:
+        data = member.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _over_cap(name)
+    return data
+
+
+def _why(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)
 
 
 def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = "structure") -> tuple[RejectReason, str] | None:
     """None when `data` is a complete image within `max_pixels`; else the reason and a detail."""
     if not data:
         return RejectReason.IMAGE_MISSING, "empty image bytes"
-    if data.startswith(_JPEG_SOI):
-        problem = _jpeg_problem(data, max_pixels)
-        if problem or level == "structure":
-            return problem
+    if len(data) > MAX_IMAGE_BYTES:
+        return RejectReason.IMAGE_FILE_TOO_LARGE, _over_cap(f"an image of {len(data)} bytes").detail
     try:
+        if data.startswith(_JPEG_SOI):
+            problem = _jpeg_problem(data, max_pixels)
+            if problem or level == "structure":
+                return problem
         with warnings.catch_warnings():
             # our own pixel limit below decides; PIL still raises past twice its own limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -58,7 +125,9 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = 
                     image.load()
     except Image.DecompressionBombError as error:
         return RejectReason.IMAGE_TOO_LARGE, str(error)[:200]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+    except MemoryError:
+        raise  # the machine's limit, not the image's defect
+    except Exception as error:  # decoders raise what they like: OSError, SyntaxError, RuntimeError (AVIF), struct.error
         return RejectReason.IMAGE_UNDECODABLE, f"{type(error).__name__}: {str(error)[:200]}"
     return None
 

@@ -7,10 +7,13 @@ The human turn is a judge prompt: `<image>`, one of ~30 instruction templates wi
 evaluation criteria, the question, and the two responses labelled `The first response:` /
 `The second response:`, `Response 1:` / `Response 2:` or `Response A:` / `Response B:`
 (values often in square brackets). Only the question and the two responses are kept: the
-template's instructions and criteria never reach the output.
+template's instructions and criteria, and its closing chat marker (`ASSISTANT:`), never
+reach the output.
 
 The gpt turn is GPT-4o's justification ending in a verdict (`The better response: [second]`,
-`... first|second|1|2|A|B`) or a tie ("equally good"). Only the label is kept. Ties are
+`... first|second|1|2|A|B`) or a tie ("equally good"). A stated preference ("The first
+response is better") outranks an "equally" elsewhere ("although both are equally fluent");
+a stated tie ("it's a tie") stays one. Only the label is kept. Ties are
 offered to `--keep-ties` like any other source's.
 
 Rejects: question or responses not found (`prompt_unparsable`), no verdict
@@ -45,17 +48,26 @@ _TRAILER = re.compile(
     re.IGNORECASE,
 )
 
+# The judge template's closing chat marker, left after an unbracketed second response.
+_CLOSING = re.compile(r"(?:^|\s)(?:###\s*)?(?:assistant\s*[:：]|<\|im_start\|>\s*assistant)\s*$", re.IGNORECASE)
+
+# Verdicts, strongest first: the template's "The better response: [X]"; a stated preference
+# ("Response 2 is better") or tie ("it's a tie"); and, only when neither is said, "equally
+# good" (which also appears beside a preference: "better, although both are equally fluent").
 _VERDICT = re.compile(
     r"better\s+(?:response|answer|one)\s*(?:is)?\s*[:：]?\s*[\[(\"'*]*\s*(?:the\s+)?"
-    r"(first|second|response\s*[12ab]|[12ab])\b",
+    r"(first|second|response\s*[12ab]|[12ab]|tie)\b",
     re.IGNORECASE,
 )
 _PHRASE = re.compile(
-    r"(?:the\s+)?(first|second|response\s*[12ab])\s+(?:response\s+)?is\s+(?:clearly\s+|slightly\s+|much\s+)?better",
+    r"(?:the\s+)?(first|second|response\s*[12ab])\s+(?:response\s+)?is\s+(?:the\s+)?"
+    r"(?:clearly\s+|slightly\s+|much\s+|far\s+)?better",
     re.IGNORECASE,
 )
-_TIE = re.compile(r"equally\s+(?:good|bad|well|helpful|valid)|\bit'?s\s+a\s+tie\b|\bboth\s+responses\s+are\s+equally", re.IGNORECASE)
-_LABEL = {"first": "1", "1": "1", "a": "1", "second": "2", "2": "2", "b": "2"}
+_TIE = re.compile(r"\b(?:it['’]?s|it\s+is|this\s+is|that['’]?s|declare|call\s+it)\s+a\s+(tie)\b|"
+                  r"\bneither\s+(?:response|one|answer)\s+is\s+(?:clearly\s+)?better", re.IGNORECASE)
+_EQUALLY = re.compile(r"equally\s+(?:good|bad|well|helpful|valid)|\bboth\s+responses\s+are\s+equally", re.IGNORECASE)
+_LABEL = {"first": "1", "1": "1", "a": "1", "second": "2", "2": "2", "b": "2", "tie": "tie"}
 
 
 def _unwrap(value: str) -> str:
@@ -82,7 +94,7 @@ def parse_judge_prompt(text: str) -> tuple[str, str, str] | None:
     last = text[second.end() :]
     if not last.lstrip().startswith("["):
         trailer = _TRAILER.search(last)
-        last = last[: trailer.start()] if trailer else last
+        last = _CLOSING.sub("", last[: trailer.start()] if trailer else last)
     return (
         _unwrap(text[question.end() : first.start()]),
         _unwrap(text[first.end() : second.start()]),
@@ -91,16 +103,14 @@ def parse_judge_prompt(text: str) -> tuple[str, str, str] | None:
 
 
 def parse_verdict(text: str) -> str | None:
-    """"1", "2" or "tie" from the judge's justification (its last explicit verdict), or None."""
-    explicit = _VERDICT.findall(text)
-    if explicit:
-        return _LABEL[explicit[-1].lower().replace("response", "").strip()]
-    if _TIE.search(text):
-        return "tie"
-    phrased = _PHRASE.findall(text)
-    if phrased:
-        return _LABEL[phrased[-1].lower().replace("response", "").strip()]
-    return None
+    """"1", "2" or "tie" from the judge's justification, or None: its last explicit verdict;
+    else its last stated preference or tie; else a tie if it calls the two "equally" good."""
+    for patterns in ((_VERDICT,), (_PHRASE, _TIE)):
+        found = [match for pattern in patterns for match in pattern.finditer(text)]
+        if found:
+            last = max(found, key=lambda match: match.start())
+            return "tie" if last.group(1) is None else _LABEL[last.group(1).lower().replace("response", "").strip()]
+    return "tie" if _EQUALLY.search(text) else None
 
 
 def _example(position: str, row: dict) -> Example | Reject:
@@ -123,7 +133,16 @@ def _example(position: str, row: dict) -> Example | Reject:
     if image is None:
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, "the row has no image bytes")
     pair = Pair(first, second, tie=True) if verdict == "tie" else Pair(*((first, second) if verdict == "1" else (second, first)))
-    return Example(NAME, source_id, question, [image], [pair], pairs_formed=1)
+    return Example(NAME, source_id, question, [image], [pair], pairs_formed=1, origin=_origin(row, source_id))
+
+
+def _origin(row: dict, source_id: str) -> str:
+    """The dataset the judged pair comes from: the `source` column, else the id's prefix (`vlfeedback_12`)."""
+    source = row.get("source")
+    if isinstance(source, str) and source.strip():
+        return source.strip()
+    prefix, _, number = source_id.rpartition("_")
+    return prefix if prefix and number.isdigit() else "unknown"
 
 
 def open_snapshot(folder: Path, options: BuildOptions) -> ParquetReader:

@@ -11,10 +11,11 @@ Question: the last human turn; any dialogue before it is rendered into `question
 `User:`/`Assistant:` lines so the critic sees the context. `<image>` tokens are removed.
 No scores (margin is null) and no ties.
 
-Rejects: a row that is not an object or misses its fields (`row_malformed`), a preference
-other than 1/2, empty or identical outputs, an image file missing under the root
-(`image_missing`), an image path that resolves outside the root (`image_path_unsafe`:
-never opened).
+Rejects: a row that is not an object or misses its fields, or whose outputs are not text
+(`row_malformed`), a preference other than 1/2, empty or identical outputs, an image file
+missing under the root or not a regular file (`image_missing`), over the image size cap
+(`image_file_too_large`), an image path that resolves outside the root or is no valid file
+name (`image_path_unsafe`: never opened).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from critic_data import UserError
 from critic_data.builders import SourceSpec
+from critic_data.builders.images import ImageFileError, read_image_file
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import conversation_turns
 from critic_data.builders.records import Example, Pair
@@ -49,9 +51,10 @@ def render_question(turns: list[dict]) -> str | None:
     return "\n".join([*context, f"User: {question}"]) if question else ""
 
 
-def _output(value) -> str:
+def _output(value) -> str | None:
+    """An output's cleaned text; None when it is not text (a list, a number)."""
     value = value.get("value") if isinstance(value, dict) else value
-    return clean_response(value) if isinstance(value, str) else ""
+    return clean_response(value) if isinstance(value, str) else None
 
 
 def _example(index: int, row, image_root: Path) -> Example | Reject:
@@ -66,20 +69,26 @@ def _example(index: int, row, image_root: Path) -> Example | Reject:
     if preference not in ("1", "2"):
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, f"preference {row.get('preference')!r} is not 1 or 2")
     first, second = _output(row.get("output_1")), _output(row.get("output_2"))
+    if first is None or second is None:
+        return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "output_1 and output_2 need a text value")
     if problem := pair_problem(question, first, second):
         return Reject(NAME, source_id, *problem)
     name = row.get("image")
     if not isinstance(name, str) or not name.strip():
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, "the row names no image")
-    path = (image_root / name).resolve()
-    if not path.is_relative_to(image_root):
-        return Reject(NAME, source_id, RejectReason.IMAGE_PATH_UNSAFE, f"{name!r} resolves outside --image-root")
-    if not path.is_file():
-        return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"{name} is not under --image-root")
+    shown = repr(name[:200])
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        return Reject(NAME, source_id, RejectReason.IMAGE_UNDECODABLE, f"cannot read {name}: {error.strerror}")
+        path = (image_root / name).resolve()
+    except ValueError:  # a NUL byte or a lone surrogate: no file can have that name
+        return Reject(NAME, source_id, RejectReason.IMAGE_PATH_UNSAFE, f"{shown} is not a valid file name")
+    except (OSError, RuntimeError) as error:  # a link loop (RuntimeError before Python 3.13), a name too long
+        return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"cannot resolve {shown} under --image-root: {error}")
+    if not path.is_relative_to(image_root):
+        return Reject(NAME, source_id, RejectReason.IMAGE_PATH_UNSAFE, f"{shown} resolves outside --image-root")
+    try:
+        data = read_image_file(path)  # only a regular file, and only up to the size cap
+    except ImageFileError as error:
+        return Reject(NAME, source_id, error.reason, f"{error.detail} (--image-root {shown})")
     better, worse = (first, second) if preference == "1" else (second, first)
     return Example(NAME, source_id, question, [(data, path.name)], [Pair(better, worse)], pairs_formed=1)
 
@@ -92,10 +101,10 @@ class _Reader:
 
     def __init__(self, path: Path, image_root: Path):
         self.files, self.image_root = [path], image_root.resolve()
-        try:
-            self._rows = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UserError(f"{path} is not valid JSON ({error}); re-download it") from None
+        try:  # utf-8-sig: a byte-order mark before the array is read, not an error
+            self._rows = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested past the limit
+            raise UserError(f"{path} is not valid JSON ({type(error).__name__}: {str(error)[:200]}); re-download it") from None
         if not isinstance(self._rows, list):
             raise UserError(f"{path} should hold a JSON array of preference rows")
         self.total_rows = len(self._rows)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from critic_data.builders.images import DEFAULT_MAX_PIXELS, IMAGE_CHECKS
+from critic_data.rl.prompts import PROMPT_STYLES
 
 VLFEEDBACK_ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
 
@@ -23,7 +25,8 @@ class BuildOptions:
     margin: float = 0.6  # keep a pair when its score gap exceeds this
     pairs_per_prompt: str = "max-gap"  # "max-gap": the one widest pair per row; "all"
     aspects: tuple[str, ...] = VLFEEDBACK_ASPECTS
-    keep_ties: int = 0  # keep up to this many ties per source, labelled "tie"
+    keep_ties: int | str = 0  # keep up to this many ties per source ("all": every one), labelled "tie"
+    prompt_style: str = "critic-data"  # the critic prompt's body: see rl/prompts.py
     # split and output
     test_size: float = 0.02
     max_shard_bytes: int = 500 * 1024 * 1024
@@ -45,13 +48,36 @@ class BuildOptions:
             raise ValueError(f"--image-check must be one of {', '.join(IMAGE_CHECKS)}, not {self.image_check!r}")
         if self.format not in ("trl", "easyr1"):
             raise ValueError(f"--format must be 'trl' or 'easyr1', not {self.format!r}")
-        if self.margin < 0:
-            raise ValueError(f"--margin must be >= 0, not {self.margin}")
-        if self.keep_ties < 0:
-            raise ValueError(f"--keep-ties must be >= 0, not {self.keep_ties}")
+        if not (math.isfinite(self.margin) and self.margin >= 0):  # nan would switch the filter off
+            raise ValueError(f"--margin must be a finite number >= 0, not {self.margin}")
+        if isinstance(self.keep_ties, str) and self.keep_ties.strip().isdigit():
+            self.keep_ties = int(self.keep_ties)
+        if self.keep_ties != "all" and not (isinstance(self.keep_ties, int) and self.keep_ties >= 0):
+            raise ValueError(f"--keep-ties must be a count >= 0 or 'all', not {self.keep_ties!r}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, not {self.prompt_style!r}")
+        for option, path in [("--out", self.out), *(("--input", p) for p in self.inputs.values()),
+                             *([("--image-root", self.image_root)] if self.image_root else [])]:
+            try:
+                str(path).encode("utf-8")
+            except UnicodeEncodeError:  # build.json and the card record it: they are UTF-8 text
+                raise ValueError(f"{option} {str(path)!r} is not valid UTF-8; rename the folder") from None
+        if self.max_shard_bytes < 1:
+            raise ValueError(f"--max-shard-size must be more than 0 bytes, not {self.max_shard_bytes}")
+        if self.max_image_pixels < 1:
+            raise ValueError(f"--max-image-pixels must be at least 1, not {self.max_image_pixels}")
         unknown = set(self.aspects) - set(VLFEEDBACK_ASPECTS)
         if not self.aspects or unknown:
             raise ValueError(f"--aspects must name some of {', '.join(VLFEEDBACK_ASPECTS)}")
+
+    def template(self) -> str:
+        """The id of the critic prompt template every row of this build uses."""
+        plain, with_ties = PROMPT_STYLES[self.prompt_style]
+        return with_ties if self.keep_ties else plain
+
+    def ties_allowed(self, kept: int) -> bool:
+        """Whether one more tied pair may be kept, `kept` being kept already."""
+        return self.keep_ties == "all" or kept < self.keep_ties
 
     def to_manifest(self) -> dict:
         """The resolved options, JSON-ready (paths as strings)."""

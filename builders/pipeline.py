@@ -11,8 +11,6 @@ and the same inputs, options and seed give byte-identical data files.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -28,12 +26,14 @@ import xxhash
 
 from critic_data import UserError, __version__
 from critic_data.builders import SOURCES, SourceReader, SourceSpec
+from critic_data.builders.duplicates import CrossSourceIndex, text_key, thumbnail
 from critic_data.builders.images import check_image
 from critic_data.builders.options import BuildOptions
+from critic_data.builders.output import staged
 from critic_data.builders.records import Example
 from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot
 from critic_data.builders.writer import SplitWriter
-from critic_data.rl.prompts import DEFAULT_TEMPLATE, TIE_TEMPLATE, conversational_prompt, render_critic_prompt
+from critic_data.rl.prompts import conversational_prompt, critic_body, with_instruction
 from critic_data.schemas import FORMATS, Reject, RejectReason, validate_row
 
 SPLITS = ("train", "test")
@@ -58,14 +58,32 @@ def _unit(seed: int, *parts: str) -> float:
 
 
 def _check(item: Example | Reject, options: BuildOptions) -> tuple[tuple[RejectReason, str] | None, list[str]]:
-    """Check each image of an example and hash its bytes (for dedup and the split key)."""
+    """Check an example's text and each of its images, and hash the image bytes (for dedup
+    and the split key)."""
     if isinstance(item, Reject):
         return None, []
+    if problem := _text_problem(item):
+        return problem, []
     for data, _ in item.images:
-        problem = check_image(data, options.max_image_pixels, options.image_check)
-        if problem:
+        if not isinstance(data, bytes):  # e.g. an Image struct whose `bytes` were stored as a string
+            return (RejectReason.ROW_MALFORMED, f"image bytes are a {type(data).__name__}, not bytes"), []
+        if problem := check_image(data, options.max_image_pixels, options.image_check):
             return problem, []
     return None, [_digest(data) for data, _ in item.images]
+
+
+def _text_problem(item: Example) -> tuple[RejectReason, str] | None:
+    """Text that cannot be written as UTF-8: a lone surrogate, which a JSON `\\ud800` escape
+    decodes to (it would fail hashing and writing)."""
+    texts = [("id", item.source_id), ("question", item.question), *(("image name", name) for _, name in item.images if name)]
+    texts += [("response", text) for pair in item.pairs for text in (pair.better, pair.worse)]
+    for field, text in texts:
+        if not text.isascii():  # the cheap test first: almost all text is ASCII
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                return RejectReason.TEXT_UNENCODABLE, f"the {field} holds {text[error.start]!r}, a lone surrogate"
+    return None
 
 
 @dataclass
@@ -77,6 +95,8 @@ class Candidate:
     split: str
     order: float  # keyed hash deciding the presented order (first of a couple)
     tie: bool
+    origin: str | None = None  # the dataset a re-judged pair comes from (counted per kept pair)
+    content: tuple[int, bytes | None] | None = None  # text key and image thumbnail (builds of several sources)
 
 
 @dataclass
@@ -129,8 +149,10 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions,
     rejects, candidates, records, image_rows = [], [], [], []
     used = pairs_formed = 0
     filtered, notes = Counter(), Counter()
-    template = TIE_TEMPLATE if options.keep_ties else DEFAULT_TEMPLATE
+    template = options.template()
     features, convert = FORMATS[options.format]
+    image_column = "images" if "images" in features else "image"
+    cross_source = len(options.sources) > 1  # a pair re-published by a later source is found by content
     for index, item in enumerate(items):
         problem, digests = _check(item, options)
         if isinstance(item, Example) and problem:
@@ -144,22 +166,26 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions,
         notes.update(item.notes)
         # the split is the row's (image, question) group's: every pair of a row shares it
         split = "test" if _unit(options.seed, "split", *digests, item.question) < options.test_size else "train"
+        image_key = thumbnail(item.images[0][0]) if cross_source else None
         for pair in item.pairs:
             if pair.tie and not options.keep_ties:  # what `_Decider` would decide, decided here
                 filtered["tie_dropped"] += 1
                 continue
             row_id = f"{item.source}-{_digest(item.source_id, pair.better, pair.worse)[:16]}"
             key = _digest(*digests, item.question, *sorted((pair.better, pair.worse)))
-            candidates.append(Candidate(item.source, key, split, _unit(options.seed, "order", row_id), pair.tie))
+            content = (text_key(item.question, pair.better, pair.worse), image_key) if cross_source else None
+            candidates.append(Candidate(item.source, key, split, _unit(options.seed, "order", row_id), pair.tie,
+                                        item.origin, content))
             image_rows.append(index)
             ordered = []
             for first, second, answer in ((pair.better, pair.worse, "1"), (pair.worse, pair.better, "2")):
+                body = critic_body(template, item.question, first, second)
                 row = {
                     "id": row_id,
                     "source": item.source,
                     "source_id": item.source_id,
                     "images": [{"bytes": data, "path": name} for data, name in item.images],
-                    "prompt": conversational_prompt(render_critic_prompt(template, item.question, first, second), len(item.images)),
+                    "prompt": conversational_prompt(with_instruction(body), len(item.images)),
                     "question": item.question,
                     "response_1": first,
                     "response_2": second,
@@ -168,10 +194,10 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions,
                     "template": template,
                 }
                 validate_row(row)  # a failure here is a bug in a builder, not the user's input
-                ordered.append(convert(row) if convert else row)
+                ordered.append(convert(row, body) if convert else row)
             record = {}
             for column in features:
-                if column == "answer" or (column == "images" and take_images is not None):
+                if column == "answer" or (column == image_column and take_images is not None):
                     continue
                 if ordered[0][column] == ordered[1][column]:
                     record[column] = ordered[0][column]
@@ -186,7 +212,9 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions,
     table = _candidate_table([records[i] for i in order], options.format) if records else None
     if table is not None and take_images is not None:
         images = take_images([image_rows[i] for i in order])
-        table = table.append_column("images", images.cast(_schema(options.format).field("images").type))
+        if image_column == "image":  # one image per row (every source has one): the struct itself
+            images = pc.list_flatten(images)
+        table = table.append_column(image_column, images.cast(_schema(options.format).field(image_column).type))
     return Chunk(rejects, used, pairs_formed, filtered, notes, candidates, table)
 
 
@@ -257,6 +285,8 @@ class SourceStats:
     def __init__(self) -> None:
         self.rows_read = self.rows_used = self.pairs_formed = self.pairs_kept = self.duplicates = 0
         self.ties_kept = 0
+        self.duplicates_of: Counter = Counter()  # source of the copy kept -> duplicates dropped
+        self.kept_by_origin: Counter = Counter()  # where re-judged pairs come from
         self.rejects: Counter = Counter()
         self.filtered: Counter = Counter()
         self.notes: Counter = Counter()
@@ -282,15 +312,19 @@ class SourceStats:
                 "duplicates_dropped": self.duplicates,
                 "pairs_kept": self.pairs_kept,
             },
+            "duplicates_of": dict(sorted(self.duplicates_of.items())),
             "rejects_by_reason": dict(sorted(self.rejects.items())),
             "notes": dict(sorted(self.notes.items())),
             "label_balance": {split: dict(sorted(c.items())) for split, c in self.labels.items()},
+            **({"kept_by_origin": dict(sorted(self.kept_by_origin.items()))} if self.kept_by_origin else {}),
         }
 
 
 class _Decider:
     """The ordered, single-threaded decisions: ties kept, duplicates dropped, presented order.
 
+    A duplicate is a pair whose exact key (image bytes, question, responses) was kept before,
+    or, in a build of several sources, whose content (`duplicates.py`) an earlier source kept.
     Labels are balanced to within one row per (source, split) without a second pass: kept
     pairs are taken in couples in input order; the first of a couple is ordered by its keyed
     hash, the second gets the other label.
@@ -298,18 +332,36 @@ class _Decider:
 
     def __init__(self, options: BuildOptions):
         self.options = options
-        self.seen: set[str] = set()
+        self.seen: dict[str, str] = {}  # exact key -> source of the pair kept
+        self.earlier_sources = CrossSourceIndex()
         self.pending_label: dict[tuple[str, str], str | None] = defaultdict(lambda: None)
 
-    def answer(self, candidate: Candidate, stats: SourceStats) -> str | None:
-        """The label of a kept pair, or None when a rule drops it (counted in `stats`)."""
-        if candidate.tie and stats.ties_kept >= self.options.keep_ties:
+    def answers(self, candidates: list[Candidate], stats: SourceStats) -> list[str | None]:
+        """The labels of a chunk's candidates, in order (None: dropped by a rule, counted in `stats`)."""
+        copies = [None] * len(candidates)
+        if candidates and candidates[0].content is not None:
+            copies = self.earlier_sources.earlier_copies([c.content[0] for c in candidates],
+                                                         [c.content[1] for c in candidates])
+        return [self._answer(candidate, copy, stats) for candidate, copy in zip(candidates, copies)]
+
+    def source_done(self) -> None:
+        self.earlier_sources.seal()
+
+    def _answer(self, candidate: Candidate, earlier_copy: str | None, stats: SourceStats) -> str | None:
+        if candidate.tie and not self.options.ties_allowed(stats.ties_kept):
             stats.filtered["tie_dropped"] += 1
             return None
-        if candidate.key in self.seen:
+        kept_copy = self.seen.get(candidate.key) or earlier_copy
+        if kept_copy is not None:
             stats.duplicates += 1
+            stats.duplicates_of[kept_copy] += 1
             return None
-        self.seen.add(candidate.key)
+        self.seen[candidate.key] = candidate.source
+        if candidate.content is not None:
+            text, image = candidate.content
+            self.earlier_sources.add(text, candidate.source, image)
+        if candidate.origin is not None:
+            stats.kept_by_origin[candidate.origin] += 1
         if candidate.tie:
             stats.ties_kept += 1
             answer = "tie"
@@ -366,34 +418,28 @@ def resolve_snapshot(spec: SourceSpec, options: BuildOptions) -> tuple[Snapshot,
 def build(options: BuildOptions, num_proc: int = 1, progress=None, argv: list[str] | None = None) -> dict:
     """Build the dataset folder `options.out`; return the manifest written to build.json.
 
-    Output is staged in a sibling folder and moved into place only when complete, so an
-    interrupted or failed build never leaves a half-written dataset.
+    `--out` is checked before any input is read, the output is staged in a sibling folder and
+    moved into place only when complete (`output.staged`): an interrupted or failed build
+    never leaves a half-written dataset, and never touches the old output.
     """
     unknown = [name for name in options.sources if name not in SOURCES]
     if unknown:
         raise UserError(f"unknown source {', '.join(unknown)}; choose from {', '.join(SOURCES)} or all")
-    out = options.out
-    if out.exists() and any(out.iterdir()) and not options.overwrite:
-        raise UserError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    if num_proc < 1:
+        raise UserError(f"--num-proc must be at least 1, not {num_proc}")
     started = time.perf_counter()
-    opened = [(SOURCES[name], *resolve_snapshot(SOURCES[name], options)) for name in options.sources]
-
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "data").mkdir(parents=True)
-    try:
+    reads = [("--input", folder) for folder in options.inputs.values()]
+    reads += [("--image-root", options.image_root)] if options.image_root is not None else []
+    with staged(options.out, options.overwrite, reads) as staging:
+        opened = [(SOURCES[name], *resolve_snapshot(SOURCES[name], options)) for name in options.sources]
+        (staging / "data").mkdir()
         manifest = _write(opened, options, staging, num_proc, progress, started)
         manifest["command"] = argv
-        (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        # allow_nan=False: build.json stays valid JSON, whatever slipped past the options' checks
+        (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
         from critic_data.cards import render_dataset_card
 
         (staging / "README.md").write_text(render_dataset_card(manifest))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
     return manifest
 
 
@@ -420,17 +466,19 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
                 table = chunk.load()
                 if table is None:
                     continue
-                answers = [decider.answer(candidate, source_stats) for candidate in chunk.candidates]
+                answers = decider.answers(chunk.candidates, source_stats)
                 for split, writer in writers.items():
                     picked = [i for i, (c, a) in enumerate(zip(chunk.candidates, answers)) if a and c.split == split]
                     if picked:
                         writer.write(_output_table(table, picked, [answers[i] for i in picked], schema))
+            decider.source_done()
             timings[spec.name] = round(time.perf_counter() - source_started, 3)
     scratch.rmdir()
     files = {split: writer.close() for split, writer in writers.items()}
     return {
         "tool": {"name": "critic-data", "version": __version__},
         "format": options.format,
+        "template": options.template(),
         "seed": options.seed,
         "options": options.to_manifest(),
         "inputs": {spec.name: snapshot.origin for spec, snapshot, _ in opened},

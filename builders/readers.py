@@ -40,10 +40,12 @@ class ParquetReader:
         self.parts: list[tuple[int, int, int]] = []  # (file index, row group, first row's index in the file)
         self.total_rows = 0
         for index, path in enumerate(files):
+            if not path.is_file():  # a FIFO named *.parquet would block the open forever
+                raise UserError(f"{path} is not a regular file; replace it with the downloaded parquet file")
             try:
                 metadata = pq.ParquetFile(path).metadata
             except Exception as error:  # pyarrow raises several types for a damaged file
-                raise UserError(f"cannot read {path} as parquet ({error}); re-download that file") from None
+                raise UserError(f"cannot read {path} as parquet ({_one_line(error)}); re-download that file") from None
             first = 0
             for group in range(metadata.num_row_groups):
                 self.parts.append((index, group, first))
@@ -53,7 +55,12 @@ class ParquetReader:
     def read_part(self, part: tuple[int, int, int]) -> Iterator[Example | Reject]:
         index, group, first = part
         path = self.files[index]
-        table = _row_group(path, group, self.columns)
+        try:
+            table = _row_group(path, group, self.columns)
+            table.validate(full=True)  # strings that are not UTF-8 come from a damaged page too
+        except Exception as error:  # a damaged page: pyarrow raises OSError, ArrowInvalid, ...
+            raise UserError(f"cannot read row group {group} of {path} ({_one_line(error)}); "
+                            "the file is damaged: re-download it") from None
         if self.prepare is not None:
             table = self.prepare(table)
         for offset in range(0, table.num_rows, BATCH_ROWS):
@@ -67,10 +74,19 @@ class ParquetReader:
         index, group, _ = part
         column = contiguous(_row_group(self.files[index], group, self.columns)[self.image_column])
         picked = column.take(pa.array(rows, pa.int64()))
-        names = pc.replace_substring_regex(pc.struct_field(picked, "path").cast(pa.string()), r"^.*/", "")
-        names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)
+        paths = pc.struct_field(picked, "path")
+        if pa.types.is_string(paths.type) or pa.types.is_large_string(paths.type):
+            names = pc.replace_substring_regex(paths.cast(pa.string()), r"^.*/", "")
+            names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)
+        else:  # as `image_from_struct`: a path that is not text names nothing
+            names = pa.nulls(len(rows), pa.string())
         image = pa.StructArray.from_arrays([pc.struct_field(picked, "bytes").cast(pa.binary()), names], names=["bytes", "path"])
         return pa.ListArray.from_arrays(pa.array(range(len(rows) + 1), pa.int32()), image)
+
+
+def _one_line(error: Exception) -> str:
+    """pyarrow's error, on one line (its messages span several) and kept short."""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:300]
 
 
 def contiguous(column: pa.ChunkedArray) -> pa.Array:
@@ -104,8 +120,9 @@ def file_key(path: Path) -> tuple[int, int, int, int]:
 
 @lru_cache(maxsize=8)
 def _open_parquet(path: Path, *_identity) -> pq.ParquetFile:
-    """Shards stay open: each part would otherwise parse the footer again."""
-    return pq.ParquetFile(path)
+    """Shards stay open: each part would otherwise parse the footer again. Pages that carry
+    a checksum are verified: a damaged page is then an error, not silently wrong rows."""
+    return pq.ParquetFile(path, page_checksum_verification=True)
 
 
 def image_from_struct(value) -> tuple[bytes, str | None] | None:

@@ -28,3 +28,4 @@ class Example:
     pairs_formed: int  # every candidate pair the row gave, before any rule
     pairs_filtered: Counter = field(default_factory=Counter)  # rule -> pairs the source dropped
     notes: Counter = field(default_factory=Counter)  # per-row facts worth counting (e.g. unrated completions)
+    origin: str | None = None  # the dataset a re-judged row comes from (LLaVA-Critic's `source`), if any

@@ -8,9 +8,11 @@ Layout (SOURCES.md): one parquet at the repo root, `RLHF-V-Dataset.parquet` (any
 Pairing: `chosen` is a human correction of `rejected`, so chosen is always better; there
 are no scores (margin is null) and no ties. The two are near-duplicates by design.
 
-Rejects: `text` that is not JSON (`json_invalid`), JSON without the three strings
-(`row_malformed`), an empty question or response, chosen identical to rejected
-(`identical_responses`), a missing image; undecodable images are caught by the pipeline.
+Rejects: `text` that is not JSON or is nested past Python's recursion limit (`json_invalid`),
+JSON without the three strings (`row_malformed`), an empty question or response, chosen
+identical to rejected (`identical_responses`), a missing image; undecodable images, image
+bytes that are not bytes, and text with a lone surrogate (`text_unencodable`) are caught by
+the pipeline.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ def _example(position: str, row: dict) -> Example | Reject:
     text = row.get("text")
     if isinstance(text, str):
         try:
-            text = json.loads(text)
-        except json.JSONDecodeError as error:
-            return Reject(NAME, source_id, RejectReason.JSON_INVALID, f"text: {error}")
+            text = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark before the JSON is not an error
+        except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested past Python's limit
+            return Reject(NAME, source_id, RejectReason.JSON_INVALID, f"text: {type(error).__name__}: {str(error)[:200]}")
     if not isinstance(text, dict) or not all(isinstance(text.get(k), str) for k in ("question", "chosen", "rejected")):
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "text needs string question, chosen and rejected")
     question = clean_question(text["question"])

@@ -46,21 +46,38 @@ def local_snapshot(path: Path, files: list[Path]) -> Snapshot:
 
 
 def fetch_from_hub(repo_id: str, revision: str | None, allow_patterns: list[str]) -> Path:
-    """Download (or reuse from the cache) the files of a dataset repo; return the folder."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    """Download (or reuse from the cache) the files of a dataset repo; return the folder.
 
+    Every request has a timeout (HF_HUB_DOWNLOAD_TIMEOUT, 10 s unless set, where huggingface_hub
+    sets none), and huggingface_hub's own retries are the only ones: a Hub that does not answer
+    ends the build in one line, or falls back to a snapshot already in the cache.
+    """
+    import json
+
+    import httpx2
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RevisionNotFoundError
+
+    from critic_data.hub import NotTheHub, use_timeout
+
+    use_timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT, owned=False)
     try:
         return Path(
             snapshot_download(repo_id, repo_type="dataset", revision=revision, allow_patterns=allow_patterns)
         )
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as error:
-        raise UserError(
-            f"cannot fetch {repo_id} from the Hugging Face Hub ({type(error).__name__}); download it where "
-            f"there is network (hf download {repo_id} --repo-type dataset --local-dir DIR) and pass --input DIR"
-        ) from None
+    except RevisionNotFoundError:
+        raise UserError(f"revision {revision} of {repo_id} does not exist on the Hub; pass a branch, tag or commit "
+                        "of that repo to --revision") from None
     except HfHubHTTPError as error:
         raise UserError(f"the Hub refused {repo_id}: {str(error).splitlines()[0]}") from None
+    except json.JSONDecodeError as error:
+        raise NotTheHub(f"an answer that is not JSON: {error}") from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError, httpx2.TransportError) as error:
+        reason = type(error.__cause__ or error).__name__  # the network error behind "not in the cache"
+        raise UserError(
+            f"cannot fetch {repo_id} from the Hugging Face Hub ({reason}) and no copy is in the cache; download it "
+            f"where there is network (hf download {repo_id} --repo-type dataset --local-dir DIR) and pass --input DIR"
+        ) from None
 
 
 def hub_origin(repo_id: str, folder: Path, revision: str | None) -> dict:

@@ -11,6 +11,11 @@ from critic_data.schemas import RejectReason
 _CITATION = re.compile(r"【[^【】]{0,40}】")
 _IMAGE_TOKEN = re.compile(r"<image>\s*")
 _BLANK_RUNS = re.compile(r"[ \t]+\n")
+# What `str.strip()` removes (every character whose `isspace()` is true), and the invisible
+# characters it keeps: zero-width space, non-joiner and joiner, word joiner, byte-order mark.
+# A text of only these is empty.
+_BLANK = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+          "\u2009\u200a\u2028\u2029\u202f\u205f\u3000" "\u200b\u200c\u200d\u2060\ufeff")
 
 
 def _remove(pattern: re.Pattern, text: str) -> str:
@@ -42,17 +47,17 @@ def _until_stable(text: str, *removals) -> str:
 
 def clean_response(text: str) -> str:
     """A candidate response without citation debris, chat-control markers (`<|im_end|>`) and
-    surrounding whitespace."""
+    surrounding whitespace (zero-width characters included)."""
     text = _until_stable(text, strip_control_tokens, _without_citations)
     if " \n" in text or "\t\n" in text:
         text = _BLANK_RUNS.sub("\n", text)
-    return text.strip()
+    return text.strip(_BLANK)
 
 
 def clean_question(text: str) -> str:
-    """A question without `<image>` placeholders (the prompt carries its own image parts) or
-    chat-control markers."""
-    return _until_stable(text, strip_control_tokens, _without_image_tokens).strip()
+    """A question without `<image>` placeholders (the prompt carries its own image parts),
+    chat-control markers or surrounding whitespace (zero-width characters included)."""
+    return _until_stable(text, strip_control_tokens, _without_image_tokens).strip(_BLANK)
 
 
 def pair_problem(question: str, first: str, second: str) -> tuple[RejectReason, str] | None:

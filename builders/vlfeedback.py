@@ -5,14 +5,17 @@ Layouts read (SOURCES.md): `vlfeedback_80k.jsonl` with images in `merged_images.
 (completions as a struct of lists, the image embedded). Parquet wins when both are present.
 
 Pairing, as its authors and LLaVA-Critic did: a completion's score is the mean of its
-numeric aspect ratings (`--aspects`); a completion with a rating that is not a number, or an
-empty response, takes part in no pair. Of the unordered pairs of usable completions, a pair
+numeric aspect ratings (`--aspects`); a completion with a rating that is not a number (or
+ratings whose mean overflows, like 1e308), or an empty response, takes part in no pair. Of the unordered pairs of usable completions, a pair
 whose gap exceeds `--margin` passes; `--pairs-per-prompt max-gap` keeps the widest one per
-row, `all` keeps every passing pair. A gap of 0 is a tie (offered to `--keep-ties`).
+row, `all` keeps every passing pair. A gap of 0 is a tie (offered to `--keep-ties`); a gap
+too wide for a float (1e308 against -1e308) is filtered as `gap_not_finite`.
 
-Rejects: unparsable JSON line, a row missing its fields, a missing image, fewer than two
-rated completions (`rating_unparsable`) or fewer than two non-empty ones (`empty_response`),
-an empty prompt. GPT-4V's `Rationale` text is read and dropped here: it never leaves.
+Rejects: unparsable JSON line (or one nested past Python's recursion limit), a row missing
+its fields, a missing image (or one that is not a regular file), an image over the size cap
+(`image_file_too_large`), fewer than two rated completions (`rating_unparsable`) or fewer
+than two non-empty ones (`empty_response`), an empty prompt. A byte-order mark at the start
+of the JSON Lines file is read as one. GPT-4V's `Rationale` text is read and dropped here: it never leaves.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pyarrow.compute as pc
 
 from critic_data import UserError
 from critic_data.builders import SourceSpec
+from critic_data.builders.images import ImageFileError, read_archive_member, read_image_file
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import ParquetReader, file_key, image_from_struct
 from critic_data.builders.records import Example, Pair
@@ -57,9 +61,13 @@ def _rating(annotations, aspect: str) -> float | None:
 
 
 def _score(annotations, aspects) -> float | None:
-    """A completion's score: the mean of its aspect ratings, None when one is not a number."""
+    """A completion's score: the mean of its aspect ratings, None when one is not a number
+    or the mean is not finite (ratings like 1e308 overflow the sum)."""
     ratings = [_rating(annotations, aspect) for aspect in aspects]
-    return None if None in ratings else sum(ratings) / len(ratings)
+    if None in ratings:
+        return None
+    score = sum(ratings) / len(ratings)
+    return score if math.isfinite(score) else None
 
 
 def _completions(raw) -> list[dict] | None:
@@ -105,6 +113,8 @@ def _pairs(completions: list[dict], scores: list[float | None], options: BuildOp
         gap = round(abs(score_a - score_b), 6)
         if text_a == text_b:
             filtered["identical_responses"] += 1
+        elif not math.isfinite(gap):  # finite scores so far apart (1e308 and -1e308) that no margin can hold it
+            filtered["gap_not_finite"] += 1
         elif gap == 0:
             ties.append(Pair(text_a, text_b, 0.0, tie=True))
         elif gap <= options.margin:
@@ -164,8 +174,9 @@ def _with_scores(table: pa.Table, aspects: tuple[str, ...]) -> pa.Table:
             total = rating if total is None else pc.add(total, rating)  # a null stays null
     except (KeyError, AttributeError, TypeError, pa.ArrowException):
         return table
-    scores = pa.ListArray.from_arrays(annotations.offsets, pc.divide(total, float(len(aspects))),
-                                      mask=annotations.is_null())
+    means = pc.divide(total, float(len(aspects)))
+    means = pc.if_else(pc.is_finite(means), means, pa.scalar(None, pa.float64()))  # as `_score`: an overflowed sum is unrated
+    scores = pa.ListArray.from_arrays(annotations.offsets, means, mask=annotations.is_null())
     # the ratings are in the scores now: rows carry only the responses
     responses_only = pa.StructArray.from_arrays([responses], names=["response"], mask=completions.is_null())
     table = table.set_column(table.schema.get_field_index("completions"), "completions", responses_only)
@@ -224,15 +235,17 @@ class _JsonlReader:
             handle.seek(start)
             data = handle.read(size)
         store = _image_store(self.images, *file_key(self.images))
-        # decoded as the whole file would be read in text mode: the same lines, the same numbers
-        lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")
+        # decoded as the whole file would be read in text mode: the same lines, the same numbers,
+        # and a byte-order mark read as one (only the first part starts the file)
+        encoding = "utf-8-sig" if start == 0 else "utf-8"
+        lines = io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors="replace")
         for number, line in enumerate(lines, start=first_line):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield Reject(NAME, f"line {number}", RejectReason.JSON_INVALID, str(error))
+            except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested past Python's limit
+                yield Reject(NAME, f"line {number}", RejectReason.JSON_INVALID, f"{type(error).__name__}: {str(error)[:200]}")
                 continue
             if not isinstance(row, dict):
                 yield Reject(NAME, f"line {number}", RejectReason.ROW_MALFORMED, "line is not a JSON object")
@@ -240,6 +253,9 @@ class _JsonlReader:
             row["_position"] = f"line {number}"
             try:
                 image = store.get(str(row.get("id", "")))
+            except ImageFileError as error:  # not a regular file, or over the size cap
+                yield Reject(NAME, str(row.get("id") or row["_position"]), error.reason, error.detail)
+                continue
             except (zipfile.BadZipFile, zlib.error, OSError) as error:  # a damaged archive member
                 yield Reject(NAME, str(row.get("id") or row["_position"]), RejectReason.IMAGE_UNDECODABLE,
                              f"cannot read the image from {self.images.name}: {error}")
@@ -279,7 +295,7 @@ class _ImageStore:
         name = self._by_id.get(image_id)
         if name is None:
             return None
-        data = self._zip.read(name) if self._zip else (self.location / name).read_bytes()
+        data = read_archive_member(self._zip, name) if self._zip else read_image_file(self.location / name)
         return data, Path(name).name
 
 

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from critic_data import UserError
+from critic_data.rl.client import DEFAULT_TIMEOUT, TIMEOUT_HELP
 
 app = typer.Typer(
     name="critic-data",
@@ -55,11 +56,14 @@ def _resolve_inputs(sources: list[str], inputs: list[str]) -> dict[str, Path]:
     for value in inputs:
         name, sep, folder = value.partition("=")
         if sep and name in sources:
-            resolved[name] = Path(folder)
+            source, path = name, Path(folder)
         elif len(sources) == 1 and not (sep and name.isidentifier() and not Path(value).exists()):
-            resolved[sources[0]] = Path(value)
+            source, path = sources[0], Path(value)
         else:
             raise UserError(f"--input {value!r}: with several sources write --input SOURCE=DIR, SOURCE one of {', '.join(sources)}")
+        if source in resolved:
+            raise UserError(f"--input given twice for {source}: {resolved[source]} and {path}; pass one folder per source")
+        resolved[source] = path
     return resolved
 
 
@@ -74,14 +78,15 @@ def build(
     margin: Annotated[float, typer.Option(help="Keep a scored pair when its score gap exceeds this.")] = 0.6,
     pairs_per_prompt: Annotated[str, typer.Option(help="max-gap: the widest pair per row; all: every pair over the margin.")] = "max-gap",
     aspects: Annotated[list[str], typer.Option(help="VLFeedback rating aspects averaged into a score (repeatable or comma-separated).")] = ["Helpfulness", "Ethical Considerations", "Visual Faithfulness"],  # noqa: B006
-    keep_ties: Annotated[int, typer.Option(help="Keep up to N tied pairs per source, labelled 'tie' (default: drop ties).")] = 0,
+    keep_ties: Annotated[str, typer.Option(help="Keep up to N tied pairs per source, or all of them, labelled 'tie' (default 0: drop ties).")] = "0",
+    prompt_style: Annotated[str, typer.Option(help="Critic prompt body: critic-data (ours) or llava-critic (LLaVA-Critic's pairwise judge template, the official RL set's); both end in the official think/boxed instruction.")] = "critic-data",
     test_size: Annotated[float, typer.Option(help="Fraction of (image, question) groups in the test split.")] = 0.02,
     max_shard_size: Annotated[str, typer.Option(help="Roll over to a new parquet shard past this size.")] = "500MB",
     max_image_pixels: Annotated[int, typer.Option(help="Reject images with more pixels than this.")] = 89_478_485,
     image_check: Annotated[str, typer.Option(help="structure: headers parse and the data is complete (fast); decode: also decode every image.")] = "structure",
     num_proc: Annotated[int, typer.Option(help="Worker processes that read, check and pair the input (the output does not depend on it).")] = os.cpu_count() or 1,
     format: Annotated[str, typer.Option("--format", help="trl: conversational prompt for TRL (default); easyr1: flat question/answer/images.")] = "trl",
-    overwrite: Annotated[bool, typer.Option(help="Replace --out if it already holds files.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it holds a previous critic-data build (and nothing else).")] = False,
 ) -> None:
     """Build a verifiable pairwise-critic dataset from one or more sources."""
     from critic_data.builders import SOURCES
@@ -106,6 +111,7 @@ def build(
             pairs_per_prompt=pairs_per_prompt,
             aspects=tuple(_split_names(aspects)),
             keep_ties=keep_ties,
+            prompt_style=prompt_style,
             test_size=test_size,
             max_shard_bytes=_parse_size(max_shard_size),
             max_image_pixels=max_image_pixels,
@@ -116,8 +122,9 @@ def build(
     except ValueError as error:
         raise UserError(str(error)) from None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        manifest = run_build(options, num_proc=max(1, num_proc), progress=progress, argv=["critic-data", *sys.argv[1:]])
+    # Off when stderr is not a terminal: there the bar only leaves a blank line before an error.
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        manifest = run_build(options, num_proc=num_proc, progress=progress, argv=["critic-data", *sys.argv[1:]])
     _print_build_summary(manifest, out)
 
 
@@ -139,6 +146,13 @@ def _print_build_summary(manifest: dict, out: Path) -> None:
                           "check the rejects, or raise --test-size for a test split")
 
 
+# Kept in step with critic_data.hub (ATTEMPTS, RETRY_WINDOW, DEFAULT_TIMEOUT); a test checks the first two.
+PUSH_TIMEOUT_HELP = ("Seconds each request waits for the Hub (to connect, or for the next bytes of an answer). A request "
+                     "that times out is not sent again, so a Hub that never answers ends the push within two timeouts. "
+                     "Connection errors, 408, 429 and 5xx are retried: at most 4 tries per Hub call, none later than "
+                     "60 s after its first.")
+
+
 @app.command()
 def push(
     folder: Annotated[Path, typer.Argument(help="A dataset folder made by `critic-data build`, or a trained checkpoint folder.")],
@@ -150,10 +164,13 @@ def push(
     force: Annotated[bool, typer.Option(help="Replace a revision that already holds a different dataset or checkpoint.")] = False,
     include_rejects: Annotated[bool, typer.Option(help="Also upload rejects.jsonl (datasets).")] = False,
     dry_run: Annotated[bool, typer.Option(help="List what would be uploaded and where; contact nothing.")] = False,
+    timeout: Annotated[float, typer.Option(help=PUSH_TIMEOUT_HELP)] = 60.0,
 ) -> None:
     """Publish a dataset or a checkpoint folder to the Hugging Face Hub in one commit."""
     from critic_data.hub import plan_push, push as run_push
 
+    if not 0 < timeout < float("inf"):  # also refuses nan
+        raise UserError(f"--timeout {timeout} is not a number of seconds; pass a positive number, e.g. --timeout 60")
     plan = plan_push(folder, repo_id, revision, include_rejects=include_rejects)
     table = Table(title=f"{plan.kind.name} {folder} -> {plan.url} @ {plan.revision}{' (pull request)' if create_pr else ''}")
     table.add_column("path in repo")
@@ -165,7 +182,8 @@ def push(
     if dry_run:
         console.print(f"dry run: would push {len(plan.files)} files ({plan.summary}) in one commit; nothing was sent")
         return
-    outcome = run_push(plan, private=private, create_pr=create_pr, commit_message=commit_message, force=force)
+    outcome = run_push(plan, private=private, create_pr=create_pr, commit_message=commit_message, force=force,
+                       timeout=timeout)
     if outcome.unchanged:
         console.print(f"nothing to do: {plan.url} @ {plan.revision} already holds this {plan.kind.name}")
         return
@@ -211,14 +229,15 @@ def eval_(
     temperature: Annotated[float, typer.Option(help="0 = greedy, as the papers evaluate.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Fixes each item's presented answer order (and the server's sampling seed).")] = 0,
     both_orders: Annotated[bool, typer.Option(help="Judge every item in both orders and report position consistency.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue a run in --out: items already in results.jsonl are skipped.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue a run in --out with the same options: items already in results.jsonl are skipped (--concurrency, --timeout, --limit may change).")] = False,
+    timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP)] = DEFAULT_TIMEOUT,
 ) -> None:
     """Measure how well a critic judges: accuracy on labelled pairs through an OpenAI-compatible server."""
     from critic_data.rl.evaluate import EvalOptions, run_eval, summary_table
 
     options = EvalOptions(base_url=base_url, model=model, benchmark=benchmark, input=input, out=out, split=split,
                           limit=limit, concurrency=concurrency, max_tokens=max_tokens, temperature=temperature,
-                          seed=seed, both_orders=both_orders, resume=resume)
+                          seed=seed, both_orders=both_orders, resume=resume, timeout=timeout)
     summary = _run_with_progress(run_eval, options, out / "results.jsonl")
     console.print(summary_table(summary))
     console.print(f"results in {out / 'results.jsonl'}, summary in {out / 'summary.json'}")
@@ -230,21 +249,22 @@ def best_of_n(
     base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (`vllm serve`). Key: $OPENAI_API_KEY.")],
     model: Annotated[str, typer.Option(help="Model name as the server knows it; it answers and judges.")],
     input: Annotated[Path, typer.Option("--input", help="questions.jsonl: id, image (relative to the file), question, optional answer.")],
-    n: Annotated[int, typer.Option("--n", help="Candidates sampled per question (at least 2).")],
+    n: Annotated[int, typer.Option("--n", help="Candidates sampled per question: at least 2, and samples + judgements at most 4096 per question (round-robin: --n 64 or less).")],
     out: Annotated[Path, typer.Option(help="Folder for picks.jsonl and summary.json.")],
     strategy: Annotated[str, typer.Option(help="knockout (N-1 matches) or round-robin (N(N-1) ordered matches).")] = "knockout",
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Completion budget per candidate and per judgement.")] = 2048,
     temperature: Annotated[float, typer.Option(help="Sampling temperature for candidates (judgements are greedy).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Fixes sampling seeds, presented orders and coin flips.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue a run in --out: questions already in picks.jsonl are skipped.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue a run in --out with the same options: questions already in picks.jsonl are skipped (--concurrency, --timeout may change).")] = False,
+    timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP)] = DEFAULT_TIMEOUT,
 ) -> None:
     """Self-critic Best-of-N: sample N answers, let the same model judge them pairwise, keep the winner."""
     from critic_data.rl.best_of_n import BestOfNOptions, run_best_of_n, summary_table
 
     options = BestOfNOptions(base_url=base_url, model=model, input=input, n=n, out=out, strategy=strategy,
                              concurrency=concurrency, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                             resume=resume)
+                             resume=resume, timeout=timeout)
     summary = _run_with_progress(run_best_of_n, options, out / "picks.jsonl")
     console.print(summary_table(summary))
     console.print(f"picks in {out / 'picks.jsonl'}, summary in {out / 'summary.json'}")

@@ -14,32 +14,51 @@ This module owns what a push sends and the rules that keep it safe:
   `--create-pr` only proposes the change. The commit names the revision's head it was checked
   against (`parent_commit`), so a push that lands in between makes this one fail instead of
   being overwritten.
-- Failures: connection errors, 429 and 5xx are retried with exponential backoff (tenacity),
-  a bounded number of times; anything else stops at once. Either way the user gets one line
-  saying what to do (`UserError`). The token comes from `HF_TOKEN` or the saved login and is
-  handed to huggingface_hub only; it is never printed, logged or written.
+- Verified before anything is sent: every file a push reads is a regular file inside the
+  folder (no link out of it, no FIFO); a dataset's shards are the parquet files build.json
+  lists, with the build's schema, and build.json's counts are theirs; a checkpoint's
+  .safetensors headers read. OS and editor leftovers (`.DS_Store`, `Thumbs.db`, `*~`) are left
+  out, and listed as such.
+- Failures: every request waits at most `--timeout` seconds for the Hub. A timeout is final;
+  connection errors, 408, 429 and 5xx are retried with exponential backoff (tenacity), at most
+  ATTEMPTS tries per call and none after RETRY_WINDOW seconds. This is the only retry layer:
+  huggingface_hub's own loops (`http_backoff`) are made to give up at once (`_Client`).
+  Anything else stops at once. Either way the user gets one line saying what to do
+  (`UserError`). The token comes from `HF_TOKEN` or the saved login and is handed to
+  huggingface_hub only; it is never printed, logged or written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePath
+from typing import NoReturn
 
 import httpx2
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
+from huggingface_hub import (CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token,
+                             hf_raise_for_status, parse_local_safetensors_file_metadata, set_client_factory)
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RevisionNotFoundError
+from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RevisionNotFoundError,
+                                    SafetensorsParsingError)
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+from huggingface_hub.utils._http import hf_request_event_hook
 from huggingface_hub.utils.sha import git_hash
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
 from critic_data import UserError, __version__
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 4  # per Hub call; waits of 0.5, 1, 2 s in between (each capped at 8 s)
+ATTEMPTS = 4  # tries per Hub call; waits of 0.5, 1, 2 s in between
+RETRY_WINDOW = 60  # seconds: no call is tried again later than this after its first try
+DEFAULT_TIMEOUT = 60.0  # seconds a request waits to connect, or for the next bytes of an answer
+
+# Hidden files and OS or editor leftovers: never pushed, never a reason to refuse a folder.
+JUNK = (".*", "Thumbs.db", "desktop.ini", "*~", "*.bak", "*.orig", "#*#")
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,7 @@ MODEL = Kind("checkpoint", "model",
              replaces=("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json"))
 
 # Trainer leftovers in an output folder: intermediate checkpoints, optimizer state, logs, caches.
-CHECKPOINT_IGNORE = [".*", "*/.*", "*__pycache__*", "checkpoint-*", "runs/*", "optimizer.pt", "scheduler.pt",
+CHECKPOINT_IGNORE = ["*__pycache__*", "checkpoint-*", "runs/*", "optimizer.pt", "scheduler.pt",
                      "rng_state*.pth", "scaler.pt", "trainer_state.json"]
 
 
@@ -138,55 +157,178 @@ def _check_repo_id(repo_id: str, kind: Kind, folder: Path) -> str:
 
 def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
     from critic_data.cards import render_dataset_card
+    from critic_data.schemas import FORMATS
 
     folder = plan.folder
+    _file_inside(folder, "build.json", "build.json")
     try:
         manifest = json.loads((folder / "build.json").read_text(encoding="utf-8"))
-        listed = [path for split in manifest["splits"].values() for path in split["files"]]
+        splits = {name: (split["files"], split["rows"], split["bytes"]) for name, split in manifest["splits"].items()}
+        counts = {name: source["counts"] for name, source in manifest["sources"].items()}
+        features = FORMATS[manifest["format"]][0]
+        listed = [path for files, _, _ in splits.values() for path in files]
+        if not all(isinstance(path, str) for path in listed):
+            raise TypeError("a listed file is not a path")
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UserError(f"{folder / 'build.json'} is not a critic-data manifest ({error}); rebuild the dataset") from None
+    if len(set(listed)) != len(listed):
+        _mismatch(folder, f"it lists {sorted(p for p in listed if listed.count(p) > 1)[0]} more than once")
     # Publish exactly the build: a shard missing from the folder, or a stray one the card's
     # `data/{split}-*` patterns would load, means the folder is not what build.json describes.
-    found = sorted(str(p.relative_to(folder)) for p in (folder / "data").rglob("*") if p.is_file())
-    if sorted(listed) != found:
-        missing, extra = sorted(set(listed) - set(found)), sorted(set(found) - set(listed))
-        raise UserError(f"{folder} does not match its build.json (missing: {', '.join(missing) or 'none'}; "
-                        f"not listed: {', '.join(extra) or 'none'}); rebuild it with critic-data build --overwrite")
+    held = {split: [0, 0] for split in splits}  # rows, bytes
+    for split, (files, _, _) in splits.items():
+        for path in files:
+            if not fnmatch(path, f"data/{split}-*"):
+                _mismatch(folder, f"{path} is listed as a {split} shard, but the card loads that split from data/{split}-*")
+            shard = _file_inside(folder, path, "build.json")
+            held[split][0] += _shard_rows(shard, path, folder, features, manifest["format"])
+            held[split][1] += shard.stat().st_size
+    for split, (_, rows, size) in splits.items():
+        if [rows, size] != held[split]:
+            _mismatch(folder, f"build.json says the {split} split has {rows} rows in {size} bytes, its shards hold "
+                              f"{held[split][0]} rows in {held[split][1]} bytes")
+    stray = sorted(path for path in _files(folder / "data", folder) if path not in listed and not _is_junk(path))
+    if stray:
+        _mismatch(folder, f"{', '.join(stray)} is not listed in it")
+    _check_counts(folder, counts, sum(rows for _, rows, _ in splits.values()))
+
     plan.files = {path: folder / path for path in listed}
     plan.files["build.json"] = folder / "build.json"
     plan.files["README.md"] = render_dataset_card(manifest, repo_id=plan.repo_id).encode("utf-8")
-    if (folder / "rejects.jsonl").is_file():
-        if include_rejects:
-            plan.files["rejects.jsonl"] = folder / "rejects.jsonl"
-        else:
-            plan.left_out.append("rejects.jsonl")
-    rows = {name: split["rows"] for name, split in manifest["splits"].items()}
+    if include_rejects and ((folder / "rejects.jsonl").exists() or (folder / "rejects.jsonl").is_symlink()):
+        plan.files["rejects.jsonl"] = _file_inside(folder, "rejects.jsonl", "--include-rejects")
+    # Listed as left out: what the folder holds beside the build (data/ can only hold junk by
+    # now). README.md is not: the card rendered for the repo replaces it.
+    entries = [p.name + "/" * p.is_dir() for p in folder.iterdir() if p.name != "data"] + _files(folder / "data", folder)
+    plan.left_out = sorted(path for path in entries if path not in plan.files and path != "README.md")
+    rows = {name: rows for name, (_, rows, _) in splits.items()}
     plan.summary = f"{sum(rows.values())} rows (" + ", ".join(f"{n} {r}" for n, r in rows.items()) + ")"
 
 
+def _mismatch(folder: Path, problem: str) -> NoReturn:
+    raise UserError(f"{folder} does not match its build.json: {problem}; nothing was sent. Push the folder "
+                    "`critic-data build` wrote, or rebuild it with --overwrite")
+
+
+def _file_inside(folder: Path, path: str, listed_in: str) -> Path:
+    """`folder / path`, if it is a regular file of the folder reached through no link (a link
+    would publish whatever it points to: a file outside, or one the build did not write)."""
+    target = folder / path
+    root = folder.resolve()
+    try:
+        mode = target.lstat().st_mode
+        resolved = target.resolve(strict=True)
+    except OSError:
+        _mismatch(folder, f"{path}, named by {listed_in}, is missing or unreadable")
+    if resolved != root / path or not resolved.is_relative_to(root):
+        _mismatch(folder, f"{path} leads to {resolved} through a link; only files of the folder itself are pushed")
+    if not stat.S_ISREG(mode):
+        _mismatch(folder, f"{path} is not a regular file")
+    return target
+
+
+def _shard_rows(shard: Path, path: str, folder: Path, features, output_format: str) -> int:
+    """The rows a shard's footer declares, once its schema is checked to be the build's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    try:
+        metadata = pq.read_metadata(shard)
+        schema = metadata.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError) as error:
+        _mismatch(folder, f"{path} is not a readable parquet file ({error})")
+    # Columns and types must be the build's. The `huggingface` schema metadata is compared as the
+    # features `datasets` restores from it (Image columns), not byte for byte: its serialization
+    # differs between `datasets` versions.
+    expected = features.arrow_schema
+    if schema.names != expected.names:
+        _mismatch(folder, f"{path} does not hold {output_format} rows (its columns: {', '.join(schema.names)[:200]})")
+    for found, wanted in zip(schema, expected):
+        if not found.equals(wanted):
+            _mismatch(folder, f"{path}: column {found.name} is {found.type}, not {wanted.type}")
+    try:
+        restored = Features.from_arrow_schema(schema)
+    except (ValueError, KeyError, TypeError):
+        restored = None
+    if restored != features:
+        _mismatch(folder, f"{path}: its schema metadata does not declare the build's features (Image columns)")
+    return metadata.num_rows
+
+
+def _check_counts(folder: Path, counts: dict, rows: int) -> None:
+    """The per-source accounting the card shows must add up, and to the rows the shards hold."""
+    try:
+        for name, c in counts.items():
+            if c["rows_read"] != c["rows_used"] + c["rows_rejected"]:
+                _mismatch(folder, f"{name}: rows_read {c['rows_read']} is not rows_used + rows_rejected "
+                                  f"({c['rows_used']} + {c['rows_rejected']})")
+            formed = c["pairs_kept"] + sum(c["pairs_filtered"].values()) + c["duplicates_dropped"]
+            if c["pairs_formed"] != formed:
+                _mismatch(folder, f"{name}: pairs_formed {c['pairs_formed']} is not pairs_kept + pairs_filtered + "
+                                  f"duplicates_dropped ({formed})")
+        kept = sum(c["pairs_kept"] for c in counts.values())
+    except (KeyError, TypeError, AttributeError) as error:
+        _mismatch(folder, f"its sources' counts are incomplete ({error!r})")
+    if kept != rows:
+        _mismatch(folder, f"its sources kept {kept} pairs (pairs_kept), its splits hold {rows} rows")
+
+
+def _files(folder: Path, root: Path) -> list[str]:
+    """Every entry under `folder` but its subfolders (links to folders included), relative to `root`."""
+    return [str(p.relative_to(root)) for p in folder.rglob("*") if not p.is_dir() or p.is_symlink()]
+
+
+def _is_junk(path: str) -> bool:
+    return any(fnmatch(part, pattern) for part in PurePath(path).parts for pattern in JUNK)
+
+
 def _plan_checkpoint(plan: Plan) -> None:
-    every = sorted(str(p.relative_to(plan.folder)) for p in plan.folder.rglob("*") if p.is_file())
-    kept = list(filter_repo_objects(every, ignore_patterns=CHECKPOINT_IGNORE))
-    plan.files = {path: plan.folder / path for path in kept}
+    folder, root = plan.folder, plan.folder.resolve()
+    # Linked folders are listed as "name/" (rglob does not descend into them), so that the
+    # ignore patterns of what they hold ("runs/*") apply to them too.
+    every = sorted(path + "/" * (folder / path).is_dir() for path in _files(folder, folder))
+    kept = [path for path in filter_repo_objects(every, ignore_patterns=CHECKPOINT_IGNORE) if not _is_junk(path)]
     plan.left_out = sorted(set(every) - set(kept))
+    for path in kept:
+        source = folder / path
+        if not source.resolve().is_relative_to(root):
+            raise UserError(f"{source} is a link to {source.resolve()}, outside the folder; nothing was sent. Copy "
+                            "the file into the folder (or remove the link) and push again")
+        if path.endswith("/"):
+            plan.left_out.append(path)  # a link to a folder inside: its files are pushed from where they are
+        elif not source.is_file():
+            raise UserError(f"{source} is not a regular file; nothing was sent. Remove it and push again")
+        else:
+            plan.files[path] = source
+            if path.endswith(".safetensors"):
+                _check_safetensors(source)
     if "README.md" not in plan.files:
         log.warning("%s has no README.md: the model repo will have no model card", plan.folder)
-    plan.summary = f"{len(kept)} files"
+    plan.summary = f"{len(plan.files)} files"
+
+
+def _check_safetensors(path: Path) -> None:
+    try:
+        parse_local_safetensors_file_metadata(path)
+    except (SafetensorsParsingError, OSError, ValueError, TypeError, AttributeError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{path} is not a readable safetensors file ({first}); nothing was sent. Save the "
+                        "checkpoint again") from None
 
 
 def push(plan: Plan, *, private: bool = False, create_pr: bool = False, commit_message: str | None = None,
-         force: bool = False) -> Outcome:
+         force: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Outcome:
     """Publish `plan` in one commit. Raises UserError with one line for anything the user can fix."""
     token = get_token()
     if not token:
         raise UserError("no Hugging Face token: set HF_TOKEN to a token with write access, or run `hf auth login`")
+    use_timeout(timeout, owned=True)
     api = HfApi(token=token)
     try:
         return _push(api, plan, private, create_pr, commit_message, force)
-    except UserError:
-        raise
     except Exception as error:  # noqa: BLE001 - only errors the user can act on become one line
-        raise _explain(error, plan) from None
+        raise _explain(error, plan, timeout) from None
 
 
 def _push(api: HfApi, plan: Plan, private: bool, create_pr: bool, commit_message: str | None, force: bool) -> Outcome:
@@ -240,42 +382,65 @@ def _refuse_if_different(plan: Plan, remote: dict, additions: dict[str, CommitOp
             "--create-pr to propose it, or --force to replace it")
 
 
-def _is_transient(error: BaseException) -> bool:
-    """Connection trouble, 429 and 5xx are worth another try; the Hub's other answers are not."""
+def _retried_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+def _causes(error: BaseException | None):
     while error is not None:  # upload errors arrive wrapped (RuntimeError from the LFS transfer)
-        if isinstance(error, httpx2.TransportError):
-            return True
-        if isinstance(error, HfHubHTTPError) and error.response is not None:
-            return error.response.status_code == 429 or error.response.status_code >= 500
+        yield error
         error = error.__cause__
-    return False
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Connection trouble, 408, 429 and 5xx are worth another try; the Hub's other answers are
+    not, nor is a timeout: the request already waited --timeout seconds (and a commit that timed
+    out may have landed)."""
+    for cause in _causes(error):
+        if isinstance(cause, httpx2.TimeoutException):
+            return False
+        if isinstance(cause, HfHubHTTPError) and cause.response is not None:
+            return _retried_status(cause.response.status_code)
+    return any(isinstance(cause, httpx2.TransportError) for cause in _causes(error))
 
 
 def _log_retry(state) -> None:
     error = state.outcome.exception()
     status = getattr(getattr(error, "response", None), "status_code", None)
-    log.warning("the Hub did not answer (%s); retrying in %.1fs (attempt %d of %d)",
+    log.warning("the Hub did not answer (%s); retrying in %.1fs (attempt %d of at most %d)",
                 status or type(error).__name__, state.next_action.sleep, state.attempt_number + 1, ATTEMPTS)
 
 
 def _call(fn, *args, **kwargs):
-    retrying = Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(ATTEMPTS),
+    retrying = Retrying(retry=retry_if_exception(_is_transient),
+                        stop=stop_after_attempt(ATTEMPTS) | stop_after_delay(RETRY_WINDOW),
                         wait=wait_exponential(multiplier=0.5, max=8), before_sleep=_log_retry, reraise=True)
     return retrying(fn, *args, **kwargs)
 
 
-def _explain(error: Exception, plan: Plan) -> Exception:
+def _explain(error: Exception, plan: Plan, timeout: float) -> Exception:
     """One line for a failure the user can act on; anything else is a bug and keeps its traceback."""
     where = f"{plan.repo_id} ({plan.kind.repo_type})"
     nothing = "nothing was published"
-    cause = error
-    while cause is not None and not isinstance(cause, (httpx2.TransportError, HfHubHTTPError)):
-        cause = cause.__cause__
-    if isinstance(error, OfflineModeIsEnabled):
+    causes = list(_causes(error))
+    cause = next((c for c in causes if isinstance(c, (UserError, httpx2.TransportError, HfHubHTTPError,
+                                                      json.JSONDecodeError, OfflineModeIsEnabled))), error)
+    if isinstance(cause, NotTheHub):
+        return UserError(f"{cause}; {nothing}")
+    if isinstance(cause, UserError):
+        return cause
+    if isinstance(cause, json.JSONDecodeError):
+        return UserError(f"{NotTheHub(f'an answer that is not JSON: {cause}')}; {nothing}")
+    if isinstance(cause, OfflineModeIsEnabled):
         return UserError("HF_HUB_OFFLINE is set; unset it to push to the Hub")
+    timed_out = next((c for c in causes if isinstance(c, httpx2.TimeoutException)), None)
+    if timed_out is not None:
+        return UserError(f"the Hub at {constants.ENDPOINT} did not answer within {timeout:g} s ({type(timed_out).__name__}); "
+                         f"{nothing}; check the network or HF_ENDPOINT, or allow more time with --timeout")
     if isinstance(cause, httpx2.TransportError):
-        return UserError(f"cannot reach the Hub at {constants.ENDPOINT} ({type(cause).__name__}, {ATTEMPTS} attempts); "
-                         f"{nothing}; check the network or HF_ENDPOINT and run the command again")
+        reason = next(c for c in reversed(causes) if isinstance(c, httpx2.TransportError))
+        return UserError(f"cannot reach the Hub at {constants.ENDPOINT} ({type(reason).__name__}; tried up to {ATTEMPTS} "
+                         f"times); {nothing}; check the network or HF_ENDPOINT and run the command again")
     if not isinstance(cause, HfHubHTTPError) or cause.response is None:
         return error
     status = cause.response.status_code
@@ -293,7 +458,67 @@ def _explain(error: Exception, plan: Plan) -> Exception:
     if status == 412:
         return UserError(f"{where} at {plan.revision} changed while pushing (someone else pushed); {nothing}; run the "
                          "command again to check the new content")
-    if status == 429 or status >= 500:
-        return UserError(f"the Hub kept failing ({status}) after {ATTEMPTS} attempts; {nothing}; try again later")
+    if _retried_status(status):
+        return UserError(f"the Hub kept failing ({status}; tried up to {ATTEMPTS} times); {nothing}; try again later")
     message = cause.server_message or str(cause).strip().splitlines()[0]
     return UserError(f"the Hub refused the push to {where} ({status}): {message}; {nothing}")
+
+
+class NotTheHub(UserError):
+    """HF_ENDPOINT answered, but not as the Hub does: a proxy's login page, garbage."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{constants.ENDPOINT} did not answer like the Hugging Face Hub ({what}); check HF_ENDPOINT, "
+                         "or the proxy between this machine and the Hub")
+
+
+class _GaveUp(httpx2.TransportError):
+    """A failed request, raised as a type huggingface_hub's `http_backoff` does not catch (it
+    retries TimeoutException, NetworkError and RemoteProtocolError); the original is its cause."""
+
+
+class _Client(httpx2.Client):
+    """huggingface_hub's HTTP client in this process (see `use_timeout`).
+
+    - Requests get `timeout` seconds to connect and for each read or write. huggingface_hub's
+      own client has no timeout, and most of its calls set none: a server that accepts the
+      connection and never answers would hold them forever.
+    - An HTML page where the Hub's API answers JSON (a proxy's login page) ends in one line.
+    - With `owned`, the caller owns waiting and retrying: no request waits longer than `timeout`,
+      and a failed one (transport error, or a status huggingface_hub retries) leaves
+      huggingface_hub's own retry loops at once. `http_backoff` would try up to 5 more times,
+      waiting up to 8 s (or as long as a Retry-After header asks) in between. Without it, the
+      timeouts huggingface_hub sets (HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT) and its
+      retries stay, and `timeout` fills in where it sets none.
+    """
+
+    def __init__(self, timeout: float, owned: bool):
+        super().__init__(event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True, timeout=None)
+        self._request_timeout, self._owned = httpx2.Timeout(timeout).as_dict(), owned  # (httpx2 uses `_timeout`)
+
+    def send(self, request: httpx2.Request, **kwargs) -> httpx2.Response:
+        theirs = request.extensions.get("timeout", {})
+        if self._owned:  # never longer than `timeout`, shorter where huggingface_hub asks for less
+            request.extensions["timeout"] = {key: min(ours, theirs.get(key) or ours)
+                                             for key, ours in self._request_timeout.items()}
+        elif not any(theirs.values()):
+            request.extensions["timeout"] = self._request_timeout
+        try:
+            response = super().send(request, **kwargs)
+        except httpx2.TransportError as error:
+            if self._owned:
+                raise _GaveUp(f"{type(error).__name__}: {error}", request=request) from error
+            raise
+        if (response.is_success and str(request.url).startswith(constants.ENDPOINT + "/api/")
+                and response.headers.get("content-type", "").startswith("text/html")):
+            response.close()
+            raise NotTheHub(f"an HTML page for {request.method} {request.url.path}")
+        if self._owned and _retried_status(response.status_code):
+            response.read()
+            hf_raise_for_status(response)
+        return response
+
+
+def use_timeout(seconds: float, *, owned: bool) -> None:
+    """Send huggingface_hub's requests in this process through `_Client`."""
+    set_client_factory(lambda: _Client(seconds, owned))

@@ -18,7 +18,12 @@ Rules stated once:
   sample, the majority vote, and any candidate (the ceiling any selector can reach).
 N samples are asked for in one request with `n`; a server that ignores `n` gets the rest as
 single requests with their own derived seeds. Each question's pick is appended to
-`OUT/picks.jsonl` as it completes; `--resume` skips questions already there.
+`OUT/picks.jsonl` as it completes; `--resume` skips questions already there, and refuses a
+run whose options would pick otherwise (`BestOfNOptions.identity`).
+Bounded: a question costs N samples + N-1 (knockout) or N(N-1) (round-robin) judgements, at
+most `MAX_REQUESTS_PER_QUESTION` (round-robin up to N = 64, knockout up to N = 2048): a guard
+against a mistyped --n, since round-robin's cost grows with the square. The count is printed
+before the first request.
 
     critic-data best-of-n --base-url http://127.0.0.1:8000/v1 --model CHECKPOINT \
         --input questions.jsonl --n 16 --strategy knockout --out runs/bon16
@@ -37,11 +42,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from critic_data import UserError
-from critic_data.rl.client import ChatClient, RequestFailed, ResultLog, derive_seed, run_bounded
+from critic_data.rl.client import (DEFAULT_TIMEOUT, ChatClient, RequestFailed, ResultLog, data_url, derive_seed,
+                                   is_text, run_bounded)
 from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt, strip_control_tokens
 from critic_data.rl.rewards import last_boxed, parse_verdict
 
 STRATEGIES = ("knockout", "round-robin")
+MAX_REQUESTS_PER_QUESTION = 4096
 # Appended to each question so that candidates reason first and end in an answer a rule can read.
 ANSWER_INSTRUCTION = (
     "\n\nYou FIRST think about the reasoning process as an internal monologue and then give the final "
@@ -65,16 +72,37 @@ class BestOfNOptions:
     temperature: float = 1.0  # candidates are sampled; judgements are always greedy
     seed: int = 0
     resume: bool = False
+    timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.n < 2:
             raise UserError(f"--n {self.n}: Best-of-N needs at least 2 candidates")
         if self.strategy not in STRATEGIES:
             raise UserError(f"--strategy {self.strategy!r} is not known; choose from {', '.join(STRATEGIES)}")
+        samples, judgements = requests_per_question(self.n, self.strategy)
+        if samples + judgements > MAX_REQUESTS_PER_QUESTION:
+            raise UserError(f"--n {self.n} with {self.strategy}: {samples} samples + {judgements} judgements = "
+                            f"{samples + judgements} requests per question, over the limit of {MAX_REQUESTS_PER_QUESTION}; "
+                            "lower --n" + (" or use --strategy knockout" if self.strategy == "round-robin" else ""))
         for name in ("concurrency", "max_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise UserError("--temperature must be a number, 0 or more")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise UserError("--timeout must be a number of seconds above 0")
         self.input, self.out = Path(self.input), Path(self.out)
+
+    def identity(self) -> dict:
+        """The options a pick depends on; a resume must repeat them (concurrency, timeout and the
+        server's address may change)."""
+        return {"input": str(self.input.resolve()), "model": self.model, "n": self.n, "strategy": self.strategy,
+                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+def requests_per_question(n: int, strategy: str) -> tuple[int, int]:
+    """(samples, judgements) one question costs."""
+    return n, n - 1 if strategy == "knockout" else n * (n - 1)
 
 
 @dataclass
@@ -86,20 +114,37 @@ class Question:
 
 
 def read_questions(path: Path) -> list[Question]:
-    """The questions file, every line checked before any request is sent."""
+    """The questions file, every line checked before any request is sent.
+
+    The file is the user's own: a bad line stops the run before any work, naming the line and
+    what is wrong (a run that skipped it would report numbers over other questions than asked).
+    """
     if not path.is_file():
         raise UserError(f"--input {path}: no such file; pass a questions.jsonl (id, image, question, optional answer)")
     questions, seen = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        where = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8-sig")  # -sig: a byte-order mark is read, not rejected
+        except UnicodeDecodeError as error:
+            raise UserError(f"{where} is not valid UTF-8 (byte {raw[error.start]:#04x} at column {error.start + 1}); "
+                            "save the file as UTF-8") from None
         if not line.strip():
             continue
-        where = f"{path}:{number}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise UserError(f"{where} is not valid JSON ({error.msg}); write one JSON object per line") from None
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), (str, int)) for k in ("id", "image", "question")):
+        except RecursionError:
+            raise UserError(f"{where} is not valid JSON (nested too deeply); write one JSON object per line") from None
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), (str, int)) and not isinstance(row.get(k), bool)
+                                                for k in ("id", "image", "question")):
             raise UserError(f"{where} needs string fields id, image (path relative to the file) and question")
+        answer = row.get("answer")
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float, type(None))):
+            raise UserError(f"{where}: answer must be a string or a number")
+        if not all(is_text(v) for v in row.values() if isinstance(v, str)):
+            raise UserError(f"{where} holds a lone surrogate (an escape like \\ud800), which is not text; fix that field")
         qid = str(row["id"])
         if qid in seen:
             raise UserError(f"{where}: id {qid!r} appears twice; ids must be unique")
@@ -189,7 +234,7 @@ async def round_robin(n: int, judge: Judge, seed: int, qid: str) -> tuple[int, l
     return tied[derive_seed(seed, qid, "tie") % len(tied)], matches, scores
 
 
-async def _sample(client: ChatClient, images: list[bytes], prompt: str, options: BestOfNOptions, qid: str) -> list[str]:
+async def _sample(client: ChatClient, images: list[str], prompt: str, options: BestOfNOptions, qid: str) -> list[str]:
     """N candidates: one request asking for N, topped up with single requests if the server ignored `n`."""
     first = await client.chat(images, prompt, temperature=options.temperature,
                               seed=derive_seed(options.seed, qid, "sample", 0), n=options.n)
@@ -200,7 +245,11 @@ async def _sample(client: ChatClient, images: list[bytes], prompt: str, options:
 
 
 async def _solve(client: ChatClient, question: Question, options: BestOfNOptions) -> dict:
-    images = [question.image.read_bytes()]
+    try:
+        image = question.image.read_bytes()
+    except OSError as error:
+        raise RequestFailed(f"cannot read {question.image} ({error.strerror or error})") from None
+    images = [data_url(image)]  # once per question: every sample and judgement sends the same URL
     candidates = await _sample(client, images, strip_control_tokens(question.question) + ANSWER_INSTRUCTION,
                                options, question.id)
 
@@ -259,6 +308,14 @@ def summarize(picks: list[dict]) -> dict:
     return summary
 
 
+def _is_pick(record: dict) -> bool:
+    """A line of picks.jsonl that this version can summarise (a resume sets any other line aside)."""
+    return (isinstance(record.get("id"), str)
+            and all(isinstance(record.get(k), int) for k in ("matches_played", "unparsed"))
+            and ("answer" not in record
+                 or all(isinstance(record.get(f"{k}_correct"), bool) for k in ("pick", "first", "majority", "any"))))
+
+
 def run_best_of_n(options: BestOfNOptions, progress=None) -> dict:
     """Sample, judge and pick for every question (resuming when asked); write picks and summary; return the summary."""
     return asyncio.run(_run(options, progress))
@@ -267,8 +324,10 @@ def run_best_of_n(options: BestOfNOptions, progress=None) -> dict:
 async def _run(options: BestOfNOptions, progress) -> dict:
     started = time.monotonic()
     questions = read_questions(options.input)
-    log = ResultLog(options.out / "picks.jsonl", resume=options.resume)
+    log = ResultLog(options.out / "picks.jsonl", resume=options.resume, identity=options.identity(), valid=_is_pick)
     done = {p["id"] for p in log.records}
+    if log.set_aside and progress is not None:
+        progress.console.print(f"note: {log.note()}", highlight=False, soft_wrap=True)
     failures: list[str] = []
     task = progress.add_task("best-of-n", total=len(questions), completed=len(done)) if progress else None
 
@@ -287,8 +346,15 @@ async def _run(options: BestOfNOptions, progress) -> dict:
             progress.advance(task)
             describe()
 
-    async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens) as client:
+    async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens,
+                          options.timeout) as client:
         await client.check()
+        if progress is not None:  # the cost, said before the first request that incurs it
+            samples, judgements = requests_per_question(options.n, options.strategy)
+            todo = sum(q.id not in done for q in questions)
+            progress.console.print(f"best-of-{options.n} {options.strategy}: {todo} question{'s' if todo != 1 else ''} x "
+                                   f"({samples} samples + {judgements} judgements) = {todo * (samples + judgements)} "
+                                   "requests", highlight=False, soft_wrap=True)
         describe()
         # A question fans out into N samples and up to N(N-1) judgements, all under the client's
         # request bound; a few questions in flight keep the server busy between rounds.
@@ -308,6 +374,7 @@ async def _run(options: BestOfNOptions, progress) -> dict:
         **summarize(log.records),
         "failed": len(failures),
         "first_failure": failures[0] if failures else None,
+        "set_aside": log.set_aside,
         "seconds": round(time.monotonic() - started, 1),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
     }

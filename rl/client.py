@@ -1,21 +1,31 @@
 """What `critic-data eval` and `critic-data best-of-n` share: talking to an OpenAI-compatible server.
 
 This module owns
-- `ChatClient`: one `openai.AsyncOpenAI` client with a bound on requests in flight, tenacity
-  retries for transient failures (connection errors, 429, 5xx), images sent as data URLs, and
-  the translation of failures into what a user can act on:
-    * server unreachable (after retries), key refused (401/403), model or path unknown (404)
-      -> `UserError`: the run stops with one line;
-    * any other refusal (400, 422, a 5xx that outlived the retries) -> `RequestFailed`: that
-      item is counted as failed and left out of the results, so `--resume` retries it.
+- `ChatClient`: one `openai.AsyncOpenAI` client with a bound on requests in flight, a bound on
+  the time of each request, tenacity retries for transient failures (connection errors, 429,
+  5xx), and the translation of failures into what a user can act on:
+    * server unreachable (after retries), no answer within `--timeout`, key refused (401/403),
+      model or path unknown (404), a model list that is not one -> `UserError`: the run stops
+      with one line;
+    * any other refusal (400, 422, a 5xx that outlived the retries), or an HTTP 200 whose body
+      is not a chat completion (an HTML login page, invalid JSON, no choices) -> `RequestFailed`:
+      that item is counted as failed and left out of the results, so `--resume` retries it.
+- `data_url`: an item's image decoded in full (under Pillow's pixel limit) before it is sent.
 - `run_bounded`: feeds jobs lazily to async workers with a bounded window (memory stays flat
   however large the benchmark) and reports each as it completes.
-- `ResultLog`: the append-as-you-go JSON-lines file that makes a run resumable.
+- `ResultLog`: the append-as-you-go JSON-lines file that makes a run resumable, with the run's
+  identity beside it (`run.json`) so that a resume cannot mix two runs.
 - `derive_seed`: every random choice (answer order, a coin for an unreadable verdict, the
   server-side sampling seed) is a function of (seed, stable key), never of completion order.
 
 The API key comes from `OPENAI_API_KEY` (any placeholder works for a server started without
 one, as `vllm serve` is by default) and is never printed or written.
+
+Time: retries are tenacity's alone (the openai client's own are off), and one deadline covers a
+request's attempts and the waits between them: `--timeout` seconds (default 300, room for a
+2048-token completion on a busy server), at most `RUN_ATTEMPTS` attempts. A request that hits
+the deadline stops the run: a server that does not answer one request in that time is stuck or
+overloaded, and failing item after item would keep the run going for hours.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -34,10 +46,25 @@ from critic_data import UserError
 API_KEY_ENV = "OPENAI_API_KEY"
 RUN_ATTEMPTS = 6  # ~16 s of back-off in total: rides out a server restart or a burst of 429s
 CHECK_ATTEMPTS = 3  # at start-up a server that does not answer is most likely not running: say so quickly
+DEFAULT_TIMEOUT = 300.0
+TIMEOUT_HELP = (f"Seconds a request may take, retries included (at most {RUN_ATTEMPTS} attempts, after connection "
+                "errors, 429 and 5xx); a server that does not answer in time stops the run.")
 
 
 class RequestFailed(Exception):
-    """The server refused one request for good; the run continues without that item."""
+    """One item cannot be done (the server refused it for good or answered garbage, or its image
+    cannot be decoded); the run continues without it."""
+
+
+def is_text(value: object) -> bool:
+    """A string UTF-8 can carry: JSON text may escape a lone surrogate (\\ud800), which no request can send."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -47,15 +74,29 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 
 def data_url(image: bytes) -> str:
-    """The image as a `data:` URL, its MIME type read from the bytes."""
-    from PIL import Image, UnidentifiedImageError
+    """The image as a `data:` URL, its MIME type read from the bytes.
+
+    The image is decoded in full first: one the server could not decode fails here, at once,
+    instead of after the retries of a 5xx. Pillow's pixel limit stops a decompression bomb before
+    its pixels are allocated (its warning between one and two times the limit counts as a refusal).
+    """
+    from PIL import Image
 
     try:
-        kind = Image.open(io.BytesIO(image)).format
-    except (UnidentifiedImageError, OSError):
-        raise RequestFailed("the image is not in a format Pillow can read") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(image)) as opened:
+                opened.load()
+                kind = opened.format
+    except Exception as error:  # decoders raise many types: OSError, SyntaxError, RuntimeError (AVIF), ...
+        raise RequestFailed(f"the image cannot be decoded ({type(error).__name__}: {_shorten(str(error))})") from None
     mime = Image.MIME.get(kind or "", "image/jpeg")
     return f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}"
+
+
+def _shorten(text: str, limit: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _server_message(error) -> str:
@@ -68,19 +109,51 @@ def _server_message(error) -> str:
         text = str(detail)
     else:
         text = str(getattr(error, "message", error))
-    text = " ".join(text.split())
-    return text if len(text) <= 240 else text[:237] + "..."
+    return _shorten(text)
+
+
+def _json_body(response) -> object:
+    """The JSON body of a successful answer; anything else is a `RequestFailed` naming what came."""
+    try:
+        return json.loads(response.content.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RequestFailed(f"the server answered HTTP {response.status_code} with "
+                            f"{_describe(response)}, not JSON") from None
+
+
+def _describe(response) -> str:
+    """What a body looks like, for a message: its type and first characters (a proxy's login page, ...)."""
+    start = response.content[:80].decode("utf-8", "replace")
+    return f"{response.headers.get('content-type') or 'no content type'} {_shorten(start, 60)!r}"
+
+
+def _completion_texts(response) -> list[str]:
+    """The text of each choice of a chat completion (a missing or null content reads as "")."""
+    body = _json_body(response)
+    choices = body.get("choices") if isinstance(body, dict) else None
+    texts = []
+    for choice in choices if isinstance(choices, list) else []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        text = message.get("content", "") if isinstance(message, dict) else None
+        texts.append("" if text is None and message is not None else text)
+    if not texts or not all(isinstance(text, str) for text in texts):
+        raise RequestFailed(f"the server answered HTTP {response.status_code} with "
+                            f"{_describe(response)}, not a chat completion with a message per choice")
+    # A lone surrogate (JSON can escape one) would break the judge request a candidate goes into.
+    return [re.sub("[\ud800-\udfff]", "\ufffd", text) for text in texts]
 
 
 class ChatClient:
     """Chat completions against one model on one OpenAI-compatible server, `concurrency` at a time."""
 
-    def __init__(self, base_url: str, model: str, concurrency: int, max_tokens: int):
+    def __init__(self, base_url: str, model: str, concurrency: int, max_tokens: int, timeout: float = DEFAULT_TIMEOUT):
         from openai import AsyncOpenAI
 
-        self.base_url, self.model, self.max_tokens = base_url, model, max_tokens
-        # Retries are ours (tenacity), so the openai client's own are switched off.
-        self._client = AsyncOpenAI(base_url=base_url, api_key=os.environ.get(API_KEY_ENV) or "EMPTY", max_retries=0)
+        self.base_url, self.model, self.max_tokens, self.timeout = base_url, model, max_tokens, timeout
+        # Retries are ours (tenacity), so the openai client's own are switched off. Its timeout
+        # resets with every byte read (a trickling server never trips it): `_call` sets the bound.
+        self._client = AsyncOpenAI(base_url=base_url, api_key=os.environ.get(API_KEY_ENV) or "EMPTY",
+                                   max_retries=0, timeout=timeout)
         self._slots = asyncio.Semaphore(concurrency)
 
     async def __aenter__(self) -> ChatClient:
@@ -91,21 +164,31 @@ class ChatClient:
 
     async def check(self) -> None:
         """Fail early, with one line, when the server is down, refuses the key, or does not serve the model."""
-        page = await self._call(self._client.models.list, CHECK_ATTEMPTS)
-        served = [model.id for model in page.data]
+        try:
+            response = await self._call(self._client.models.with_raw_response.list, CHECK_ATTEMPTS)
+            body = _json_body(response)
+            listed = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(listed, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in listed):
+                raise RequestFailed(f"the server answered HTTP {response.status_code} with {_describe(response)}, "
+                                    "not a model list")
+        except RequestFailed as error:
+            reason = str(error).removeprefix("the server answered ")
+            raise UserError(f"the server at {self.base_url} answered GET /models: {reason}; "
+                            "check --base-url (an OpenAI-compatible endpoint, ending in /v1)") from None
+        served = [model["id"] for model in listed]
         # Some servers (transformers serve) list nothing; only a non-empty list can rule a name out.
         if served and self.model not in served:
             raise UserError(f"the server at {self.base_url} does not serve model {self.model!r}; "
                             f"it serves {', '.join(served)}: pass one of them as --model")
 
-    async def chat(self, images: list[bytes], text: str, *, temperature: float, seed: int | None,
+    async def chat(self, image_urls: list[str], text: str, *, temperature: float, seed: int | None,
                    n: int = 1) -> list[str]:
-        """The assistant texts for one user message (images first, then the text).
+        """The assistant texts for one user message (images, as `data_url`s, first, then the text).
 
         Asks for `n` choices in one request; a server that ignores `n` returns fewer, and the
         caller decides whether to ask again.
         """
-        content = [{"type": "image_url", "image_url": {"url": data_url(image)}} for image in images]
+        content = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
         content.append({"type": "text", "text": text})
         request = {"model": self.model, "messages": [{"role": "user", "content": content}],
                    "max_tokens": self.max_tokens, "temperature": temperature}
@@ -114,16 +197,20 @@ class ChatClient:
         if n > 1:  # only when needed: strict servers reject fields they do not know
             request["n"] = n
         async with self._slots:
-            response = await self._call(lambda: self._client.chat.completions.create(**request), RUN_ATTEMPTS)
-        return [choice.message.content or "" for choice in response.choices]
+            response = await self._call(lambda: self._client.chat.completions.with_raw_response.create(**request),
+                                        RUN_ATTEMPTS)
+        return _completion_texts(response)
 
     async def _call(self, make: Callable[[], Awaitable], attempts: int):
+        """`make()`'s raw response, retried on transient failures, all within `self.timeout` seconds."""
         from openai import (APIConnectionError, APIStatusError, AuthenticationError, InternalServerError,
                             NotFoundError, PermissionDeniedError, RateLimitError)
-        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+        from tenacity import (AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_before_delay,
+                              wait_exponential_jitter)
 
+        deadline = asyncio.get_running_loop().time() + self.timeout
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
+            stop=stop_after_attempt(attempts) | stop_before_delay(self.timeout),  # no wait runs past the deadline
             wait=wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
             retry=retry_if_exception_type((APIConnectionError, RateLimitError, InternalServerError)),
             reraise=True,
@@ -131,7 +218,11 @@ class ChatClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await make()
+                    async with asyncio.timeout_at(deadline):
+                        return await make()
+        except TimeoutError:
+            raise UserError(f"the server at {self.base_url} did not answer within {self.timeout:g} s; check that it "
+                            "is not stuck or overloaded, or raise --timeout (finished items are kept for --resume)") from None
         except APIConnectionError as error:
             reason = " ".join(str(error.__cause__ or error).split()) or type(error).__name__
             raise UserError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({reason}); "
@@ -181,33 +272,82 @@ async def run_bounded(jobs: Iterable, work: Callable[[object], Awaitable], windo
 class ResultLog:
     """A JSON-lines file written one record at a time, so an interrupted run loses nothing it finished.
 
-    Opening an existing file needs `resume=True`; its complete records are kept (a line cut
-    short by the interruption is dropped) and new ones are appended after them.
+    Beside it, `run.json` holds the run's identity: the options that decide what a record says
+    (written with the first record). Opening an existing file needs `resume=True` and the same
+    identity, so that two runs never mix in one file. On resume every line that is a record
+    (`valid`) is kept as it is; any other line (cut short by an interruption, garbled) is moved,
+    verbatim, to `<name>.bad-lines`, and its item is asked again: `set_aside` says how many.
     """
 
-    def __init__(self, path: Path, resume: bool):
-        self.path = path
+    def __init__(self, path: Path, resume: bool, identity: dict, valid: Callable[[dict], bool]):
+        self.path, self.identity = path, identity
         self.records: list[dict] = []
+        self.set_aside: dict | None = None  # {"lines", "file", "first"} when lines were moved aside
         self._handle = None  # opened at the first record: a run that produced nothing leaves nothing behind
         if path.exists() and not resume:
             raise UserError(f"{path} already exists; pass --resume to continue that run, or choose another --out")
         if path.exists():
-            kept = []
-            for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # the line being written when the run stopped
-                if not line.endswith("\n") or not isinstance(record, dict):
-                    break
+            self._check_identity()
+            self._read(valid)
+
+    def _check_identity(self) -> None:
+        stored_path = self.path.with_name("run.json")
+        try:
+            stored = json.loads(stored_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return  # written by a version that kept no identity: nothing to compare with
+        except (OSError, ValueError):
+            stored = None
+        if not isinstance(stored, dict):
+            raise UserError(f"{stored_path} is unreadable, so the options of the run in {self.path.parent} are "
+                            "unknown; delete it to resume without that check, or choose another --out")
+        # Only what both versions record is compared: an option added later does not block a resume.
+        differences = [f"--{name.replace('_', '-')} was {json.dumps(stored[name])}, now {json.dumps(value)}"
+                       for name, value in self.identity.items() if name in stored and stored[name] != value]
+        if differences:
+            raise UserError(f"{self.path.parent} holds a run with other options ({'; '.join(differences)}); "
+                            "resume with the same options, or choose another --out")
+
+    def _read(self, valid: Callable[[dict], bool]) -> None:
+        data = self.path.read_bytes()
+        kept, bad, first = [], [], None
+        for number, line in enumerate(io.BytesIO(data), start=1):  # split at b"\n" only
+            try:
+                record = json.loads(line.decode("utf-8"))
+                reason = None if isinstance(record, dict) and valid(record) else "not a record of this run"
+            except (ValueError, RecursionError):  # bad JSON or UTF-8, or nested past the recursion limit
+                reason = "not JSON"
+            if reason is None:
                 self.records.append(record)
-                kept.append(line)
-            path.write_text("".join(kept), encoding="utf-8")
+                kept.append(line if line.endswith(b"\n") else line + b"\n")  # complete but for its newline
+            else:
+                bad.append(line)
+                first = first or f"line {number}, {reason}"
+        if bad:
+            aside = self.path.with_name(self.path.name + ".bad-lines")
+            with aside.open("ab") as handle:  # appended: lines set aside by an earlier resume stay
+                handle.writelines(bad)
+            self.set_aside = {"lines": len(bad), "file": str(aside), "first": first}
+        if b"".join(kept) != data:  # the bad lines are safe in the aside file before they leave the log
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            temporary.write_bytes(b"".join(kept))
+            os.replace(temporary, self.path)
+
+    def note(self) -> str | None:
+        """One line saying what was set aside on opening, or None."""
+        if self.set_aside is None:
+            return None
+        count = self.set_aside["lines"]
+        return (f"{self.path.name}: {count} unreadable line{'s' if count > 1 else ''} (first: {self.set_aside['first']}) "
+                f"moved to {self.set_aside['file']}; {'their items are' if count > 1 else 'its item is'} asked again")
 
     def append(self, record: dict) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("a", encoding="utf-8")
+            self.path.with_name("run.json").write_text(json.dumps(self.identity, indent=2) + "\n", encoding="utf-8")
+            # A lone surrogate (from JSON text) can only sit inside a JSON string, where backslashreplace
+            # writes `\udXXX`: its JSON escape, so the line reads back as it was.
+            self._handle = self.path.open("a", encoding="utf-8", errors="backslashreplace")
         self.records.append(record)
         self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._handle.flush()

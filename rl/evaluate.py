@@ -13,7 +13,11 @@ Every item is rendered with the critic prompt and its think/boxed instruction
 its image(s) as data URLs, and the verdict is read with `parse_verdict`, the rule
 `preference_reward` uses. The presented order is a coin fixed by (seed, item id); with
 `--both-orders` each item is judged in both orders and position consistency is reported.
-Results are appended to `OUT/results.jsonl` as they arrive; `--resume` skips what is there.
+Results are appended to `OUT/results.jsonl` as they arrive; `--resume` skips what is there,
+and refuses a run whose options would give other results (`EvalOptions.identity`).
+A row that cannot be an item (not UTF-8, a field of the wrong type, no usable label or image)
+is skipped and counted under its reason; an item whose image cannot be decoded, or whose
+answer is not a chat completion, fails alone (`RequestFailed`).
 
 Run it on one machine against `vllm serve CHECKPOINT` (or any OpenAI-compatible server):
     critic-data eval --base-url http://127.0.0.1:8000/v1 --model CHECKPOINT \
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import re
 import time
 from collections import Counter, defaultdict
@@ -33,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from critic_data import UserError
-from critic_data.rl.client import ChatClient, RequestFailed, ResultLog, derive_seed, run_bounded
+from critic_data.rl.client import (DEFAULT_TIMEOUT, ChatClient, RequestFailed, ResultLog, data_url, derive_seed,
+                                   is_text, run_bounded)
 from critic_data.rl.prompts import DEFAULT_TEMPLATE, TEMPLATES, render_critic_prompt
 from critic_data.rl.rewards import parse_verdict
 
@@ -85,6 +91,7 @@ class EvalOptions:
     seed: int = 0
     both_orders: bool = False
     resume: bool = False
+    timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
@@ -92,9 +99,19 @@ class EvalOptions:
         for name in ("concurrency", "max_tokens") + (("limit",) if self.limit is not None else ()):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.temperature < 0:
-            raise UserError("--temperature must be 0 or more")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise UserError("--temperature must be a number, 0 or more")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise UserError("--timeout must be a number of seconds above 0")
         self.out = Path(self.out)
+
+    def identity(self) -> dict:
+        """The options a result depends on; a resume must repeat them (concurrency, timeout, limit
+        and the server's address may change: they decide how fast and how many, not what)."""
+        source = Path(self.input)
+        return {"benchmark": self.benchmark, "input": str(source.resolve()) if source.exists() else self.input,
+                "split": self.split, "model": self.model, "seed": self.seed, "both_orders": self.both_orders,
+                "temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
 @dataclass
@@ -113,32 +130,49 @@ class Item:
 # --- reading the benchmarks -------------------------------------------------------------------
 
 def _image_bytes(value, root: Path | None = None) -> bytes | None:
-    """Bytes of a Hub Image struct ({bytes, path}); a bare path is read relative to `root`."""
+    """Bytes of a Hub Image struct ({bytes, path}); a bare path is read relative to `root` (regular files only)."""
     if isinstance(value, dict):
-        if value.get("bytes"):
+        if isinstance(value.get("bytes"), bytes) and value["bytes"]:
             return value["bytes"]
         value = value.get("path")
     if isinstance(value, str) and value and root is not None:
         path = root / value
-        return path.read_bytes() if path.is_file() else None
+        try:
+            return path.read_bytes() if path.is_file() else None
+        except OSError:
+            return None
     return None
 
 
 def _parquet_rows(folder: Path, split: str, columns: list[str]) -> tuple[int, Iterator[dict]]:
-    """Rows of `folder/data/<split>-*.parquet`, read one record batch at a time."""
+    """Rows of `folder/data/<split>-*.parquet`, read one record batch at a time; a damaged file is one line."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     files = sorted((folder / "data").glob(f"{split}-*.parquet"))
     if not files:
         raise UserError(f"{folder} holds no data/{split}-*.parquet; pass the snapshot folder (and --split if needed)")
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+    def damaged(f: Path, error: Exception) -> UserError:
+        return UserError(f"{f} cannot be read ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
+                         "download the benchmark again")
+
+    total = 0
+    for f in files:
+        try:
+            total += pq.ParquetFile(f).metadata.num_rows
+        except (OSError, pa.ArrowException) as error:
+            raise damaged(f, error) from None
 
     def rows():
         for f in files:
-            parquet = pq.ParquetFile(f)
-            present = [c for c in columns if c in parquet.schema_arrow.names]
-            for batch in parquet.iter_batches(batch_size=64, columns=present):
-                yield from batch.to_pylist()
+            try:
+                parquet = pq.ParquetFile(f)
+                present = [c for c in columns if c in parquet.schema_arrow.names]
+                for batch in parquet.iter_batches(batch_size=64, columns=present):
+                    yield from batch.to_pylist()
+            except (OSError, pa.ArrowException) as error:
+                raise damaged(f, error) from None
 
     return total, rows()
 
@@ -163,21 +197,30 @@ def _built_rows(source: str, split: str) -> tuple[int, Iterator[dict]]:
 
 
 def _built_items(source: str, split: str, skipped: Counter) -> tuple[int, Iterator[Item]]:
+    from critic_data.schemas import ANSWERS
+
     total, rows = _built_rows(source, split)
 
     def items():
         for row in rows:
-            images = [_image_bytes(image) for image in row.get("images") or []]
+            if "response_2" not in row:  # the column, not a value: every row would be skipped
+                raise UserError(f"{source} has no response_1/response_2 columns (built with --format easyr1?); "
+                                "eval reads datasets built with --format trl, the default")
+            texts = [row.get(name) for name in ("question", "response_1", "response_2")]
+            if not (is_text(row.get("id")) and all(map(is_text, texts)) and isinstance(row.get("images"), list)
+                    and row.get("answer") in ANSWERS):
+                skipped["row_malformed"] += 1
+                continue
+            images = [_image_bytes(image) for image in row["images"]]
             template = row.get("template") or DEFAULT_TEMPLATE
-            if template not in TEMPLATES:
+            if not isinstance(template, str) or template not in TEMPLATES:
                 raise UserError(f"row {row['id']} uses critic template {template!r}, unknown to this version; "
                                 f"known: {', '.join(TEMPLATES)}")
             if not images or None in images:
                 skipped["image_missing"] += 1
                 continue
-            yield Item(id=str(row["id"]), images=images, question=row["question"],
-                       responses=(row["response_1"], row["response_2"]), label=str(row["answer"]),
-                       template=template, extra={"source": row.get("source")})
+            yield Item(id=row["id"], images=images, question=texts[0], responses=(texts[1], texts[2]),
+                       label=row["answer"], template=template, extra={"source": row.get("source")})
 
     return total, items()
 
@@ -191,9 +234,12 @@ def _vlrb_items(folder: Path, split: str, skipped: Counter) -> tuple[int, Iterat
     def items():
         for row in rows:
             responses = row.get("response") or []
-            label = labels.get(tuple(row.get("human_ranking") or ()))
+            ranking = row.get("human_ranking")
+            label = labels.get(tuple(ranking)) if isinstance(ranking, list) and all(isinstance(r, int) for r in ranking) else None
             image = _image_bytes(row.get("image"), folder)
-            if len(responses) != 2 or not all(isinstance(r, str) for r in responses):
+            if not (is_text(row.get("query")) and row.get("id") is not None):
+                skipped["row_malformed"] += 1
+            elif len(responses) != 2 or not all(is_text(r) for r in responses):
                 skipped["responses_malformed"] += 1
             elif label is None:
                 skipped["ranking_unusable"] += 1
@@ -211,19 +257,31 @@ def _mmrlhf_items(folder: Path, skipped: Counter) -> tuple[int, Iterator[Item]]:
     path = folder / MMRLHF_FILE
     if not path.is_file():
         raise UserError(f"{folder} holds no {MMRLHF_FILE}; pass a local yifanzhang114/MM-RLHF-RewardBench snapshot")
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:
         total = sum(1 for line in handle if line.strip())
 
     def items():
         seen: Counter = Counter()  # several rows share an id: item ids become "<id>#<k>"
-        with path.open(encoding="utf-8") as handle:
+        with path.open("rb") as handle:
             for line in handle:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
-                    group, prompt, chosen, rejected = str(row["id"]), row["prompt"], row["chosen"], row["rejected"]
-                except (json.JSONDecodeError, KeyError, TypeError):
+                    row = json.loads(line.decode("utf-8-sig"))  # -sig: a byte-order mark is read, not rejected
+                    group, prompt, chosen, rejected = row["id"], row["prompt"], row["chosen"], row["rejected"]
+                except UnicodeDecodeError:
+                    skipped["not_utf8"] += 1
+                    continue
+                except (ValueError, RecursionError, KeyError, TypeError):  # not JSON, too deep, not an object
+                    skipped["row_malformed"] += 1
+                    continue
+                texts = (prompt, chosen, rejected)
+                if isinstance(group, int) and not isinstance(group, bool):
+                    group = str(group)
+                if any(isinstance(t, str) and not is_text(t) for t in (group, *texts)):
+                    skipped["not_utf8"] += 1  # a lone surrogate, escaped in the JSON
+                    continue
+                if not all(isinstance(t, str) for t in (group, *texts)):
                     skipped["row_malformed"] += 1
                     continue
                 k = seen[group]
@@ -283,6 +341,13 @@ def _picked(record: dict) -> int | str | None:
     return record["presented"][int(verdict) - 1] if verdict in ("1", "2") else verdict
 
 
+def _is_result(record: dict, benchmark: str) -> bool:
+    """A line of results.jsonl that this version can score (a resume sets any other line aside)."""
+    return (isinstance(record.get("id"), str) and record.get("presented") in ([1, 2], [2, 1])
+            and isinstance(record.get("correct"), bool) and all(k in record for k in ("label", "expected", "verdict"))
+            and (benchmark != "mm-rlhf" or isinstance(record.get("group"), str)))
+
+
 def _accuracy(records: list[dict]) -> float | None:
     return sum(r["correct"] for r in records) / len(records) if records else None
 
@@ -333,7 +398,10 @@ async def _run(options: EvalOptions, progress) -> dict:
     started = time.monotonic()
     skipped: Counter = Counter()
     total, items = load_items(options, skipped)
-    log = ResultLog(options.out / "results.jsonl", resume=options.resume)
+    log = ResultLog(options.out / "results.jsonl", resume=options.resume, identity=options.identity(),
+                    valid=lambda record: _is_result(record, options.benchmark))
+    if log.set_aside and progress is not None:
+        progress.console.print(f"note: {log.note()}", highlight=False, soft_wrap=True)
     done = {(r["id"], tuple(r["presented"])) for r in log.records}
     failures: list[str] = []
     per_item = 2 if options.both_orders else 1
@@ -351,15 +419,17 @@ async def _run(options: EvalOptions, progress) -> dict:
                 if (item.id, presented) not in done:
                     yield item, presented
 
-    async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens) as client:
+    async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens,
+                          options.timeout) as client:
         await client.check()
 
         async def judge(job) -> str:
             item, presented = job
             first, second = (item.responses[i - 1] for i in presented)
             text = render_critic_prompt(item.template, item.question, first, second)
-            [completion] = await client.chat(item.images, text, temperature=options.temperature, seed=options.seed)
-            return completion
+            completions = await client.chat([data_url(image) for image in item.images], text,
+                                            temperature=options.temperature, seed=options.seed)
+            return completions[0]
 
         def on_done(job, completion: str | None, failure: RequestFailed | None) -> None:
             item, presented = job
@@ -390,6 +460,7 @@ async def _run(options: EvalOptions, progress) -> dict:
         "failed": len(failures),
         "first_failure": failures[0] if failures else None,
         "skipped": dict(skipped),
+        "set_aside": log.set_aside,
         "seconds": round(time.monotonic() - started, 1),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
     }

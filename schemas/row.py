@@ -42,30 +42,36 @@ COLUMNS = tuple(FEATURES)
 _COLUMN_SET = frozenset(COLUMNS)
 ARROW_SCHEMA = FEATURES.arrow_schema
 
-# `--format easyr1`: the flat-text layout of lmms-lab/LLaVA-Critic-GRPO-dataset, for trainers
-# (EasyR1, verl) that read one prompt string with `<image>` placeholders; lineage columns kept.
+# `--format easyr1`: what LLaVA-Critic-R1's EasyR1 fork reads with its default data config
+# (si0wang/LLaVA-Critic-R1@6fd42d1, EasyR1/examples/config.yaml:4-6 `prompt_key`, `answer_key`,
+# `image_key: image`; EasyR1/verl/utils/dataset.py `RLHFDataset._build_messages` splits the prompt
+# at `<image>` and appends the format prompt itself): one image, the critic prompt body with an
+# `<image>` placeholder first and no think/boxed instruction, the label. Lineage columns kept.
 EASYR1_FEATURES = Features(
     {
         "id": Value("string"),
         "source": Value("string"),
         "source_id": Value("string"),
-        "images": List(Image()),
-        "question": Value("string"),  # the whole critic prompt, `<image>` per image first
+        "image": Image(),
+        "question": Value("string"),  # `<image>` then the critic prompt body; the trainer adds the instruction
         "answer": Value("string"),
+        "template": Value("string"),
     }
 )
 
 
-def to_easyr1(row: dict) -> dict:
-    """The easyr1 layout of a validated TRL-layout row."""
-    text = row["prompt"][0]["content"][-1]["text"]
+def to_easyr1(row: dict, body: str) -> dict:
+    """The easyr1 layout of a validated TRL-layout row, given its prompt body (without the instruction)."""
+    if len(row["images"]) != 1:
+        raise ValueError("the easyr1 layout holds one image per row")
     return {
         "id": row["id"],
         "source": row["source"],
         "source_id": row["source_id"],
-        "images": row["images"],
-        "question": "<image>" * len(row["images"]) + text,
+        "image": row["images"][0],
+        "question": "<image>" + body,
         "answer": row["answer"],
+        "template": row["template"],
     }
 
 

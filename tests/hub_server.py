@@ -1,6 +1,6 @@
 """A small local Hugging Face Hub for the tests: real HTTP on 127.0.0.1, the part of the Hub
 protocol that huggingface_hub (create_repo, create_branch, create_commit with LFS uploads,
-list_repo_refs/tree/commits, hf_hub_download) and `datasets.load_dataset` use.
+list_repo_refs/tree/commits, hf_hub_download, snapshot_download) and `datasets.load_dataset` use.
 
 Repos live in memory as git-like commits (each a full path -> blob map); blob bytes live in a
 temp folder keyed by sha256. Files matching the repo's LFS patterns (or binary, or large) are
@@ -11,6 +11,10 @@ Test hooks:
   read token: 403); private repos need any valid token to be seen.
 - `fail(pattern, status, times)`: the next `times` requests whose "METHOD /path" matches the
   regex answer `status` (None: every matching request, until `clear_failures()`).
+- `answer(pattern, body, content_type, status, times)`: the same, answering `body` instead: a proxy's
+  login page, or garbage, where the Hub would answer JSON.
+- `put_files(repo_type, repo_id, files)`: commit files straight into a public repo (what a
+  download test reads), returning the commit id.
 - `requests`: every request seen, as (method, path, status).
 
 Run by hand with `python -m tests.hub_server [PORT]` (token `hf_test_write`).
@@ -131,21 +135,27 @@ class LocalHub:
         self._server.server_close()
 
     def fail(self, pattern: str, status: int, times: int | None = 1) -> None:
+        body = json.dumps({"error": f"injected failure {status}"}).encode()
+        self.answer(pattern, body, "application/json", status, times)
+
+    def answer(self, pattern: str, body: bytes, content_type: str = "text/html", status: int = 200,
+               times: int | None = None) -> None:
         with self._lock:
-            self._failures.append([re.compile(pattern), status, times])
+            self._failures.append([re.compile(pattern), times, status, body, content_type])
 
     def clear_failures(self) -> None:
         with self._lock:
             self._failures.clear()
 
-    def injected_failure(self, method: str, path: str) -> int | None:
+    def injected_failure(self, method: str, path: str) -> tuple[int, bytes, str] | None:
+        """(status, body, content type) of the injected answer to this request, if any."""
         with self._lock:
             for rule in self._failures:
-                pattern, status, remaining = rule
+                pattern, remaining, *answer = rule
                 if pattern.search(f"{method} {path}") and (remaining is None or remaining > 0):
                     if remaining is not None:
-                        rule[2] -= 1
-                    return status
+                        rule[1] -= 1
+                    return tuple(answer)
         return None
 
     def repo(self, repo_type: str, repo_id: str) -> Repo | None:
@@ -205,6 +215,17 @@ class LocalHub:
             self.new_commit(repo, "main", None, {".gitattributes": attributes}, "initial commit")
             self.repos[(repo_type, repo_id)] = repo
         return {"url": url, "name": repo_id, "id": repo_id}
+
+    def put_files(self, repo_type: str, repo_id: str, files: dict[str, bytes], title: str = "upload") -> str:
+        """Commit `files` to main of the public repo `repo_id` (created if missing); return the commit id."""
+        with self._lock:
+            repo = self.repos.setdefault((repo_type, repo_id), Repo(repo_type, repo_id, private=False))
+            head = repo.resolve("main")
+            blobs = dict(head.files) if head else {}
+            for path, data in files.items():
+                lfs = self.is_lfs(path, len(data), data[:1024])
+                blobs[path] = Blob(self.store(data), len(data), lfs, "" if lfs else git_blob_oid(data))
+            return self.new_commit(repo, "main", head, blobs, title).oid
 
     def is_lfs(self, path: str, size: int, sample: bytes) -> bool:
         return any(fnmatch.fnmatch(path.rsplit("/", 1)[-1], p) for p in LFS_PATTERNS) or size >= LFS_THRESHOLD \
@@ -321,9 +342,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self):
         path = urlsplit(self.path).path
         body = self._body() if self.command in ("POST", "PUT") else b""
-        status = self.hub.injected_failure(self.command, path)
-        if status is not None:
-            return self._json(status, {"error": f"injected failure {status}"}, {"Retry-After": "0"} if status == 429 else None)
+        injected = self.hub.injected_failure(self.command, path)
+        if injected is not None:
+            status, data, content_type = injected
+            return self._send(status, data, {"Retry-After": "0"} if status == 429 else None, content_type=content_type)
         for method, pattern, handler in ROUTES:
             match = re.fullmatch(pattern, path)
             if method == self.command and match:

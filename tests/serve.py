@@ -6,18 +6,24 @@ process it started. Requests must name the model folder as `model`; the server i
 rejects unknown fields with 422 and generates one request at a time (TESTING.md).
 `run_cli` runs the `critic-data` command as a user would, with an API key set that must never
 appear in its output.
+`fake_server(chat)` is a scripted stand-in for the failure paths a real server rarely shows on
+demand: answers that are not chat completions, a server that never answers or trickles bytes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 START_TIMEOUT = 90.0
@@ -73,3 +79,88 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     env = {**os.environ, "OPENAI_API_KEY": SECRET_KEY, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "critic_data.cli", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+@dataclass
+class Reply:
+    """One scripted answer of `fake_server`: `body` with `status`, or `behaviour` "hang" (the request is
+    accepted and never answered) or "trickle" (headers, then one byte every 0.2 s, never complete)."""
+
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "application/json"
+    behaviour: str = "answer"
+
+
+def completion(*texts: str) -> Reply:
+    """A well-formed chat completion with one choice per text."""
+    choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+               for i, text in enumerate(texts)]
+    return Reply(json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "fake-model",
+                             "choices": choices}).encode())
+
+
+def prompt_of(request: dict) -> str:
+    """The text part of the last message of a chat request."""
+    return next(part["text"] for part in request["messages"][-1]["content"] if part["type"] == "text")
+
+
+@dataclass
+class FakeServer:
+    url: str
+    requests: list[tuple[str, dict | None]] = field(default_factory=list)  # (path, JSON body) as received
+
+
+@contextmanager
+def fake_server(chat: Callable[[dict], Reply], models: tuple[str, ...] | Reply = ("fake-model",)) -> Iterator[FakeServer]:
+    """An OpenAI-compatible stand-in on 127.0.0.1: GET /v1/models lists `models` (or answers the given
+    Reply), POST /v1/chat/completions answers `chat(request)`. Hanging answers end when the block exits."""
+    stopped = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_):
+            pass
+
+        def do_GET(self):
+            server.requests.append((self.path, None))
+            if isinstance(models, Reply):
+                self._send(models)
+            else:
+                listed = {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "test"} for name in models]}
+                self._send(Reply(json.dumps(listed).encode()))
+
+        def do_POST(self):
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            server.requests.append((self.path, request))
+            self._send(chat(request))
+
+        def _send(self, reply: Reply) -> None:
+            try:
+                if reply.behaviour == "hang":
+                    stopped.wait()
+                    return
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                if reply.behaviour == "trickle":
+                    self.send_header("Content-Length", str(10**6))
+                    self.end_headers()
+                    while not stopped.wait(0.2):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                    return
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+            except OSError:
+                pass  # the client gave up on this request: that is what the test is about
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = FakeServer(f"http://127.0.0.1:{httpd.server_port}/v1")
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stopped.set()
+        httpd.shutdown()
+        httpd.server_close()

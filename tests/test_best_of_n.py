@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import time
 
 import pytest
@@ -24,7 +25,8 @@ from critic_data.rl.best_of_n import (
     round_robin_scores,
     summarize,
 )
-from tests.serve import SECRET_KEY, free_port, run_cli, served_model
+from critic_data.rl.client import derive_seed
+from tests.serve import SECRET_KEY, completion, fake_server, free_port, prompt_of, run_cli, served_model
 from tests.snapshots import jpeg
 
 MAX_TOKENS = "4"  # each token costs ~40 ms here and the server generates one request at a time
@@ -106,7 +108,7 @@ def test_a_control_token_in_a_candidate_cannot_break_the_judge_request(server, m
     """A server that parses reasoning returns content with special tokens kept, so a sampled
     candidate can hold `<|image_pad|>`; put into a judge prompt as text it would count as a
     second image token and the server refuses the request. The rendered prompt leaves it out."""
-    from critic_data.rl.client import ChatClient, RequestFailed
+    from critic_data.rl.client import ChatClient, RequestFailed, data_url
     from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt
 
     base_url, model = server
@@ -116,7 +118,7 @@ def test_a_control_token_in_a_candidate_cannot_break_the_judge_request(server, m
 
     async def ask(text):
         async with ChatClient(base_url, model, concurrency=1, max_tokens=int(MAX_TOKENS)) as client:
-            return await client.chat([jpeg(350)], text, temperature=0.0, seed=0)
+            return await client.chat([data_url(jpeg(350))], text, temperature=0.0, seed=0)
 
     assert len(asyncio.run(ask(prompt))) == 1
     monkeypatch.setattr("critic_data.rl.client.RUN_ATTEMPTS", 1)  # the refusal is for good: no need to wait
@@ -147,9 +149,12 @@ def test_resume_skips_questions_already_picked(server, tmp_path):
     first = run_cli(*args, "--input", str(write_questions(tmp_path / "a", QUESTIONS[:2])))
     assert first.returncode == 0, first.stderr
     before = (out / "picks.jsonl").read_text()
-    refused = run_cli(*args, "--input", str(write_questions(tmp_path / "b", QUESTIONS)))
+    grown = write_questions(tmp_path / "a", QUESTIONS)  # the questions file grew by one
+    refused = run_cli(*args, "--input", str(grown))
     assert refused.returncode == 2 and "--resume" in refused.stderr
-    resumed = run_cli(*args, "--input", str(tmp_path / "b" / "questions.jsonl"), "--resume")
+    other = run_cli(*args, "--input", str(write_questions(tmp_path / "b", QUESTIONS)), "--resume")
+    assert other.returncode == 2 and "--input was" in other.stderr  # another file is another run
+    resumed = run_cli(*args, "--input", str(grown), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     after = (out / "picks.jsonl").read_text()
     assert after.startswith(before)  # the two finished questions were kept, not redone
@@ -171,12 +176,25 @@ def test_endpoint_down_is_one_line_and_quick(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--n", "1"], "at least 2 candidates"),
     (["--n", "4", "--strategy", "swiss"], "choose from knockout, round-robin"),
+    (["--n", "65", "--strategy", "round-robin"], "--n 65 with round-robin: 65 samples + 4160 judgements = 4225 requests "
+                                                 "per question, over the limit of 4096; lower --n or use --strategy knockout"),
+    (["--n", "2049"], "--n 2049 with knockout: 2049 samples + 2048 judgements = 4097 requests per question"),
+    (["--n", "4", "--timeout", "0"], "--timeout must be a number of seconds above 0"),
+    (["--n", "4", "--temperature", "nan"], "--temperature must be a number, 0 or more"),
 ])
 def test_bad_options_are_one_line(tmp_path, args, message):
     questions = write_questions(tmp_path / "in", QUESTIONS[:1])
     done = run_cli("best-of-n", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--input", str(questions),
                    "--out", str(tmp_path / "run"), *args)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_largest_n_each_strategy_allows():
+    from critic_data.rl.best_of_n import MAX_REQUESTS_PER_QUESTION, BestOfNOptions, requests_per_question
+
+    for n, strategy in ((64, "round-robin"), (2048, "knockout")):
+        BestOfNOptions(base_url="", model="", input="q.jsonl", n=n, out="o", strategy=strategy)
+        assert sum(requests_per_question(n, strategy)) <= MAX_REQUESTS_PER_QUESTION < sum(requests_per_question(n + 1, strategy))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -186,12 +204,85 @@ def test_bad_options_are_one_line(tmp_path, args, message):
     ('{"id": "a", "image": "img/0.jpg", "question": "q"}\n{"id": "a", "image": "img/0.jpg", "question": "r"}\n',
      "id 'a' appears twice"),
     ("\n", "holds no questions"),
+    (b'{"id": "a", "image": "img/0.jpg", "question": "q"}\n{"id": "b", "image": "img/0.jpg", "question": "caf\xe9"}\n',
+     r":2 is not valid UTF-8 \(byte 0xe9 at column 51\); save the file as UTF-8"),
+    ('{"id": "a", "image": "img/0.jpg", "question": "odd \\ud800"}\n', ":1 holds a lone surrogate"),
+    ('{"id": "a", "image": "img/0.jpg", "question": "q", "answer": ["3"]}\n', ":1: answer must be a string or a number"),
+    ('{"id": true, "image": "img/0.jpg", "question": "q"}\n', ":1 needs string fields id, image"),
+    ('{"id": "a", "image": "img/0.jpg", "question": {"text": "q"}}\n', ":1 needs string fields id, image"),
+    ("[" * 100_000 + "\n", r":1 is not valid JSON \(nested too deeply\)"),
 ])
 def test_malformed_questions_are_user_errors(tmp_path, content, message):
     path = write_questions(tmp_path, QUESTIONS[:1])
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(UserError, match=message):
         read_questions(path)
+
+
+def test_a_questions_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = write_questions(tmp_path / "in", QUESTIONS[:1])
+    path.write_bytes(b'{"id": "a", "image": "img/0.jpg", "question": "\xff\xfe"}\n')
+    done = run_cli("best-of-n", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--input", str(path), "--n", "2",
+                   "--out", str(tmp_path / "run"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "questions.jsonl:1 is not valid UTF-8" in done.stderr
+
+
+def test_a_byte_order_mark_is_read_not_rejected(tmp_path):
+    path = write_questions(tmp_path, QUESTIONS[:2])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert [q.id for q in read_questions(path)] == ["q0", "q1"]
+
+
+# --- a scripted model whose answers are known ----------------------------------------------------------
+
+VALUES = [3, 7, 1, 9]  # the candidates' final answers, in sample order
+
+
+def by_number(request):
+    """Samples \\boxed{3}, \\boxed{7}, ... (it honours `n`, as vllm serve does); as a judge it prefers the larger."""
+    text = prompt_of(request)
+    if "[Response 1]" in text:
+        first, second = (int(v) for v in re.findall(r"\\boxed\{(\d+)\}", text))
+        return completion("<think>compare</think> \\boxed{1}" if first > second else "<think>compare</think> \\boxed{2}")
+    return completion(*(f"<think>hm</think> \\boxed{{{v}}}" for v in VALUES[: request.get("n", 1)]))
+
+
+@pytest.mark.parametrize("strategy, matches, scores", [("knockout", 3, None), ("round-robin", 12, [-1, 1, -3, 3])])
+def test_a_judge_with_known_preferences_picks_the_best_candidate(tmp_path, strategy, matches, scores):
+    rows = [{**QUESTIONS[0], "answer": "9"}, {**QUESTIONS[1], "answer": "$7$."}]
+    questions = write_questions(tmp_path / "in", rows)
+    out = tmp_path / "run"
+    with fake_server(by_number) as server:
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", "fake-model", "--input", str(questions),
+                       "--n", "4", "--strategy", strategy, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert f"best-of-4 {strategy}: 2 questions x (4 samples + {matches} judgements) = {2 * (4 + matches)} requests" \
+        in done.stderr  # said before the first request
+    picks = {p["id"]: p for p in _lines(out / "picks.jsonl")}
+    for pick in picks.values():
+        assert pick["final_answers"] == ["3", "7", "1", "9"]
+        assert pick["winner_index"] == 3 and pick["matches_played"] == matches and pick["unparsed"] == 0
+        assert pick.get("scores") == scores
+    assert (picks["q0"]["pick_correct"], picks["q1"]["pick_correct"]) == (True, False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"] == {"best_of_n": 0.5, "first_sample": 0.0, "majority_vote": 0.0, "any_candidate": 1.0}
+    assert summary["matches"] == 2 * matches and summary["failed"] == 0
+
+
+def test_a_question_whose_image_is_a_decompression_bomb_fails_alone(tmp_path):
+    from tests.test_client_hardening import png_bomb
+
+    questions = write_questions(tmp_path / "in", QUESTIONS)
+    (tmp_path / "in" / "img" / "1.jpg").write_bytes(png_bomb(20_000, 10_000))
+    out = tmp_path / "run"
+    with fake_server(by_number) as server:
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", "fake-model", "--input", str(questions),
+                       "--n", "2", "--out", str(out))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 question failed") and "q1: the image cannot be decoded (DecompressionBombError" in last
+    assert sorted(p["id"] for p in _lines(out / "picks.jsonl")) == ["q0", "q2"]
 
 
 # --- the selection rules with scripted judges --------------------------------------------------------
@@ -234,9 +325,11 @@ def test_round_robin_cancels_a_position_biased_judge():
     judge, shown = scripted(lambda first, second: second)  # always "Response 2"
     winner, matches, scores = asyncio.run(round_robin(5, judge, seed=0, qid="q"))
     assert len(matches) == 20 and scores == [0] * 5
-    assert winner in range(5)
-    ties = {asyncio.run(round_robin(5, scripted(lambda a, b: b)[0], seed=s, qid="q"))[0] for s in range(12)}
-    assert len(ties) > 1  # a full tie is broken by a seeded coin, not always the first sample
+    # a full tie goes to the seeded coin among the tied: all five here
+    assert winner == derive_seed(0, "q", "tie") % 5
+    winners = [asyncio.run(round_robin(5, scripted(lambda a, b: b)[0], seed=s, qid="q"))[0] for s in range(12)]
+    assert winners == [derive_seed(s, "q", "tie") % 5 for s in range(12)]
+    assert len(set(winners)) > 1  # the coin, not always the first sample
 
 
 def test_round_robin_scores_follow_the_formula():

@@ -21,7 +21,8 @@ from critic_data.schemas import RejectReason
 from tests.snapshots import ASPECTS, corrupt_jpeg, jpeg
 
 junk = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8), st.lists(st.integers(), max_size=2))
-rating = st.one_of(st.sampled_from(["1", "2", "3", "4", "5", " 4 ", "N/A", "", "nan", "inf", "3.5"]), st.integers(0, 6), junk)
+rating = st.one_of(st.sampled_from(["1", "2", "3", "4", "5", " 4 ", "N/A", "", "nan", "inf", "3.5", "1e308", "-1e308"]),
+                   st.integers(0, 6), junk)
 annotations = st.one_of(
     st.fixed_dictionaries({aspect: st.one_of(st.fixed_dictionaries({"Rating": rating, "Rationale": st.just("RATIONALE-SECRET")}), junk)
                            for aspect in ASPECTS}),
@@ -30,15 +31,16 @@ annotations = st.one_of(
 completion = st.fixed_dictionaries({
     "annotations": annotations,
     "model": st.text(max_size=5),
-    "response": st.one_of(st.sampled_from(["A cat.", "A dog.", "A cat.", "  ", "【1†source】", "Two birds <image>"]), st.text(max_size=30), junk),
+    "response": st.one_of(st.sampled_from(["A cat.", "A dog.", "A cat.", "  ", "【1†source】", "Two birds <image>", "\u200b\u2060",
+                                           "A \ud800 cat."]), st.text(max_size=30), junk),
 })
 row = st.fixed_dictionaries({
     "id": st.one_of(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 3), junk),
-    "prompt": st.one_of(st.sampled_from(["What is this?", "<image>", "<image>\nCount them."]), junk),
+    "prompt": st.one_of(st.sampled_from(["What is this?", "<image>", "<image>\nCount them.", "<image>\ufeff", "Is \udfff this?"]), junk),
     "completions": st.one_of(st.lists(completion, max_size=5), junk,
                              st.fixed_dictionaries({"response": st.lists(st.text(max_size=5), max_size=3)})),
 })
-line = st.one_of(row.map(json.dumps), st.sampled_from(['{"id": "x"', "[1, 2]", "null", '"text"', "{}"]))
+line = st.one_of(row.map(json.dumps), st.sampled_from(['{"id": "x"', "[1, 2]", "null", '"text"', "{}", "[" * 5000]))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -167,7 +169,7 @@ def test_numeric_ratings_read_alike(values):
     assert _numbers(pa.array(values, pa.float64())).to_pylist() == [_number(v) for v in values]
 
 
-@given(st.lists(st.sampled_from([b"{}", b"x", b"", b"\r", b"\r\n", b"\n", b"\xff\xfe", "é".encode(), b" "]), max_size=40),
+@given(st.lists(st.sampled_from([b"{}", b"x", b"", b"\r", b"\r\n", b"\n", b"\xff\xfe", "é".encode(), b" ", b"\xef\xbb\xbf"]), max_size=40),
        st.integers(1, 5))
 def test_json_lines_parts_give_the_lines_and_numbers_of_text_mode(pieces, lines_per_part):
     """Whatever newline styles and bytes a JSON Lines file holds, reading it in parts (as

@@ -22,7 +22,7 @@ import pytest
 from critic_data import UserError
 from critic_data.rl.evaluate import EvalOptions, expected_verdict, load_items, presentations, run_eval, score, vlrb_category
 from critic_data.rl.rewards import parse_verdict
-from tests.serve import SECRET_KEY, free_port, run_cli, served_model
+from tests.serve import SECRET_KEY, Reply, completion, fake_server, free_port, prompt_of, run_cli, served_model
 from tests.snapshots import jpeg
 
 MAX_TOKENS = "4"  # garbage either way; each token costs ~40 ms on this CPU and the server runs one request at a time
@@ -107,7 +107,12 @@ def test_built_both_orders_through_the_cli(server, built_dataset, tmp_path):
     assert Counter(tuple(r["presented"]) for r in records) == {(1, 2): 3, (2, 1): 3}
     assert {r["label"] for r in records} <= {"1", "2"}
     _check_consistent(records, summary)
-    assert 0.0 <= summary["position_consistency"] <= 1.0
+    # consistent: both orders name the same source response (exact values: test_both_orders_scores_a_known_judge)
+    picked: dict[str, list] = {}
+    for r in records:
+        picked.setdefault(r["id"], []).append(r["presented"][int(r["verdict"]) - 1] if r["verdict"] in ("1", "2") else None)
+    assert summary["position_consistency"] == pytest.approx(
+        sum(a is not None and a == b for a, b in picked.values()) / 3)
     assert "accuracy" in done.stderr and "position consistency" in done.stderr  # the table
     everything = done.stdout + done.stderr + (out / "results.jsonl").read_text() + (out / "summary.json").read_text()
     assert SECRET_KEY not in everything
@@ -210,13 +215,55 @@ def test_endpoint_down_is_one_line_and_quick(built_dataset, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_model_the_server_does_not_serve_ends_in_one_line(server, built_dataset, tmp_path):
-    base_url, _ = server
-    done = run_cli("eval", "--base-url", base_url, "--model", "not-this-one", "--benchmark", "built",
-                   "--input", str(built_dataset), "--limit", "2", "--max-tokens", MAX_TOKENS, "--out", str(tmp_path / "run"))
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: every request failed (2)") and "not-this-one" in done.stderr
+@pytest.mark.parametrize("listed, refusal, message", [
+    # servers that list nothing (some builds of transformers serve) and refuse the model per request ...
+    ((), Reply(b'{"detail": "model not-this-one is not loaded"}', status=400),
+     "error: every request failed (2); first: "),
+    ((), Reply(b'{"error": {"message": "The model `not-this-one` does not exist."}}', status=404),
+     "answered 404 (The model `not-this-one` does not exist.); check --model"),
+    # ... and servers that list what they serve (vllm serve; transformers serve pinned to one model)
+    (("served-model",), None, "does not serve model 'not-this-one'; it serves served-model"),
+])
+def test_a_model_the_server_does_not_serve_ends_in_one_line(built_dataset, tmp_path, listed, refusal, message):
+    """On scripted servers: what a live server lists depends on its version and cache, not on this test."""
+    with fake_server(lambda request: refusal, models=listed) as server:
+        done = run_cli("eval", "--base-url", server.url, "--model", "not-this-one", "--benchmark", "built",
+                       "--input", str(built_dataset), "--limit", "2", "--out", str(tmp_path / "run"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert message in done.stderr and "not-this-one" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_both_orders_scores_a_known_judge(tmp_path):
+    """A scripted judge whose verdicts are known: steady (names the chosen response in either order),
+    biased (always "1"), mute (no verdict). Two steady, one biased, one mute, each judged both ways."""
+    root = tmp_path / "snapshot"
+    (root / "images").mkdir(parents=True)
+    kinds = ["steady", "biased", "steady", "mute"]
+    rows = []
+    for k, kind in enumerate(kinds):
+        (root / "images" / f"{k}.jpg").write_bytes(jpeg(500 + k))
+        rows.append({"id": f"g{k}", "image": f"images/{k}.jpg", "prompt": f"{kind} question?",
+                     "chosen": f"CHOSEN-{k}.", "rejected": f"REJECTED-{k}."})
+    (root / "mm_reward_bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def judge(request):
+        text = prompt_of(request)
+        if "mute" in text:
+            return completion("I cannot tell.")
+        if "biased" in text:
+            return completion("\\boxed{1}")
+        return completion("\\boxed{1}" if text.index("CHOSEN") < text.index("REJECTED") else "\\boxed{2}")
+
+    with fake_server(judge) as server:
+        summary = run_eval(EvalOptions(base_url=server.url, model="fake-model", benchmark="mm-rlhf", input=str(root),
+                                       out=tmp_path / "run", both_orders=True))
+    assert summary["n"] == 8 and summary["items"] == 4
+    assert summary["accuracy"] == 5 / 8  # steady 4 of 4, biased 1 of 2, mute 0 of 2
+    assert summary["unparsed_rate"] == 2 / 8
+    assert summary["position_consistency"] == 2 / 4  # the steady ones
+    assert summary["both_orders_correct"] == 2 / 4
+    assert summary["acc_plus"] == 2 / 4 and summary["ids"] == 4
 
 
 @pytest.mark.parametrize("benchmark, make_input, message", [

@@ -5,6 +5,9 @@ Covered: create + upload in one commit + load back identically (Image column inc
 re-push, refusal to replace a different dataset, a new --revision branch, --create-pr, --force
 replacing stale shards, transient failures retried, permanent failures stopping at once, a Hub
 that is down, a failed commit publishing nothing, the token never leaking, and checkpoints.
+Then what a push verifies before sending anything (links, FIFOs, shards that are not the
+build's, edited counts, OS leftovers left out, unreadable weights), an endpoint that answers
+like a proxy rather than the Hub, and one that never answers (--timeout).
 """
 
 from __future__ import annotations
@@ -285,3 +288,237 @@ def test_a_checkpoint_folder_goes_to_a_model_repo(tiny_qwen_dir, hub, env, tmp_p
     fetched = Path(download.stdout.strip())
     for name in expected:
         assert (fetched / name).read_bytes() == (folder / name).read_bytes(), name
+
+
+# --- What a push publishes is what the build wrote (section 5 of issue 10) -------------------
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / "build.json").read_text())
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    manifest = _manifest(folder)
+    edit(manifest)
+    (folder / "build.json").write_text(json.dumps(manifest))
+
+
+def _swap_shard(folder: Path, make) -> None:
+    shard = folder / "data" / "train-00000-of-00001.parquet"
+    shard.unlink()
+    make(shard, folder)
+
+
+def _secret(folder: Path) -> Path:
+    secret = folder.parent / "secret.txt"
+    secret.write_text("hf_SECRET_do_not_publish\n")
+    return secret
+
+
+def _parquet(table_rows: list[dict]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(shard: Path, _folder: Path) -> None:
+        pq.write_table(pa.Table.from_pylist(table_rows), shard)
+    return write
+
+
+def _stripped_of_features(shard: Path, folder: Path) -> None:
+    """The build's own rows, written again without the `huggingface` metadata (Image columns lost)."""
+    import pyarrow.parquet as pq
+
+    original = folder.parent / "original.parquet"
+    pq.write_table(pq.read_table(original).replace_schema_metadata(None), shard)
+
+
+DAMAGE = {
+    # (what is done to a copy of the build, what the one line must name)
+    "shard is a symlink to a secret": (
+        lambda f: _swap_shard(f, lambda s, f: s.symlink_to(_secret(f))), "data/train-00000-of-00001.parquet"),
+    "shard is a symlink to a copy inside": (
+        lambda f: (shutil.copy(f / "data" / "train-00000-of-00001.parquet", f / "copy.parquet"),
+                   _swap_shard(f, lambda s, f: s.symlink_to(f / "copy.parquet"))), "data/train-00000-of-00001.parquet"),
+    "data/ is a symlink out of the folder": (
+        lambda f: (shutil.move(f / "data", f.parent / "elsewhere"), (f / "data").symlink_to(f.parent / "elsewhere")),
+        "data/train-00000-of-00001.parquet"),
+    "build.json is a symlink": (
+        lambda f: (shutil.move(f / "build.json", f.parent / "build.json"), (f / "build.json").symlink_to(f.parent / "build.json")),
+        "build.json"),
+    "a listed path leaves the folder": (
+        lambda f: (_secret(f), _edit_manifest(f, lambda m: m["splits"]["train"]["files"].append("data/../../secret.txt"))),
+        "data/../../secret.txt"),
+    "an absolute listed path": (
+        lambda f: _edit_manifest(f, lambda m: m["splits"]["train"]["files"].append(str(_secret(f)))), "secret.txt"),
+    "shard is a FIFO": (
+        lambda f: _swap_shard(f, lambda s, f: os.mkfifo(s)), "data/train-00000-of-00001.parquet"),
+    "shard is text": (
+        lambda f: _swap_shard(f, lambda s, f: s.write_text("not parquet")), "data/train-00000-of-00001.parquet"),
+    "shard is cut short": (
+        lambda f: (f / "data" / "train-00000-of-00001.parquet").write_bytes(
+            (f / "data" / "train-00000-of-00001.parquet").read_bytes()[:-100]), "data/train-00000-of-00001.parquet"),
+    "shard is an unrelated parquet": (
+        lambda f: _swap_shard(f, _parquet([{"id": "x", "text": "hello"}] * 41)), "data/train-00000-of-00001.parquet"),
+    "shard lost its Image features": (
+        lambda f: (shutil.copy(f / "data" / "train-00000-of-00001.parquet", f.parent / "original.parquet"),
+                   _swap_shard(f, _stripped_of_features)), "data/train-00000-of-00001.parquet"),
+    "shard swapped for the other split's": (
+        lambda f: shutil.copy(f / "data" / "test-00000-of-00001.parquet", f / "data" / "train-00000-of-00001.parquet"),
+        "train split"),
+    "split rows edited": (
+        lambda f: _edit_manifest(f, lambda m: m["splits"]["train"].update(rows=1_000_000)), "train split"),
+    "split bytes edited": (
+        lambda f: _edit_manifest(f, lambda m: m["splits"]["test"].update(bytes=1)), "test split"),
+    "pairs kept edited": (
+        lambda f: _edit_manifest(f, lambda m: m["sources"]["vlfeedback"]["counts"].update(pairs_kept=999)), "pairs_kept"),
+    "pairs kept and formed edited together": (
+        lambda f: _edit_manifest(f, lambda m: [m["sources"]["vlfeedback"]["counts"].update({k: v + 5}) for k, v in
+                                               list(m["sources"]["vlfeedback"]["counts"].items())
+                                               if k in ("pairs_kept", "pairs_formed")]), "splits hold"),
+    "rows read edited": (
+        lambda f: _edit_manifest(f, lambda m: m["sources"]["vlfeedback"]["counts"].update(rows_read=10**6)), "rows_read"),
+    "shard listed under the other split": (
+        lambda f: _edit_manifest(f, lambda m: (m["splits"]["test"]["files"].append(m["splits"]["train"]["files"].pop()))),
+        "data/train-00000-of-00001.parquet"),
+    "shard listed twice": (
+        lambda f: _edit_manifest(f, lambda m: m["splits"]["train"]["files"].append(m["splits"]["train"]["files"][0])),
+        "data/train-00000-of-00001.parquet"),
+    "stray parquet in data/": (
+        lambda f: shutil.copy(f / "data" / "test-00000-of-00001.parquet", f / "data" / "test-00001-of-00001.parquet"),
+        "data/test-00001-of-00001.parquet"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_folder_that_is_not_what_its_build_json_says_is_refused_before_any_request(built_dataset, hub, env, tmp_path, damage):
+    make, named = DAMAGE[damage]
+    folder = shutil.copytree(built_dataset, tmp_path / "work" / "dataset")
+    make(folder)
+    started = time.monotonic()
+    result = subprocess.run([CLI, "push", str(folder), "--repo-id", REPO], env=env, capture_output=True, text=True,
+                            timeout=30)
+    line = " ".join(one_error_line(result).split())
+    assert named in line, line
+    assert hub.requests == []
+    assert "hf_SECRET" not in result.stdout + result.stderr
+    assert time.monotonic() - started < 20  # a FIFO is not opened
+
+
+def test_an_edited_manifest_is_refused_with_what_differs(built_dataset, tmp_path):
+    from critic_data import UserError
+    from critic_data.hub import plan_push
+
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    rows = _manifest(folder)["splits"]["train"]["rows"]
+    _edit_manifest(folder, lambda m: m["splits"]["train"].update(rows=1_000_000))
+    with pytest.raises(UserError, match=f"1000000 .*{rows}"):
+        plan_push(folder, REPO)
+
+
+def test_rejects_jsonl_is_read_only_when_asked_for_and_only_as_a_file_of_the_folder(built_dataset, tmp_path):
+    from critic_data import UserError
+    from critic_data.hub import plan_push
+
+    folder = shutil.copytree(built_dataset, tmp_path / "work" / "dataset")
+    (folder / "rejects.jsonl").unlink()
+    (folder / "rejects.jsonl").symlink_to(_secret(folder))
+    assert "rejects.jsonl" in plan_push(folder, REPO).left_out
+    with pytest.raises(UserError, match="rejects.jsonl leads to .*secret.txt through a link"):
+        plan_push(folder, REPO, include_rejects=True)
+
+
+def test_os_and_editor_leftovers_are_left_out_not_fatal(built_dataset, hub, env, tmp_path):
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    junk = [".DS_Store", "Thumbs.db", "data/.DS_Store", "data/._train-00000-of-00001.parquet", "data/Thumbs.db",
+            "data/train-00000-of-00001.parquet~", "data/desktop.ini", "build.json.bak", "data/.~lock.x#"]
+    for path in junk:
+        (folder / path).write_bytes(b"\x00junk")
+    result = cli(env, folder, "--repo-id", REPO)
+    assert result.returncode == 0, result.stderr
+    assert not set(junk) & files_at(hub)
+    out = " ".join(result.stderr.split())
+    for path in junk:
+        assert path in out  # listed under "not uploaded"
+    remote, local = describe(env, (REPO, None), (built_dataset, None))
+    assert remote == local
+
+
+def test_a_checkpoint_with_a_link_out_of_the_folder_is_refused(tiny_qwen_dir, hub, env, tmp_path):
+    folder = shutil.copytree(tiny_qwen_dir, tmp_path / "run")
+    (folder / "tokenizer_extra.json").symlink_to(_secret(folder))
+    line = one_error_line(cli(env, folder, "--repo-id", REPO))
+    assert "tokenizer_extra.json" in line and "link" in line
+    assert hub.requests == []
+
+    # A link that stays inside the folder is pushed as the file it points to; an ignored one is left alone.
+    (folder / "tokenizer_extra.json").unlink()
+    (folder / "tokenizer_extra.json").symlink_to(folder / "config.json")
+    (folder / "runs").symlink_to(tmp_path, target_is_directory=True)
+    result = cli(env, folder, "--repo-id", REPO)
+    assert result.returncode == 0, result.stderr
+    repo = hub.repo("model", REPO).resolve("main")
+    assert hub.read(repo.files["tokenizer_extra.json"]) == (folder / "config.json").read_bytes()
+    assert not any(path.startswith("runs") for path in repo.files)
+
+
+@pytest.mark.parametrize("damage", ["truncated header", "not json", "empty"])
+def test_a_checkpoint_whose_weights_do_not_read_is_refused(tiny_qwen_dir, hub, env, tmp_path, damage):
+    folder = shutil.copytree(tiny_qwen_dir, tmp_path / "run")
+    weights = next(folder.glob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated header": data[:20], "not json": data[:8] + b"x" * (len(data) - 8), "empty": b""}[damage])
+    line = one_error_line(cli(env, folder, "--repo-id", REPO))
+    assert weights.name in line
+    assert hub.requests == []
+
+
+# --- An endpoint that is not the Hub, and one that never answers (issue 10, sections 3 and 5) -------
+
+LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><form>corporate proxy</form></body></html>"
+
+
+GARBAGE = b"\x00\xff{garbage"
+
+
+@pytest.mark.parametrize("step, answer", [
+    (r"POST /api/repos/create", LOGIN_PAGE), (r"GET /api/datasets/.*/refs", LOGIN_PAGE),
+    (r"GET /api/datasets/.*/tree/", LOGIN_PAGE), (r"POST /api/datasets/.*/commit/", LOGIN_PAGE),
+    (r"POST /api/repos/create", GARBAGE), (r"POST /api/datasets/.*/preupload/", GARBAGE),
+    (r"POST /.*\.git/info/lfs/objects/batch", GARBAGE), (r"POST /api/datasets/.*/commit/", GARBAGE),
+])
+def test_an_endpoint_that_does_not_answer_like_the_hub_is_one_line(built_dataset, hub, env, step, answer):
+    hub.answer(step, answer, "text/html; charset=utf-8" if answer is LOGIN_PAGE else "application/json")
+    result = cli(env, built_dataset, "--repo-id", REPO)
+    line = " ".join(one_error_line(result).split())
+    assert hub.url in line and "HF_ENDPOINT" in line and "nothing was published" in line
+    repo = hub.repo("dataset", REPO)
+    assert repo is None or set(repo.resolve("main").files) == {".gitattributes"}
+
+
+def test_a_hub_that_never_answers_ends_the_push_within_the_timeout(built_dataset, tmp_path):
+    with socket.socket() as silent:  # the kernel accepts the connection; nobody ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        result = subprocess.run([CLI, "push", str(built_dataset), "--repo-id", REPO, "--timeout", "1"],
+                                env=client_env(tmp_path, endpoint), capture_output=True, text=True, timeout=60)
+        elapsed = time.monotonic() - started
+    line = " ".join(one_error_line(result).split())
+    assert endpoint in line and "1 s" in line and "--timeout" in line and "nothing was published" in line
+    assert elapsed < 10
+
+
+def test_push_help_states_the_bound_on_waiting_and_retrying():
+    from critic_data.hub import ATTEMPTS, RETRY_WINDOW
+
+    result = subprocess.run([CLI, "push", "--help"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COLUMNS": "300", "TERM": "dumb"})
+    text = " ".join(result.stdout.split())
+    assert "--timeout" in text and f"{ATTEMPTS} tries" in text and f"{RETRY_WINDOW} s" in text
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(built_dataset, hub, env, value):
+    line = one_error_line(cli(env, built_dataset, "--repo-id", REPO, "--timeout", value))
+    assert "--timeout" in line
+    assert hub.requests == []

@@ -17,9 +17,11 @@ from critic_data.builders.llava_critic import parse_judge_prompt, parse_verdict
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
 from critic_data.cards import render_dataset_card
+from critic_data.rl.prompts import FORMAT_INSTRUCTION
 from critic_data.schemas import EASYR1_FEATURES
 from tests.snapshots import (
     CRITIC_DUPLICATE_ROW,
+    CRITIC_TEMPLATES,
     CRITIC_TIE_ROW,
     CRITIC_UNPARSABLE_ROW,
     LLAVA_RLHF_FAULTS,
@@ -145,6 +147,53 @@ def test_verdict_parsing(text, label):
     assert parse_verdict(text) == label
 
 
+@pytest.mark.parametrize("template", [0, 1, 2])  # The first/second response:, Response 1/2:, Response A/B:
+@pytest.mark.parametrize("brackets", [False, True])
+@pytest.mark.parametrize("closing", ["\nASSISTANT:", " ASSISTANT:", "\nASSISTANT:\n", "\n\nASSISTANT: ", "\n### Assistant:",
+                                     "\n<|im_start|>assistant\n"])
+def test_judge_prompt_closing_marker_is_not_part_of_the_second_response(template, brackets, closing):
+    """The judge template's closing chat marker (`ASSISTANT:`) after the second response is
+    dropped in every label style, with or without brackets around the values."""
+    instruction, label_1, label_2, _, _ = CRITIC_TEMPLATES[template]
+    question, first, second = "How many cats? [2]", "Two cats.", "One cat, sitting."
+    wrap = (lambda v: f"[{v}]") if brackets else (lambda v: v)  # noqa: E731
+    prompt = f"<image>\n{instruction}\nQuestion: {wrap(question)}\n{label_1} {wrap(first)}\n{label_2} {wrap(second)}{closing}"
+    assert parse_judge_prompt(prompt) == (question, first, second)
+
+
+def test_a_response_ending_in_the_word_assistant_keeps_it():
+    _, label_1, label_2, _, _ = CRITIC_TEMPLATES[1]
+    prompt = f"Judge.\nQuestion: Who answers?\n{label_1} The user.\n{label_2} Ask the voice assistant\nASSISTANT:"
+    assert parse_judge_prompt(prompt) == ("Who answers?", "The user.", "Ask the voice assistant")
+
+
+# Real-looking verdict endings: a clear preference outranks an "equally" elsewhere; a tie
+# stated as one stays a tie; the last stated verdict wins.
+VERDICT_SENTENCES = [
+    ("The first response is better, although both responses are equally fluent.", "1"),
+    ("Both responses are equally good at describing the scene, but Response 2 is better at counting.", "2"),
+    ("Both responses are equally helpful in tone; however, the second response is clearly better overall.", "2"),
+    ("Response A is slightly better, though the two answers are equally accurate.", "1"),
+    ("While both responses are equally well written, the better response: [second]", "2"),
+    ("The first response is the better one, even if both responses are equally concise.", "1"),
+    ("Although both responses are equally valid, Response B is much better in detail.", "2"),
+    ("Both responses are equally good.", "tie"),
+    ("It's a tie.", "tie"),
+    ("Both responses are equally helpful and accurate, so neither stands out.", "tie"),
+    ("The two answers are equally good; it is a tie.", "tie"),
+    ("Neither response is better than the other: both miss the second cat.", "tie"),
+    ("Response 1 is better in fluency, but overall it’s a tie.", "tie"),
+    ("It's a tie on fluency, but the second response is better overall.", "2"),
+    ("The better response: [tie]", "tie"),
+    ("The first response is not better than the second; both have merits.", None),
+]
+
+
+@pytest.mark.parametrize(("text", "label"), VERDICT_SENTENCES)
+def test_verdict_sentences_prefer_a_stated_preference_to_an_equally(text, label):
+    assert parse_verdict(f"JUSTIFICATION: the image shows two cats on a sofa. {text}") == label
+
+
 def test_all_sources_in_one_build_drop_cross_source_duplicates(snapshots, tmp_path):
     root, rlhf_v, _ = snapshots
     args = ["--source", "all", "--image-root", str(root / "coco" / "train2017"), "--out", str(tmp_path / "o"), "--test-size", "0.3"]
@@ -172,17 +221,36 @@ def test_all_sources_in_one_build_drop_cross_source_duplicates(snapshots, tmp_pa
     assert card.count("@article{xiong2024llavacritic") == 1 and "@article{wang2025llavacriticr1" in card
 
 
-def test_easyr1_format_is_the_flat_reference_layout(snapshots, tmp_path):
+def test_easyr1_format_is_what_the_official_fork_reads(snapshots, tmp_path):
+    """--format easyr1 loads under LLaVA-Critic-R1's EasyR1 data rules unchanged
+    (si0wang/LLaVA-Critic-R1@6fd42d1): examples/config.yaml:5-6 read `answer` and the image column
+    `image`, examples/qwen2_5_vl_7b_llava_critic_grpo.sh:23 the prompt from `question`; verl/utils/dataset.py RLHFDataset loads a local folder with
+    load_dataset("parquet", data_dir=..., split="train"), renders the format prompt
+    (examples/format_prompt/math_format.jinja) over the prompt, and splits it at `<image>` into an
+    image part and text parts (_build_messages)."""
     from datasets import load_dataset
+    from jinja2 import Template
 
-    manifest = build(BuildOptions(out=tmp_path / "o", sources=("rlhf_v",), inputs={"rlhf_v": snapshots[0] / "rlhf_v"}, format="easyr1"))
+    manifest = build(BuildOptions(out=tmp_path / "o", sources=("rlhf_v",), inputs={"rlhf_v": snapshots[0] / "rlhf_v"},
+                                  format="easyr1"))
     assert manifest["format"] == "easyr1"
-    dataset = load_dataset(str(tmp_path / "o"))
-    assert manifest["splits"]["test"]["rows"] == 0 and set(dataset) == {"train"}  # 7 rows: no test group drawn
-    assert dataset["train"].features == EASYR1_FEATURES
-    row = dataset["train"][0]
-    assert row["question"].startswith("<image>You are shown an image") and row["answer"] in ("1", "2")
-    assert "\\boxed{1}" in row["question"]
+    dataset = load_dataset("parquet", data_dir=str(tmp_path / "o"), split="train")  # as the fork loads a folder
+    assert dataset.features == EASYR1_FEATURES
+    prompt_key, answer_key, image_key = "question", "answer", "image"
+    fork_format = Template("{{ content | trim }} " + FORMAT_INSTRUCTION)
+    for row in dataset:
+        assert image_key in row and row[image_key].size == (64, 48)  # decoded by datasets, as the fork expects
+        assert row[answer_key] in ("1", "2")
+        prompt = fork_format.render(content=row[prompt_key])
+        parts = []
+        for index, content in enumerate(prompt.split("<image>")):  # _build_messages
+            if index:
+                parts.append({"type": "image"})
+            if content:
+                parts.append({"type": "text", "text": content})
+        assert [p["type"] for p in parts] == ["image", "text"]
+        assert parts[1]["text"].count(FORMAT_INSTRUCTION) == 1 and parts[1]["text"].endswith(FORMAT_INSTRUCTION)
+        assert "2 if Response 2 is better" in parts[1]["text"]
     card = render_dataset_card(manifest)
     assert "--format easyr1" in card and "response_1" not in card
 
@@ -193,14 +261,19 @@ def test_input_without_source_name_is_refused_for_several_sources(tmp_path):
     assert result.returncode == 2 and "--input SOURCE=DIR" in result.stderr and "Traceback" not in result.stderr
 
 
-turn = st.fixed_dictionaries({"from": st.sampled_from(["human", "gpt", "system", 3]), "value": st.one_of(st.text(max_size=40), st.none())})
+# Every example is written and built: a `from` that is not a string cannot be stored in the
+# pairwise config's string column, so odd speakers are odd strings.
+turn = st.fixed_dictionaries({"from": st.sampled_from(["human", "gpt", "system", "", "HUMAN"]),
+                              "value": st.one_of(st.text(max_size=40), st.none())})
 critic_row = st.fixed_dictionaries({
     "id": st.one_of(st.text(max_size=5), st.none()),
     "source": st.just("x"),
     "conversations": st.one_of(st.lists(turn, max_size=3), st.lists(st.fixed_dictionaries({
         "from": st.sampled_from(["human", "gpt"]),
         "value": st.sampled_from([critic_prompt("Q?", "a", "b", 0), critic_prompt("Q?", "a", "a", 1), "The better response: [2]",
-                                  "equally good", "Question: only", critic_prompt("", "a", "b", 2)])}), max_size=3)),
+                                  "equally good", "Question: only", critic_prompt("", "a", "b", 2),
+                                  critic_prompt("Q?", "a", "\u200b", 0), "The first response is better, though equally fluent."])}),
+                                max_size=3)),
     "image": st.one_of(st.none(), st.just({"bytes": jpeg(1), "path": None}), st.just({"bytes": b"junk", "path": "x.jpg"})),
 })
 
@@ -214,12 +287,30 @@ def test_llava_critic_never_loses_a_row(rows, tmp_path_factory):
     (folder / "pairwise").mkdir()
     table = pa.Table.from_pylist(rows, schema=pa.schema([("id", pa.string()), ("source", pa.string()),
                                                          ("conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
-                                                         ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())]))])) \
-        if all(all(isinstance(t["from"], str) for t in r["conversations"]) for r in rows) else None
-    if table is None:
-        return
+                                                         ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())]))]))
     pq.write_table(table, folder / "pairwise" / "train-00000-of-00001.parquet")
-    manifest = build(BuildOptions(out=folder / "o", sources=("llava_critic",), inputs={"llava_critic": folder}, keep_ties=1))
+    out = tmp_path_factory.mktemp("critic-prop-out") / "o"  # never inside the input
+    manifest = build(BuildOptions(out=out, sources=("llava_critic",), inputs={"llava_critic": folder}, keep_ties=1))
     counts = _accounted(manifest, "llava_critic")
     assert counts["rows_read"] == len(rows)
-    assert len((folder / "o" / "rejects.jsonl").read_text().splitlines()) == counts["rows_rejected"]
+    assert len((out / "rejects.jsonl").read_text().splitlines()) == counts["rows_rejected"]
+
+
+def test_the_official_rl_set_composition_is_one_command(snapshots, tmp_path):
+    """README: every pairwise row of LLaVA-Critic-113k, ties kept with the checkable label "tie", in
+    LLaVA-Critic's own prompt body; counts by upstream dataset in build.json and the card."""
+    root, _, critic = snapshots
+    result = subprocess.run([sys.executable, "-m", "critic_data.cli", "build", "--source", "llava_critic", "--input",
+                             str(root / "llava_critic"), "--keep-ties", "all", "--prompt-style", "llava-critic",
+                             "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "o" / "build.json").read_text())
+    stats = manifest["sources"]["llava_critic"]
+    parsable = sum(row["label"] is not None for row in critic)
+    assert stats["counts"]["pairs_kept"] == parsable == 11
+    assert sum(split.get("tie", 0) for split in stats["label_balance"].values()) == 1
+    assert stats["kept_by_origin"] == {"vlfeedback": parsable}
+    assert manifest["template"] == "llava-critic-tie-v1" and manifest["options"]["keep_ties"] == "all"
+    rows = _rows(tmp_path / "o")
+    assert all(r["prompt"][0]["content"][-1]["text"].startswith("Given an image and a corresponding question") for r in rows)
+    assert "| vlfeedback | 11 |" in (tmp_path / "o" / "README.md").read_text()

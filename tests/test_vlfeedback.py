@@ -78,7 +78,10 @@ def test_pair_accounting_and_margin(built):
     rows = _rows(out)
     assert counts["pairs_kept"] == len(rows) == sum(s["rows"] for s in manifest["splits"].values())
     assert counts["pairs_formed"] == counts["pairs_kept"] + sum(counts["pairs_filtered"].values()) + counts["duplicates_dropped"]
-    assert counts["duplicates_dropped"] >= 1  # row 7 repeats row 6 under another id
+    # row 7 repeats row 6 under another id: the one duplicate, and the later row is the one dropped
+    assert counts["duplicates_dropped"] == 1
+    source_ids = {row["source_id"] for row in rows}
+    assert "svit-conversation-1006" in source_ids and "LRV-7" not in source_ids
     assert all(row["margin"] > 0.6 for row in rows)
     assert len({row["id"] for row in rows}) == len(rows)
     # max-gap: at most one pair per source row
@@ -194,8 +197,8 @@ def test_pairs_per_prompt_all_and_keep_ties(jsonl_snapshot, built, tmp_path):
     assert len(tied) == 2 and all(row["margin"] == 0.0 for row in tied)
     assert manifest["sources"]["vlfeedback"]["label_balance"]["train"].get("tie", 0) + \
         manifest["sources"]["vlfeedback"]["label_balance"]["test"].get("tie", 0) == 2
-    assert {row["template"] for row in rows} == {"pairwise-tie-v1"}
-    assert "\\boxed{tie}" in rows[0]["prompt"][0]["content"][-1]["text"]
+    assert {row["template"] for row in rows} == {"pairwise-tie-v2"}
+    assert "tie if they are equally good" in rows[0]["prompt"][0]["content"][-1]["text"]
 
 
 def _cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -220,6 +223,18 @@ def test_cli_builds_and_prints_a_summary(jsonl_snapshot, tmp_path):
         (["--source", "vlfeedback", "--input", "BADZIP"], "not a readable zip"),
         (["--source", "vlfeedback", "--input", "SNAPSHOT", "--test-size", "2"], "--test-size must be in [0, 1)"),
         (["--source", "vlfeedback", "--input", "SNAPSHOT", "--out", "TAKEN"], "already exists and is not empty"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--test-size", "nan"], "--test-size must be in [0, 1), not nan"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--margin", "nan"], "--margin must be a finite number >= 0, not nan"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--margin", "inf"], "--margin must be a finite number >= 0, not inf"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--margin", "-1"], "--margin must be a finite number >= 0, not -1.0"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--num-proc", "0"], "--num-proc must be at least 1, not 0"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "0"], "--max-shard-size must be more than 0 bytes, not 0"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "0.1b"], "--max-shard-size must be more than 0 bytes, not 0"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-image-pixels", "0"], "--max-image-pixels must be at least 1, not 0"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--keep-ties", "-1"], "--keep-ties must be a count >= 0 or 'all', not '-1'"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--input", "EMPTY"], "--input given twice for vlfeedback: SNAPSHOT and EMPTY"),
+        (["--source", "vlfeedback", "--input", "vlfeedback=SNAPSHOT", "--input", "vlfeedback=EMPTY"],
+         "--input given twice for vlfeedback: SNAPSHOT and EMPTY"),
     ],
 )
 def test_cli_user_errors_are_one_line(args, message, jsonl_snapshot, tmp_path):
@@ -229,13 +244,14 @@ def test_cli_user_errors_are_one_line(args, message, jsonl_snapshot, tmp_path):
     (tmp_path / "BADZIP" / "merged_images.zip").write_bytes(b"not a zip")
     (tmp_path / "TAKEN").mkdir()
     (tmp_path / "TAKEN" / "keep.txt").write_text("user data")
-    args = [str(jsonl_snapshot[0]) if a == "SNAPSHOT" else a for a in args]
+    args = [a.replace("SNAPSHOT", str(jsonl_snapshot[0])) for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "o")]
     result = _cli("build", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert message in " ".join(result.stderr.split())
+    (line,) = result.stderr.splitlines()  # one line, nothing else
+    assert line.startswith("error: ") and message.replace("SNAPSHOT", str(jsonl_snapshot[0])) in line
     assert (tmp_path / "TAKEN" / "keep.txt").read_text() == "user data"
     assert not (tmp_path / "o").exists()
 
@@ -249,13 +265,14 @@ def test_offline_without_input_suggests_input(tmp_path):
     assert "--input" in result.stderr and "MMInstruction/VLFeedback" in result.stderr
 
 
-def test_overwrite_replaces_only_when_asked(jsonl_snapshot, tmp_path):
+def test_overwrite_replaces_a_previous_build_whole(jsonl_snapshot, tmp_path):
     out = tmp_path / "o"
-    _build(jsonl_snapshot[0], out)
-    (out / "stale.txt").write_text("old")
-    build(BuildOptions(out=out, inputs={"vlfeedback": jsonl_snapshot[0]}, overwrite=True))
-    assert not (out / "stale.txt").exists() and (out / "build.json").exists()
-    assert not list(tmp_path.glob(".o.partial-*"))
+    _build(jsonl_snapshot[0], out, max_shard_bytes=1)  # a shard per row
+    manifest = build(BuildOptions(out=out, inputs={"vlfeedback": jsonl_snapshot[0]}, overwrite=True))
+    assert sorted(f"data/{p.name}" for p in (out / "data").iterdir()) == sorted(
+        name for split in manifest["splits"].values() for name in split["files"])
+    assert json.loads((out / "build.json").read_text()) == manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging, set-aside or lock file left
 
 
 def test_a_shard_replaced_in_place_is_read_afresh(tmp_path):

@@ -1,0 +1,532 @@
+"""Hostile input: a damaged row is one reject with its reason, never the end of a build.
+
+Each test builds a small snapshot of one source's real layout with one kind of damage
+planted, and checks that the build finishes, that the damaged row is rejected for the
+right reason, that every other row is used, and that the accounting stays exact (rows
+read = used + rejected, one reason each). Damage to a whole file (a corrupt parquet page,
+an unreadable JSON file) is one line naming the file, exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from critic_data.builders import images as image_module
+from critic_data.builders.images import check_image
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.pipeline import build
+from critic_data.builders.text import clean_question, clean_response
+from critic_data.schemas import RejectReason
+from tests.snapshots import (
+    ASPECTS,
+    LLAVA_RLHF_FAULTS,
+    jpeg,
+    rlhf_v_texts,
+    write_llava_rlhf,
+    write_rlhf_v,
+    write_vlfeedback_jsonl,
+    write_vlfeedback_parquet,
+)
+
+CLI = [sys.executable, "-m", "critic_data.cli", "build"]
+
+
+def _outcome(manifest: dict, out: Path, name: str, rows: int) -> tuple[dict, dict[str, str]]:
+    """The source's counts and its rejects by source id, after checking the accounting is exact."""
+    counts = manifest["sources"][name]["counts"]
+    assert counts["rows_read"] == rows
+    assert counts["rows_read"] == counts["rows_used"] + counts["rows_rejected"]
+    assert counts["pairs_formed"] == counts["pairs_kept"] + sum(counts["pairs_filtered"].values()) + counts["duplicates_dropped"]
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == counts["rows_rejected"]
+    assert sum(pq.read_metadata(p).num_rows for p in (out / "data").glob("*.parquet")) == counts["pairs_kept"]
+    return counts, {r["source_id"]: r["reason"] for r in rejects}
+
+
+def _details(out: Path) -> dict[str, str]:
+    return {r["source_id"]: r["detail"] for r in map(json.loads, (out / "rejects.jsonl").read_text().splitlines())}
+
+
+def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --- VLFeedback (JSON Lines + merged_images.zip) ---------------------------------------------
+
+def _vlfeedback(folder: Path, n: int = 6) -> list[dict]:
+    """A clean VLFeedback JSON Lines snapshot whose rows the test then damages with `_rewrite`."""
+    return write_vlfeedback_jsonl(folder, n=n, quirks=False)
+
+
+def _rewrite(folder: Path, rows: list, prefix: bytes = b"") -> None:
+    """`vlfeedback_80k.jsonl` again: dicts as JSON (ASCII: a lone surrogate is written as the
+    `\\ud800` escape that decodes to it), strings as raw lines."""
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    (folder / "vlfeedback_80k.jsonl").write_bytes(prefix + "".join(line + "\n" for line in lines).encode())
+
+
+def _vlf_build(folder: Path, out: Path, num_proc: int = 1, **options) -> dict:
+    return build(BuildOptions(out=out, inputs={"vlfeedback": folder}, **options), num_proc=num_proc)
+
+
+def _rate(completion: dict, rating) -> None:
+    for aspect in ASPECTS:
+        completion["annotations"][aspect]["Rating"] = rating
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "parquet"])
+def test_an_overflowing_rating_leaves_its_completion_unrated(layout, tmp_path):
+    """`1e308` parses as a finite float, but the mean of three overflows to infinity: that
+    completion is unrated (as `N/A` would be); a row left with one rated completion is a reject."""
+    rows = _vlfeedback(tmp_path / "s")
+    _rate(rows[1]["completions"][0], "1e308")  # three others remain: the row is used
+    for completion in rows[2]["completions"][1:]:
+        _rate(completion, "1e308")  # one rated completion remains
+    _rate(rows[3]["completions"][0], "-1e308")
+    if layout == "jsonl":
+        _rewrite(tmp_path / "s", rows)
+    else:
+        write_vlfeedback_parquet(tmp_path / "p", n=6, quirks=False, shards=1)
+        table = pq.read_table(tmp_path / "p" / "data" / "train-00000-of-00001.parquet")
+        completions = [{"annotations": [c["annotations"] for c in row["completions"]], "model": [c["model"] for c in row["completions"]],
+                        "response": [c["response"] for c in row["completions"]]} for row in rows]
+        table = table.set_column(table.schema.get_field_index("completions"), "completions", pa.array(completions))
+        pq.write_table(table, tmp_path / "p" / "data" / "train-00000-of-00001.parquet")
+    manifest = _vlf_build(tmp_path / ("s" if layout == "jsonl" else "p"), tmp_path / "o")
+    counts, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
+    assert rejects == {rows[2]["id"]: "rating_unparsable"}
+    assert manifest["sources"]["vlfeedback"]["notes"]["completions_unrated"] == 2  # rows 1 and 3 (row 2 is rejected)
+    assert counts["rows_used"] == 5 and counts["pairs_kept"] >= 1
+    assert all(row["margin"] < 5 for path in (tmp_path / "o" / "data").glob("*.parquet") for row in pq.read_table(path).to_pylist())
+
+
+def test_ratings_whose_gap_overflows_form_no_pair(tmp_path):
+    """With one aspect, 1e308 and -1e308 are finite scores whose gap is not: that pair is
+    filtered (counted by rule), the row's other pairs are kept."""
+    rows = _vlfeedback(tmp_path / "s", n=4)
+    for completion, rating in zip(rows[0]["completions"], ["1e308", "-1e308", "1", "5"]):
+        completion["annotations"]["Helpfulness"]["Rating"] = rating
+    _rewrite(tmp_path / "s", rows)
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o", aspects=("Helpfulness",), pairs_per_prompt="all")
+    counts, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 4)
+    assert rejects == {}
+    assert counts["pairs_filtered"]["gap_not_finite"] == 1
+    kept = [row for path in (tmp_path / "o" / "data").glob("*.parquet") for row in pq.read_table(path).to_pylist()
+            if row["source_id"] == rows[0]["id"]]
+    assert len(kept) == 5  # the other five of the six pairs
+
+
+def test_a_lone_surrogate_in_json_lines_is_a_reject(tmp_path):
+    rows = _vlfeedback(tmp_path / "s")
+    rows[1]["prompt"] = "What is \ud800 this?"
+    for number, completion in enumerate(rows[2]["completions"]):  # whichever pair is kept holds one
+        completion["response"] = f"A cat \udfff {number}."
+    _rewrite(tmp_path / "s", rows)
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    counts, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
+    assert rejects == {rows[1]["id"]: "text_unencodable", rows[2]["id"]: "text_unencodable"}
+    assert counts["rows_used"] == 4
+
+
+def test_an_image_the_decoder_raises_on_is_undecodable(tmp_path):
+    """A corrupt AVIF makes Pillow's AVIF plugin raise RuntimeError (not an OSError)."""
+    rows = _vlfeedback(tmp_path / "s")
+    archive = tmp_path / "s" / "merged_images.zip"
+    members = _zip_members(archive)
+    del members[f"merged_images/{rows[1]['id']}.jpg"]
+    _rewrite_zip(archive, {**members, f"merged_images/{rows[1]['id']}.avif": corrupt_avif()})
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    _, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
+    assert rejects == {rows[1]["id"]: "image_undecodable"}
+    assert "RuntimeError" in _details(tmp_path / "o")[rows[1]["id"]]
+
+
+def corrupt_avif() -> bytes:
+    """An AVIF made by Pillow whose first coded bytes (the start of the `mdat` box's AV1
+    data) are overwritten: Pillow's AVIF plugin raises RuntimeError on it, not OSError."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(jpeg(5))).save(buffer, format="AVIF")
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"mdat") + 4
+    data[start : start + 4] = b"\xff" * 4
+    with pytest.raises(RuntimeError), Image.open(io.BytesIO(bytes(data))) as image:
+        image.load()
+    return bytes(data)
+
+
+def _zip_members(archive: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(archive) as handle:
+        return {name: handle.read(name) for name in handle.namelist()}
+
+
+def _rewrite_zip(archive: Path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(archive, "w") as handle:
+        for name, data in members.items():
+            handle.writestr(name, data)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("plugin"), struct.error("unpack requires a buffer"), IndexError("tile")])
+def test_any_exception_from_image_inspection_is_undecodable(error, monkeypatch):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(image_module.Image, "open", fail)
+    reason, detail = check_image(b"GIF89a....")
+    assert reason is RejectReason.IMAGE_UNDECODABLE and type(error).__name__ in detail
+
+
+def test_running_out_of_memory_while_inspecting_an_image_is_not_a_reject(monkeypatch):
+    def fail(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(image_module.Image, "open", fail)
+    with pytest.raises(MemoryError):
+        check_image(b"GIF89a....")
+
+
+def test_deeply_nested_json_line_is_json_invalid(tmp_path):
+    rows = _vlfeedback(tmp_path / "s")
+    _rewrite(tmp_path / "s", [rows[0], "[" * 100_000, *rows[1:], '{"id": ' * 50_000])
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    counts, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 8)
+    assert rejects == {"line 2": "json_invalid", "line 8": "json_invalid"}
+    assert counts["rows_used"] == 6
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_a_byte_order_mark_starts_json_lines_without_costing_a_row(num_proc, tmp_path, monkeypatch):
+    """Only the first of the file's parts starts with the mark: read as `utf-8-sig` reads it."""
+    rows = _vlfeedback(tmp_path / "s", n=7)
+    rows[3]["prompt"] = "\ufeffWhat is this?"  # the same character inside a line is text, not a mark
+    _rewrite(tmp_path / "s", rows, prefix="\ufeff".encode())
+    monkeypatch.setattr("critic_data.builders.vlfeedback.PART_LINES", 3)
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o", num_proc=num_proc)
+    counts, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 7)
+    assert rejects == {} and counts["rows_used"] == 7
+
+
+@pytest.mark.parametrize("blank", ["\u200b", "\u200c\u200d", " \u2060\n", "\ufeff", "\u200b \t\u200b"])
+def test_zero_width_only_responses_are_empty(blank, tmp_path):
+    rows = _vlfeedback(tmp_path / "s")
+    for completion in rows[1]["completions"][1:]:
+        completion["response"] = blank
+    rows[2]["prompt"] = "<image>" + blank
+    _rewrite(tmp_path / "s", rows)
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    counts, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
+    assert rejects == {rows[1]["id"]: "empty_response", rows[2]["id"]: "empty_question"}
+    assert counts["rows_used"] == 4
+
+
+def test_zero_width_characters_around_text_are_trimmed_like_whitespace():
+    assert clean_response("\u200b A cat. \ufeff") == "A cat."
+    assert clean_question("\u2060<image>\nWhat is it?\u200d") == "What is it?"
+    assert clean_response("A\u200bcat") == "A\u200bcat"  # inside the text: left as written
+
+
+def test_text_cleaning_leaves_nothing_str_strip_would_remove():
+    import sys
+
+    every_space = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+    assert clean_response(every_space + "x" + every_space) == "x" == clean_question(every_space + "x" + every_space)
+
+
+# --- RLHF-V (parquet with a JSON `text` column) ---------------------------------------------------
+
+def _rlhf_v(path: Path, n: int = 6, texts: dict | None = None, images: dict | None = None, first: int = 0,
+            image_type: pa.DataType | None = None) -> None:
+    """One RLHF-V shard of `n` clean rows (`idx` from 5000 + `first`), with `texts` (raw `text`
+    values) and `images` (Image struct values) replaced by row index."""
+    texts, images = texts or {}, images or {}
+    records = [{"image": images.get(i, {"bytes": jpeg(100 + first + i), "path": f"rlhf-v/{first + i}.jpg"}),
+                "text": texts.get(i, json.dumps(text)), "idx": 5000 + first + i}
+               for i, text in enumerate(rlhf_v_texts(first + n)[first:])]
+    schema = None
+    if image_type is not None:
+        schema = pa.schema([("image", image_type), ("text", pa.string()), ("idx", pa.int64())])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(records, schema=schema), path)
+
+
+def _rlhf_v_build(folder: Path, out: Path, num_proc: int = 1) -> dict:
+    return build(BuildOptions(out=out, sources=("rlhf_v",), inputs={"rlhf_v": folder}), num_proc=num_proc)
+
+
+def test_rlhf_v_text_json_hazards_are_rejects(tmp_path):
+    """A lone surrogate escape, nesting past the recursion limit, and a byte-order mark (read)."""
+    good = rlhf_v_texts(6)
+    _rlhf_v(tmp_path / "s" / "RLHF-V-Dataset.parquet", texts={
+        1: json.dumps({**good[1], "chosen": "A dog \ud800."}),
+        2: "[" * 100_000,
+        3: "\ufeff" + json.dumps(good[3]),
+    })
+    manifest = _rlhf_v_build(tmp_path / "s", tmp_path / "o")
+    counts, rejects = _outcome(manifest, tmp_path / "o", "rlhf_v", 6)
+    assert rejects == {"5001": "text_unencodable", "5002": "json_invalid"}
+    assert counts["rows_used"] == 4
+
+
+def test_image_bytes_stored_as_text_or_other_types_are_rejects(tmp_path):
+    """A shard whose Image struct holds `bytes` as a string (or `path` as a list): its rows are
+    rejects or built, the other shards' rows are built, and nothing crashes."""
+    _rlhf_v(tmp_path / "s" / "a.parquet", n=3)
+    _rlhf_v(tmp_path / "s" / "b.parquet", n=2, first=3, images={0: {"bytes": "not bytes", "path": "x.jpg"}, 1: None},
+            image_type=pa.struct([("bytes", pa.string()), ("path", pa.string())]))
+    _rlhf_v(tmp_path / "s" / "c.parquet", n=2, first=5, images={0: {"bytes": jpeg(7), "path": ["a", "b"]}},
+            image_type=pa.struct([("bytes", pa.binary()), ("path", pa.list_(pa.string()))]))
+    manifest = _rlhf_v_build(tmp_path / "s", tmp_path / "o")
+    counts, rejects = _outcome(manifest, tmp_path / "o", "rlhf_v", 7)
+    assert rejects == {"5003": "row_malformed", "5004": "image_missing"}
+    assert counts["rows_used"] == 5
+    written = {row["source_id"]: row["images"][0] for path in (tmp_path / "o" / "data").glob("*.parquet")
+               for row in pq.read_table(path).to_pylist()}
+    assert written["5005"] == {"bytes": jpeg(7), "path": None}  # a path that is not text names nothing
+
+
+def test_parquet_image_bytes_over_the_size_cap_are_a_reject(tmp_path, monkeypatch):
+    big = _noise_jpeg(3)
+    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", len(big) - 1)
+    _rlhf_v(tmp_path / "s" / "RLHF-V-Dataset.parquet", images={2: {"bytes": big, "path": "big.jpg"}})
+    manifest = _rlhf_v_build(tmp_path / "s", tmp_path / "o")
+    _, rejects = _outcome(manifest, tmp_path / "o", "rlhf_v", 6)
+    assert rejects == {"5002": "image_file_too_large"}
+    assert str(len(big) - 1) in _details(tmp_path / "o")["5002"]
+
+
+def _noise_jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
+    """A JPEG of random pixels: far larger than the snapshots' small images."""
+    import random
+
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", size, random.Random(seed).randbytes(size[0] * size[1] * 3)).save(buffer, format="JPEG", quality=95)
+    assert len(buffer.getvalue()) > 4 * len(jpeg(0))
+    return buffer.getvalue()
+
+
+def _corrupt_page(path: Path, row_group: int, column: str, where: str) -> None:
+    """Overwrite bytes of one column chunk of a row group: its page header, or the middle of its data."""
+    chunk = next(c for c in (pq.ParquetFile(path).metadata.row_group(row_group).column(i)
+                             for i in range(pq.ParquetFile(path).metadata.num_columns)) if c.path_in_schema == column)
+    data = bytearray(path.read_bytes())
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    at = start + (2 if where == "header" else chunk.total_compressed_size // 2)
+    data[at : at + 16] = b"\xa5" * 16
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("compression", "column", "where", "num_proc"), [
+    ("snappy", "prompt", "data", "1"), ("snappy", "prompt", "data", "2"), ("none", "prompt", "header", "2"),
+    ("none", "id", "data", "1"),  # uncompressed: the page decodes, to strings that are not UTF-8
+    ("zstd", "prompt", "data", "2"),
+    # raw image bytes decode to other bytes without complaint: only a page checksum tells
+    ("none+checksum", "image.bytes", "data", "1"),
+])
+def test_a_corrupt_parquet_page_is_one_line_naming_the_file(compression, column, where, num_proc, tmp_path):
+    write_vlfeedback_parquet(tmp_path / "s", n=20, quirks=False, shards=2)
+    shard = tmp_path / "s" / "data" / "train-00001-of-00002.parquet"
+    pq.write_table(pq.read_table(shard), shard, compression=compression.removesuffix("+checksum"), row_group_size=5,
+                   write_page_checksum=compression.endswith("+checksum"))
+    _corrupt_page(shard, 1, column, where)
+    result = _cli("--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--num-proc", num_proc)
+    line = _one_line_error(result)
+    assert str(shard) in line and "re-download" in line
+    assert not (tmp_path / "o").exists()
+
+
+# --- LLaVA-RLHF (one JSON file + --image-root) ----------------------------------------------
+
+def _llava_rlhf(root: Path, change=None) -> list[dict]:
+    """The snapshot of tests/snapshots.py (its planted faults at rows 1-4), rows 7+ changed by `change(rows, image_root)`."""
+    rows = write_llava_rlhf(root / "s", root / "coco" / "train2017", n=12)
+    if change:
+        change(rows, root / "coco" / "train2017")
+        (root / "s" / "llava_7b_v1_preference.json").write_text(json.dumps(rows))
+    return rows
+
+
+def _llava_rlhf_build(root: Path, num_proc: int = 1) -> tuple[dict, dict[str, str]]:
+    out = root / "o"
+    manifest = build(BuildOptions(out=out, sources=("llava_rlhf",), inputs={"llava_rlhf": root / "s"},
+                                  image_root=root / "coco" / "train2017"), num_proc=num_proc)
+    counts, rejects = _outcome(manifest, out, "llava_rlhf", 12)
+    planted = {f"llava-rlhf-{i}": reason for i, reason in LLAVA_RLHF_FAULTS.items()}
+    assert {k: v for k, v in rejects.items() if k in planted} == planted
+    assert counts["rows_used"] == 12 - len(rejects)
+    return counts, {k: v for k, v in rejects.items() if k not in planted}
+
+
+def test_llava_rlhf_image_names_the_file_system_refuses_are_rejects(tmp_path):
+    def change(rows, image_root):
+        os.symlink("loop-b.jpg", image_root / "loop-a.jpg")
+        os.symlink("loop-a.jpg", image_root / "loop-b.jpg")
+        rows[7]["image"] = "loop-a.jpg"
+        rows[8]["image"] = "x" * 300 + ".jpg"  # past NAME_MAX
+        rows[9]["image"] = "d/" * 2500 + "x.jpg"  # past PATH_MAX
+        rows[10]["image"] = "000000300010.jpg\x00.png"
+        rows[11]["image"] = "\ud800.jpg"
+
+    _llava_rlhf(tmp_path, change)
+    _, rejects = _llava_rlhf_build(tmp_path)
+    assert rejects == {"llava-rlhf-7": "image_missing", "llava-rlhf-8": "image_missing", "llava-rlhf-9": "image_missing",
+                       "llava-rlhf-10": "image_path_unsafe", "llava-rlhf-11": "image_path_unsafe"}
+
+
+def test_llava_rlhf_text_hazards_are_rejects(tmp_path):
+    def change(rows, _):
+        rows[7]["output_1"]["value"] = "A cat \ud800."
+        rows[8]["conversations"][0]["value"] = "<image>\nWhat is \udfff?"
+        rows[9]["output_2"]["value"] = ["a list", "not text"]
+        rows[10]["output_1"]["value"] = "\u200b\u2060"
+
+    _llava_rlhf(tmp_path, change)
+    _, rejects = _llava_rlhf_build(tmp_path)
+    assert rejects == {"llava-rlhf-7": "text_unencodable", "llava-rlhf-8": "text_unencodable",
+                       "llava-rlhf-9": "row_malformed", "llava-rlhf-10": "empty_response"}
+
+
+def test_llava_rlhf_file_with_a_byte_order_mark_is_read(tmp_path):
+    _llava_rlhf(tmp_path)
+    path = tmp_path / "s" / "llava_7b_v1_preference.json"
+    path.write_bytes("\ufeff".encode() + path.read_bytes())
+    _, rejects = _llava_rlhf_build(tmp_path)
+    assert rejects == {}
+
+
+def test_llava_rlhf_file_nested_past_the_recursion_limit_is_one_line(tmp_path):
+    _llava_rlhf(tmp_path)
+    path = tmp_path / "s" / "llava_7b_v1_preference.json"
+    path.write_text("[" * 100_000)
+    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root", str(tmp_path / "coco" / "train2017"),
+                  "--out", str(tmp_path / "o"))
+    line = _one_line_error(result)
+    assert str(path) in line and "re-download" in line
+
+
+# --- Bounded image reads: size cap and regular files only ------------------------------------
+
+def test_a_zip_member_declared_over_the_cap_is_rejected_before_inflating(tmp_path, monkeypatch):
+    rows = _vlfeedback(tmp_path / "s")
+    big = _noise_jpeg(1)
+    archive = tmp_path / "s" / "merged_images.zip"
+    _rewrite_zip(archive, {**_zip_members(archive), f"merged_images/{rows[2]['id']}.jpg": big})
+    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", len(big) - 1)
+    opened = []
+    original_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: opened.append(getattr(name, "filename", name))
+                        or original_open(self, name, *a, **k))
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    _, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
+    assert rejects == {rows[2]["id"]: "image_file_too_large"}
+    assert f"merged_images/{rows[2]['id']}.jpg" not in opened and len(opened) == 5
+
+
+def test_a_zip_member_that_inflates_past_its_declared_size_is_read_no_further_than_the_cap(tmp_path, monkeypatch):
+    """A member whose headers declare 1,000 bytes but whose data inflates to 2 MB."""
+    rows = _vlfeedback(tmp_path / "s")
+    archive = tmp_path / "s" / "merged_images.zip"
+    name = f"merged_images/{rows[3]['id']}.jpg"
+    members = _zip_members(archive)
+    with zipfile.ZipFile(archive, "w") as handle:
+        for member, data in members.items():
+            if member == name:
+                data = jpeg(3) + bytes(2_000_000)
+            handle.writestr(member, data, compress_type=zipfile.ZIP_DEFLATED if member == name else zipfile.ZIP_STORED)
+    with zipfile.ZipFile(archive) as handle:
+        info = handle.getinfo(name)
+    data = bytearray(archive.read_bytes())
+    declared = struct.pack("<I", info.file_size)
+    for at in (info.header_offset + 22, data.rindex(declared, 0, data.rindex(name.encode()))):  # local header, central directory
+        assert data[at : at + 4] == declared
+        data[at : at + 4] = struct.pack("<I", 1000)
+    archive.write_bytes(bytes(data))
+    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", 500_000)
+    asked = []
+    original_read = zipfile.ZipExtFile.read
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", lambda self, n=-1: asked.append(n) or original_read(self, n))
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    _, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
+    assert rejects[rows[3]["id"]] in ("image_undecodable", "image_file_too_large") and len(rejects) == 1
+    assert asked and all(0 <= n <= 500_001 for n in asked)
+
+
+def _unzip(folder: Path) -> Path:
+    """The VLFeedback snapshot with `merged_images/` unzipped in place of the archive."""
+    with zipfile.ZipFile(folder / "merged_images.zip") as archive:
+        archive.extractall(folder)
+    (folder / "merged_images.zip").unlink()
+    return folder / "merged_images"
+
+
+def test_folder_images_over_the_cap_are_rejected_unread(tmp_path, monkeypatch):
+    rows = _vlfeedback(tmp_path / "s")
+    images = _unzip(tmp_path / "s")
+    big = _noise_jpeg(2)
+    (images / f"{rows[4]['id']}.jpg").write_bytes(big)
+    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", len(big) - 1)
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    _, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
+    assert rejects == {rows[4]["id"]: "image_file_too_large"}
+
+    def change(rows, image_root):
+        (image_root / rows[7]["image"]).write_bytes(big)
+
+    _llava_rlhf(tmp_path / "r", change)
+    _, rejects = _llava_rlhf_build(tmp_path / "r")
+    assert rejects == {"llava-rlhf-7": "image_file_too_large"}
+
+
+def _not_regular(folder: Path, names: list[str]) -> None:
+    """A FIFO, a link to /dev/zero and a directory, under the names given, in `folder`."""
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+    os.mkfifo(folder / names[0])
+    os.symlink("/dev/zero", folder / names[1])
+    (folder / names[2]).mkdir()
+
+
+def test_only_regular_files_are_read_from_merged_images(tmp_path):
+    rows = _vlfeedback(tmp_path / "s")
+    images = _unzip(tmp_path / "s")
+    _not_regular(images, [f"{rows[i]['id']}.jpg" for i in (1, 2, 3)])
+    result = _cli("--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--num-proc", "1",
+                  timeout=60)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "o" / "build.json").read_text())
+    _, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
+    assert rejects == {rows[i]["id"]: "image_missing" for i in (1, 2, 3)}
+    assert all("not a regular file" in _details(tmp_path / "o")[rows[i]["id"]] for i in (1, 2, 3))
+
+
+def test_only_regular_files_are_read_from_the_image_root(tmp_path):
+    _llava_rlhf(tmp_path, lambda rows, image_root: _not_regular(image_root, [rows[i]["image"] for i in (7, 8, 9)]))
+    _, rejects = _llava_rlhf_build(tmp_path)
+    # the link leads out of the image root: refused before anything is opened
+    assert rejects == {"llava-rlhf-7": "image_missing", "llava-rlhf-8": "image_path_unsafe", "llava-rlhf-9": "image_missing"}
+    assert all("not a regular file" in _details(tmp_path / "o")[f"llava-rlhf-{i}"] for i in (7, 9))
+
+
+def test_a_parquet_shard_that_is_not_a_regular_file_is_one_line(tmp_path):
+    _rlhf_v(tmp_path / "s" / "RLHF-V-Dataset.parquet")
+    os.mkfifo(tmp_path / "s" / "RLHF-V-Extra.parquet")
+    result = _cli("--source", "rlhf_v", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), timeout=60)
+    assert "RLHF-V-Extra.parquet is not a regular file" in _one_line_error(result)
