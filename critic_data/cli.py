@@ -225,19 +225,22 @@ def eval_(
     split: Annotated[str, typer.Option(help="Split to read (built, vl-rewardbench).")] = "test",
     limit: Annotated[int | None, typer.Option(help="Judge only the first N items.")] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
-    max_tokens: Annotated[int, typer.Option(help="Completion budget per judgement.")] = 2048,
+    max_tokens: Annotated[int | None, typer.Option(help="Completion budget per judgement. Default 2048; with --protocol paper the official scripts' defaults: 4096 on vl-rewardbench, 2048 on mm-rlhf.", show_default=False)] = None,
     temperature: Annotated[float, typer.Option(help="0 = greedy, as the papers evaluate.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Fixes each item's presented answer order (and the server's sampling seed).")] = 0,
     both_orders: Annotated[bool, typer.Option(help="Judge every item in both orders and report position consistency.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue a run in --out with the same options: items already in results.jsonl are skipped (--concurrency, --timeout, --limit may change).")] = False,
     timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP)] = DEFAULT_TIMEOUT,
+    protocol: Annotated[str, typer.Option(help="critic-data: the template the critic was trained on. paper: LLaVA-Critic-R1's official critic-eval scripts (system turn, their prompt, pixel bounds, 28-px skip, video frames, max tokens); vl-rewardbench and mm-rlhf only.")] = "critic-data",
+    thinking: Annotated[bool | None, typer.Option("--thinking/--no-thinking", help="--protocol paper: append the official think/boxed instruction to the prompt, as the scripts' --is-thinking does. Default on: the official run script passes --is-thinking to every evaluation it runs (eval_llama32v/evaluation_llama32v.sh:17).", show_default=False)] = None,
 ) -> None:
     """Measure how well a critic judges: accuracy on labelled pairs through an OpenAI-compatible server."""
     from critic_data.rl.evaluate import EvalOptions, run_eval, summary_table
 
     options = EvalOptions(base_url=base_url, model=model, benchmark=benchmark, input=input, out=out, split=split,
                           limit=limit, concurrency=concurrency, max_tokens=max_tokens, temperature=temperature,
-                          seed=seed, both_orders=both_orders, resume=resume, timeout=timeout)
+                          seed=seed, both_orders=both_orders, resume=resume, timeout=timeout, protocol=protocol,
+                          thinking=thinking)
     summary = _run_with_progress(run_eval, options, out / "results.jsonl")
     console.print(summary_table(summary))
     console.print(f"results in {out / 'results.jsonl'}, summary in {out / 'summary.json'}")
@@ -254,17 +257,21 @@ def best_of_n(
     strategy: Annotated[str, typer.Option(help="knockout (N-1 matches) or round-robin (N(N-1) ordered matches).")] = "knockout",
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Completion budget per candidate and per judgement.")] = 2048,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature for candidates (judgements are greedy).")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature for candidates (judgements are greedy). Default 1.0 with --top-p 0.99: the official training rollout's sampling (si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/examples/config.yaml:56-57); the papers do not publish their Best-of-N sampling settings.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Fixes sampling seeds, presented orders and coin flips.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue a run in --out with the same options: questions already in picks.jsonl are skipped (--concurrency, --timeout may change).")] = False,
     timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP)] = DEFAULT_TIMEOUT,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling for candidates; default 0.99, sourced as --temperature.")] = 0.99,
+    judge_sees_thinking: Annotated[bool, typer.Option("--judge-sees-thinking", help="Show the judge each candidate whole; by default its <think>...</think> part is left out (two 2k-token candidates and a large image overflow an 8k context).")] = False,
+    max_model_len: Annotated[int | None, typer.Option(help="The server's context length: a match whose prompt could overflow it (UTF-8 bytes of the text + one token per 28x28 image pixels + 64, plus --max-tokens) is not sent but counted and decided by a seeded coin.", show_default=False)] = None,
 ) -> None:
     """Self-critic Best-of-N: sample N answers, let the same model judge them pairwise, keep the winner."""
     from critic_data.rl.best_of_n import BestOfNOptions, run_best_of_n, summary_table
 
     options = BestOfNOptions(base_url=base_url, model=model, input=input, n=n, out=out, strategy=strategy,
                              concurrency=concurrency, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                             resume=resume, timeout=timeout)
+                             resume=resume, timeout=timeout, top_p=top_p, judge_sees_thinking=judge_sees_thinking,
+                             max_model_len=max_model_len)
     summary = _run_with_progress(run_best_of_n, options, out / "picks.jsonl")
     console.print(summary_table(summary))
     console.print(f"picks in {out / 'picks.jsonl'}, summary in {out / 'summary.json'}")

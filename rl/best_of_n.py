@@ -11,7 +11,16 @@ Rules stated once:
 - An unparsable judgement (no clean \\boxed{1} or \\boxed{2}, including \\boxed{tie}) is counted
   and decided by a coin fixed by (seed, question id, match).
 - Ties in round-robin scores are broken by the same kind of seeded coin among the tied.
-- Candidates are sampled with the think/boxed instruction; a candidate's final answer is the
+- Candidates are sampled with the official think/boxed instruction (`with_instruction`), at
+  `--temperature` 1.0 and `--top-p` 0.99 by default: the official training rollout's settings
+  (si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/examples/config.yaml:56-57); the papers do not publish
+  the sampling settings of their Best-of-N runs. Judgements are greedy.
+- The judge sees each candidate without its <think>...</think> part unless
+  `--judge-sees-thinking`: two 2k-token candidates and a large image overflow an 8k context.
+- With `--max-model-len`, a match whose prompt could overflow it (`prompt_token_bound` plus
+  `--max-tokens`) is not sent; it is counted (`too_long`) and decided by the same seeded coin as an
+  unparsable verdict, as is a match the server refuses with a context-length message (HTTP 400).
+- A candidate's final answer is the
   content of its last \\boxed{} (the whole text when it has none), normalised by
   `normalize_answer`. Majority vote takes the most frequent final answer, the earliest on a tie.
   With gold answers, accuracy compares normalised strings exactly, for the pick, the first
@@ -32,9 +41,11 @@ before the first request.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import re
+import stat
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -42,19 +53,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from critic_data import UserError
-from critic_data.rl.client import (DEFAULT_TIMEOUT, ChatClient, RequestFailed, ResultLog, data_url, derive_seed,
-                                   is_text, run_bounded)
-from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt, strip_control_tokens
+from critic_data.builders import images as image_files
+from critic_data.rl.client import (DEFAULT_TIMEOUT, IMAGE_PATCH, ChatClient, RequestFailed, ResultLog, data_url,
+                                   derive_seed, is_text, run_bounded)
+from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt, strip_control_tokens, with_instruction
 from critic_data.rl.rewards import last_boxed, parse_verdict
 
 STRATEGIES = ("knockout", "round-robin")
 MAX_REQUESTS_PER_QUESTION = 4096
-# Appended to each question so that candidates reason first and end in an answer a rule can read.
-ANSWER_INSTRUCTION = (
-    "\n\nYou FIRST think about the reasoning process as an internal monologue and then give the final "
-    "answer. The reasoning process MUST be enclosed within <think> </think> tags. The final answer MUST "
-    "be put in \\boxed{}."
-)
+# The official training rollout's sampling (si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/examples/config.yaml:56-57);
+# the papers do not publish the settings of their Best-of-N runs.
+SAMPLE_TEMPERATURE = 1.0
+SAMPLE_TOP_P = 0.99
+# A chat template's own tokens around a prompt: role markers, the default system turn, the image's
+# start/end markers (Qwen2.5-VL's come to about 25).
+TEMPLATE_TOKENS = 64
+_THINKING = re.compile(r"<\s*think\s*>.*?(?:<\s*/\s*think\s*>|\Z)", re.DOTALL)  # an unclosed one runs to the end
+# How servers word a prompt longer than the context (vLLM: "maximum context length is ...",
+# "... longer than the maximum model length of ...").
+_CONTEXT_REFUSAL = re.compile(r"context length|model length|too long", re.IGNORECASE)
 
 
 @dataclass
@@ -69,10 +86,13 @@ class BestOfNOptions:
     strategy: str = "knockout"
     concurrency: int = 8
     max_tokens: int = 2048
-    temperature: float = 1.0  # candidates are sampled; judgements are always greedy
+    temperature: float = SAMPLE_TEMPERATURE  # candidates are sampled; judgements are always greedy
     seed: int = 0
     resume: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    top_p: float = SAMPLE_TOP_P
+    judge_sees_thinking: bool = False
+    max_model_len: int | None = None
 
     def __post_init__(self) -> None:
         if self.n < 2:
@@ -89,6 +109,11 @@ class BestOfNOptions:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise UserError("--temperature must be a number, 0 or more")
+        if not 0 < self.top_p <= 1:  # nan fails too
+            raise UserError("--top-p must be above 0 and at most 1")
+        if self.max_model_len is not None and self.max_model_len <= self.max_tokens:
+            raise UserError(f"--max-model-len {self.max_model_len} leaves no room for a prompt beside --max-tokens "
+                            f"{self.max_tokens}; pass the context length the server runs with")
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise UserError("--timeout must be a number of seconds above 0")
         self.input, self.out = Path(self.input), Path(self.out)
@@ -97,7 +122,9 @@ class BestOfNOptions:
         """The options a pick depends on; a resume must repeat them (concurrency, timeout and the
         server's address may change)."""
         return {"input": str(self.input.resolve()), "model": self.model, "n": self.n, "strategy": self.strategy,
-                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
+                "top_p": self.top_p, "judge_sees_thinking": self.judge_sees_thinking,
+                "max_model_len": self.max_model_len}
 
 
 def requests_per_question(n: int, strategy: str) -> tuple[int, int]:
@@ -150,13 +177,42 @@ def read_questions(path: Path) -> list[Question]:
             raise UserError(f"{where}: id {qid!r} appears twice; ids must be unique")
         seen.add(qid)
         image = path.parent / str(row["image"])
-        if not image.is_file():
-            raise UserError(f"{where}: image {row['image']} not found (looked for {image}); paths are relative to the file")
+        _check_image_file(image, f"{where}: image {row['image']}")
         answer = row.get("answer")
         questions.append(Question(qid, image, str(row["question"]), None if answer is None else str(answer)))
     if not questions:
         raise UserError(f"{path} holds no questions")
     return questions
+
+
+def _check_image_file(image: Path, what: str) -> None:
+    """A UserError unless `image` is a regular file within the image size cap (any folder: the file is the user's)."""
+    try:
+        info = image.stat()
+    except (OSError, ValueError):  # missing, a link loop, a NUL byte
+        raise UserError(f"{what} not found (looked for {image}); paths are relative to the file") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{what} is not a regular file (a FIFO or a device would block or never end); "
+                        "point it at an image file")
+    if info.st_size > image_files.MAX_IMAGE_BYTES:
+        raise UserError(f"{what} is over the image size cap of {image_files.MAX_IMAGE_BYTES} bytes "
+                        f"({info.st_size} bytes); use a smaller image")
+
+
+def without_thinking(candidate: str) -> str:
+    """The candidate without its <think>...</think> part: what the judge sees by default."""
+    return _THINKING.sub("", candidate).strip()
+
+
+def prompt_token_bound(text: str, size: tuple[int, int]) -> int:
+    """An upper bound on the prompt tokens of a request with `text` and one image of `size` (width,
+    height), with no tokenizer: the text's UTF-8 bytes (a byte-level BPE token is at least one
+    byte), a token per started 28 x 28 pixels of the image (Qwen2-VL's processors round each side
+    to the nearest multiple of 28, or scale it down; only an image under the server's min_pixels,
+    3136 by default, is scaled up, to 4 tokens), and TEMPLATE_TOKENS, which also covers that."""
+    width, height = size
+    image_tokens = math.ceil(width / IMAGE_PATCH) * math.ceil(height / IMAGE_PATCH)
+    return len(text.encode("utf-8")) + image_tokens + TEMPLATE_TOKENS
 
 
 def normalize_answer(text: str) -> str:
@@ -182,7 +238,7 @@ class Match:
     shown: tuple[int, int]  # candidate indices as Response 1 and Response 2
     verdict: str | None  # as parsed: "1", "2", "tie" or None
     winner: int
-    by: str  # "judge", or "coin" when the verdict was unusable
+    by: str  # "judge"; "coin" when the verdict was unusable; "too-long" when the prompt did not fit (a coin too)
 
 
 Judge = Callable[[int, int, str], Awaitable[Match]]  # (first shown, second shown, match key) -> Match
@@ -236,31 +292,43 @@ async def round_robin(n: int, judge: Judge, seed: int, qid: str) -> tuple[int, l
 
 async def _sample(client: ChatClient, images: list[str], prompt: str, options: BestOfNOptions, qid: str) -> list[str]:
     """N candidates: one request asking for N, topped up with single requests if the server ignored `n`."""
-    first = await client.chat(images, prompt, temperature=options.temperature,
+    first = await client.chat(images, prompt, temperature=options.temperature, top_p=options.top_p,
                               seed=derive_seed(options.seed, qid, "sample", 0), n=options.n)
-    rest = await _together(client.chat(images, prompt, temperature=options.temperature,
+    rest = await _together(client.chat(images, prompt, temperature=options.temperature, top_p=options.top_p,
                                        seed=derive_seed(options.seed, qid, "sample", k))
                            for k in range(len(first), options.n))
     return (first + [text for texts in rest for text in texts])[: options.n]
 
 
 async def _solve(client: ChatClient, question: Question, options: BestOfNOptions) -> dict:
+    from PIL import Image
+
     try:
-        image = question.image.read_bytes()
-    except OSError as error:
-        raise RequestFailed(f"cannot read {question.image} ({error.strerror or error})") from None
+        image = image_files.read_image_file(question.image)  # a regular file, within the size cap
+    except image_files.ImageFileError as error:
+        raise RequestFailed(f"cannot read {question.image} ({error.detail})") from None
     images = [data_url(image)]  # once per question: every sample and judgement sends the same URL
-    candidates = await _sample(client, images, strip_control_tokens(question.question) + ANSWER_INSTRUCTION,
+    with Image.open(io.BytesIO(image)) as opened:  # data_url decoded it: the header reads
+        size = opened.size
+    candidates = await _sample(client, images, with_instruction(strip_control_tokens(question.question)),
                                options, question.id)
+    shown = candidates if options.judge_sees_thinking else [without_thinking(c) for c in candidates]
 
     async def judge(first: int, second: int, key: str) -> Match:
-        text = render_critic_prompt(DEFAULT_TEMPLATE, question.question, candidates[first], candidates[second])
-        [completion] = await client.chat(images, text, temperature=0.0, seed=options.seed)
+        text = render_critic_prompt(DEFAULT_TEMPLATE, question.question, shown[first], shown[second])
+        coin = (first, second)[derive_seed(options.seed, question.id, "coin", key) % 2]
+        if options.max_model_len and prompt_token_bound(text, size) + options.max_tokens > options.max_model_len:
+            return Match((first, second), None, coin, "too-long")
+        try:
+            [completion] = await client.chat(images, text, temperature=0.0, seed=options.seed)
+        except RequestFailed as error:
+            if error.status == 400 and _CONTEXT_REFUSAL.search(str(error)):
+                return Match((first, second), None, coin, "too-long")
+            raise
         verdict = parse_verdict(completion)
         if verdict in ("1", "2"):
             return Match((first, second), verdict, (first, second)[int(verdict) - 1], "judge")
-        coin = derive_seed(options.seed, question.id, "coin", key) % 2
-        return Match((first, second), verdict, (first, second)[coin], "coin")
+        return Match((first, second), verdict, coin, "coin")
 
     scores = None
     if options.strategy == "knockout":
@@ -276,6 +344,7 @@ async def _solve(client: ChatClient, question: Question, options: BestOfNOptions
         "matches": [asdict(m) for m in matches],
         "matches_played": len(matches),
         "unparsed": sum(m.by == "coin" for m in matches),
+        "too_long": sum(m.by == "too-long" for m in matches),
         "final_answers": answers,
         "majority": majority_vote(answers),
     }
@@ -299,6 +368,7 @@ def summarize(picks: list[dict]) -> dict:
         "matches": played,
         "unparsed_judgements": unparsed,
         "unparsed_rate": unparsed / played if played else None,
+        "too_long_matches": sum(p.get("too_long", 0) for p in picks),
         "answered": len(answered),
     }
     if answered:
@@ -394,6 +464,8 @@ def summary_table(summary: dict):
     table.add_row("matches played", str(summary["matches"]))
     rate = summary["unparsed_rate"]
     table.add_row("unparsed judgements", f"{summary['unparsed_judgements']} ({'-' if rate is None else f'{100 * rate:.1f}%'})")
+    if summary.get("too_long_matches"):
+        table.add_row("matches over --max-model-len (coin)", str(summary["too_long_matches"]))
     for name, value in summary.get("accuracy", {}).items():
         table.add_row(f"{name.replace('_', ' ')} acc % (n={summary['answered']})", f"{100 * value:.1f}")
     if summary["failed"]:

@@ -10,7 +10,8 @@ This module owns
     * any other refusal (400, 422, a 5xx that outlived the retries), or an HTTP 200 whose body
       is not a chat completion (an HTML login page, invalid JSON, no choices) -> `RequestFailed`:
       that item is counted as failed and left out of the results, so `--resume` retries it.
-- `data_url`: an item's image decoded in full (under Pillow's pixel limit) before it is sent.
+- `data_url`: an item's image decoded in full (under Pillow's pixel limit) before it is sent,
+  resized on request to Qwen2-VL's `smart_resize` size for given pixel bounds.
 - `run_bounded`: feeds jobs lazily to async workers with a bounded window (memory stays flat
   however large the benchmark) and reports each as it completes.
 - `ResultLog`: the append-as-you-go JSON-lines file that makes a run resumable, with the run's
@@ -35,6 +36,7 @@ import base64
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import warnings
@@ -47,13 +49,18 @@ API_KEY_ENV = "OPENAI_API_KEY"
 RUN_ATTEMPTS = 6  # ~16 s of back-off in total: rides out a server restart or a burst of 429s
 CHECK_ATTEMPTS = 3  # at start-up a server that does not answer is most likely not running: say so quickly
 DEFAULT_TIMEOUT = 300.0
+IMAGE_PATCH = 28  # Qwen2-VL and 2.5-VL: one image token per 28 x 28 pixels (14-pixel patches merged 2 x 2)
 TIMEOUT_HELP = (f"Seconds a request may take, retries included (at most {RUN_ATTEMPTS} attempts, after connection "
                 "errors, 429 and 5xx); a server that does not answer in time stops the run.")
 
 
 class RequestFailed(Exception):
     """One item cannot be done (the server refused it for good or answered garbage, or its image
-    cannot be decoded); the run continues without it."""
+    cannot be decoded); the run continues without it. `status` is the HTTP status of a refusal."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def is_text(value: object) -> bool:
@@ -73,12 +80,31 @@ def derive_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest, "big") >> 33
 
 
-def data_url(image: bytes) -> str:
+def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """(height, width) as Qwen2-VL's processors resize an image for pixel bounds: each side a
+    multiple of 28 nearest the original, then scaled as a whole into [min_pixels, max_pixels]
+    (transformers' `Qwen2VLImageProcessor`, qwen_vl_utils' `fetch_image`; both refuse an aspect
+    ratio over 200, and so does `data_url` before calling this)."""
+    h, w = round(height / IMAGE_PATCH) * IMAGE_PATCH, round(width / IMAGE_PATCH) * IMAGE_PATCH
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(IMAGE_PATCH, math.floor(height / beta / IMAGE_PATCH) * IMAGE_PATCH)
+        w = max(IMAGE_PATCH, math.floor(width / beta / IMAGE_PATCH) * IMAGE_PATCH)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / IMAGE_PATCH) * IMAGE_PATCH
+        w = math.ceil(width * beta / IMAGE_PATCH) * IMAGE_PATCH
+    return h, w
+
+
+def data_url(image: bytes, pixels: tuple[int, int] | None = None) -> str:
     """The image as a `data:` URL, its MIME type read from the bytes.
 
     The image is decoded in full first: one the server could not decode fails here, at once,
     instead of after the retries of a 5xx. Pillow's pixel limit stops a decompression bomb before
     its pixels are allocated (its warning between one and two times the limit counts as a refusal).
+    With `pixels` (min, max), an image whose `smart_resize` size differs from its own is sent at
+    that size, as RGB PNG (lossless, bicubic as Qwen's processors resample); others as they are.
     """
     from PIL import Image
 
@@ -88,6 +114,16 @@ def data_url(image: bytes) -> str:
             with Image.open(io.BytesIO(image)) as opened:
                 opened.load()
                 kind = opened.format
+                if pixels and max(opened.size) > 200 * min(opened.size):
+                    raise RequestFailed(f"the image is {opened.width}x{opened.height} pixels, an aspect ratio over "
+                                        "200, which Qwen2-VL's processors refuse")
+                size = smart_resize(opened.height, opened.width, *pixels) if pixels else None
+                if size and size != (opened.height, opened.width):
+                    buffer = io.BytesIO()
+                    opened.convert("RGB").resize(size[::-1], Image.Resampling.BICUBIC).save(buffer, format="PNG")
+                    image, kind = buffer.getvalue(), "PNG"
+    except RequestFailed:
+        raise
     except Exception as error:  # decoders raise many types: OSError, SyntaxError, RuntimeError (AVIF), ...
         raise RequestFailed(f"the image cannot be decoded ({type(error).__name__}: {_shorten(str(error))})") from None
     mime = Image.MIME.get(kind or "", "image/jpeg")
@@ -182,18 +218,22 @@ class ChatClient:
                             f"it serves {', '.join(served)}: pass one of them as --model")
 
     async def chat(self, image_urls: list[str], text: str, *, temperature: float, seed: int | None,
-                   n: int = 1) -> list[str]:
-        """The assistant texts for one user message (images, as `data_url`s, first, then the text).
+                   n: int = 1, top_p: float | None = None, system: str | None = None) -> list[str]:
+        """The assistant texts for one user message (images, as `data_url`s, first, then the text),
+        after a system turn when `system` is given.
 
         Asks for `n` choices in one request; a server that ignores `n` returns fewer, and the
         caller decides whether to ask again.
         """
         content = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
         content.append({"type": "text", "text": text})
-        request = {"model": self.model, "messages": [{"role": "user", "content": content}],
-                   "max_tokens": self.max_tokens, "temperature": temperature}
+        messages = [{"role": "system", "content": system}] if system is not None else []
+        messages.append({"role": "user", "content": content})
+        request = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens, "temperature": temperature}
         if seed is not None:
             request["seed"] = seed
+        if top_p is not None:
+            request["top_p"] = top_p
         if n > 1:  # only when needed: strict servers reject fields they do not know
             request["n"] = n
         async with self._slots:
@@ -234,7 +274,7 @@ class ChatClient:
             raise UserError(f"the server at {self.base_url} answered 404 ({_server_message(error)}); "
                             "check --model and that --base-url ends in /v1") from None
         except APIStatusError as error:
-            raise RequestFailed(f"HTTP {error.status_code}: {_server_message(error)}") from None
+            raise RequestFailed(f"HTTP {error.status_code}: {_server_message(error)}", error.status_code) from None
 
 
 async def run_bounded(jobs: Iterable, work: Callable[[object], Awaitable], window: int,

@@ -4,14 +4,25 @@ This module owns reading the three benchmarks into one item shape, putting each 
 critic, scoring the verdicts, and the summary the papers report:
 - `built`: a critic-data dataset (local folder or Hub id); its `answer` is the label.
 - `vl-rewardbench`: a local `MMInstruction/VL-RewardBench` snapshot; `human_ranking` gives
-  the label; accuracy overall and `macro` accuracy over general / hallucination / reasoning.
+  the label; accuracy overall and `macro` accuracy over general / hallucination / reasoning,
+  the categories lmms-eval assigns (`vlrb_category`).
 - `mm-rlhf`: a local `yifanzhang114/MM-RLHF-RewardBench` snapshot (jsonl + images/); `chosen`
-  is the label; `acc` over pairs and `acc_plus` over ids (an id counts when all its pairs do).
+  is the label; `acc` over pairs and `acc_plus` over ids (an id counts when all its pairs do),
+  overall and per category, as the official scorer counts them (`score`).
 
-Every item is rendered with the critic prompt and its think/boxed instruction
-(`render_critic_prompt`, from question + responses, never trusting a stored order), sent with
-its image(s) as data URLs, and the verdict is read with `parse_verdict`, the rule
-`preference_reward` uses. The presented order is a coin fixed by (seed, item id); with
+Two protocols (`--protocol`):
+- `critic-data` (default): every item is rendered with the critic prompt and its think/boxed
+  instruction (`render_critic_prompt`, the template the critic was trained on), sent with its
+  image(s) as they are stored, and the verdict is read with `parse_verdict`, the rule
+  `preference_reward` uses. MM-RLHF video rows are skipped: the template shows one image.
+- `paper`: the official critic-eval scripts of LLaVA-Critic-R1 (`PAPER_PROMPT` and the constants
+  beside it, each with its source line): their system turn and prompt, the think/boxed
+  instruction appended unless `--no-thinking`, images resized to their pixel bounds, images
+  under 28 px skipped, MM-RLHF video rows judged from up to 32 sampled frames, `max_tokens`
+  4096 / 2048; the verdict read by `paper_verdict` (our reading: no official scorer exists).
+Each item's image paths must stay inside the snapshot folder and name regular files under the
+image size cap (`_snapshot_image`); any other row is skipped and counted.
+The presented order is a coin fixed by (seed, item id); with
 `--both-orders` each item is judged in both orders and position consistency is reported.
 Results are appended to `OUT/results.jsonl` as they arrive; `--resume` skips what is there,
 and refuses a run whose options would give other results (`EvalOptions.identity`).
@@ -27,51 +38,133 @@ Run it on one machine against `vllm serve CHECKPOINT` (or any OpenAI-compatible 
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import math
+import os
 import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from critic_data import UserError
+from critic_data.builders.images import ImageFileError, read_image_file
 from critic_data.rl.client import (DEFAULT_TIMEOUT, ChatClient, RequestFailed, ResultLog, data_url, derive_seed,
                                    is_text, run_bounded)
-from critic_data.rl.prompts import DEFAULT_TEMPLATE, TEMPLATES, render_critic_prompt
-from critic_data.rl.rewards import parse_verdict
+from critic_data.rl.prompts import (DEFAULT_TEMPLATE, FORMAT_INSTRUCTION, TEMPLATES, render_critic_prompt,
+                                    strip_control_tokens)
+from critic_data.rl.rewards import last_boxed, normalize_completion, parse_verdict
+from critic_data.schemas import RejectReason
 
 BENCHMARKS = ("built", "vl-rewardbench", "mm-rlhf")
+PROTOCOLS = ("critic-data", "paper")
 MMRLHF_FILE = "mm_reward_bench.jsonl"
+DEFAULT_MAX_TOKENS = 2048
 
-# VL-RewardBench's three task groups, keyed by its `query_source` values (the dataset card lists
-# WildVision, POVID, RLAIF-V, RLHF-V, MMMU-Pro, MathVerse; the paper adds VLFeedback to the
-# general group). Matching is on the lower-cased name with punctuation removed, by prefix, so
-# "wildvision-battle" and "RLAIF-V" both resolve. When `query_source` names none of them the id's
-# prefix is tried, as lmms-eval's VL-RewardBench task does ("mathverse_...", "RLAIF-V-...").
+# --- the official critic-eval scripts (`--protocol paper`) -------------------------------------
+# si0wang/LLaVA-Critic-R1@6fd42d1, eval_llama32v/model_vlreward_llama32v.py ("VL") and
+# eval_llama32v/model_mmrlhf_llama32v.py ("MM"), the text each sends a critic that is not R1-Reward.
+# The user prompt, verbatim, leading space included (VL:58-76 `prompt`, MM:63-81 `build_prompt`);
+# the two answers in presented order. `--is-thinking` appends the think/boxed instruction with no
+# separator (VL:116-117, MM:143-144; its text is FORMAT_INSTRUCTION's, VL:15, MM:15-19).
+PAPER_PROMPT = """ You are a highly capable multimodal AI assistant tasked with evaluating answers to visual questions. \
+Please analyze the following image and question, then determine which of the two provided answers is better.
+
+Question: {question}
+
+Answer 1: {answer_1}
+
+Answer 2: {answer_2}
+
+Please evaluate both answers based on the following criteria:
+1. Accuracy: How well does the answer align with the visual information in the image?
+2. Completeness: Does the answer fully address all aspects of the question?
+3. Clarity: Is the answer easy to understand and well-articulated?
+4. Relevance: Does the answer directly relate to the question and the image?
+
+After your evaluation, please:
+1. Explain your reasoning for each criterion.
+2. Provide an overall judgment on which answer is better (Answer 1 or Answer 2). For example: \
+Overall Judgment: Answer X is better.
+
+Your response should be structured and detailed, demonstrating your understanding of both the visual and \
+textual elements of the task."""
+PAPER_SYSTEM = "You are a helpful assistant."  # VL:121, MM:148
+PAPER_MAX_TOKENS = {"vl-rewardbench": 4096, "mm-rlhf": 2048}  # the --max-tokens defaults, VL:158, MM:184
+# The image part's min_pixels / max_pixels (VL:127-128, MM:134-135). The scripts only declare them in
+# the message: the keys are read by qwen_vl_utils, which they never call, so vLLM applied the
+# checkpoint processor's own bounds. We apply the declared ones (at most 1280 image tokens).
+PAPER_PIXELS = (224 * 224, 1280 * 28 * 28)
+PAPER_MIN_SIDE = 28  # an image under 28 px high or wide is skipped, VL:108-110, MM:129-131
+# A video row's frames go to vLLM as one video (MM:122-125, all listed frames; its max_frames 32 is a
+# qwen_vl_utils key the script never applies). A chat request carries images: up to 32 frames,
+# picked as MM-RLHF's own evaluation picks them (np.linspace(0, n - 1, 32, dtype=int),
+# yfzhang114/MM-RLHF@7c8af1d llava/eval/eval_mm_reward_bench.py:38), each at most 128 image tokens,
+# so that 32 of them (4096 tokens) fit the scripts' 8192-token context (VL:89, MM:108) beside a
+# 2048-token answer.
+VIDEO_FRAMES = 32
+FRAME_PIXELS = (56 * 56, 128 * 28 * 28)
+# "Answer 2 is better" ("is the better", "is slightly better"): lmms-eval's reading of this prompt
+# (EvolvingLMMs-Lab/lmms-eval@75571cf lmms_eval/tasks/vl_rewardbench/utils.py:65-66, "*" removed),
+# without its "Overall Judgment" anchor and its fall-back to asking GPT.
+_ANSWER_PHRASE = re.compile(r"Answer\s*([12])\s*is\s*(?:the\s*)?(?:slightly\s*)?better", re.IGNORECASE)
+_ANSWER_IN_BOX = re.compile(r"(?:\\text\{)?\s*answer\s*([12])\s*\}?\s*\.?", re.IGNORECASE)
+
+# VL-RewardBench categories as lmms-eval assigns them (lmms-eval@75571cf
+# lmms_eval/tasks/vl_rewardbench/utils.py:113-127): the id's first word (cut at "-", then "_",
+# lower-cased) looked up here; any other word is "general" (LRVInstruction-... rows, for one).
 VLRB_CATEGORIES = {
-    "wildvision": "general",
-    "vlfeedback": "general",
-    "povid": "hallucination",
-    "rlaifv": "hallucination",
-    "rlhfv": "hallucination",
+    "mathverse": "reasoning",
     "hallucination": "hallucination",
     "mmmu": "reasoning",
-    "mathverse": "reasoning",
+    "rlhf": "hallucination",
+    "rlaif": "hallucination",
+    "wildvision": "general",
+    "vlfeedback": "general",
 }
 VLRB_GROUPS = ("general", "hallucination", "reasoning")
+# MM-RLHF-RewardBench categories: the keywords its scorer looks for in a row's image or video
+# path, in its order (yfzhang114/MM-RLHF@7c8af1d llava/eval/cal_performance_mmreweard_bench.py:12).
+MMRLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
 
 
-def vlrb_category(query_source: str | None, item_id: str = "") -> str:
-    """general, hallucination or reasoning for a VL-RewardBench row; "other" when neither field says."""
-    for text in (query_source or "", item_id):
-        key = re.sub(r"[^a-z0-9]", "", text.lower())
-        for prefix, category in VLRB_CATEGORIES.items():
-            if key.startswith(prefix):
-                return category
-    return "other"
+def vlrb_category(item_id: str) -> str:
+    """general, hallucination or reasoning for a VL-RewardBench id, as lmms-eval assigns it."""
+    return VLRB_CATEGORIES.get(item_id.split("-")[0].split("_")[0].lower(), "general")
+
+
+def paper_prompt(question: str, answer_1: str, answer_2: str, thinking: bool) -> str:
+    """The official scripts' prompt (chat-control markers left out), then the instruction if `thinking`."""
+    text = PAPER_PROMPT.format(question=strip_control_tokens(question), answer_1=strip_control_tokens(answer_1),
+                               answer_2=strip_control_tokens(answer_2))
+    return text + FORMAT_INSTRUCTION if thinking else text
+
+
+def paper_verdict(text: str) -> str | None:
+    """The answer ("1" or "2") a completion to the official prompt names, or None.
+
+    Our reading (the official repository publishes no scorer for this prompt): the last \\boxed{}
+    when it names 1 or 2 by the reward's rule or says "Answer 1" / "Answer 2"; else the last
+    "Answer X is (the) (slightly) better".
+    """
+    verdict = parse_verdict(text)
+    if verdict in ("1", "2"):
+        return verdict
+    box = last_boxed(normalize_completion(text))
+    if box is not None and (match := _ANSWER_IN_BOX.fullmatch(box.strip())):
+        return match.group(1)
+    phrases = _ANSWER_PHRASE.findall(text.replace("*", ""))
+    return phrases[-1] if phrases else None
+
+
+def sample_frames(frames: list) -> list:
+    """Up to VIDEO_FRAMES of `frames`, evenly spread, first and last kept (np.linspace(0, n - 1, 32, dtype=int))."""
+    if len(frames) <= VIDEO_FRAMES:
+        return frames
+    return [frames[i * (len(frames) - 1) // (VIDEO_FRAMES - 1)] for i in range(VIDEO_FRAMES)]
 
 
 @dataclass
@@ -86,16 +179,29 @@ class EvalOptions:
     split: str = "test"
     limit: int | None = None
     concurrency: int = 8
-    max_tokens: int = 2048
+    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS; with --protocol paper, PAPER_MAX_TOKENS
     temperature: float = 0.0  # greedy, as the papers evaluate critics
     seed: int = 0
     both_orders: bool = False
     resume: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    protocol: str = "critic-data"
+    thinking: bool | None = None  # paper: append the official instruction (the default); critic-data: always
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
             raise UserError(f"--benchmark {self.benchmark!r} is not known; choose from {', '.join(BENCHMARKS)}")
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"--protocol {self.protocol!r} is not known; choose from {', '.join(PROTOCOLS)}")
+        if self.protocol == "paper" and self.benchmark == "built":
+            raise UserError("--protocol paper reproduces the official scripts for vl-rewardbench and mm-rlhf; "
+                            "evaluate a built dataset with the template it was trained on (--protocol critic-data)")
+        if self.protocol == "critic-data" and self.thinking is False:
+            raise UserError("--no-thinking applies to --protocol paper; the critic-data template always ends in "
+                            "the think/boxed instruction the critic was trained with")
+        self.thinking = self.thinking is not False
+        if self.max_tokens is None:
+            self.max_tokens = PAPER_MAX_TOKENS[self.benchmark] if self.protocol == "paper" else DEFAULT_MAX_TOKENS
         for name in ("concurrency", "max_tokens") + (("limit",) if self.limit is not None else ()):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -111,7 +217,8 @@ class EvalOptions:
         source = Path(self.input)
         return {"benchmark": self.benchmark, "input": str(source.resolve()) if source.exists() else self.input,
                 "split": self.split, "model": self.model, "seed": self.seed, "both_orders": self.both_orders,
-                "temperature": self.temperature, "max_tokens": self.max_tokens}
+                "temperature": self.temperature, "max_tokens": self.max_tokens, "protocol": self.protocol,
+                "thinking": self.thinking}
 
 
 @dataclass
@@ -124,24 +231,40 @@ class Item:
     responses: tuple[str, str]
     label: str
     template: str = DEFAULT_TEMPLATE
-    extra: dict = field(default_factory=dict)  # written to results.jsonl: category, group, source
+    frames: bool = False  # `images` are a video's sampled frames
+    extra: dict = field(default_factory=dict)  # written to results.jsonl: category, group, keywords, source
 
 
 # --- reading the benchmarks -------------------------------------------------------------------
 
-def _image_bytes(value, root: Path | None = None) -> bytes | None:
-    """Bytes of a Hub Image struct ({bytes, path}); a bare path is read relative to `root` (regular files only)."""
+def _snapshot_image(name: object, roots: list[Path]) -> bytes:
+    """The bytes of the image file `name` under the first of `roots` that holds it; else ImageFileError,
+    whose reason is the skip's.
+
+    `name` must be a relative path that stays inside (no `..` part, not absolute); one that does
+    not is never opened. This is judged on the text, links are not resolved, so that a Hub cache
+    snapshot (links into its blobs/ folder) reads. Only a regular file up to the image size cap is
+    read (`read_image_file`).
+    """
+    if not isinstance(name, str) or not name:
+        raise ImageFileError(RejectReason.IMAGE_MISSING, "the row names no image")
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ImageFileError(RejectReason.IMAGE_PATH_UNSAFE, f"{name[:200]!r} leads outside the snapshot folder")
+    candidates = [root / name for root in roots]
+    return read_image_file(next((path for path in candidates if os.path.lexists(path)), candidates[-1]))
+
+
+def _image_bytes(value, root: Path | None = None) -> bytes:
+    """Bytes of a Hub Image struct ({bytes, path}); without bytes, its path is read inside `root`
+    (`_snapshot_image`); else ImageFileError."""
     if isinstance(value, dict):
         if isinstance(value.get("bytes"), bytes) and value["bytes"]:
             return value["bytes"]
         value = value.get("path")
-    if isinstance(value, str) and value and root is not None:
-        path = root / value
-        try:
-            return path.read_bytes() if path.is_file() else None
-        except OSError:
-            return None
-    return None
+    if root is None:
+        raise ImageFileError(RejectReason.IMAGE_MISSING, "the row holds no image bytes")
+    return _snapshot_image(value, [root])
 
 
 def _parquet_rows(folder: Path, split: str, columns: list[str]) -> tuple[int, Iterator[dict]]:
@@ -211,12 +334,16 @@ def _built_items(source: str, split: str, skipped: Counter) -> tuple[int, Iterat
                     and row.get("answer") in ANSWERS):
                 skipped["row_malformed"] += 1
                 continue
-            images = [_image_bytes(image) for image in row["images"]]
             template = row.get("template") or DEFAULT_TEMPLATE
             if not isinstance(template, str) or template not in TEMPLATES:
                 raise UserError(f"row {row['id']} uses critic template {template!r}, unknown to this version; "
                                 f"known: {', '.join(TEMPLATES)}")
-            if not images or None in images:
+            try:
+                images = [_image_bytes(image) for image in row["images"]]
+            except ImageFileError as error:
+                skipped[error.reason.value] += 1
+                continue
+            if not images:
                 skipped["image_missing"] += 1
                 continue
             yield Item(id=row["id"], images=images, question=texts[0], responses=(texts[1], texts[2]),
@@ -236,24 +363,36 @@ def _vlrb_items(folder: Path, split: str, skipped: Counter) -> tuple[int, Iterat
             responses = row.get("response") or []
             ranking = row.get("human_ranking")
             label = labels.get(tuple(ranking)) if isinstance(ranking, list) and all(isinstance(r, int) for r in ranking) else None
-            image = _image_bytes(row.get("image"), folder)
             if not (is_text(row.get("query")) and row.get("id") is not None):
                 skipped["row_malformed"] += 1
-            elif len(responses) != 2 or not all(is_text(r) for r in responses):
+                continue
+            if len(responses) != 2 or not all(is_text(r) for r in responses):
                 skipped["responses_malformed"] += 1
-            elif label is None:
+                continue
+            if label is None:
                 skipped["ranking_unusable"] += 1
-            elif image is None:
-                skipped["image_missing"] += 1
-            else:
-                yield Item(id=str(row["id"]), images=[image], question=row["query"], responses=tuple(responses),
-                           label=label, extra={"category": vlrb_category(row.get("query_source"), str(row["id"])),
-                                               "query_source": row.get("query_source")})
+                continue
+            try:
+                image = _image_bytes(row.get("image"), folder)
+            except ImageFileError as error:
+                skipped[error.reason.value] += 1
+                continue
+            yield Item(id=str(row["id"]), images=[image], question=row["query"], responses=tuple(responses),
+                       label=label, extra={"category": vlrb_category(str(row["id"])),
+                                           "query_source": row.get("query_source")})
 
     return total, items()
 
 
-def _mmrlhf_items(folder: Path, skipped: Counter) -> tuple[int, Iterator[Item]]:
+def _mmrlhf_keywords(row: dict) -> list[str]:
+    """The category keywords a row's image path (else its video path or frame paths) contains, in the
+    scorer's order; the first is the row's category (cal_performance_mmreweard_bench.py:25-33)."""
+    where = row.get("image") or row.get("video") or ""
+    text = " ".join(map(str, where)) if isinstance(where, list) else str(where)
+    return [keyword for keyword in MMRLHF_CATEGORIES if keyword in text]
+
+
+def _mmrlhf_items(folder: Path, skipped: Counter, videos: bool) -> tuple[int, Iterator[Item]]:
     path = folder / MMRLHF_FILE
     if not path.is_file():
         raise UserError(f"{folder} holds no {MMRLHF_FILE}; pass a local yifanzhang114/MM-RLHF-RewardBench snapshot")
@@ -286,16 +425,23 @@ def _mmrlhf_items(folder: Path, skipped: Counter) -> tuple[int, Iterator[Item]]:
                     continue
                 k = seen[group]
                 seen[group] += 1
-                if row.get("video") and not row.get("image"):
-                    skipped["video"] += 1  # the critic is judged on images only
+                video = row.get("video") if not row.get("image") else None
+                if video and not videos:
+                    skipped["video"] += 1  # the critic-data template shows one image
                     continue
-                image = row.get("image")
-                image = _image_bytes(image, folder) or _image_bytes(image, folder / "images")
-                if image is None:
-                    skipped["image_missing"] += 1
+                if video and not isinstance(video, list):
+                    skipped["video_not_frames"] += 1  # the official script reads a list of frame files
                     continue
-                yield Item(id=f"{group}#{k}", images=[image], question=prompt, responses=(chosen, rejected),
-                           label="1", extra={"group": group})
+                try:
+                    if video:  # frame files under images/ (MM:92)
+                        images = [_snapshot_image(name, [folder / "images"]) for name in sample_frames(video)]
+                    else:  # the official script reads images/<image> (MM:127); "images/..." is read too
+                        images = [_snapshot_image(row.get("image"), [folder, folder / "images"])]
+                except ImageFileError as error:
+                    skipped[error.reason.value] += 1
+                    continue
+                yield Item(id=f"{group}#{k}", images=images, question=prompt, responses=(chosen, rejected),
+                           label="1", frames=bool(video), extra={"group": group, "keywords": _mmrlhf_keywords(row)})
 
     return total, items()
 
@@ -313,10 +459,30 @@ def load_items(options: EvalOptions, skipped: Counter) -> tuple[int, Iterator[It
         if options.benchmark == "vl-rewardbench":
             total, items = _vlrb_items(folder, options.split, skipped)
         else:
-            total, items = _mmrlhf_items(folder, skipped)
+            total, items = _mmrlhf_items(folder, skipped, videos=options.protocol == "paper")
+        if options.protocol == "paper":
+            items = _without_small_images(items, skipped)
     if options.limit is not None:
         return min(total, options.limit), itertools.islice(items, options.limit)
     return total, items
+
+
+def _without_small_images(items: Iterator[Item], skipped: Counter) -> Iterator[Item]:
+    """The items whose image is at least PAPER_MIN_SIDE px high and wide, as the official scripts
+    keep them (its header read here; one that cannot be read is left for `data_url` to refuse)."""
+    from PIL import Image
+
+    for item in items:
+        if not item.frames:
+            try:
+                with Image.open(io.BytesIO(item.images[0])) as opened:
+                    small = min(opened.size) < PAPER_MIN_SIDE
+            except Exception:  # noqa: BLE001 - not an image: data_url fails the item with the reason
+                small = False
+            if small:
+                skipped["image_under_28px"] += 1
+                continue
+        yield item
 
 
 # --- judging and scoring ----------------------------------------------------------------------
@@ -350,6 +516,26 @@ def _is_result(record: dict, benchmark: str) -> bool:
 
 def _accuracy(records: list[dict]) -> float | None:
     return sum(r["correct"] for r in records) / len(records) if records else None
+
+
+def _mmrlhf_categories(records: list[dict], groups: dict[str, list[dict]]) -> dict:
+    """Accuracy and Acc+ per keyword, as the official scorer counts them
+    (cal_performance_mmreweard_bench.py:29-76): a row counts in its first keyword; an id whose rows
+    are all right counts for the first keyword (in the scorer's order) any of its rows holds, over
+    the ids any of whose rows holds the keyword. Keywords without rows are left out."""
+    def first(rows: list[dict]) -> str | None:
+        held = {keyword for r in rows for keyword in r.get("keywords", [])}
+        return next((keyword for keyword in MMRLHF_CATEGORIES if keyword in held), None)
+
+    categories = {}
+    for keyword in MMRLHF_CATEGORIES:
+        rows = [r for r in records if r.get("keywords", [])[:1] == [keyword]]
+        ids = [rs for rs in groups.values() if any(keyword in r.get("keywords", []) for r in rs)]
+        if rows:
+            credited = sum(all(r["correct"] for r in rs) and first(rs) == keyword for rs in ids)
+            categories[keyword] = {"n": len(rows), "accuracy": _accuracy(rows), "acc_plus": credited / len(ids),
+                                   "ids": len(ids)}
+    return categories
 
 
 def score(records: list[dict], benchmark: str) -> dict:
@@ -386,6 +572,7 @@ def score(records: list[dict], benchmark: str) -> dict:
         metrics["acc"] = metrics["accuracy"]
         metrics["acc_plus"] = sum(all(r["correct"] for r in rs) for rs in groups.values()) / len(groups) if groups else None
         metrics["ids"] = len(groups)
+        metrics["categories"] = _mmrlhf_categories(records, groups)
     return metrics
 
 
@@ -405,6 +592,7 @@ async def _run(options: EvalOptions, progress) -> dict:
     done = {(r["id"], tuple(r["presented"])) for r in log.records}
     failures: list[str] = []
     per_item = 2 if options.both_orders else 1
+    paper = options.protocol == "paper"
     task = progress.add_task("eval", total=total * per_item, completed=len(done)) if progress else None
 
     def describe() -> None:
@@ -426,9 +614,15 @@ async def _run(options: EvalOptions, progress) -> dict:
         async def judge(job) -> str:
             item, presented = job
             first, second = (item.responses[i - 1] for i in presented)
-            text = render_critic_prompt(item.template, item.question, first, second)
-            completions = await client.chat([data_url(image) for image in item.images], text,
-                                            temperature=options.temperature, seed=options.seed)
+            if paper:
+                pixels = FRAME_PIXELS if item.frames else PAPER_PIXELS
+                urls = [data_url(image, pixels) for image in item.images]
+                text = paper_prompt(item.question, first, second, options.thinking)
+            else:
+                urls = [data_url(image) for image in item.images]
+                text = render_critic_prompt(item.template, item.question, first, second)
+            completions = await client.chat(urls, text, temperature=options.temperature, seed=options.seed,
+                                            system=PAPER_SYSTEM if paper else None)
             return completions[0]
 
         def on_done(job, completion: str | None, failure: RequestFailed | None) -> None:
@@ -436,7 +630,7 @@ async def _run(options: EvalOptions, progress) -> dict:
             if failure is not None:
                 failures.append(f"{item.id}: {failure}")
             else:
-                verdict = parse_verdict(completion)
+                verdict = paper_verdict(completion) if paper else parse_verdict(completion)
                 expected = expected_verdict(item.label, presented)
                 log.append({"id": item.id, "label": item.label, "presented": list(presented), "expected": expected,
                             "verdict": verdict, "correct": verdict == expected, **item.extra,
@@ -456,6 +650,8 @@ async def _run(options: EvalOptions, progress) -> dict:
     summary = {
         "benchmark": options.benchmark,
         "model": options.model,
+        "protocol": options.protocol,
+        "thinking": options.thinking,
         **score(log.records, options.benchmark),
         "failed": len(failures),
         "first_failure": failures[0] if failures else None,
@@ -476,17 +672,19 @@ def summary_table(summary: dict):
     def pct(value) -> str:
         return "-" if value is None else f"{100 * value:.1f}"
 
-    table = Table(title=f"{summary['benchmark']}: {summary['model']}")
+    table = Table(title=f"{summary['benchmark']} ({summary['protocol']} protocol): {summary['model']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("judgements", str(summary["n"]))
     table.add_row("accuracy %", pct(summary["accuracy"]))
+    if "acc_plus" in summary:
+        table.add_row(f"acc+ % (ids={summary['ids']})", pct(summary["acc_plus"]))
     for name, group in summary.get("categories", {}).items():
         table.add_row(f"  {name} % (n={group['n']})", pct(group["accuracy"]))
+        if "acc_plus" in group:
+            table.add_row(f"  {name} acc+ % (ids={group['ids']})", pct(group["acc_plus"]))
     if "macro_accuracy" in summary:
         table.add_row("macro accuracy %", pct(summary["macro_accuracy"]))
-    if "acc_plus" in summary:
-        table.add_row("acc+ %", pct(summary["acc_plus"]))
     if "position_consistency" in summary:
         table.add_row("position consistency %", pct(summary["position_consistency"]))
     table.add_row("unparsed %", pct(summary["unparsed_rate"]))

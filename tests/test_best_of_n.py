@@ -26,7 +26,7 @@ from critic_data.rl.best_of_n import (
     summarize,
 )
 from critic_data.rl.client import derive_seed
-from tests.serve import SECRET_KEY, completion, fake_server, free_port, prompt_of, run_cli, served_model
+from tests.serve import SECRET_KEY, Reply, completion, fake_server, free_port, prompt_of, run_cli, served_model
 from tests.snapshots import jpeg
 
 MAX_TOKENS = "4"  # each token costs ~40 ms here and the server generates one request at a time
@@ -386,3 +386,153 @@ def test_a_failed_match_fails_the_question_and_cancels_the_rest():
     with pytest.raises(RequestFailed, match="refused"):
         asyncio.run(round_robin(3, judge, seed=0, qid="q"))
     assert len(cancelled) == 5  # the other ordered pairs did not keep running
+
+
+# --- sampling settings, what the judge sees, and the context bound ----------------------------------
+
+def reasoning_sampler(long: int = 0):
+    """Samples `<think>REASONING-k ...</think> \\boxed{k}` (padded to `long` characters when the question
+    says LONG); as a judge it prefers the larger boxed value."""
+    def chat(request):
+        text = prompt_of(request)
+        if "[Response 1]" in text:
+            first, second = (int(v) for v in re.findall(r"\\boxed\{(\d+)\}", text))
+            return completion(f"<think>compare</think> \\boxed{{{1 if first > second else 2}}}")
+        pad = "x" * long if "LONG" in text else ""
+        return completion(*(f"<think>REASONING-{k} {pad}</think> \\boxed{{{k}}}" for k in range(request.get("n", 1))))
+    return chat
+
+
+def split_requests(server):
+    bodies = [body for path, body in server.requests if path.endswith("/chat/completions")]
+    judge = [b for b in bodies if "[Response 1]" in prompt_of(b)]
+    return [b for b in bodies if b not in judge], judge
+
+
+def test_candidates_are_sampled_with_the_official_instruction_and_the_stated_defaults(tmp_path):
+    from critic_data.rl.prompts import with_instruction
+
+    questions = write_questions(tmp_path / "in", QUESTIONS[:1])
+    with fake_server(reasoning_sampler()) as server:
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", "fake-model", "--input", str(questions),
+                       "--n", "2", "--out", str(tmp_path / "run"))
+        samples, judges = split_requests(server)
+    assert done.returncode == 0, done.stderr
+    [sample] = samples
+    assert prompt_of(sample) == with_instruction(QUESTIONS[0]["question"])  # the official format prompt, one space
+    assert (sample["temperature"], sample["top_p"], sample["n"]) == (1.0, 0.99, 2)
+    [judge] = judges
+    assert judge["temperature"] == 0.0 and "top_p" not in judge  # judgements are greedy
+    # the judge sees each candidate without its <think> part
+    assert "\\boxed{0}" in prompt_of(judge) and "\\boxed{1}" in prompt_of(judge)
+    assert "REASONING" not in prompt_of(judge)
+    pick = _lines(tmp_path / "run" / "picks.jsonl")[0]
+    assert pick["candidates"][0].startswith("<think>REASONING-0")  # kept whole in the picks
+
+
+def test_sampling_options_and_a_judge_that_sees_the_thinking(tmp_path):
+    questions = write_questions(tmp_path / "in", QUESTIONS[:1])
+    with fake_server(reasoning_sampler()) as server:
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", "fake-model", "--input", str(questions),
+                       "--n", "2", "--temperature", "0.7", "--top-p", "0.9", "--judge-sees-thinking",
+                       "--out", str(tmp_path / "run"))
+        [sample], [judge] = split_requests(server)
+    assert done.returncode == 0, done.stderr
+    assert (sample["temperature"], sample["top_p"]) == (0.7, 0.9)
+    assert "<think>REASONING-0" in prompt_of(judge) and "<think>REASONING-1" in prompt_of(judge)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["options"]["top_p"] == 0.9 and summary["options"]["judge_sees_thinking"] is True
+
+
+def test_a_match_over_max_model_len_is_reported_not_sent(tmp_path):
+    """q1's candidates are 4000 characters long even without their thinking: its match cannot fit
+    4096 tokens beside a 512-token answer by the byte count, so it is not sent; q0's is."""
+    rows = [{**QUESTIONS[0]}, {"id": "q1", "image": "img/1.jpg", "question": "LONG question?"}]
+    questions = write_questions(tmp_path / "in", rows)
+    out = tmp_path / "run"
+    with fake_server(reasoning_sampler(long=4000)) as server:
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", "fake-model", "--input", str(questions),
+                       "--n", "2", "--max-tokens", "512", "--max-model-len", "4096", "--judge-sees-thinking",
+                       "--out", str(out))
+        _, judges = split_requests(server)
+    assert done.returncode == 0, done.stderr
+    assert len(judges) == 1 and "LONG" not in prompt_of(judges[0])
+    picks = {p["id"]: p for p in _lines(out / "picks.jsonl")}
+    [match] = picks["q1"]["matches"]
+    coin = derive_seed(0, "q1", "coin", "r0:0-1") % 2
+    assert match["by"] == "too-long" and match["verdict"] is None and match["winner"] == match["shown"][coin]
+    assert picks["q1"]["too_long"] == 1 and picks["q1"]["unparsed"] == 0 and picks["q0"]["too_long"] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["too_long_matches"] == 1 and summary["matches"] == 2 and summary["failed"] == 0
+
+
+def test_the_context_bound_counts_bytes_and_image_tokens():
+    from critic_data.rl.best_of_n import TEMPLATE_TOKENS, prompt_token_bound
+
+    # UTF-8 bytes (an upper bound on a byte-level BPE's tokens), 28 x 28 pixels per image token
+    assert prompt_token_bound("é" * 10, (56, 30)) == 20 + 2 * 2 + TEMPLATE_TOKENS
+    assert prompt_token_bound("abc", (28, 28)) == 3 + 1 + TEMPLATE_TOKENS
+
+
+def test_a_context_length_refusal_decides_the_match_like_one_not_sent(tmp_path):
+    questions = write_questions(tmp_path / "in", QUESTIONS[:1])
+    refusal = Reply(json.dumps({"error": {"message": "This model's maximum context length is 8192 tokens. However, "
+                                                     "you requested 9000 tokens (6952 in the messages, 2048 in the "
+                                                     "completion).", "code": 400}}).encode(), status=400)
+
+    def chat(request):
+        return refusal if "[Response 1]" in prompt_of(request) else reasoning_sampler()(request)
+
+    with fake_server(chat) as server:
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", "fake-model", "--input", str(questions),
+                       "--n", "2", "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    [pick] = _lines(tmp_path / "run" / "picks.jsonl")
+    assert pick["too_long"] == 1 and pick["matches"][0]["by"] == "too-long"
+    other = Reply(b'{"error": {"message": "bad image"}}', status=400)
+    with fake_server(lambda r: other if "[Response 1]" in prompt_of(r) else reasoning_sampler()(r)) as server:
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", "fake-model", "--input", str(questions),
+                       "--n", "2", "--out", str(tmp_path / "run2"))
+    # any other refusal fails the question, as before
+    assert done.returncode == 2 and "every question failed (1); first: q0: HTTP 400: bad image" in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-p", "0"], "--top-p must be above 0 and at most 1"),
+    (["--top-p", "1.5"], "--top-p must be above 0 and at most 1"),
+    (["--max-model-len", "2048"], "--max-model-len 2048 leaves no room for a prompt beside --max-tokens 2048"),
+])
+def test_bad_sampling_and_context_options_are_one_line(tmp_path, args, message):
+    questions = write_questions(tmp_path / "in", QUESTIONS[:1])
+    done = run_cli("best-of-n", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--input", str(questions),
+                   "--n", "2", "--out", str(tmp_path / "run"), *args)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_help_states_the_sampling_defaults_and_their_source():
+    done = run_cli("best-of-n", "--help", env={"COLUMNS": "400"})
+    text = " ".join(done.stdout.replace("│", " ").split())
+    assert "1.0" in text and "0.99" in text
+    assert "si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/examples/config.yaml:56-57" in text
+    assert "do not publish" in text and "--judge-sees-thinking" in text and "--max-model-len" in text
+
+
+def test_question_images_must_be_regular_files_under_the_size_cap(tmp_path, monkeypatch):
+    import os
+
+    import critic_data.builders.images as images
+
+    path = write_questions(tmp_path / "in", QUESTIONS[:2])
+    os.remove(tmp_path / "in" / "img" / "1.jpg")
+    os.mkfifo(tmp_path / "in" / "img" / "1.jpg")
+    with pytest.raises(UserError, match=r"questions.jsonl:2: image img/1.jpg is not a regular file"):
+        read_questions(path)
+    (tmp_path / "in" / "img" / "1.jpg").unlink()
+    (tmp_path / "in" / "img" / "1.jpg").write_bytes(jpeg(1) + b"\0" * 4096)
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 4096)
+    with pytest.raises(UserError, match=r"questions.jsonl:2: image img/1.jpg is over the image size cap of 4096 bytes"):
+        read_questions(path)
+    # a path outside the file's folder is the user's own choice
+    (tmp_path / "elsewhere.jpg").write_bytes(jpeg(2))
+    path.write_text(json.dumps({"id": "a", "image": "../elsewhere.jpg", "question": "q"}) + "\n")
+    assert [q.image.name for q in read_questions(path)] == ["elsewhere.jpg"]

@@ -20,19 +20,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from critic_data import UserError
-from critic_data.rl.evaluate import EvalOptions, expected_verdict, load_items, presentations, run_eval, score, vlrb_category
+from critic_data.rl.evaluate import EvalOptions, expected_verdict, load_items, presentations, run_eval, score
 from critic_data.rl.rewards import parse_verdict
 from tests.serve import SECRET_KEY, Reply, completion, fake_server, free_port, prompt_of, run_cli, served_model
 from tests.snapshots import jpeg
 
 MAX_TOKENS = "4"  # garbage either way; each token costs ~40 ms on this CPU and the server runs one request at a time
 
-# (query_source, human_ranking, category) of the miniature VL-RewardBench; one row has an unusable ranking.
+# (id, query_source, human_ranking, category) of the miniature VL-RewardBench, ids spelled as the
+# benchmark spells them; categories as lmms-eval assigns them from the id (LRVInstruction is not in
+# its table: general). One row has an unusable ranking.
 VLRB_ROWS = [
-    ("WildVision", [0, 1], "general"), ("vlfeedback", [1, 0], "general"),
-    ("POVID", [1, 0], "hallucination"), ("RLAIF-V", [0, 1], "hallucination"), ("RLHF-V", [1, 0], "hallucination"),
-    ("MMMU-Pro", [0, 1], "reasoning"), ("MathVerse", [1, 0], "reasoning"),
-    ("MathVerse", [0, 0], None),
+    ("wildvision-battle-0", "WildVision", [0, 1], "general"), ("VLFeedback-1", "vlfeedback", [1, 0], "general"),
+    ("hallucination_pair-2", "POVID", [1, 0], "hallucination"),
+    ("RLAIF-V-Dataset_3", "RLAIF-V", [0, 1], "hallucination"), ("RLHF-V-Dataset_4", "RLHF-V", [1, 0], "hallucination"),
+    ("mmmu_pro_5", "MMMU-Pro", [0, 1], "reasoning"), ("mathverse_6", "MathVerse", [1, 0], "reasoning"),
+    ("LRVInstruction-7", "LRVInstruction", [0, 1], "general"),
+    ("mathverse_8", "MathVerse", [0, 0], None),
 ]
 
 
@@ -47,9 +51,9 @@ def vlrb_snapshot(tmp_path_factory):
     """MMInstruction/VL-RewardBench as downloaded: data/test-00000-of-00001.parquet, image as a struct."""
     root = tmp_path_factory.mktemp("vlrb")
     rows = []
-    for i, (query_source, ranking, _) in enumerate(VLRB_ROWS):
+    for i, (item_id, query_source, ranking, _) in enumerate(VLRB_ROWS):
         rows.append({
-            "id": f"{query_source.lower()}_{i}", "query": f"What is in picture {i}?",
+            "id": item_id, "query": f"What is in picture {i}?",
             "response": [f"A first answer {i}.", f"A second answer {i}."],
             "image": {"bytes": jpeg(100 + i), "path": f"{i}.jpg"}, "human_ranking": ranking,
             "models": ["model-a", "model-b"], "judge": "human", "rationale": "SECRET-RATIONALE",
@@ -141,13 +145,14 @@ def test_vl_rewardbench_categories_and_macro(server, vlrb_snapshot, tmp_path):
     summary = run_eval(EvalOptions(base_url=base_url, model=model, benchmark="vl-rewardbench", input=str(vlrb_snapshot),
                                    out=tmp_path, max_tokens=int(MAX_TOKENS), concurrency=3))
     records = _lines(tmp_path / "results.jsonl")
-    usable = [row for row in VLRB_ROWS if row[2]]
+    usable = [row for row in VLRB_ROWS if row[3]]
     assert summary["skipped"] == {"ranking_unusable": 1}
     assert len(records) == len(usable)
-    assert {r["query_source"]: r["category"] for r in records} == {q: c for q, _, c in usable}
+    assert {r["id"]: (r["category"], r["query_source"]) for r in records} == {i: (c, q) for i, q, _, c in usable}
     # human_ranking [0, 1] means the first response is preferred
-    assert {r["query_source"]: r["label"] for r in records} == {q: "1" if rank == [0, 1] else "2" for q, rank, _ in usable}
-    assert {name: group["n"] for name, group in summary["categories"].items()} == {"general": 2, "hallucination": 3, "reasoning": 2}
+    assert {r["id"]: r["label"] for r in records} == {i: "1" if rank == [0, 1] else "2" for i, _, rank, _ in usable}
+    assert {name: group["n"] for name, group in summary["categories"].items()} == \
+        {"general": 3, "hallucination": 3, "reasoning": 2}
     _check_consistent(records, summary)
     per_category = [summary["categories"][c]["accuracy"] for c in ("general", "hallucination", "reasoning")]
     assert summary["macro_accuracy"] == pytest.approx(sum(per_category) / 3)
@@ -333,14 +338,6 @@ def test_position_consistency_compares_the_response_each_order_picks():
     assert metrics["items"] == 3
     assert metrics["position_consistency"] == pytest.approx(1 / 3)
     assert metrics["both_orders_correct"] == pytest.approx(1 / 3)
-
-
-def test_vl_rewardbench_category_mapping():
-    assert [vlrb_category(s) for s in ("WildVision", "wildvision-battle", "VLFeedback")] == ["general"] * 3
-    assert [vlrb_category(s) for s in ("POVID", "RLAIF-V", "RLHF-V", "rlhf-v")] == ["hallucination"] * 4
-    assert [vlrb_category(s) for s in ("MMMU-Pro", "mmmu_pro", "MathVerse")] == ["reasoning"] * 3
-    assert vlrb_category(None, "mathverse_123") == "reasoning"  # the id's prefix when query_source is missing
-    assert vlrb_category("somewhere-new", "x-1") == "other"
 
 
 def test_progress_shows_items_done_and_running_accuracy(server, built_dataset, tmp_path):
