@@ -59,6 +59,8 @@ report = {
     "tensors_changed": f"{len(changed)} of {len(before)}",
     "vision_tensors_changed": sum("visual" in name for name in changed),
     "saved_dtype": str(next(iter(after.values())).dtype),
+    # transformers' own resume of a Qwen2.5-VL checkpoint warns "missing keys" and keeps the base weights
+    "resume_warned_missing_keys": "missing keys" in (out / "resume.log").read_text(),
 }
 try:
     import torch

@@ -22,7 +22,6 @@ import unicodedata
 import warnings
 
 import numpy as np
-import polars as pl
 import xxhash
 from PIL import Image
 
@@ -56,7 +55,7 @@ class CrossSourceIndex:
     """Content keys of the pairs kept from the sources built so far."""
 
     def __init__(self) -> None:
-        self._index = pl.DataFrame(schema={"text_key": pl.UInt64, "source": pl.String, "thumbnail": pl.Binary})
+        self._index = None  # a polars DataFrame (text_key, source, thumbnail) once a source has keys
         self._pending: list[tuple[int, str, bytes]] = []
 
     def add(self, key: int, source: str, image: bytes | None) -> None:
@@ -66,15 +65,20 @@ class CrossSourceIndex:
     def seal(self) -> None:
         """Make the keys added so far (a finished source's) visible to `earlier_copies`."""
         if self._pending:
-            added = pl.DataFrame(self._pending, schema=self._index.schema, orient="row")
-            self._index = pl.concat([self._index, added]).rechunk()
+            import polars as pl  # only builds of several sources get here
+
+            schema = {"text_key": pl.UInt64, "source": pl.String, "thumbnail": pl.Binary}
+            added = pl.DataFrame(self._pending, schema=schema, orient="row")
+            self._index = added if self._index is None else pl.concat([self._index, added]).rechunk()
             self._pending = []
 
     def earlier_copies(self, keys: list[int], images: list[bytes | None]) -> list[str | None]:
         """For each pair (text key, thumbnail), the earlier source that holds a copy of it, or None."""
         found: list[str | None] = [None] * len(keys)
-        if self._index.is_empty() or not keys:
+        if self._index is None or not keys:
             return found
+        import polars as pl
+
         candidates = pl.DataFrame({"row": range(len(keys)), "text_key": keys}, schema={"row": pl.UInt32, "text_key": pl.UInt64})
         joined = candidates.join(self._index, on="text_key", how="inner").sort("row", maintain_order=True)
         for row, source, earlier in joined.select("row", "source", "thumbnail").iter_rows():
