@@ -297,19 +297,57 @@ def _run_with_progress(run, options, log: Path) -> dict:
         with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
             return run(options, progress=progress)
     except KeyboardInterrupt:
-        console.print(f"interrupted; finished items are in {log}: rerun with --resume to continue")
-        raise typer.Exit(130) from None
+        raise _Interrupted(f"interrupted; finished items are in {log}: rerun with --resume to continue") from None
+
+
+class _Interrupted(Exception):
+    """An interrupt with a command's own explanation (typer turns a bare one into exit code 130)."""
+
+
+def _check_hf_endpoint() -> None:
+    """huggingface_hub parses HF_ENDPOINT when it is imported, and a malformed one ends any command that
+    imports it (a build too) in a traceback: say what is wrong first."""
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("HF_ENDPOINT")
+    if not endpoint:
+        return
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError on a malformed host or port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"HF_ENDPOINT {endpoint!r} is not an http(s) URL; unset it to use huggingface.co, or fix it")
+
+
+def _one_line(message: str) -> str:
+    return message.replace("\r", "\\r").replace("\n", "\\n")  # a path may hold a line break
 
 
 def main() -> None:
+    """Run the CLI: a user's mistake (bad input, a bad option, an interrupt) ends in one line on stderr."""
+    from typer.exceptions import TyperException
+
     try:
-        app()
+        _check_hf_endpoint()
+        result = app(prog_name="critic-data", standalone_mode=False)
     except UserError as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {_one_line(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted; nothing was written to the output folder")
+    except TyperException as error:  # typer's usage errors: a missing or unknown option, a value of the wrong type
+        context = getattr(error, "ctx", None)
+        command = context.command_path if context else "critic-data"
+        console.print(f"[red]error:[/red] {_one_line(error.format_message())} (`{command} --help` lists the options)",
+                      highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except _Interrupted as interrupted:
+        console.print(str(interrupted), highlight=False, soft_wrap=True)
         sys.exit(130)
+    if result == 130:  # typer turns an interrupt (Ctrl-C) into exit code 130, silently
+        console.print("interrupted" + ("; --out is as it was" if "build" in sys.argv[1:2] else ""))
+    if isinstance(result, int):  # typer.Exit(code) comes back as its code outside standalone mode
+        sys.exit(result)
 
 
 if __name__ == "__main__":

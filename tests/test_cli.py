@@ -1,0 +1,63 @@
+"""The CLI shell: every user mistake ends in one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "critic_data.cli"]
+
+
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["build", "--source", "vlfeedback"], "Missing option '--out'. (`critic-data build --help` lists the options)"),
+    (["build", "--source", "vlfeedback", "--out", "o", "--seed", "abc"], "Invalid value for '--seed'"),
+    (["bild"], "No such command 'bild'"),
+    (["eval", "--nope"], "No such option: --nope"),
+])
+def test_usage_errors_are_one_line(args, message):
+    result = _run(*args)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_a_line_break_in_a_path_stays_on_one_line(tmp_path):
+    result = _run("build", "--source", "vlfeedback", "--input", str(tmp_path / "no\nsuch"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no\\nsuch" in result.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["http://[::1", "ftp://example.org", "not a url"])
+def test_a_malformed_hf_endpoint_is_one_line_before_anything_imports_it(endpoint, tmp_path):
+    result = _run("build", "--source", "vlfeedback", "--input", str(tmp_path), "--out", str(tmp_path / "o"),
+                  env={"HF_ENDPOINT": endpoint})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "HF_ENDPOINT" in result.stderr
+
+
+def test_an_interrupted_build_says_so_and_leaves_no_output(tmp_path):
+    """Ctrl-C mid-build: exit 130 with one line (typer would exit silently), --out untouched."""
+    from tests.snapshots import write_vlfeedback_jsonl
+
+    write_vlfeedback_jsonl(tmp_path / "snapshot", n=24)
+    # a slow image check keeps the build busy long enough to interrupt it
+    slow = ("import time, critic_data.builders.images as images; check = images.check_image; "
+            "images.check_image = lambda *a, **k: (time.sleep(0.5), check(*a, **k))[1]; "
+            "import critic_data.builders.pipeline as p; p.check_image = images.check_image; "
+            "from critic_data.cli import main; import sys; sys.argv = ['critic-data'] + sys.argv[1:]; main()")
+    process = subprocess.Popen([sys.executable, "-c", slow, "build", "--source", "vlfeedback", "--input",
+                                str(tmp_path / "snapshot"), "--out", str(tmp_path / "out"), "--num-proc", "1"],
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(6)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "interrupted; --out is as it was"
+    assert not (tmp_path / "out").exists() and not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
