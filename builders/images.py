@@ -6,13 +6,17 @@ Rows keep each image's original bytes. Two levels of check (`--image-check`):
   simplejpeg, the library Pillow decodes JPEGs with: markers, quantisation and Huffman tables,
   the frame, up to the first scan; for other formats by PIL), the pixel count is bounded, and
   the data must be complete: a JPEG must end its scan data with an end-of-image marker, a
-  PNG's chunks must all pass their CRCs through IEND; other formats are decoded. This catches
-  truncated downloads and damaged headers at a small fraction of the cost of decoding
-  (a few microseconds per JPEG).
-- `decode`: the same, and every image is decoded too (JPEGs at 1/8 size via PIL's draft
-  mode, which still reads the whole entropy-coded stream). libjpeg only warns about most
-  corrupt entropy data (it even accepts a scan cut short and re-terminated), so this
-  rejects little more, for about a hundred times the CPU.
+  PNG's chunks (an animated PNG's frames included) must all pass their CRCs through IEND;
+  other formats are decoded, every frame of an animation (a GIF must also end with its
+  trailer: one cut between two frames decodes). This catches truncated downloads and damaged
+  headers at a small fraction of the cost of decoding (a few microseconds per JPEG).
+- `decode`: the same, and every image is decoded too, every frame of an animation (JPEGs at
+  1/8 size via PIL's draft mode, which still reads the whole entropy-coded stream). libjpeg
+  only warns about most corrupt entropy data (it even accepts a scan cut short and
+  re-terminated), so this rejects little more, for about a hundred times the CPU.
+
+An animation's pixels are its frames' (frames x width x height): `max_pixels` bounds the
+work of decoding it as it bounds a still image's.
 
 Image files are read here too, bounded: only regular files (a FIFO would block the build, a
 link to /dev/zero never end), and never more than MAX_IMAGE_BYTES (an archive member's
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import warnings
 import zipfile
@@ -38,6 +43,8 @@ IMAGE_CHECKS = ("structure", "decode")
 _JPEG_SOI = b"\xff\xd8\xff"  # start-of-image and the first marker's 0xFF, as PIL requires
 _JPEG_EOI = b"\xff\xd9"
 _JPEG_SOS = 0xDA
+_GIF_TRAILER = b";"
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]++")  # "<_io.BytesIO object at 0x7f...>": differs from run to run
 # No image a source ships comes near this (its photos are a few MB): past it a file is
 # rejected unread, so one huge or lying file cannot exhaust memory. Read at call time.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -81,13 +88,18 @@ def read_image_file(path: Path) -> bytes:
 
 def read_archive_member(archive: zipfile.ZipFile, name: str) -> bytes:
     """A zip member's bytes, at most MAX_IMAGE_BYTES: judged by its declared size before
-    inflating, and inflated no further than the cap. Damage raises BadZipFile, zlib.error
-    or OSError."""
+    inflating, and inflated no further than the cap. A damaged member is an ImageFileError."""
     info = archive.getinfo(name)
     if info.file_size > MAX_IMAGE_BYTES:
         raise _over_cap(f"{name} ({info.file_size} bytes)")
-    with archive.open(info) as member:
-        data = member.read(MAX_IMAGE_BYTES + 1)
+    try:
+        with archive.open(info) as member:
+            data = member.read(MAX_IMAGE_BYTES + 1)
+    except MemoryError:
+        raise  # the machine's limit, not the member's defect
+    except Exception as error:  # zipfile raises what its parts do: BadZipFile, zlib.error, LZMAError, EOFError
+        # (a declared size past the data), RuntimeError (encrypted), NotImplementedError (a compression method)
+        raise ImageFileError(RejectReason.IMAGE_UNDECODABLE, f"cannot read {name} from the archive: {_detail(error)}") from None
     if len(data) > MAX_IMAGE_BYTES:
         raise _over_cap(name)
     return data
@@ -95,6 +107,11 @@ def read_archive_member(archive: zipfile.ZipFile, name: str) -> bytes:
 
 def _why(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
+
+
+def _detail(error: Exception) -> str:
+    """An error as a reject's detail: short, and the same in every run (no memory address)."""
+    return f"{type(error).__name__}: {_ADDRESS.sub('', str(error)[:300])[:200]}"
 
 
 def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = "structure") -> tuple[RejectReason, str] | None:
@@ -116,19 +133,26 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = 
                 if width * height > max_pixels:
                     return RejectReason.IMAGE_TOO_LARGE, f"{width}x{height} exceeds {max_pixels} pixels"
                 kind = image.format
+                frames = getattr(image, "n_frames", 1)  # a GIF's frames are counted by reading their headers
+                if frames * width * height > max_pixels:
+                    return RejectReason.IMAGE_TOO_LARGE, f"{frames} frames of {width}x{height} exceed {max_pixels} pixels"
                 if kind == "PNG":
                     image.verify()  # every chunk's CRC, through IEND
             if level == "decode" or kind not in ("JPEG", "PNG"):
                 with Image.open(io.BytesIO(data)) as image:
                     if kind == "JPEG":
                         image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-                    image.load()
+                    for frame in range(frames):  # a later frame may be the damaged one
+                        image.seek(frame)
+                        image.load()
+            if kind == "GIF" and not data.rstrip(b"\0").endswith(_GIF_TRAILER):
+                return RejectReason.IMAGE_UNDECODABLE, "GIF data ends before its trailer (truncated)"
     except Image.DecompressionBombError as error:
         return RejectReason.IMAGE_TOO_LARGE, str(error)[:200]
     except MemoryError:
         raise  # the machine's limit, not the image's defect
     except Exception as error:  # decoders raise what they like: OSError, SyntaxError, RuntimeError (AVIF), struct.error
-        return RejectReason.IMAGE_UNDECODABLE, f"{type(error).__name__}: {str(error)[:200]}"
+        return RejectReason.IMAGE_UNDECODABLE, _detail(error)
     return None
 
 

@@ -8,7 +8,12 @@ evaluation criteria, the question, and the two responses labelled `The first res
 `The second response:`, `Response 1:` / `Response 2:` or `Response A:` / `Response B:`
 (values often in square brackets). Only the question and the two responses are kept: the
 template's instructions and criteria, and its closing chat marker (`ASSISTANT:`), never
-reach the output.
+reach the output. A bracketed value ends at its last "]" before the next label, so a "]"
+inside it stays. The second response runs to the end of the prompt, where some templates
+put instructions: only paragraphs at the very end (never the response's first) that start
+as an instruction and speak of the responses or the judgement ("Please output your judgement
+ending with 'The better response: [1|2]'") are cut; "Based on ...", "Note ..." paragraphs
+about the image are the response's.
 
 The gpt turn is GPT-4o's justification ending in a verdict (`The better response: [second]`,
 `... first|second|1|2|A|B`) or a tie ("equally good"). A stated preference ("The first
@@ -31,56 +36,80 @@ from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import ParquetReader, conversation_turns, image_from_struct
 from critic_data.builders.records import Example, Pair
-from critic_data.builders.text import clean_question, clean_response, pair_problem
+from critic_data.builders.text import clean_question, clean_response, pair_problem, row_id
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "llava_critic"
 
-_LEAD = r"(?:^|\n)[ \t]*[#*\[]*[ \t]*"  # a label starts a line, maybe after markdown or a bracket
-_TAIL = r"[ \t]*[\]*]*[ \t]*[:：][ \t]*\**"
-_FIRST = re.compile(_LEAD + r"(?:the\s+first\s+response|response\s*(?:1|a))" + _TAIL, re.IGNORECASE)
-_SECOND = re.compile(_LEAD + r"(?:the\s+second\s+response|response\s*(?:2|b))" + _TAIL, re.IGNORECASE)
-_QUESTION = re.compile(_LEAD + r"(?:the\s+)?(?:user'?s?\s+)?question" + _TAIL, re.IGNORECASE)
-# Instructions some templates put after the second response.
-_TRAILER = re.compile(
-    r"\n\s*\n\s*(?:please|evaluate|based on|your (?:task|evaluation|judg)|determine|judge|compare|provide|"
-    r"which|output|note|assess|consider|assistant\s*:)",
-    re.IGNORECASE,
-)
+# Every repeated part is possessive (`*+`, `++`): a run of spaces is read once, whatever follows,
+# so no text can make a pattern try every way of splitting it (600 spaces after "better
+# response" used to take hours).
+_LEAD = r"(?:^|\n)[ \t]*+[#*\[]*+[ \t]*+"  # a label starts a line, maybe after markdown or a bracket
+_TAIL = r"[ \t]*+[\]*]*+[ \t]*+[:：][ \t]*+\**+"
+_FIRST = re.compile(_LEAD + r"(?:the\s++first\s++response|response\s*+(?:1|a))" + _TAIL, re.IGNORECASE)
+_SECOND = re.compile(_LEAD + r"(?:the\s++second\s++response|response\s*+(?:2|b))" + _TAIL, re.IGNORECASE)
+_QUESTION = re.compile(_LEAD + r"(?:the\s++)?(?:user'?s?\s++)?question" + _TAIL, re.IGNORECASE)
 
 # The judge template's closing chat marker, left after an unbracketed second response.
-_CLOSING = re.compile(r"(?:^|\s)(?:###\s*)?(?:assistant\s*[:：]|<\|im_start\|>\s*assistant)\s*$", re.IGNORECASE)
+_CLOSING = re.compile(r"(?:^|\s)(?:###\s*+)?(?:assistant\s*+[:：]|<\|im_start\|>\s*+assistant)\s*+$", re.IGNORECASE)
+# Instructions some templates put after the second response: a paragraph at the very end that
+# starts as an instruction and speaks of the responses or the judgement ("Please output your
+# judgement ending with 'The better response: [1|2]'"). A response's own paragraph that starts
+# with "Based on", "Note" or "Please" but is about the image is no trailer.
+_INSTRUCTION = re.compile(r"[#*\s]*+(?:please|evaluate|based\s++on|your|determine|judge|compare|provide|which|output|"
+                          r"note|assess|consider|the\s++output|finally|now|remember)\b", re.IGNORECASE)
+_ABOUT_JUDGING = re.compile(r"\b(?:responses|answers|(?:first|second|better|which|each|two|both)\s++(?:response|answer)|"
+                            r"(?:response|answer)\s*+[12ab]\b|judge?ments?|verdict|evaluation)\b|"
+                            r"\[\s*+(?:1\s*+\|\s*+2|a\s*+\|\s*+b|first\s*+\|\s*+second)\s*+\]", re.IGNORECASE)
+# Where a trailing instruction may begin: after a blank line, or, for a bracketed value, right
+# after its closing "]" and a line break.
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*+\n")
+_AFTER_BRACKET = re.compile(r"(?<=\])[ \t]*+\n")
 
 # Verdicts, strongest first: the template's "The better response: [X]"; a stated preference
 # ("Response 2 is better") or tie ("it's a tie"); and, only when neither is said, "equally
 # good" (which also appears beside a preference: "better, although both are equally fluent").
 _VERDICT = re.compile(
-    r"better\s+(?:response|answer|one)\s*(?:is)?\s*[:：]?\s*[\[(\"'*]*\s*(?:the\s+)?"
-    r"(first|second|response\s*[12ab]|[12ab]|tie)\b",
+    r"better\s++(?:response|answer|one)\s*+(?:is)?\s*+[:：]?\s*+[\[(\"'*]*+\s*+(?:the\s++)?"
+    r"(first|second|response\s*+[12ab]|[12ab]|tie)\b",
     re.IGNORECASE,
 )
 _PHRASE = re.compile(
-    r"(?:the\s+)?(first|second|response\s*[12ab])\s+(?:response\s+)?is\s+(?:the\s+)?"
-    r"(?:clearly\s+|slightly\s+|much\s+|far\s+)?better",
+    r"(?:the\s++)?(first|second|response\s*+[12ab])\s++(?:response\s++)?is\s++(?:the\s++)?"
+    r"(?:clearly\s++|slightly\s++|much\s++|far\s++)?better",
     re.IGNORECASE,
 )
-_TIE = re.compile(r"\b(?:it['’]?s|it\s+is|this\s+is|that['’]?s|declare|call\s+it)\s+a\s+(tie)\b|"
-                  r"\bneither\s+(?:response|one|answer)\s+is\s+(?:clearly\s+)?better", re.IGNORECASE)
-_EQUALLY = re.compile(r"equally\s+(?:good|bad|well|helpful|valid)|\bboth\s+responses\s+are\s+equally", re.IGNORECASE)
+_TIE = re.compile(r"\b(?:it['’]?s|it\s++is|this\s++is|that['’]?s|declare|call\s++it)\s++a\s++(tie)\b|"
+                  r"\bneither\s++(?:response|one|answer)\s++is\s++(?:clearly\s++)?better", re.IGNORECASE)
+_EQUALLY = re.compile(r"equally\s++(?:good|bad|well|helpful|valid)|\bboth\s++responses\s++are\s++equally", re.IGNORECASE)
 _LABEL = {"first": "1", "1": "1", "a": "1", "second": "2", "2": "2", "b": "2", "tie": "tie"}
 
 
 def _unwrap(value: str) -> str:
-    """The text inside a [bracketed] value (brackets balanced), else the value as is."""
+    """The text inside a [bracketed] value, else the value as is. The value ends at its last "]"
+    (the text after a value is the next label, or the template's tail, already cut): a "]"
+    inside it ("see item 1] then 2") is the response's own."""
     value = value.strip()
     if not value.startswith("["):
         return value
-    depth = 0
-    for i, char in enumerate(value):
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if depth == 0:
-            return value[1:i]
-    return value[1 : value.rfind("]")] if "]" in value else value[1:]
+    end = value.rfind("]")
+    return value[1:end] if end > 0 else value[1:]
+
+
+def _without_tail(value: str) -> str:
+    """The second response's value without what the template puts after it: its closing chat
+    marker, then instruction paragraphs at the very end (`_INSTRUCTION` about `_ABOUT_JUDGING`),
+    last first. An unbracketed value keeps its first paragraph whatever it says, and never
+    loses a paragraph in its middle; a bracketed one keeps everything up to a "]" ending a line."""
+    value = _CLOSING.sub("", value).rstrip()
+    breaks = _AFTER_BRACKET if value.lstrip().startswith("[") else _PARAGRAPH_BREAK
+    start, end = len(value) - len(value.lstrip()), len(value)  # start: where the value's text begins
+    for found in reversed(list(breaks.finditer(value))):
+        block = value[found.start() : end]
+        if found.start() <= start or not (_INSTRUCTION.match(block) and _ABOUT_JUDGING.search(block)):
+            break
+        end = found.start()
+    return value[:end]
 
 
 def parse_judge_prompt(text: str) -> tuple[str, str, str] | None:
@@ -91,14 +120,10 @@ def parse_judge_prompt(text: str) -> tuple[str, str, str] | None:
     question = _QUESTION.search(text[: first.start()])
     if not question:
         return None
-    last = text[second.end() :]
-    if not last.lstrip().startswith("["):
-        trailer = _TRAILER.search(last)
-        last = _CLOSING.sub("", last[: trailer.start()] if trailer else last)
     return (
         _unwrap(text[question.end() : first.start()]),
         _unwrap(text[first.end() : second.start()]),
-        _unwrap(last),
+        _unwrap(_without_tail(text[second.end() :])),
     )
 
 
@@ -114,7 +139,7 @@ def parse_verdict(text: str) -> str | None:
 
 
 def _example(position: str, row: dict) -> Example | Reject:
-    source_id = str(row.get("id") or position)
+    source_id = row_id(row.get("id"), position)
     turns = conversation_turns(row.get("conversations"))
     human = next((t["value"] for t in turns if t["from"] == "human"), None) if turns else None
     judge = next((t["value"] for t in reversed(turns) if t["from"] == "gpt"), None) if turns else None

@@ -21,6 +21,8 @@ name (`image_path_unsafe`: never opened).
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,11 +32,12 @@ from critic_data.builders.images import ImageFileError, read_image_file
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import conversation_turns
 from critic_data.builders.records import Example, Pair
-from critic_data.builders.text import clean_question, clean_response, pair_problem
+from critic_data.builders.text import clean_question, clean_response, pair_problem, row_id
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "llava_rlhf"
 FILE = "llava_7b_v1_preference.json"
+MAX_FILE_BYTES = 1 << 30  # the file is 32 MB: past 1 GiB it is not that file, and is not read whole
 _SPEAKERS = {"human": "User", "gpt": "Assistant"}
 
 
@@ -60,7 +63,7 @@ def _output(value) -> str | None:
 def _example(index: int, row, image_root: Path) -> Example | Reject:
     if not isinstance(row, dict):
         return Reject(NAME, f"item {index}", RejectReason.ROW_MALFORMED, "array item is not an object")
-    source_id = str(row.get("id") or f"item {index}")
+    source_id = row_id(row.get("id"), f"item {index}")
     turns = conversation_turns(row.get("conversations"))
     question = render_question(turns) if turns else None
     if question is None:
@@ -102,8 +105,9 @@ class _Reader:
     def __init__(self, path: Path, image_root: Path):
         self.files, self.image_root = [path], image_root.resolve()
         try:  # utf-8-sig: a byte-order mark before the array is read, not an error
-            self._rows = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested past the limit
+            self._rows = json.loads(_read(path).decode("utf-8-sig"))
+        except (ValueError, RecursionError) as error:  # ValueError: bad JSON or UTF-8, an integer past 4300 digits;
+            # RecursionError: nested past the limit
             raise UserError(f"{path} is not valid JSON ({type(error).__name__}: {str(error)[:200]}); re-download it") from None
         if not isinstance(self._rows, list):
             raise UserError(f"{path} should hold a JSON array of preference rows")
@@ -114,18 +118,37 @@ class _Reader:
             yield _example(index, row, self.image_root)
 
 
+def _read(path: Path) -> bytes:
+    """The bytes of the regular file at `path`, at most MAX_FILE_BYTES; else a UserError. Opened
+    without blocking and checked once open: a FIFO would block the build, /dev/zero never end."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise UserError(f"{path} is not a regular file; replace it with the downloaded {FILE}")
+            with open(descriptor, "rb", closefd=False) as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+        finally:
+            os.close(descriptor)
+    except OSError as error:  # no permission, an I/O error
+        raise UserError(f"cannot read {path}: {error.strerror or error}; check the file, or re-download it") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise UserError(f"{path} is over {MAX_FILE_BYTES} bytes: it is not {FILE} (32 MB); re-download it")
+    return data
+
+
 def open_snapshot(folder: Path, options: BuildOptions) -> _Reader:
     if options.image_root is None:
         raise UserError("llava_rlhf needs --image-root: the folder of COCO train2017 images its rows name")
     if not options.image_root.is_dir():
         raise UserError(f"--image-root {options.image_root} is not a folder; point it at COCO train2017")
     path = folder / FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         found = sorted(folder.glob("*.json"))
         if len(found) != 1:
             raise UserError(f"{folder} does not look like a LLaVA-RLHF snapshot: expected {FILE}")
         path = found[0]
-    return _Reader(path, options.image_root)
+    return _Reader(path, options.image_root)  # which refuses a path that is not a regular file
 
 
 SOURCE = SourceSpec(

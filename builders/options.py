@@ -50,7 +50,7 @@ class BuildOptions:
             raise ValueError(f"--format must be 'trl' or 'easyr1', not {self.format!r}")
         if not (math.isfinite(self.margin) and self.margin >= 0):  # nan would switch the filter off
             raise ValueError(f"--margin must be a finite number >= 0, not {self.margin}")
-        if isinstance(self.keep_ties, str) and self.keep_ties.strip().isdigit():
+        if isinstance(self.keep_ties, str) and self.keep_ties.strip().isascii() and self.keep_ties.strip().isdigit():
             self.keep_ties = int(self.keep_ties)
         if self.keep_ties != "all" and not (isinstance(self.keep_ties, int) and self.keep_ties >= 0):
             raise ValueError(f"--keep-ties must be a count >= 0 or 'all', not {self.keep_ties!r}")
@@ -66,6 +66,10 @@ class BuildOptions:
             raise ValueError(f"--max-shard-size must be more than 0 bytes, not {self.max_shard_bytes}")
         if self.max_image_pixels < 1:
             raise ValueError(f"--max-image-pixels must be at least 1, not {self.max_image_pixels}")
+        if self.revision is not None:  # refused here, before any request: "../x" would be a path in the Hub's URL
+            from critic_data.hub import check_revision  # raises UserError
+
+            check_revision(self.revision, branch=False)
         unknown = set(self.aspects) - set(VLFEEDBACK_ASPECTS)
         if not self.aspects or unknown:
             raise ValueError(f"--aspects must name some of {', '.join(VLFEEDBACK_ASPECTS)}")

@@ -5,13 +5,16 @@ it must not overlap an input, must not be `/`, the home folder, the working dire
 one of its parents, must not be a file or a symbolic link, and must be absent, empty, or
 (with `--overwrite`) a previous critic-data build holding nothing a build does not write.
 
-The build is written to a sibling staging folder, `.<name>.partial-<pid>`. At the end, under
-a lock on the parent folder, `--out` must still be what it was at the start (else nothing is
-replaced); the old output is moved aside (`.<name>.old-<pid>`), the new one renamed into
+The build is written to a sibling staging folder, `.<name>.partial-<pid>` (a name too long
+to take the suffix is cut and given a hash of the whole: `.<cut>~<hash>.partial-<pid>`). At
+the end, under a lock on the parent folder, `--out` must still be what it was at the start
+(else nothing is replaced); the old output is moved aside (`.<name>.old-<pid>`), the new one renamed into
 place, and only then the old one removed: at no moment is there neither. A failure or an
 interrupt removes the staging folder and leaves `--out` as it was. Leftovers of builds that
 died (their pid is gone) are removed, or put back where a build died between the renames;
 the staging folder of a build still running makes a second build into the same `--out` stop.
+A leftover name that is not a folder (a file, a symbolic link) was not made by a build: it is
+left alone, never followed, removed or put back.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -29,6 +33,9 @@ from pathlib import Path
 from critic_data import UserError
 
 BUILD_FILES = ("README.md", "build.json", "rejects.jsonl")  # and data/ with the parquet shards
+_NAME_MAX = 255  # bytes in a file name (Linux, macOS)
+_SUFFIX_MAX = len(".partial-") + 10  # what a sibling's name adds to `.<name>`: a pid has at most 10 digits
+_PID_MAX = 1 << 22  # Linux's PID_MAX_LIMIT: a larger number names no process
 
 
 @contextmanager
@@ -45,7 +52,10 @@ def staged(out: Path, overwrite: bool, reads: Iterable[tuple[str, Path]]) -> Ite
             staging = _sibling(out, "partial")
             staging.mkdir()
     except OSError as error:
-        raise UserError(f"cannot write beside --out {out}: {error.strerror}; choose an --out in a folder you can write to") from None
+        if error.errno == errno.ENAMETOOLONG:
+            raise UserError(f"--out {out}: {error.strerror}; choose a shorter --out") from None
+        raise UserError(f"cannot write beside --out {out}: {error.strerror or error}; choose an --out in a folder "
+                        "you can write to") from None
     try:
         yield staging
         old = _swap(staging, out, seen)
@@ -63,16 +73,24 @@ def staged(out: Path, overwrite: bool, reads: Iterable[tuple[str, Path]]) -> Ite
 def _refuse_folders_never_replaced(out: Path, reads: Iterable[tuple[str, Path]]) -> None:
     """Refuse an `out` that overlaps a folder the build reads, or that is `/`, the home folder,
     or the working directory or one of its parents (symbolic links resolved)."""
-    real = out.resolve()
+    real = _resolved("--out", out)
     cwd = Path.cwd().resolve()
     never = {parent: "a parent of the working directory" for parent in cwd.parents}
     never |= {Path(os.path.expanduser("~")).resolve(): "your home folder", Path("/"): "the root folder", cwd: "the working directory"}
     if real in never:
         raise UserError(f"--out {out} is {never[real]}; a build never replaces it: choose a new folder for --out")
     for option, folder in reads:
-        other = folder.resolve()
+        other = _resolved(option, folder)
         if real == other or other in real.parents or real in other.parents:
             raise UserError(f"--out {out} overlaps {option} {folder}; choose an --out outside every input")
+
+
+def _resolved(option: str, path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as error:  # a symbolic link loop: RuntimeError before Python 3.13
+        raise UserError(f"cannot resolve {option} {path} ({getattr(error, 'strerror', None) or error}); fix the "
+                        "symbolic links on that path, or pass another folder") from None
 
 
 def _replaceable(out: Path, overwrite: bool) -> tuple | None:
@@ -146,16 +164,28 @@ def _swap(staging: Path, out: Path, seen: tuple | None) -> Path | None:
     return old
 
 
+def _stem(out: Path) -> str:
+    """How the names of `out`'s siblings start: `.<name>`, or for a name too long to take their
+    suffix, its first 150 bytes and a hash of the whole (distinct names keep distinct stems)."""
+    name = out.name.encode()  # UTF-8: the options refuse any other name
+    if len(name) + 1 + _SUFFIX_MAX <= _NAME_MAX:
+        return f".{out.name}"
+    return f".{name[:150].decode(errors='ignore')}~{hashlib.blake2b(name, digest_size=8).hexdigest()}"
+
+
 def _sibling(out: Path, kind: str) -> Path:
-    return out.parent / f".{out.name}.{kind}-{os.getpid()}"
+    return out.parent / f"{_stem(out)}.{kind}-{os.getpid()}"
 
 
 def _clear_leftovers(out: Path) -> None:
     """Remove what builds into `out` that died left beside it; refuse while one still runs."""
-    for path in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*")):
-        kind, _, pid = path.name[len(out.name) + 2 :].partition("-")
-        if kind not in ("partial", "old") or not pid.isdigit():
+    stem = _stem(out)
+    for path in sorted(out.parent.glob(f"{glob.escape(stem)}.*-*")):
+        kind, _, pid = path.name[len(stem) + 1 :].partition("-")
+        if kind not in ("partial", "old") or not (pid.isascii() and pid.isdigit()):
             continue
+        if path.is_symlink() or not path.is_dir():
+            continue  # not a build's folder: not ours to remove or put back
         if int(pid) != os.getpid() and _running(int(pid)):
             raise UserError(f"another build (pid {pid}) is writing {out}; wait for it to finish or choose another "
                             f"--out (if no build is running, remove {path})")
@@ -166,6 +196,8 @@ def _clear_leftovers(out: Path) -> None:
 
 
 def _running(pid: int) -> bool:
+    if not 0 < pid <= _PID_MAX:  # pid 0 would ask about our own process group; os.kill refuses huge numbers
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

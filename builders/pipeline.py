@@ -420,7 +420,8 @@ def build(options: BuildOptions, num_proc: int = 1, progress=None, argv: list[st
 
     `--out` is checked before any input is read, the output is staged in a sibling folder and
     moved into place only when complete (`output.staged`): an interrupted or failed build
-    never leaves a half-written dataset, and never touches the old output.
+    never leaves a half-written dataset, and never touches the old output. A build that keeps
+    no row is an error too: a dataset folder without data cannot be loaded or pushed.
     """
     unknown = [name for name in options.sources if name not in SOURCES]
     if unknown:
@@ -434,6 +435,8 @@ def build(options: BuildOptions, num_proc: int = 1, progress=None, argv: list[st
         opened = [(SOURCES[name], *resolve_snapshot(SOURCES[name], options)) for name in options.sources]
         (staging / "data").mkdir()
         manifest = _write(opened, options, staging, num_proc, progress, started)
+        if not any(stats["counts"]["pairs_kept"] for stats in manifest["sources"].values()):
+            raise UserError(_nothing_kept(manifest["sources"], options.out))
         manifest["command"] = argv
         # allow_nan=False: build.json stays valid JSON, whatever slipped past the options' checks
         (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
@@ -441,6 +444,27 @@ def build(options: BuildOptions, num_proc: int = 1, progress=None, argv: list[st
 
         (staging / "README.md").write_text(render_dataset_card(manifest))
     return manifest
+
+
+def _nothing_kept(sources: dict, out: Path) -> str:
+    """Why a build kept no row, in one line: what became of each source's rows and pairs (the
+    rejects file is not written, so its reasons are summed up here)."""
+    def most(counter: dict) -> str:
+        top = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
+        return ", ".join(f"{name} {count}" for name, count in top[:3]) + (f" and {len(top) - 3} more" if len(top) > 3 else "")
+
+    fates = []
+    for name, stats in sources.items():
+        counts = stats["counts"]
+        fate = f"{name}: {counts['rows_read']} rows read, {counts['rows_rejected']} rejected"
+        fate += f" ({most(stats['rejects_by_reason'])})" if counts["rows_rejected"] else ""
+        if counts["pairs_formed"]:
+            fate += f", {counts['pairs_formed']} pairs formed, none kept"
+            dropped = {**counts["pairs_filtered"], **({"duplicates": counts["duplicates_dropped"]} if counts["duplicates_dropped"] else {})}
+            fate += f" ({most(dropped)})" if dropped else ""
+        fates.append(fate)
+    return (f"no rows kept ({'; '.join(fates)}); check that --input holds each source's snapshot, and the options that "
+            f"filter pairs (--margin, --keep-ties); nothing was written to {out}")
 
 
 def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress, started: float) -> dict:
@@ -488,6 +512,8 @@ def _write(opened, options: BuildOptions, staging: Path, num_proc: int, progress
                 "rows": writers[split].rows,
                 "bytes": sum(p.stat().st_size for p in files[split]),
                 "files": [f"data/{p.name}" for p in files[split]],
+                # what each shard holds: `push` publishes only these bytes
+                "xxh3_128": {f"data/{p.name}": digest for p, digest in zip(files[split], writers[split].digests, strict=True)},
             }
             for split in SPLITS
         },

@@ -74,7 +74,8 @@ class ParquetReader:
         index, group, _ = part
         column = contiguous(_row_group(self.files[index], group, self.columns)[self.image_column])
         picked = column.take(pa.array(rows, pa.int64()))
-        paths = pc.struct_field(picked, "path")
+        # as `image_from_struct`: a struct without `path` (struct<bytes>) has no file names
+        paths = pc.struct_field(picked, "path") if picked.type.get_field_index("path") >= 0 else pa.nulls(len(rows))
         if pa.types.is_string(paths.type) or pa.types.is_large_string(paths.type):
             names = pc.replace_substring_regex(paths.cast(pa.string()), r"^.*/", "")
             names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)

@@ -8,7 +8,8 @@ Layout (SOURCES.md): one parquet at the repo root, `RLHF-V-Dataset.parquet` (any
 Pairing: `chosen` is a human correction of `rejected`, so chosen is always better; there
 are no scores (margin is null) and no ties. The two are near-duplicates by design.
 
-Rejects: `text` that is not JSON or is nested past Python's recursion limit (`json_invalid`),
+Rejects: `text` that is not JSON, is nested past Python's recursion limit or holds an integer
+past Python's 4300 digits (`json_invalid`),
 JSON without the three strings (`row_malformed`), an empty question or response, chosen
 identical to rejected (`identical_responses`), a missing image; undecodable images, image
 bytes that are not bytes, and text with a lone surrogate (`text_unencodable`) are caught by
@@ -25,19 +26,20 @@ from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import ParquetReader, image_from_struct
 from critic_data.builders.records import Example, Pair
-from critic_data.builders.text import clean_question, clean_response, pair_problem
+from critic_data.builders.text import clean_question, clean_response, pair_problem, row_id
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "rlhf_v"
 
 
 def _example(position: str, row: dict) -> Example | Reject:
-    source_id = str(row["idx"]) if isinstance(row.get("idx"), (int, str)) and str(row["idx"]) else position
+    source_id = row_id(row.get("idx"), position)
     text = row.get("text")
     if isinstance(text, str):
         try:
             text = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark before the JSON is not an error
-        except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested past Python's limit
+        except (ValueError, RecursionError) as error:  # ValueError: also an integer past 4300 digits;
+            # RecursionError: nested past Python's limit
             return Reject(NAME, source_id, RejectReason.JSON_INVALID, f"text: {type(error).__name__}: {str(error)[:200]}")
     if not isinstance(text, dict) or not all(isinstance(text.get(k), str) for k in ("question", "chosen", "rejected")):
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "text needs string question, chosen and rejected")

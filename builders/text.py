@@ -10,7 +10,7 @@ from critic_data.schemas import RejectReason
 # Browsing debris left in GPT-4V answers, e.g. 【3†source】 (always inside 【...】 brackets).
 _CITATION = re.compile(r"【[^【】]{0,40}】")
 _IMAGE_TOKEN = re.compile(r"<image>\s*")
-_BLANK_RUNS = re.compile(r"[ \t]+\n")
+_BLANK_RUNS = re.compile(r"(?<![ \t])[ \t]++\n")  # starts only where a run starts: each run read once
 # What `str.strip()` removes (every character whose `isspace()` is true), and the invisible
 # characters it keeps: zero-width space, non-joiner and joiner, word joiner, byte-order mark.
 # A text of only these is empty.
@@ -58,6 +58,13 @@ def clean_question(text: str) -> str:
     """A question without `<image>` placeholders (the prompt carries its own image parts),
     chat-control markers or surrounding whitespace (zero-width characters included)."""
     return _until_stable(text, strip_control_tokens, _without_image_tokens).strip(_BLANK)
+
+
+def row_id(value, position: str) -> str:
+    """A row's id as text; its `position` in the input when it has none: missing, empty, or only
+    whitespace (an output row's `source_id` is never blank)."""
+    text = "" if value is None else str(value)
+    return text if text.strip() else position
 
 
 def pair_problem(question: str, first: str, second: str) -> tuple[RejectReason, str] | None:

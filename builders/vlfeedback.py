@@ -9,12 +9,16 @@ numeric aspect ratings (`--aspects`); a completion with a rating that is not a n
 ratings whose mean overflows, like 1e308), or an empty response, takes part in no pair. Of the unordered pairs of usable completions, a pair
 whose gap exceeds `--margin` passes; `--pairs-per-prompt max-gap` keeps the widest one per
 row, `all` keeps every passing pair. A gap of 0 is a tie (offered to `--keep-ties`); a gap
-too wide for a float (1e308 against -1e308) is filtered as `gap_not_finite`.
+too wide for a float (1e308 against -1e308) is filtered as `gap_not_finite`. A row pairs its
+first MAX_COMPLETIONS completions (VLFeedback has four): the others take part in no pair and
+are counted as the note `completions_over_cap`, so no row can ask for millions of pairs.
 
-Rejects: unparsable JSON line (or one nested past Python's recursion limit), a row missing
-its fields, a missing image (or one that is not a regular file), an image over the size cap
-(`image_file_too_large`), fewer than two rated completions (`rating_unparsable`) or fewer
-than two non-empty ones (`empty_response`), an empty prompt. A byte-order mark at the start
+Rejects: unparsable JSON line (or one nested past Python's recursion limit, or holding an
+integer past Python's 4300 digits), a row missing its fields or with an id of only whitespace,
+a missing image (or one that is not a regular file), an image over the size cap
+(`image_file_too_large`), a damaged archive member (`image_undecodable`), two image files for
+one id (`x.jpg` and `x.png`: `image_ambiguous`), fewer than two rated completions
+(`rating_unparsable`) or fewer than two non-empty ones (`empty_response`), an empty prompt. A byte-order mark at the start
 of the JSON Lines file is read as one. GPT-4V's `Rationale` text is read and dropped here: it never leaves.
 """
 
@@ -24,7 +28,6 @@ import io
 import json
 import math
 import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from functools import lru_cache, partial
@@ -44,6 +47,7 @@ from critic_data.builders.text import clean_question, clean_response
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "vlfeedback"
+MAX_COMPLETIONS = 64  # completions of a row that take part in pairs: at most 2016 pairs per row
 
 
 def _number(value) -> float | None:
@@ -87,6 +91,9 @@ def _pairs(completions: list[dict], scores: list[float | None], options: BuildOp
            ) -> tuple[list[Pair], int, Counter, Counter] | RejectReason:
     """The pairs a row offers, how many it formed, what rules filtered, and per-completion notes."""
     notes: Counter = Counter()
+    if len(completions) > MAX_COMPLETIONS:
+        notes["completions_over_cap"] += len(completions) - MAX_COMPLETIONS
+        completions, scores = completions[:MAX_COMPLETIONS], scores[:MAX_COMPLETIONS]
     scored = []  # (score, response) of usable completions, in source order
     rated = 0
     for completion, score in zip(completions, scores):
@@ -135,7 +142,7 @@ def _pairs(completions: list[dict], scores: list[float | None], options: BuildOp
 
 def _example(row: dict, image: tuple[bytes, str | None] | None, options: BuildOptions) -> Example | Reject:
     source_id = row.get("id")
-    if not isinstance(source_id, (str, int)) or str(source_id) == "":
+    if not isinstance(source_id, (str, int)) or not str(source_id).strip():  # the id names the row's image
         return Reject(NAME, str(row.get("_position")), RejectReason.ROW_MALFORMED, "no id")
     source_id = str(source_id)
     completions = _completions(row.get("completions"))
@@ -225,15 +232,21 @@ class _JsonlReader:
     def __init__(self, jsonl: Path, images: Path, options: BuildOptions):
         self.jsonl, self.images, self.options = jsonl, images, options
         self.files = [jsonl, images] if images.is_file() else [jsonl]
-        if images.is_file():
-            zipfile.ZipFile(images).close()  # fail now, not mid-build, on a damaged archive
-        self.parts = _line_parts(jsonl, PART_LINES)
+        try:
+            _image_store(images, *file_key(images))  # fail now, not mid-build, on a damaged archive or folder
+            self.parts = _line_parts(jsonl, PART_LINES)
+        except OSError as error:  # a file the system cannot read (EIO, no permission); BadZipFile is no OSError
+            raise UserError(f"cannot read {error.filename or jsonl}: {error.strerror or error}; check the file, "
+                            "or re-download it") from None
 
     def read_part(self, part: tuple[int, int, int]) -> Iterator[Example | Reject]:
         start, size, first_line = part
-        with self.jsonl.open("rb") as handle:
-            handle.seek(start)
-            data = handle.read(size)
+        try:
+            with self.jsonl.open("rb") as handle:
+                handle.seek(start)
+                data = handle.read(size)
+        except OSError as error:
+            raise UserError(f"cannot read {self.jsonl}: {error.strerror or error}; check the file, or re-download it") from None
         store = _image_store(self.images, *file_key(self.images))
         # decoded as the whole file would be read in text mode: the same lines, the same numbers,
         # and a byte-order mark read as one (only the first part starts the file)
@@ -244,7 +257,8 @@ class _JsonlReader:
                 continue
             try:
                 row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested past Python's limit
+            except (ValueError, RecursionError) as error:  # ValueError: also an integer past 4300 digits;
+                # RecursionError: nested past Python's limit
                 yield Reject(NAME, f"line {number}", RejectReason.JSON_INVALID, f"{type(error).__name__}: {str(error)[:200]}")
                 continue
             if not isinstance(row, dict):
@@ -253,12 +267,8 @@ class _JsonlReader:
             row["_position"] = f"line {number}"
             try:
                 image = store.get(str(row.get("id", "")))
-            except ImageFileError as error:  # not a regular file, or over the size cap
+            except ImageFileError as error:  # not a regular file, over the size cap, damaged, ambiguous
                 yield Reject(NAME, str(row.get("id") or row["_position"]), error.reason, error.detail)
-                continue
-            except (zipfile.BadZipFile, zlib.error, OSError) as error:  # a damaged archive member
-                yield Reject(NAME, str(row.get("id") or row["_position"]), RejectReason.IMAGE_UNDECODABLE,
-                             f"cannot read the image from {self.images.name}: {error}")
                 continue
             yield _example(row, image, self.options)
 
@@ -283,20 +293,27 @@ def _image_store(location: Path, *_key) -> _ImageStore:
 
 
 class _ImageStore:
-    """Images by id from `merged_images.zip` or an unzipped `merged_images/` folder."""
+    """Images by id from `merged_images.zip` or an unzipped `merged_images/` folder. Two files
+    for one id (`x.jpg` and `x.png`) are not guessed between: the row is `image_ambiguous`."""
 
     def __init__(self, location: Path):
         self.location = location
         self._zip = zipfile.ZipFile(location) if location.is_file() else None
         names = self._zip.namelist() if self._zip else [p.name for p in location.iterdir()] if location.is_dir() else []
-        self._by_id = {Path(n).stem: n for n in names if not n.endswith("/")}
+        self._by_id: dict[str, list[str]] = {}
+        for name in sorted(set(names)):  # a name the archive holds twice is one file (the last copy)
+            if not name.endswith("/"):
+                self._by_id.setdefault(Path(name).stem, []).append(name)
 
     def get(self, image_id: str) -> tuple[bytes, str] | None:
-        name = self._by_id.get(image_id)
-        if name is None:
+        names = self._by_id.get(image_id)
+        if names is None:
             return None
-        data = read_archive_member(self._zip, name) if self._zip else read_image_file(self.location / name)
-        return data, Path(name).name
+        if len(names) > 1:
+            listed = ", ".join(repr(name[-100:]) for name in names[:3]) + (" ..." if len(names) > 3 else "")
+            raise ImageFileError(RejectReason.IMAGE_AMBIGUOUS, f"{len(names)} image files for id {image_id[:100]!r}: {listed}")
+        data = read_archive_member(self._zip, names[0]) if self._zip else read_image_file(self.location / names[0])
+        return data, Path(names[0]).name
 
 
 def open_snapshot(folder: Path, options: BuildOptions):

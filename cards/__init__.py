@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from importlib.resources import files
 
+import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from critic_data.builders import SOURCES
@@ -72,9 +73,13 @@ def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
             }
         ],
     )
-    card = DatasetCard.from_template(
-        data,
-        template_str=files("critic_data.cards").joinpath("templates/dataset_card.md").read_text(),
+    # What DatasetCard.from_template does, but strict: a field missing from the manifest stops
+    # the card (push turns that into one line) instead of rendering as nothing.
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(
+        files("critic_data.cards").joinpath("templates/dataset_card.md").read_text())
+    content = template.render(
+        card_data=data.to_yaml(),
+        **data.to_dict(),
         manifest=manifest,
         repo_id=repo_id or "OWNER/NAME",
         specs=[SOURCES[name] for name in names],
@@ -84,4 +89,4 @@ def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
         # each entry once: LLaVA-Critic is also the citation of the llava_critic source
         citations="\n\n".join(dict.fromkeys([*(SOURCES[n].citation for n in names), *LLAVA_CRITIC_CITATIONS.split("\n\n")])),
     )
-    return str(card)
+    return str(DatasetCard(content))

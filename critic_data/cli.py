@@ -36,14 +36,14 @@ def _root() -> None:
 
 
 def _parse_size(text: str) -> int:
-    units = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "b": 1}
-    lowered = text.strip().lower()
-    for unit, factor in units.items():
-        if lowered.endswith(unit) and lowered[: -len(unit)].strip().replace(".", "", 1).isdigit():
-            return int(float(lowered[: -len(unit)]) * factor)
-    if lowered.isdigit():
-        return int(lowered)
-    raise UserError(f"--max-shard-size {text!r} is not a size; write e.g. 500MB or 2GB")
+    import re
+
+    units = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
+    # ASCII digits only ("²" is a digit to str.isdigit, not to float), and few enough for a float
+    size = re.fullmatch(r"\s*(\d{1,15}(?:\.\d{0,15})?|\.\d{1,15})\s*([kmg]?b)?\s*", text, re.IGNORECASE | re.ASCII)
+    if size is None:
+        raise UserError(f"--max-shard-size {text!r} is not a size; write e.g. 500MB or 2GB")
+    return int(float(size[1]) * units[(size[2] or "").lower()])
 
 
 def _split_names(values: list[str]) -> list[str]:
@@ -93,7 +93,7 @@ def build(
     from critic_data.builders.options import BuildOptions
     from critic_data.builders.pipeline import build as run_build
 
-    names = _split_names(source)
+    names = list(dict.fromkeys(_split_names(source)))  # a source named twice is built once
     if "all" in names:
         names = list(SOURCES)
     unknown = [name for name in names if name not in SOURCES]
@@ -102,7 +102,7 @@ def build(
     try:
         options = BuildOptions(
             out=out,
-            sources=tuple(dict.fromkeys(names)),
+            sources=tuple(names),
             inputs=_resolve_inputs(names, input),
             image_root=image_root,
             revision=revision,
@@ -140,10 +140,12 @@ def _print_build_summary(manifest: dict, out: Path) -> None:
     console.print(table)
     splits = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
     console.print(f"splits: {splits}; {manifest['timings']['total_seconds']:.1f}s; rejects in {out / 'rejects.jsonl'}")
+    # (a build that keeps no row at all is an error, so one split here has rows)
+    advice = {"train": "lower --test-size to leave rows for training",
+              "test": "raise --test-size for a test split, or check the rejects"}
     for name, split in manifest["splits"].items():
         if not split["rows"] and (name != "test" or manifest["options"]["test_size"] > 0):
-            console.print(f"[yellow]warning:[/yellow] the {name} split is empty and was not written; "
-                          "check the rejects, or raise --test-size for a test split")
+            console.print(f"[yellow]warning:[/yellow] the {name} split is empty and was not written; {advice[name]}")
 
 
 # Kept in step with critic_data.hub (ATTEMPTS, RETRY_WINDOW, DEFAULT_TIMEOUT); a test checks the first two.
@@ -167,10 +169,10 @@ def push(
     timeout: Annotated[float, typer.Option(help=PUSH_TIMEOUT_HELP)] = 60.0,
 ) -> None:
     """Publish a dataset or a checkpoint folder to the Hugging Face Hub in one commit."""
-    from critic_data.hub import plan_push, push as run_push
+    from critic_data.hub import MAX_TIMEOUT, plan_push, push as run_push
 
-    if not 0 < timeout < float("inf"):  # also refuses nan
-        raise UserError(f"--timeout {timeout} is not a number of seconds; pass a positive number, e.g. --timeout 60")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan
+        raise UserError(f"--timeout {timeout:g} is not a number of seconds from 0 to {MAX_TIMEOUT:g}; pass e.g. --timeout 60")
     plan = plan_push(folder, repo_id, revision, include_rejects=include_rejects)
     table = Table(title=f"{plan.kind.name} {folder} -> {plan.url} @ {plan.revision}{' (pull request)' if create_pr else ''}")
     table.add_column("path in repo")
@@ -204,6 +206,21 @@ def train(
     from critic_data.rl.train import train as run_train
 
     run_train(recipe, list(ctx.args))
+
+
+@app.command("inspect")
+def inspect_(
+    path: Annotated[str, typer.Argument(help="A dataset folder from `critic-data build` (or its Hub id), an eval run folder (results.jsonl) or a best-of-n run folder (picks.jsonl).")],
+    against: Annotated[str | None, typer.Option(help="A second dataset (folder or Hub id): the same figures side by side.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")] = False,
+    plots: Annotated[Path | None, typer.Option(help="Write PNG charts into this folder.")] = None,
+    processor: Annotated[Path | None, typer.Option(help="A local model folder: count each row's prompt tokens with its processor, as the trainer does (needs the rl extra: torch, transformers).")] = None,
+    max_prompt_length: Annotated[int | None, typer.Option(help="With --processor: the prompt budget whose drops to count (default 6142, the recipes').", show_default=False)] = None,
+) -> None:
+    """See what a dataset teaches (labels, margins, length bias, images, rejects) or where a critic fails (eval, best-of-n)."""
+    from critic_data.inspection import inspect as run_inspect
+
+    run_inspect(path, against=against, as_json=json_, plots=plots, processor=processor, max_prompt_length=max_prompt_length)
 
 
 @app.command()

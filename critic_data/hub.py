@@ -15,10 +15,12 @@ This module owns what a push sends and the rules that keep it safe:
   against (`parent_commit`), so a push that lands in between makes this one fail instead of
   being overwritten.
 - Verified before anything is sent: every file a push reads is a regular file inside the
-  folder (no link out of it, no FIFO); a dataset's shards are the parquet files build.json
-  lists, with the build's schema, and build.json's counts are theirs; a checkpoint's
-  .safetensors headers read. OS and editor leftovers (`.DS_Store`, `Thumbs.db`, `*~`) are left
-  out, and listed as such.
+  folder (no link out of it, no FIFO); build.json holds what a push and the card read, of the
+  right types; a dataset's shards are the parquet files build.json lists, with the build's
+  schema, build.json's counts are theirs, and each holds the bytes the build wrote (the
+  xxh3_128 build.json records; older builds have none: a warning); a checkpoint's
+  .safetensors headers read; --revision is a branch name. OS and editor leftovers
+  (`.DS_Store`, `Thumbs.db`, `*~`) are left out, and listed as such.
 - Failures: every request waits at most `--timeout` seconds for the Hub. A timeout is final;
   connection errors, 408, 429 and 5xx are retried with exponential backoff (tenacity), at most
   ATTEMPTS tries per call and none after RETRY_WINDOW seconds. This is the only retry layer:
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import stat
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 4  # tries per Hub call; waits of 0.5, 1, 2 s in between
 RETRY_WINDOW = 60  # seconds: no call is tried again later than this after its first try
 DEFAULT_TIMEOUT = 60.0  # seconds a request waits to connect, or for the next bytes of an answer
+MAX_TIMEOUT = 86_400.0  # a day; sockets refuse timeouts past about 9.2e9 s (OverflowError)
 
 # Hidden files and OS or editor leftovers: never pushed, never a reason to refuse a folder.
 JUNK = (".*", "Thumbs.db", "desktop.ini", "*~", "*.bak", "*.orig", "#*#")
@@ -118,7 +122,8 @@ def plan_push(folder: Path, repo_id: str, revision: str | None = None, include_r
         raise UserError(f"{folder} is not a folder; pass a dataset folder made by `critic-data build` or a trained checkpoint")
     kind = _detect(folder)
     repo_id = _check_repo_id(repo_id, kind, folder)
-    plan = Plan(folder, kind, repo_id, revision or constants.DEFAULT_REVISION, files={})
+    revision = constants.DEFAULT_REVISION if revision is None else check_revision(revision, branch=True)
+    plan = Plan(folder, kind, repo_id, revision, files={})
     if kind is DATASET:
         _plan_dataset(plan, include_rejects)
     else:
@@ -155,22 +160,84 @@ def _check_repo_id(repo_id: str, kind: Kind, folder: Path) -> str:
     return repo_id
 
 
-def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
+# A git branch name, in a subset every Hub accepts: parts of letters, digits and . _ - +, none
+# starting with "." or "-" (checked with the "..", ".lock" and trailing "." rules of git).
+_REF_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*(/[A-Za-z0-9_+][A-Za-z0-9._+-]*)*")
+
+
+def check_revision(revision: str, *, branch: bool) -> str:
+    """`revision`, if it is a name git and the Hub take: a branch to push to (`branch`), or a
+    branch, tag, commit or refs/... name to read from. Raises UserError."""
+    what = "branch name" if branch else "revision (branch, tag, commit or refs/pr/N)"
+    if (not _REF_NAME.fullmatch(revision) or ".." in revision or revision.endswith(".")
+            or any(part.endswith(".lock") for part in revision.split("/"))):
+        raise UserError(f"--revision {revision!r} is not a {what}; write letters, digits and . _ - + (parts separated "
+                        "by /, none starting with . or -, no ..)")
+    if branch and revision.startswith("refs/"):
+        raise UserError(f"--revision {revision} names a Hub reference, not a branch; pass a branch name, or --create-pr "
+                        "to propose the change in a pull request")
+    return revision
+
+
+_COUNTS = ("rows_read", "rows_used", "rows_rejected", "pairs_formed", "duplicates_dropped", "pairs_kept")
+_XXH3_128 = re.compile(r"[0-9a-f]{32}")
+
+
+def _whole(value, what: str) -> None:
+    if type(value) is not int or value < 0:  # not bool, not 7.0, not "7"
+        raise ValueError(f"{what} is {value!r}, not a whole number")
+
+
+def _read_manifest(folder: Path, repo_id: str) -> tuple[dict, str]:
+    """build.json, once the values push compares (files, counts, hashes) have their types, and
+    the card rendered from it for `repo_id`; an edited or foreign build.json ends in one line."""
+    from critic_data.builders import SOURCES
     from critic_data.cards import render_dataset_card
     from critic_data.schemas import FORMATS
 
-    folder = plan.folder
     _file_inside(folder, "build.json", "build.json")
     try:
         manifest = json.loads((folder / "build.json").read_text(encoding="utf-8"))
-        splits = {name: (split["files"], split["rows"], split["bytes"]) for name, split in manifest["splits"].items()}
-        counts = {name: source["counts"] for name, source in manifest["sources"].items()}
-        features = FORMATS[manifest["format"]][0]
-        listed = [path for files, _, _ in splits.values() for path in files]
-        if not all(isinstance(path, str) for path in listed):
-            raise TypeError("a listed file is not a path")
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise UserError(f"{folder / 'build.json'} is not a critic-data manifest ({error}); rebuild the dataset") from None
+        if manifest["format"] not in FORMATS:
+            raise ValueError(f"unknown format {manifest['format']!r}")
+        for name, source in manifest["sources"].items():
+            if name not in SOURCES:
+                raise ValueError(f"unknown source {name!r}")
+            for key in _COUNTS:
+                _whole(source["counts"][key], f"sources.{name}.counts.{key}")
+            for rule, n in source["counts"]["pairs_filtered"].items():
+                _whole(n, f"sources.{name}.counts.pairs_filtered.{rule}")
+        for name, split in manifest["splits"].items():
+            _whole(split["rows"], f"splits.{name}.rows")
+            _whole(split["bytes"], f"splits.{name}.bytes")
+            if not isinstance(split["files"], list) or not all(isinstance(path, str) for path in split["files"]):
+                raise ValueError(f"splits.{name}.files is not a list of paths")
+            hashes = split.get("xxh3_128")
+            if hashes is not None and not (isinstance(hashes, dict) and all(
+                    isinstance(digest, str) and _XXH3_128.fullmatch(digest) for digest in hashes.values())):
+                raise ValueError(f"splits.{name}.xxh3_128 is not a map of paths to xxh3_128 hex digests")
+        card = render_dataset_card(manifest, repo_id=repo_id)
+    except KeyError as error:
+        _not_a_manifest(folder, f"{error.args[0]!r} is missing")
+    except Exception as error:  # noqa: BLE001 - an edited build.json can break the card anywhere
+        _not_a_manifest(folder, str(error) or type(error).__name__)
+    return manifest, card
+
+
+def _not_a_manifest(folder: Path, reason: str) -> NoReturn:
+    raise UserError(f"{folder / 'build.json'} is not a critic-data manifest ({reason}); rebuild the dataset")
+
+
+def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
+    from critic_data.builders.writer import file_xxh3_128
+    from critic_data.schemas import FORMATS
+
+    folder = plan.folder
+    manifest, card = _read_manifest(folder, plan.repo_id)
+    splits = {name: (split["files"], split["rows"], split["bytes"]) for name, split in manifest["splits"].items()}
+    counts = {name: source["counts"] for name, source in manifest["sources"].items()}
+    features = FORMATS[manifest["format"]][0]
+    listed = [path for files, _, _ in splits.values() for path in files]
     if len(set(listed)) != len(listed):
         _mismatch(folder, f"it lists {sorted(p for p in listed if listed.count(p) > 1)[0]} more than once")
     # Publish exactly the build: a shard missing from the folder, or a stray one the card's
@@ -191,10 +258,23 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
     if stray:
         _mismatch(folder, f"{', '.join(stray)} is not listed in it")
     _check_counts(folder, counts, sum(rows for _, rows, _ in splits.values()))
+    # Last, as it reads every byte: the shards hold what the build wrote, not a same-sized
+    # file of another build (other labels) or a damaged copy.
+    hashes = {name: split.get("xxh3_128") for name, split in manifest["splits"].items()}
+    if None in hashes.values():
+        log.warning("%s records no content hash of its shards (a build of an older critic-data): they cannot be "
+                    "checked to be the files the build wrote; rebuild to have them checked", folder / "build.json")
+    for split, digests in hashes.items():
+        differs = sorted(set(splits[split][0] if digests is None else digests) ^ set(splits[split][0]))
+        if differs:
+            _mismatch(folder, f"its {split} split's content hashes (xxh3_128) and files differ on {differs[0]}")
+    for path, digest in (item for digests in hashes.values() if digests for item in digests.items()):
+        if file_xxh3_128(folder / path) != digest:
+            raise UserError(f"{path} is not the file this build wrote (content hash differs); rebuild or restore it")
 
     plan.files = {path: folder / path for path in listed}
     plan.files["build.json"] = folder / "build.json"
-    plan.files["README.md"] = render_dataset_card(manifest, repo_id=plan.repo_id).encode("utf-8")
+    plan.files["README.md"] = card.encode("utf-8")
     if include_rejects and ((folder / "rejects.jsonl").exists() or (folder / "rejects.jsonl").is_symlink()):
         plan.files["rejects.jsonl"] = _file_inside(folder, "rejects.jsonl", "--include-rejects")
     # Listed as left out: what the folder holds beside the build (data/ can only hold junk by
@@ -257,19 +337,17 @@ def _shard_rows(shard: Path, path: str, folder: Path, features, output_format: s
 
 
 def _check_counts(folder: Path, counts: dict, rows: int) -> None:
-    """The per-source accounting the card shows must add up, and to the rows the shards hold."""
-    try:
-        for name, c in counts.items():
-            if c["rows_read"] != c["rows_used"] + c["rows_rejected"]:
-                _mismatch(folder, f"{name}: rows_read {c['rows_read']} is not rows_used + rows_rejected "
-                                  f"({c['rows_used']} + {c['rows_rejected']})")
-            formed = c["pairs_kept"] + sum(c["pairs_filtered"].values()) + c["duplicates_dropped"]
-            if c["pairs_formed"] != formed:
-                _mismatch(folder, f"{name}: pairs_formed {c['pairs_formed']} is not pairs_kept + pairs_filtered + "
-                                  f"duplicates_dropped ({formed})")
-        kept = sum(c["pairs_kept"] for c in counts.values())
-    except (KeyError, TypeError, AttributeError) as error:
-        _mismatch(folder, f"its sources' counts are incomplete ({error!r})")
+    """The per-source accounting the card shows must add up, and to the rows the shards hold
+    (`_read_manifest` checked that they are whole numbers)."""
+    for name, c in counts.items():
+        if c["rows_read"] != c["rows_used"] + c["rows_rejected"]:
+            _mismatch(folder, f"{name}: rows_read {c['rows_read']} is not rows_used + rows_rejected "
+                              f"({c['rows_used']} + {c['rows_rejected']})")
+        formed = c["pairs_kept"] + sum(c["pairs_filtered"].values()) + c["duplicates_dropped"]
+        if c["pairs_formed"] != formed:
+            _mismatch(folder, f"{name}: pairs_formed {c['pairs_formed']} is not pairs_kept + pairs_filtered + "
+                              f"duplicates_dropped ({formed})")
+    kept = sum(c["pairs_kept"] for c in counts.values())
     if kept != rows:
         _mismatch(folder, f"its sources kept {kept} pairs (pairs_kept), its splits hold {rows} rows")
 

@@ -18,6 +18,7 @@ class RejectReason(StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"          # more pixels than --max-image-pixels (decompression bomb)
     IMAGE_FILE_TOO_LARGE = "image_file_too_large"  # more bytes than the image size cap; never read whole
     IMAGE_PATH_UNSAFE = "image_path_unsafe"      # path resolves outside --image-root; never opened
+    IMAGE_AMBIGUOUS = "image_ambiguous"          # two image files for the row's id (x.jpg and x.png): none is guessed
     RATING_UNPARSABLE = "rating_unparsable"      # fewer than two completions with numeric ratings
     EMPTY_RESPONSE = "empty_response"            # fewer than two non-empty responses
     EMPTY_QUESTION = "empty_question"            # no question text left after cleaning

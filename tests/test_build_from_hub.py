@@ -130,3 +130,12 @@ def test_an_endpoint_that_does_not_answer_like_the_hub_is_one_line(hub, tmp_path
     line = one_error_line(build(client_env(tmp_path, hub.url), tmp_path / "out"))
     assert hub.url in line and "HF_ENDPOINT" in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("revision", ["../x", "a b"])
+def test_a_revision_that_is_no_ref_name_is_refused_before_any_request(hub, tmp_path, revision):
+    hub.put_files("dataset", REPO, snapshot_files(tmp_path / "v1", seed=1), "v1")
+    line = one_error_line(build(client_env(tmp_path, hub.url), tmp_path / "out", "--revision", revision))
+    assert "--revision" in line
+    assert hub.requests == []
+    assert not (tmp_path / "out").exists()

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from critic_data import UserError
 from critic_data.builders.images import check_image
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
@@ -56,7 +57,12 @@ def test_malformed_rows_never_crash_and_are_all_accounted_for(lines, keep_ties, 
             archive.writestr("merged_images/c.jpg", corrupt_jpeg(3))
             archive.writestr("merged_images/0.jpg", jpeg(4))
         out = Path(tmp) / "out"
-        manifest = build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, keep_ties=keep_ties, pairs_per_prompt=pairs, test_size=0.3))
+        try:
+            manifest = build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, keep_ties=keep_ties, pairs_per_prompt=pairs, test_size=0.3))
+        except UserError as error:  # no row kept: one line that accounts for every row, and no folder
+            assert str(error).startswith(f"no rows kept (vlfeedback: {len(lines)} rows read, ")
+            assert not out.exists()
+            return
         counts = manifest["sources"]["vlfeedback"]["counts"]
         assert counts["rows_read"] == len(lines)
         assert counts["rows_used"] + counts["rows_rejected"] == counts["rows_read"]

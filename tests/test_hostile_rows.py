@@ -530,3 +530,276 @@ def test_a_parquet_shard_that_is_not_a_regular_file_is_one_line(tmp_path):
     os.mkfifo(tmp_path / "s" / "RLHF-V-Extra.parquet")
     result = _cli("--source", "rlhf_v", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), timeout=60)
     assert "RLHF-V-Extra.parquet is not a regular file" in _one_line_error(result)
+
+
+# --- Ids, numbers and structs that used to end a build ------------------------------------
+
+def _edit_parquet(path: Path, change) -> None:
+    rows = pq.read_table(path).to_pylist()
+    change(rows)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def test_an_id_of_only_whitespace_is_no_id(tmp_path):
+    """A blank id is a missing one: VLFeedback, whose id names the row's image, rejects the row
+    (`row_malformed`); the other sources name the row by its place in the input, as they do a
+    row without an id. No output row has a blank `source_id` (validate_row refused one)."""
+    from tests.snapshots import write_llava_critic
+
+    rows = _vlfeedback(tmp_path / "v")
+    rows[1]["id"] = " \t"
+    _rewrite(tmp_path / "v", rows)
+    manifest = _vlf_build(tmp_path / "v", tmp_path / "vo")
+    assert _outcome(manifest, tmp_path / "vo", "vlfeedback", 6)[1] == {"line 2": "row_malformed"}
+
+    _rlhf_v(tmp_path / "r" / "RLHF-V-Dataset.parquet")
+    _edit_parquet(tmp_path / "r" / "RLHF-V-Dataset.parquet", lambda t: [r.update(idx=str(r["idx"])) for r in t] and t[0].update(idx="\t"))
+    write_llava_critic(tmp_path / "c", shards=1)
+    _edit_parquet(tmp_path / "c" / "pairwise" / "train-00000-of-00001.parquet", lambda t: t[0].update(id="  "))
+    rows = _llava_rlhf(tmp_path / "l")
+    rows[0]["id"] = "\n"
+    (tmp_path / "l" / "s" / "llava_7b_v1_preference.json").write_text(json.dumps(rows))
+    for name, folder, position in (("rlhf_v", tmp_path / "r", "RLHF-V-Dataset.parquet:0"),
+                                   ("llava_critic", tmp_path / "c", "train-00000-of-00001.parquet:0"),
+                                   ("llava_rlhf", tmp_path / "l" / "s", "item 0")):
+        out = tmp_path / f"{name}-out"
+        build(BuildOptions(out=out, sources=(name,), inputs={name: folder}, image_root=tmp_path / "l" / "coco" / "train2017"))
+        source_ids = {row["source_id"] for path in (out / "data").glob("*.parquet") for row in pq.read_table(path).to_pylist()}
+        assert position in source_ids and not any(not i.strip() for i in source_ids)
+
+
+BIG = "9" * 5000  # past Python's 4300-digit limit on int(): json.loads raises ValueError, no JSONDecodeError
+
+
+def test_an_integer_past_python_s_digit_limit_is_json_invalid(tmp_path):
+    rows = _vlfeedback(tmp_path / "v")
+    _rewrite(tmp_path / "v", [*rows[:2], '{"id": "big", "n": ' + BIG + "}", *rows[3:]])
+    manifest = _vlf_build(tmp_path / "v", tmp_path / "vo")
+    assert _outcome(manifest, tmp_path / "vo", "vlfeedback", 6)[1] == {"line 3": "json_invalid"}
+    assert "4300" in _details(tmp_path / "vo")["line 3"]
+
+    good = rlhf_v_texts(6)
+    _rlhf_v(tmp_path / "r" / "RLHF-V-Dataset.parquet", texts={2: json.dumps(good[2])[:-1] + ', "n": ' + BIG + "}"})
+    manifest = _rlhf_v_build(tmp_path / "r", tmp_path / "ro")
+    assert _outcome(manifest, tmp_path / "ro", "rlhf_v", 6)[1] == {"5002": "json_invalid"}
+
+
+def test_a_llava_rlhf_file_with_an_integer_past_the_digit_limit_is_one_line(tmp_path):
+    _llava_rlhf(tmp_path)
+    path = tmp_path / "s" / "llava_7b_v1_preference.json"
+    path.write_text(path.read_text()[:-1] + ', {"id": ' + BIG + "}]")
+    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root", str(tmp_path / "coco" / "train2017"),
+                  "--out", str(tmp_path / "o"))
+    line = _one_line_error(result)
+    assert str(path) in line and "not valid JSON" in line
+
+
+def _patch_member(archive: Path, name: str, change) -> None:
+    """Edit the bytes of one member's local header (at `local`) and central directory entry (at `central`)."""
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as handle:
+        local = handle.getinfo(name).header_offset
+    central = data.index(b"PK\x01\x02")
+    while data[central + 46 : central + 46 + len(name)] != name.encode():
+        central = data.index(b"PK\x01\x02", central + 4)
+    change(data, local, central)
+    archive.write_bytes(bytes(data))
+
+
+def _encrypted(data, local, central):
+    data[local + 6] |= 1
+    data[central + 8] |= 1
+
+
+def _method(number):
+    def change(data, local, central):
+        data[local + 8 : local + 10] = data[central + 10 : central + 12] = struct.pack("<H", number)
+    return change
+
+
+def _size_lie(data, local, central):
+    data[central + 20 : central + 28] = struct.pack("<II", 1_000_000, 1_000_000)  # more than the data holds
+
+
+@pytest.mark.parametrize("damage", [_encrypted, _method(9), _method(14), _method(99), _size_lie],
+                         ids=["encrypted", "deflate64", "lzma-on-stored-data", "unknown-method", "declared-size-past-the-data"])
+def test_any_damage_to_an_archive_member_is_undecodable(damage, tmp_path):
+    """zipfile raises RuntimeError (encrypted), NotImplementedError (a compression method it
+    lacks), LZMAError, EOFError (a declared size past the data): each is that row's reject."""
+    rows = _vlfeedback(tmp_path / "s")
+    _patch_member(tmp_path / "s" / "merged_images.zip", f"merged_images/{rows[2]['id']}.jpg", damage)
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    assert _outcome(manifest, tmp_path / "o", "vlfeedback", 6)[1] == {rows[2]["id"]: "image_undecodable"}
+    assert f"merged_images/{rows[2]['id']}.jpg" in _details(tmp_path / "o")[rows[2]["id"]]
+
+
+def test_an_image_struct_without_a_path_field_gives_rows_without_file_names(tmp_path):
+    """`struct<bytes: binary>` (no `path`): the images are read, their names are null."""
+    from tests.snapshots import write_llava_critic
+
+    _rlhf_v(tmp_path / "r" / "RLHF-V-Dataset.parquet", image_type=pa.struct([("bytes", pa.binary())]),
+            images={i: {"bytes": jpeg(100 + i)} for i in range(6)})
+    write_llava_critic(tmp_path / "c", shards=1)
+    path = tmp_path / "c" / "pairwise" / "train-00000-of-00001.parquet"
+    table = pq.read_table(path)
+    images = table["image"].combine_chunks()
+    pq.write_table(table.set_column(table.schema.get_field_index("image"), "image",
+                                    pa.StructArray.from_arrays([images.field("bytes")], names=["bytes"])), path)
+    for name, folder, rows in (("rlhf_v", tmp_path / "r", 6), ("llava_critic", tmp_path / "c", 12)):
+        out = tmp_path / f"{name}-out"
+        manifest = build(BuildOptions(out=out, sources=(name,), inputs={name: folder}))
+        counts, _ = _outcome(manifest, out, name, rows)
+        images = [image for p in (out / "data").glob("*.parquet") for row in pq.read_table(p).to_pylist() for image in row["images"]]
+        assert len(images) == counts["pairs_kept"] > 0 and all(image["path"] is None and image["bytes"] for image in images)
+
+
+def test_reject_details_hold_nothing_that_changes_from_run_to_run(tmp_path):
+    """PIL names the stream it could not identify by its memory address; the detail leaves it out,
+    so two builds of one snapshot give the same rejects.jsonl, byte for byte."""
+    _rlhf_v(tmp_path / "s" / "RLHF-V-Dataset.parquet", images={3: {"bytes": b'<svg xmlns="http://www.w3.org/2000/svg"/>', "path": "x.jpg"}})
+    for out in ("a", "b"):
+        result = subprocess.run([*CLI, "--source", "rlhf_v", "--input", str(tmp_path / "s"), "--out", str(tmp_path / out),
+                                 "--num-proc", "1"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    detail = _details(tmp_path / "a")["5003"]
+    assert detail.startswith("UnidentifiedImageError") and "0x" not in detail
+    assert (tmp_path / "a" / "rejects.jsonl").read_bytes() == (tmp_path / "b" / "rejects.jsonl").read_bytes()
+
+
+# --- Animated images: every frame --------------------------------------------------------
+
+def _animation(kind: str, frames: int = 4, size: tuple[int, int] = (16, 16)) -> bytes:
+    pictures = [Image.new("RGB", size, (i * 40, 255 - i * 40, 7 * i)) for i in range(frames)]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format=kind, save_all=True, append_images=pictures[1:], duration=50)
+    return buffer.getvalue()
+
+
+def _gif_cut_after_frame(data: bytes, frames: int) -> bytes:
+    """The GIF's first `frames` frames, then nothing (no trailer): cut where the next frame's
+    graphic control extension starts (PIL writes one per frame of an animation)."""
+    starts = [i for i in range(len(data)) if data.startswith(b"!\xf9\x04", i)]
+    return data[: starts[frames]]
+
+
+def _apng_with_a_damaged_last_frame(data: bytes) -> bytes:
+    """An APNG whose last frame's compressed data is changed, its chunk CRC made right again:
+    every chunk passes its CRC, and the last frame does not decode."""
+    import zlib
+
+    start = data.rindex(b"fdAT") - 4
+    length = struct.unpack(">I", data[start : start + 4])[0]
+    body = bytearray(data[start + 4 : start + 8 + length])  # type, sequence number, zlib data
+    body[12:] = bytes(b ^ 0x5A for b in body[12:])
+    return data[: start + 4] + bytes(body) + struct.pack(">I", zlib.crc32(body)) + data[start + 12 + length :]
+
+
+@pytest.mark.parametrize("level", ["structure", "decode"])
+def test_an_animation_cut_short_is_undecodable_at_both_levels(level):
+    gif = _animation("GIF")
+    assert check_image(gif, level=level) is None
+    assert check_image(gif[: len(gif) // 2], level=level)[0] == RejectReason.IMAGE_UNDECODABLE  # inside a later frame
+    cut = _gif_cut_after_frame(gif, 2)  # between two frames: it decodes, but has no trailer
+    assert check_image(cut, level=level) == (RejectReason.IMAGE_UNDECODABLE, "GIF data ends before its trailer (truncated)")
+    png = _animation("PNG")
+    assert check_image(png, level=level) is None
+    assert check_image(png[: len(png) - 20], level=level)[0] == RejectReason.IMAGE_UNDECODABLE
+
+
+def test_every_frame_of_an_animated_png_is_decoded_at_the_decode_level():
+    """Structure checks an APNG's chunk CRCs through IEND; decode also decodes every frame."""
+    damaged = _apng_with_a_damaged_last_frame(_animation("PNG"))
+    assert check_image(damaged, level="structure") is None
+    assert check_image(damaged, level="decode")[0] == RejectReason.IMAGE_UNDECODABLE
+
+
+@pytest.mark.parametrize("kind", ["GIF", "PNG", "WEBP"])
+def test_an_animation_s_pixels_are_all_its_frames(kind):
+    data = _animation(kind, frames=4, size=(16, 16))
+    assert check_image(data, max_pixels=4 * 16 * 16) is None
+    assert check_image(data, max_pixels=4 * 16 * 16 - 1) == (RejectReason.IMAGE_TOO_LARGE, "4 frames of 16x16 exceed 1023 pixels")
+
+
+# --- Pairs per row, and images per id ------------------------------------------------------
+
+def test_a_row_pairs_at_most_its_first_64_completions(tmp_path):
+    """`--pairs-per-prompt all` on a row of 200 completions would offer 19,900 pairs; the row
+    pairs its first 64 (2,016 pairs) and the other 136 are counted as a note."""
+    from critic_data.builders.vlfeedback import MAX_COMPLETIONS
+
+    rows = _vlfeedback(tmp_path / "s", n=2)
+    template = rows[0]["completions"][0]
+    rows[0]["completions"] = [json.loads(json.dumps(template)) for _ in range(200)]
+    for number, completion in enumerate(rows[0]["completions"]):
+        completion["response"] = f"Answer {number}."
+        _rate(completion, "5" if number == 0 else "3")  # one clearly better, the rest tie
+    _rewrite(tmp_path / "s", rows)
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o", pairs_per_prompt="all")
+    counts, _ = _outcome(manifest, tmp_path / "o", "vlfeedback", 2)
+    assert MAX_COMPLETIONS == 64
+    assert manifest["sources"]["vlfeedback"]["notes"]["completions_over_cap"] == 136
+    row_0 = 64 * 63 // 2
+    assert counts["pairs_formed"] == row_0 + 6  # the second row's four completions form 6
+    assert counts["pairs_filtered"]["tie_dropped"] >= 63 * 62 // 2
+
+
+@pytest.mark.parametrize("layout", ["folder", "zip"])
+def test_two_image_files_for_one_id_are_ambiguous(layout, tmp_path):
+    """`x.jpg` and `x.png` for one id: which one the row shows is unknown (a folder lists them
+    in any order), so the row is rejected rather than built from a guess."""
+    rows = _vlfeedback(tmp_path / "s")
+    archive = tmp_path / "s" / "merged_images.zip"
+    if layout == "zip":
+        _rewrite_zip(archive, {**_zip_members(archive), f"merged_images/{rows[1]['id']}.png": jpeg(77)})
+    else:
+        (_unzip(tmp_path / "s") / f"{rows[1]['id']}.png").write_bytes(jpeg(77))
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    assert _outcome(manifest, tmp_path / "o", "vlfeedback", 6)[1] == {rows[1]["id"]: "image_ambiguous"}
+    assert f"{rows[1]['id']}.jpg" in _details(tmp_path / "o")[rows[1]["id"]]
+
+
+# --- Input files that are not regular or cannot be read ------------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "directory"])
+@pytest.mark.parametrize("name", ["llava_7b_v1_preference.json", "other.json"])  # the file, or the lone *.json read instead
+def test_a_llava_rlhf_file_that_is_not_regular_is_one_line(kind, name, tmp_path):
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "s").mkdir()
+    path = tmp_path / "s" / name
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        os.symlink("/dev/zero", path)
+    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root", str(tmp_path / "coco"),
+                  "--out", str(tmp_path / "o"), timeout=60)
+    assert f"{path} is not a regular file" in _one_line_error(result)
+
+
+def test_a_llava_rlhf_file_over_the_size_cap_is_refused(tmp_path, monkeypatch):
+    from critic_data import UserError
+    from critic_data.builders import llava_rlhf
+
+    _llava_rlhf(tmp_path)
+    path = tmp_path / "s" / "llava_7b_v1_preference.json"
+    monkeypatch.setattr(llava_rlhf, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    with pytest.raises(UserError, match="is over"):
+        _llava_rlhf_build(tmp_path)
+
+
+@pytest.mark.parametrize("which", ["vlfeedback_80k.jsonl", "llava_7b_v1_preference.json"])
+def test_an_input_file_that_cannot_be_read_is_one_line(which, tmp_path):
+    """A regular file whose reads fail (EIO here: /proc/self/mem at offset 0; a file without read
+    permission takes the same path) ends the build in one line naming it."""
+    if which == "llava_7b_v1_preference.json":
+        _llava_rlhf(tmp_path)
+        args = ["--source", "llava_rlhf", "--image-root", str(tmp_path / "coco" / "train2017")]
+    else:
+        _vlfeedback(tmp_path / "s")
+        args = ["--source", "vlfeedback"]
+    path = tmp_path / "s" / which
+    path.unlink()
+    os.symlink("/proc/self/mem", path)
+    line = _one_line_error(_cli(*args, "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), timeout=60))
+    assert line.startswith(f"error: cannot read {path}") and "Input/output error" in line

@@ -326,3 +326,71 @@ def test_a_failure_during_the_final_swap_keeps_the_old_output(step, failure, pre
         assert str(raised.value) == f"could not move the new build into {out}: Device or resource busy; {out} is unchanged"
     assert _tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+@pytest.mark.parametrize("which", ["--input", "--out"])
+def test_a_symbolic_link_loop_on_a_path_is_one_line(which, snapshot, tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    args = ("--input", loop, "--out", tmp_path / "o") if which == "--input" else ("--input", snapshot, "--out", loop / "o")
+    line = _one_line(_cli(*args))
+    assert f"cannot resolve {which} " in line and "symbolic links" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]
+
+
+def test_an_out_name_too_long_for_a_suffix_still_builds(snapshot, tmp_path):
+    """A 245-byte name is valid, `.<name>.partial-<pid>` would not be: its siblings take a cut
+    name and a hash of the whole; a dead build's leftover of that name is found and removed."""
+    out = tmp_path / ("n" * 245)
+    from critic_data.builders.output import _sibling
+
+    leftover = Path(str(_sibling(out, "partial")).rsplit("-", 1)[0] + f"-{_dead_pid()}")
+    assert len(leftover.name) <= 255 and leftover.name != f".{out.name}.partial-{_dead_pid()}"
+    (leftover / "data").mkdir(parents=True)
+    result = _cli("--input", snapshot, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert (out / "build.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    line = _one_line(_cli("--input", snapshot, "--out", tmp_path / ("n" * 256)))
+    assert "File name too long; choose a shorter --out" in line
+
+
+@pytest.mark.parametrize("kind", ["old", "partial"])
+@pytest.mark.parametrize("thing", ["a file", "a symlink to a folder", "a symlink to nowhere"])
+def test_a_leftover_name_that_is_not_a_folder_is_left_alone(kind, thing, snapshot, tmp_path):
+    """Builds leave folders: a file or a symbolic link under a leftover's name is not theirs. It
+    is never removed, followed or put back as --out (a `.o.old-N` file used to become --out),
+    and it blocks no build (a `.o.partial-N` file used to end every build in "Not a directory",
+    a link in "None")."""
+    stray = tmp_path / f".o.{kind}-{_dead_pid()}"
+    (tmp_path / "elsewhere").mkdir()
+    if thing == "a file":
+        stray.write_text("mine")
+    else:
+        stray.symlink_to(tmp_path / ("elsewhere" if thing == "a symlink to a folder" else "nowhere"))
+    build(BuildOptions(out=tmp_path / "o", inputs={"vlfeedback": snapshot}))
+    assert (tmp_path / "o" / "build.json").is_file() and not (tmp_path / "o").is_symlink()
+    assert stray.is_symlink() == (thing != "a file") and (thing != "a file" or stray.read_text() == "mine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["o", "elsewhere", stray.name])
+
+
+def test_leftovers_named_with_pids_no_process_can_have_are_removed(snapshot, tmp_path):
+    """Pid 0 would ask about the build's own process group, and os.kill refuses a 20-digit
+    number: neither names a running build."""
+    for pid in ("0", "99999999999999999999"):
+        (tmp_path / f".o.partial-{pid}").mkdir()
+    build(BuildOptions(out=tmp_path / "o", inputs={"vlfeedback": snapshot}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_a_build_that_keeps_no_row_leaves_the_old_output_as_it_was(previous, snapshot, tmp_path):
+    """Every pair filtered (a margin no gap exceeds): one line, exit 2, the previous build
+    untouched with --overwrite, no folder where there was none."""
+    out = tmp_path / "o"
+    shutil.copytree(previous, out)
+    before = _tree(out)
+    empty = tmp_path / "not-there"
+    for args in (["--out", out, "--overwrite"], ["--out", empty]):
+        line = _one_line(_cli("--input", snapshot, "--margin", "100", *args))
+        assert line.startswith("error: no rows kept (vlfeedback: 13 rows read, ") and "below_margin" in line
+    assert _tree(out) == before and not empty.exists()
+    assert not _siblings(tmp_path)

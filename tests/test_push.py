@@ -382,6 +382,11 @@ DAMAGE = {
     "shard listed twice": (
         lambda f: _edit_manifest(f, lambda m: m["splits"]["train"]["files"].append(m["splits"]["train"]["files"][0])),
         "data/train-00000-of-00001.parquet"),
+    "a shard's content hash missing": (
+        lambda f: _edit_manifest(f, lambda m: m["splits"]["train"].update(xxh3_128={})), "data/train-00000-of-00001.parquet"),
+    "a content hash of a file not listed": (
+        lambda f: _edit_manifest(f, lambda m: m["splits"]["test"]["xxh3_128"].update({"data/test-x.parquet": "0" * 32})),
+        "data/test-x.parquet"),
     "stray parquet in data/": (
         lambda f: shutil.copy(f / "data" / "test-00000-of-00001.parquet", f / "data" / "test-00001-of-00001.parquet"),
         "data/test-00001-of-00001.parquet"),
@@ -517,8 +522,149 @@ def test_push_help_states_the_bound_on_waiting_and_retrying():
     assert "--timeout" in text and f"{ATTEMPTS} tries" in text and f"{RETRY_WINDOW} s" in text
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e308", "1e10"])
 def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(built_dataset, hub, env, value):
     line = one_error_line(cli(env, built_dataset, "--repo-id", REPO, "--timeout", value))
     assert "--timeout" in line
     assert hub.requests == []
+
+
+# --- A build.json push cannot use, shards the build did not write, option values ---------------
+
+ODD_MANIFESTS = {
+    # each keeps the counts adding up: only what the card or the checks read is odd
+    "no options": lambda m: m.pop("options"),
+    "options null": lambda m: m.update(options=None),
+    "no tool": lambda m: m.pop("tool"),
+    "no seed": lambda m: m.pop("seed"),
+    "no label_balance": lambda m: m["sources"]["vlfeedback"].pop("label_balance"),
+    "label_balance a list": lambda m: m["sources"]["vlfeedback"].update(label_balance=[1, 2]),
+    "source renamed": lambda m: m["sources"].update(foo=m["sources"].pop("vlfeedback")),
+    "command not strings": lambda m: m.update(command=[1, None]),
+    "inputs a list": lambda m: m.update(inputs=[]),
+    "rows a string": lambda m: m["splits"]["train"].update(rows=str(m["splits"]["train"]["rows"])),
+    "rows a bool": lambda m: m["splits"]["test"].update(rows=True),
+    "bytes a float": lambda m: m["splits"]["train"].update(bytes=float(m["splits"]["train"]["bytes"])),
+    "counts strings": lambda m: m["sources"]["vlfeedback"]["counts"].update(
+        {k: str(v) for k, v in m["sources"]["vlfeedback"]["counts"].items() if k != "pairs_filtered"}),
+    "a filtered count a string": lambda m: m["sources"]["vlfeedback"]["counts"]["pairs_filtered"].update(
+        {k: str(v) for k, v in m["sources"]["vlfeedback"]["counts"]["pairs_filtered"].items()}),
+    "splits a list": lambda m: m.update(splits=[]),
+    "hashes a list": lambda m: m["splits"]["train"].update(xxh3_128=[]),
+    "hash not hex": lambda m: m["splits"]["train"]["xxh3_128"].update(
+        {path: "zz" * 16 for path in m["splits"]["train"]["files"]}),
+}
+
+
+@pytest.mark.parametrize("edit", ODD_MANIFESTS)
+def test_a_build_json_push_cannot_use_is_refused_with_one_line(built_dataset, tmp_path, edit):
+    from critic_data import UserError
+    from critic_data.hub import plan_push
+
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    _edit_manifest(folder, ODD_MANIFESTS[edit])
+    with pytest.raises(UserError, match="is not a critic-data manifest") as caught:
+        plan_push(folder, REPO)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_build_json_that_is_not_an_object_is_refused(built_dataset, tmp_path):
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    (folder / "build.json").write_text("[1, 2]")
+    result = subprocess.run([CLI, "push", str(folder), "--repo-id", REPO, "--dry-run"], capture_output=True, text=True,
+                            timeout=60)
+    assert "is not a critic-data manifest" in one_error_line(result)
+    assert "path in repo" not in result.stderr  # no plan table before the error
+
+
+def test_build_json_records_the_content_hash_of_each_shard(built_dataset):
+    import xxhash
+
+    for split in _manifest(built_dataset)["splits"].values():
+        assert split["files"]  # both splits hold rows
+        assert split["xxh3_128"] == {path: xxhash.xxh3_128_hexdigest((built_dataset / path).read_bytes())
+                                     for path in split["files"]}
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory) -> tuple[Path, Path]:
+    """Two builds of one LLaVA-Critic snapshot, seeds 1 and 11: same-size train shards, other labels."""
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build
+    from tests.snapshots import write_llava_critic
+
+    root = tmp_path_factory.mktemp("seeds")
+    write_llava_critic(root / "snapshot")
+    for seed in (1, 11):
+        build(BuildOptions(out=root / f"s{seed}", sources=("llava_critic",), inputs={"llava_critic": root / "snapshot"},
+                           seed=seed))
+    return root / "s1", root / "s11"
+
+
+def test_a_shard_from_another_build_of_the_same_size_is_refused(two_seeds, tmp_path):
+    first, other = two_seeds
+    shard = "data/train-00000-of-00001.parquet"
+    assert (first / shard).stat().st_size == (other / shard).stat().st_size
+    assert (first / shard).read_bytes() != (other / shard).read_bytes()
+    folder = shutil.copytree(first, tmp_path / "mixed")
+    shutil.copy(other / shard, folder / shard)
+    line = " ".join(one_error_line(subprocess.run([CLI, "push", str(folder), "--repo-id", REPO, "--dry-run"],
+                                                  capture_output=True, text=True, timeout=60)).split())
+    assert line.endswith(f"{shard} is not the file this build wrote (content hash differs); rebuild or restore it")
+
+
+def test_a_shard_with_one_byte_changed_is_refused(built_dataset, tmp_path):
+    from critic_data import UserError
+    from critic_data.hub import plan_push
+
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    shard = folder / "data" / "train-00000-of-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    at = data.index(b"\xff\xd8\xff") + 200  # inside an image: the shard still reads, with the same rows
+    data[at] ^= 0x01
+    shard.write_bytes(bytes(data))
+    assert plan_push(built_dataset, REPO)  # the untouched build is fine
+    with pytest.raises(UserError, match="data/train-00000-of-00001.parquet is not the file this build wrote"):
+        plan_push(folder, REPO)
+
+
+def test_a_build_json_without_hashes_is_pushed_with_a_warning(built_dataset, hub, env, tmp_path):
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    _edit_manifest(folder, lambda m: [split.pop("xxh3_128") for split in m["splits"].values()])
+    result = cli(env, folder, "--repo-id", REPO)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "content hash" in line]
+    assert len(warnings) == 1 and "older" in warnings[0], result.stderr
+    assert files_at(hub) >= {"build.json", "data/train-00000-of-00001.parquet"}
+
+
+@pytest.mark.parametrize("revision", ["../x", "a b", "refs/pr/1", "", "x..y", "v1.lock", "-x", "x/", "/x", "a//b",
+                                      "x@{1}", ".hidden", "a:b", "tab\tx"])
+def test_a_revision_that_is_not_a_branch_name_is_refused_before_any_request(built_dataset, revision):
+    from critic_data import UserError
+    from critic_data.hub import plan_push
+
+    with pytest.raises(UserError, match="--revision"):
+        plan_push(built_dataset, REPO, revision)
+
+
+@pytest.mark.parametrize("revision", ["v2", "feature/critic-r1", "release_1.0", "a+b"])
+def test_a_branch_name_is_accepted_as_revision(built_dataset, revision):
+    from critic_data.hub import plan_push
+
+    assert plan_push(built_dataset, REPO, revision).revision == revision
+
+
+@pytest.mark.parametrize("revision, ok", [
+    ("0123456789abcdef0123456789abcdef01234567", True), ("refs/pr/1", True), ("refs/convert/parquet", True),
+    ("v1.0", True), ("../x", False), ("a b", False), ("main.lock", False), ("", False),
+])
+def test_a_revision_to_read_from_may_be_any_ref_name(revision, ok):
+    from critic_data import UserError
+    from critic_data.hub import check_revision
+
+    if ok:
+        assert check_revision(revision, branch=False) == revision
+    else:
+        with pytest.raises(UserError, match="--revision .* is not a revision"):
+            check_revision(revision, branch=False)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from critic_data import UserError
 from critic_data.builders.llava_critic import parse_judge_prompt, parse_verdict
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
@@ -167,6 +168,90 @@ def test_a_response_ending_in_the_word_assistant_keeps_it():
     assert parse_judge_prompt(prompt) == ("Who answers?", "The user.", "Ask the voice assistant")
 
 
+# Texts built to make a backtracking pattern try every split of a long run of spaces or blank
+# lines; each is parsed in one child process, which must finish every parse within a second.
+_HOSTILE_PARSES = r"""
+import json, sys, time
+from critic_data.builders.llava_critic import parse_judge_prompt, parse_verdict
+from critic_data.builders.text import clean_question, clean_response
+from tests.snapshots import critic_prompt
+N = 100_000
+runs = [" " * N, "\n" * N, " \n" * (N // 2), "\n \n" * (N // 3), "\t " * (N // 2)]
+texts = [piece + run + end for piece in ("The better response", "better answer is :", "the first response is",
+                                        "Response 1", "It is a", "both responses are", "\n#", "\n[", "The user's question",
+                                        "ASSISTANT:", "### assistant", " \n", "]\n", "")
+         for run in runs for end in ("x", "")]
+texts += [critic_prompt("q", "a", "b" + run + "x", template) for run in runs for template in (0, 1, 2)]
+texts += ["[" * N, "]\n" * (N // 2), "\n\nPlease compare the responses." * (N // 30), "better " * (N // 7)]
+slowest = 0.0
+for text in texts:
+    for parse in (parse_verdict, parse_judge_prompt, clean_response, clean_question):
+        started = time.perf_counter()
+        parse(text)
+        slowest = max(slowest, time.perf_counter() - started)
+print(json.dumps({"texts": len(texts), "slowest": slowest}))
+"""
+
+
+def test_hostile_judge_prompts_and_verdicts_parse_in_linear_time():
+    """No pattern backtracks over a long run of spaces or blank lines: 100k-character texts parse
+    within a second (the patterns were O(n^3) and O(n^4): 600 spaces never finished)."""
+    try:
+        result = subprocess.run([sys.executable, "-c", _HOSTILE_PARSES], capture_output=True, text=True, timeout=90,
+                                cwd=Path(__file__).parent.parent)
+    except subprocess.TimeoutExpired:
+        pytest.fail("parsing hostile judge prompts did not finish in 90 s")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["texts"] > 80 and report["slowest"] < 1.0, report
+
+
+# An unbracketed second response runs to the end of the judge prompt, where some templates put
+# their closing instructions. Only a final paragraph that is an instruction about the responses
+# or the judgement is cut; a response's own paragraphs ("Based on ...", "Note ...", "Please ...")
+# are kept, wherever they stand.
+REAL_SECOND_RESPONSES = [
+    "The sign reads STOP.\n\nBased on the shadows, it is late afternoon.\n\nNote that the sign is partly covered.",
+    "Two cats.\n\nPlease note the second cat is hidden behind the sofa.",
+    "It is a bar chart.\n\nWhich bar is tallest? The one for March.\n\nConsider the scale: it starts at 10.",
+    "A kitchen.\n\nBased on the utensils, someone is baking.",
+    "Step 1: find the label.\n\nOutput: the label says 42.",
+]
+TEMPLATE_TRAILERS = [
+    CRITIC_TEMPLATES[1][4],
+    CRITIC_TEMPLATES[1][4] + "\nASSISTANT:",
+    "\n\nPlease evaluate both responses and output your judgement as 'The better response: [1|2]'.",
+    "\n\nBased on the criteria above, which response is better?\n\nOutput format: The better response: [1|2]\nASSISTANT:\n",
+    "\n\nYour evaluation should compare the two responses. Note: answer with Response 1 or Response 2.",
+]
+
+
+@pytest.mark.parametrize("second", REAL_SECOND_RESPONSES)
+@pytest.mark.parametrize("trailer", ["", "\nASSISTANT:", *TEMPLATE_TRAILERS])
+def test_an_unbracketed_second_response_is_kept_whole_and_only_template_trailers_are_cut(second, trailer):
+    instruction, label_1, label_2, _, _ = CRITIC_TEMPLATES[1]
+    prompt = f"<image>\n{instruction}\nQuestion: How many cats?\n{label_1} Two cats.\n{label_2} {second}{trailer}"
+    assert parse_judge_prompt(prompt) == ("How many cats?", "Two cats.", second)
+
+
+STRAY_BRACKETS = ["see item 1] then 2", "a [b]] c", "ends with ]", "x]\ny]", "[nested] and ] stray"]
+
+
+@pytest.mark.parametrize("value", STRAY_BRACKETS)
+@pytest.mark.parametrize("template", [0, 2])  # the bracketed templates
+@pytest.mark.parametrize("slot", [0, 1, 2])  # question, first, second
+def test_a_stray_closing_bracket_inside_a_bracketed_value_is_kept(value, template, slot):
+    """A bracketed value ends at the last "]" before the next label (or, for the second
+    response, before the template's closing marker and instructions), not at the first."""
+    values = ["How many cats?", "Two cats.", "One cat."]
+    values[slot] = value
+    assert parse_judge_prompt(critic_prompt(*values, template)) == tuple(values)
+    instruction, label_1, label_2, _, _ = CRITIC_TEMPLATES[template]
+    trailer = "\nPlease output your judgement ending with 'The better response: [1|2]'\nASSISTANT:"
+    prompt = f"{instruction}\nQuestion: [{values[0]}]\n{label_1} [{values[1]}]\n{label_2} [{values[2]}]{trailer}"
+    assert parse_judge_prompt(prompt) == tuple(values)
+
+
 # Real-looking verdict endings: a clear preference outranks an "equally" elsewhere; a tie
 # stated as one stays a tie; the last stated verdict wins.
 VERDICT_SENTENCES = [
@@ -290,7 +375,11 @@ def test_llava_critic_never_loses_a_row(rows, tmp_path_factory):
                                                          ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())]))]))
     pq.write_table(table, folder / "pairwise" / "train-00000-of-00001.parquet")
     out = tmp_path_factory.mktemp("critic-prop-out") / "o"  # never inside the input
-    manifest = build(BuildOptions(out=out, sources=("llava_critic",), inputs={"llava_critic": folder}, keep_ties=1))
+    try:
+        manifest = build(BuildOptions(out=out, sources=("llava_critic",), inputs={"llava_critic": folder}, keep_ties=1))
+    except UserError as error:  # no row kept: one line that accounts for every row, and no folder
+        assert str(error).startswith(f"no rows kept (llava_critic: {len(rows)} rows read, ") and not out.exists()
+        return
     counts = _accounted(manifest, "llava_critic")
     assert counts["rows_read"] == len(rows)
     assert len((out / "rejects.jsonl").read_text().splitlines()) == counts["rows_rejected"]

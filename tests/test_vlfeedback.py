@@ -232,6 +232,10 @@ def test_cli_builds_and_prints_a_summary(jsonl_snapshot, tmp_path):
         (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "0.1b"], "--max-shard-size must be more than 0 bytes, not 0"),
         (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-image-pixels", "0"], "--max-image-pixels must be at least 1, not 0"),
         (["--source", "vlfeedback", "--input", "SNAPSHOT", "--keep-ties", "-1"], "--keep-ties must be a count >= 0 or 'all', not '-1'"),
+        # digits to str.isdigit that int() and float() refuse; a number too long for a float
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--keep-ties", "²"], "--keep-ties must be a count >= 0 or 'all', not '²'"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "²mb"], "--max-shard-size '²mb' is not a size"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "9" * 400 + "GB"], "is not a size; write e.g. 500MB"),
         (["--source", "vlfeedback", "--input", "SNAPSHOT", "--input", "EMPTY"], "--input given twice for vlfeedback: SNAPSHOT and EMPTY"),
         (["--source", "vlfeedback", "--input", "vlfeedback=SNAPSHOT", "--input", "vlfeedback=EMPTY"],
          "--input given twice for vlfeedback: SNAPSHOT and EMPTY"),
@@ -309,3 +313,35 @@ def test_a_damaged_archive_member_is_a_reject_not_a_crash(tmp_path):
     assert counts["rows_read"] == 12 and counts["rows_rejected"] == 1
     (reject,) = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
     assert reject["source_id"] == rows[3]["id"] and reject["reason"] == "image_undecodable"
+
+
+def test_cli_a_source_named_twice_is_built_once_from_its_input(jsonl_snapshot, tmp_path):
+    result = _cli("build", "--source", "vlfeedback,vlfeedback", "--source", "vlfeedback", "--input", str(jsonl_snapshot[0]),
+                  "--out", str(tmp_path / "o"), "--max-shard-size", " 1.5 mb ", "--num-proc", "1")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "o" / "build.json").read_text())
+    assert manifest["options"]["sources"] == ["vlfeedback"] and manifest["options"]["max_shard_bytes"] == 1_572_864
+
+
+@pytest.mark.parametrize(("test_size", "split", "advice"), [("0.999", "train", "lower --test-size to leave rows for training"),
+                                                           ("0.0001", "test", "raise --test-size for a test split")])
+def test_cli_an_empty_split_is_a_warning_with_the_advice_that_fills_it(test_size, split, advice, jsonl_snapshot, tmp_path):
+    result = _cli("build", "--source", "vlfeedback", "--input", str(jsonl_snapshot[0]), "--out", str(tmp_path / "o"),
+                  "--test-size", test_size, "--num-proc", "1")
+    assert result.returncode == 0, result.stderr
+    warning = " ".join(result.stderr[result.stderr.index("warning:"):].split())
+    assert warning.startswith(f"warning: the {split} split is empty and was not written; {advice}")
+    manifest = json.loads((tmp_path / "o" / "build.json").read_text())
+    assert manifest["splits"][split]["rows"] == 0 and sum(s["rows"] for s in manifest["splits"].values()) > 0
+
+
+def test_cli_a_build_that_keeps_no_row_is_one_line_and_writes_nothing(parquet_snapshot, tmp_path):
+    """An RLHF-V build pointed at the VLFeedback download: every row is row_malformed. A folder
+    with no data could be neither loaded nor pushed: the build ends in one line, exit 2."""
+    result = _cli("build", "--source", "rlhf_v", "--input", str(parquet_snapshot[0]), "--out", str(tmp_path / "o"), "--num-proc", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line == (f"error: no rows kept (rlhf_v: 40 rows read, 40 rejected (row_malformed 40)); check that --input holds "
+                    "each source's snapshot, and the options that filter pairs (--margin, --keep-ties); nothing was written "
+                    f"to {tmp_path / 'o'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -1,0 +1,339 @@
+"""What a built dataset teaches, in figures: computed here, printed by `critic-data inspect`,
+rendered into the dataset card.
+
+Every figure comes from the data files and the manifest (build.json), never from memory of
+the build, and polars does the counting: the text columns of the shards are scanned lazily
+(`pl.scan_parquet` with a projection, so the `images` column is never read by polars) and
+aggregated with group_by/agg. Images are measured from their headers only: pyarrow reads the
+image column one row group at a time and Pillow's `Image.open(...).size` parses a header
+without decoding a pixel.
+
+The figures (`dataset_statistics`):
+- rows per source and split, with the label balance ("1", "2") and ties;
+- the margin histogram of scored sources (VLFeedback's mean-rating gap; ties left out);
+- length bias per source: the share of pairs whose better response (response_1 when answer is
+  "1", response_2 when "2"; ties left out) is the longer one, and the better/worse length
+  ratio (median and quartiles), in characters (`length_bias` also serves token counts);
+- duplicates dropped (build.json) and rejects by reason (build.json's counts, one example per
+  reason from rejects.jsonl when the folder has it);
+- image sizes and images per row.
+The `--format easyr1` layout has no responses and no margin: those figures are None there.
+
+This module knows files and the manifest only (no builders/ or rl/ import): a caller hands it
+a local folder (a Hub dataset is downloaded first).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from critic_data import UserError
+
+MARGIN_EDGES = [0.5 * k for k in range(9)]  # 0, 0.5, ..., 4.0: VLFeedback's ratings are 1-5, gaps at most 4
+RATIO_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+_REJECT_SCHEMA = {"source": pl.String, "source_id": pl.String, "reason": pl.String, "detail": pl.String}
+
+
+def read_manifest(folder: Path) -> dict:
+    """build.json of a dataset folder; one line when it is missing or not a build's manifest."""
+    path = folder / "build.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{folder} has no build.json: not a folder made by `critic-data build`") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} does not read as JSON ({type(error).__name__}); rebuild the dataset") from None
+    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("sources", "splits")):
+        raise UserError(f"{path} is not a critic-data manifest (no sources and splits); rebuild the dataset")
+    return manifest
+
+
+def split_files(folder: Path, manifest: dict) -> dict[str, list[Path]]:
+    """The shards of each non-empty split, as build.json lists them (in order)."""
+    files = {}
+    for split, entry in manifest["splits"].items():
+        paths = [folder / name for name in entry.get("files", [])]
+        missing = [str(path) for path in paths if not path.is_file()]
+        if missing:
+            raise UserError(f"{missing[0]} is listed in build.json but missing; download or rebuild the whole folder")
+        if paths:
+            files[split] = paths
+    if not files:
+        raise UserError(f"{folder} holds no rows (every split is empty); check its rejects.jsonl")
+    return files
+
+
+def scan_text(files: dict[str, list[Path]], columns: list[str]) -> pl.LazyFrame:
+    """The text columns of every split as one lazy frame with a `split` column; images are not read."""
+    return pl.concat([pl.scan_parquet(paths).select(columns).with_columns(split=pl.lit(split))
+                      for split, paths in files.items()])
+
+
+def ordered(column: str, order: list[str]) -> pl.Expr:
+    """A sort key putting `column`'s values in `order` (build order: sources, then splits), others last."""
+    return pl.col(column).replace_strict({name: i for i, name in enumerate(order)}, default=len(order),
+                                         return_dtype=pl.Int64)
+
+
+def histogram(frame: pl.LazyFrame, column: str, edges: list[float], by: str = "source") -> dict:
+    """Counts of `column` per `by` value in the bins [edges[i], edges[i+1]), the last bin open-ended:
+    {"edges": edges, "counts": {value: [count per bin]}}."""
+    index = pl.sum_horizontal(*(pl.col(column) >= edge for edge in edges[1:])).alias("bin")
+    counted = (frame.filter(pl.col(column).is_not_null()).group_by(by, index).agg(pl.len())
+               .collect().sort(by, "bin"))
+    counts: dict[str, list[int]] = {}
+    for group in counted.partition_by(by, as_dict=False):
+        bins = [0] * len(edges)
+        for slot, count in zip(group["bin"], group["len"]):
+            bins[slot] = count
+        counts[group[by][0]] = bins
+    return {"edges": edges, "counts": counts}
+
+
+def better_and_worse(frame: pl.LazyFrame, first: pl.Expr, second: pl.Expr, *keep: str) -> pl.LazyFrame:
+    """The labelled pairs (ties left out) as `source`, `better`, `worse` (and `keep`): `first` and
+    `second` measure response_1 and response_2; the better one is response_1 when answer is "1"."""
+    one = pl.col("answer") == "1"
+    return (frame.filter(pl.col("answer").is_in(["1", "2"]))
+            .select("source", *keep, better=pl.when(one).then(first).otherwise(second),
+                    worse=pl.when(one).then(second).otherwise(first)))
+
+
+def length_bias(pairs: pl.LazyFrame, order: list[str]) -> list[dict]:
+    """Per source, from a frame of `source`, `better`, `worse` (lengths in any unit, ties left out):
+    how many pairs, the share whose better response is longer (equal lengths are not), and the
+    better/worse ratio's median and quantiles (RATIO_QUANTILES)."""
+    ratio = pl.col("better") / pl.col("worse")
+    table = (pairs.group_by("source")
+             .agg(pairs=pl.len(), better_longer=(pl.col("better") > pl.col("worse")).sum(),
+                  worse_longer=(pl.col("better") < pl.col("worse")).sum(),
+                  median_ratio=ratio.median(),
+                  quantiles=pl.concat_list(ratio.quantile(q, interpolation="linear") for q in RATIO_QUANTILES))
+             .with_columns(better_longer_share=pl.col("better_longer") / pl.col("pairs"))
+             .collect())
+    return table.sort(ordered("source", order)).to_dicts()
+
+
+def rows_and_labels(frame: pl.LazyFrame, sources: list[str], splits: list[str]) -> list[dict]:
+    """Rows per source and split, with how many are labelled "1", "2" and "tie"."""
+    table = (frame.group_by("source", "split")
+             .agg(rows=pl.len(), **{f"answer_{label}": (pl.col("answer") == label).sum() for label in ("1", "2")},
+                  ties=(pl.col("answer") == "tie").sum())
+             .collect())
+    return table.sort(ordered("source", sources), ordered("split", splits)).to_dicts()
+
+
+def rejects(folder: Path, manifest: dict) -> list[dict]:
+    """Rejects per source and reason (build.json's counts), each with the first example in
+    rejects.jsonl (absent when the folder came from the Hub without it)."""
+    counts = pl.DataFrame([{"source": name, "reason": reason, "count": count}
+                           for name, stats in manifest["sources"].items()
+                           for reason, count in stats.get("rejects_by_reason", {}).items()],
+                          schema={"source": pl.String, "reason": pl.String, "count": pl.Int64})
+    path = folder / "rejects.jsonl"
+    if not path.is_file():
+        return counts.with_columns(example_id=pl.lit(None, pl.String), example_detail=pl.lit(None, pl.String)).to_dicts()
+    try:
+        examples = (pl.scan_ndjson(path, schema=_REJECT_SCHEMA)
+                    .group_by("source", "reason", maintain_order=True)
+                    .agg(example_id=pl.first("source_id"), example_detail=pl.first("detail"))
+                    .collect())
+    except pl.exceptions.PolarsError as error:
+        raise UserError(f"{path} does not read as JSON lines ({' '.join(str(error).split())[:120]}); "
+                        "rebuild the dataset") from None
+    return counts.join(examples, on=["source", "reason"], how="left", maintain_order="left").to_dicts()
+
+
+def duplicates(manifest: dict) -> list[dict]:
+    """Pairs dropped as duplicates per source, and which source kept the copy (build.json)."""
+    return [{"source": name, "dropped": stats["counts"].get("duplicates_dropped", 0),
+             "of": stats.get("duplicates_of", {})} for name, stats in manifest["sources"].items()]
+
+
+def image_statistics(files: list[Path], column: str) -> dict:
+    """Images per row and image sizes, from headers only.
+
+    `column` is `images` (a list per row, TRL layout) or `image` (one per row, easyr1). A row
+    group at a time is read; Pillow's `Image.open` parses the header and `.size` needs nothing
+    more, so no pixel is ever decoded (`.load()` is never called).
+    """
+    from PIL import Image
+
+    widths, heights, per_row, unreadable = [], [], [], 0
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):
+            images = parquet.read_row_group(group, columns=[column]).column(column).combine_chunks()
+            if pa.types.is_list(images.type):
+                per_row.append(pc.list_value_length(images))
+                images = pc.list_flatten(images)
+            else:
+                per_row.append(pa.array([1] * len(images), pa.int32()))
+            for data in pc.struct_field(images, "bytes"):
+                try:
+                    with Image.open(pa.BufferReader(data.as_buffer())) as opened:  # no copy of the bytes
+                        width, height = opened.size
+                except (OSError, ValueError, TypeError, Image.DecompressionBombError):  # TypeError: no bytes
+                    unreadable += 1
+                    continue
+                widths.append(width)
+                heights.append(height)
+    counts = pl.Series("images", pa.chunked_array(per_row)).value_counts().sort("images")
+    sizes = pl.DataFrame({"width": widths, "height": heights}, schema={"width": pl.Int64, "height": pl.Int64})
+    summary = sizes.select(*(getattr(pl.col(side), stat)().alias(f"{side}_{stat}")
+                             for side in ("width", "height") for stat in ("min", "median", "max")),
+                           pixels_median=(pl.col("width") * pl.col("height")).median()).to_dicts()[0]
+    return {"per_row": {str(n): count for n, count in counts.iter_rows()}, "images": len(widths),
+            "unreadable": unreadable, **summary}
+
+
+def dataset_statistics(folder: Path, manifest: dict | None = None) -> dict:
+    """Every figure of a built dataset folder (see the module docstring), JSON-ready; a data file
+    that does not read is one line naming the folder."""
+    folder = Path(folder)
+    manifest = manifest if manifest is not None else read_manifest(folder)
+    try:
+        return _statistics(folder, manifest, split_files(folder, manifest))
+    except (pa.ArrowException, pl.exceptions.PolarsError, OSError) as error:
+        raise UserError(f"a data file of {folder} does not read ({type(error).__name__}: "
+                        f"{' '.join(str(error).split())[:160]}); download or rebuild the dataset") from None
+
+
+def _statistics(folder: Path, manifest: dict, files: dict[str, list[Path]]) -> dict:
+    trl = manifest.get("format", "trl") == "trl"
+    sources, splits = list(manifest["sources"]), list(manifest["splits"])
+    columns = ["source", "answer"] + (["margin", "response_1", "response_2"] if trl else [])
+    frame = scan_text(files, columns)
+    statistics = {
+        "folder": str(folder),
+        "format": manifest.get("format", "trl"),
+        "rows": rows_and_labels(frame, sources, splits),
+        "margins": None,
+        "length_bias": None,
+        "duplicates": duplicates(manifest),
+        "rejects": rejects(folder, manifest),
+        "images": image_statistics([p for paths in files.values() for p in paths], "images" if trl else "image"),
+    }
+    if trl:
+        # One pass over the responses: their lengths, then every figure from this narrow frame.
+        pairs = better_and_worse(frame, pl.col("response_1").str.len_chars(), pl.col("response_2").str.len_chars(),
+                                 "margin").collect().lazy()
+        margins = histogram(pairs, "margin", MARGIN_EDGES)
+        statistics["margins"] = {"edges": margins["edges"],
+                                 "counts": {s: margins["counts"][s] for s in sources if s in margins["counts"]}}
+        statistics["length_bias"] = length_bias(pairs, sources)
+    return statistics
+
+
+# --- plots ----------------------------------------------------------------------------------
+
+def figure(panels: int = 1, width: float = 4.8, height: float = 3.2):
+    """A matplotlib Figure of `panels` side-by-side axes sharing y (no pyplot: no global state)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError("--plots needs matplotlib; install it with `pip install matplotlib`") from None
+    drawing = Figure(figsize=(width * panels, height), layout="constrained")
+    return drawing, drawing.subplots(1, panels, sharey=True, squeeze=False)[0]
+
+
+def save_figure(drawing, path: Path) -> Path:
+    """A small PNG whose bytes depend on the figures only (no Software/time metadata)."""
+    drawing.savefig(path, format="png", dpi=80, metadata={"Software": None})
+    return path
+
+
+def bin_labels(edges: list[float]) -> list[str]:
+    return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:])] + [f"≥{edges[-1]:g}"]
+
+
+def write_dataset_plots(named: list[tuple[str, dict]], folder: Path) -> list[Path]:
+    """PNG charts of one or two datasets' statistics (side by side): label balance, margin
+    histogram, better/worse length ratio by source, and the prompt-token histogram against the
+    budget when the statistics hold token counts. Returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    # Shares, not counts: two datasets of different sizes compare on one axis.
+    drawing, axes = figure(len(named))
+    for ax, (name, stats) in zip(axes, named):
+        labels = [f"{row['source']}\n{row['split']}\n{row['rows']} rows" for row in stats["rows"]]
+        bottom = [0.0] * len(labels)
+        for key, label in (("answer_1", 'answer "1"'), ("answer_2", 'answer "2"'), ("ties", "tie")):
+            values = [row[key] / row["rows"] for row in stats["rows"]]
+            ax.bar(labels, values, bottom=bottom, label=label)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"labels: {name}", fontsize=9)
+    axes[0].set_ylabel("share of rows")
+    axes[0].legend(fontsize=7)
+    written.append(save_figure(drawing, folder / "label_balance.png"))
+
+    if any(stats["margins"] and stats["margins"]["counts"] for _, stats in named):
+        drawing, axes = figure(len(named))
+        for ax, (name, stats) in zip(axes, named):
+            margins = stats["margins"] or {"edges": MARGIN_EDGES, "counts": {}}
+            labels = bin_labels(margins["edges"])
+            width = 0.8 / max(1, len(margins["counts"]))
+            for k, (source, counts) in enumerate(margins["counts"].items()):
+                ax.bar([i + (k - (len(margins["counts"]) - 1) / 2) * width for i in range(len(labels))],
+                       [c / sum(counts) for c in counts], width=width,
+                       label=f"{source} ({sum(counts)} pairs)")
+            ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
+            ax.set_title(f"score margin: {name}", fontsize=9)
+            if margins["counts"]:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no scored source" if stats["margins"] else "no margin in this layout",
+                        transform=ax.transAxes, ha="center")
+        axes[0].set_ylabel("share of pairs")
+        written.append(save_figure(drawing, folder / "margins.png"))
+
+    if any(stats["length_bias"] for _, stats in named):
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        drawing, axes = figure(len(named))
+        for ax, (name, stats) in zip(axes, named):
+            boxes = []
+            for unit, rows in (("chars", stats["length_bias"] or []), ("tokens", stats.get("length_bias_tokens") or [])):
+                for row in rows:
+                    p10, p25, p50, p75, p90 = row["quantiles"]
+                    boxes.append({"label": f"{row['source']} ({unit})\n{row['better_longer_share']:.0%} longer",
+                                  "whislo": p10, "q1": p25, "med": p50, "q3": p75, "whishi": p90})
+            if boxes:
+                ax.bxp(boxes, showfliers=False)
+                ax.set_yscale("log", base=2)
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+            ax.tick_params(axis="x", labelsize=7)
+            ax.set_title(f"better/worse length (box p25-p75, whiskers p10-p90): {name}", fontsize=8)
+        axes[0].set_ylabel("length ratio")
+        written.append(save_figure(drawing, folder / "length_ratio.png"))
+
+    if any(stats.get("prompt_tokens") for _, stats in named):
+        drawing, axes = figure(len(named))
+        for ax, (name, stats) in zip(axes, named):
+            tokens = stats.get("prompt_tokens")
+            if not tokens:
+                continue
+            labels = bin_labels(tokens["edges"])
+            histogram_ = tokens["histogram"]
+            width = 0.8 / max(1, len(histogram_))
+            for k, (split, counts) in enumerate(histogram_.items()):
+                ax.bar([i + (k - (len(histogram_) - 1) / 2) * width for i in range(len(labels))], counts, width=width,
+                       label=split)
+            ax.axvline(len(labels) - 1.5, color="red", linewidth=1)  # the budget: the last bin holds the rows dropped
+            ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=6)
+            ax.set_title(f"prompt tokens, budget {tokens['budget']}: {name}", fontsize=9)
+            ax.legend(fontsize=7)
+        axes[0].set_ylabel("rows")
+        written.append(save_figure(drawing, folder / "prompt_tokens.png"))
+    return written

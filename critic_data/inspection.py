@@ -1,0 +1,547 @@
+"""`critic-data inspect PATH`: what a dataset teaches, or where a critic fails, before GPU-days go into it.
+
+PATH is told apart by the files in it:
+- a dataset folder (`build.json`; or a Hub dataset id, downloaded into the Hub cache first):
+  the figures of `critic_data.cards.statistics`; `--against OTHER` puts a second dataset's
+  beside them; `--processor MODEL` adds each row's prompt tokens as the trainer counts them
+  (`critic_data.rl.train.prompt_lengths`, the recipe's pixel bounds), how many rows
+  `--max-prompt-length` would drop, and the length bias in tokens;
+- an eval run (`results.jsonl`): accuracy per category with counts, position bias (how often
+  the verdict is "1" or "2" against how often the truth is), the unparsed rate, and for
+  `--both-orders` runs the position consistency per category (`eval_statistics`);
+- a best-of-n run (`picks.jsonl`): accuracy of the pick, the first sample and the majority
+  vote, and accuracy against N for every power of two up to N, replayed from the recorded
+  matches (`best_of_n_statistics`).
+The report is the command's output, so it goes to stdout (`--json`: one JSON object instead,
+for scripts); errors go to stderr as one line. `--plots DIR` writes PNG charts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from critic_data import UserError
+from critic_data.cards import statistics
+
+DEFAULT_MAX_PROMPT_LENGTH = 6142  # the recipes' max_prompt_length
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+# stdout: the report is what the command produces; wide when written to a file, not cut at 80 columns
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+# --- what PATH is ------------------------------------------------------------------------------
+
+def resolve(path: str) -> Path:
+    """A local folder, or a Hub dataset id downloaded (or found) in the Hub cache."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists() or not _HUB_ID.fullmatch(path) or path.startswith((".", "/", "~")):
+        raise UserError(f"{path} is not a folder (nor a Hub dataset id OWNER/NAME)")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(path, repo_type="dataset"))
+    except RepositoryNotFoundError:
+        raise UserError(f"could not download dataset {path} from the Hub: no such dataset, or it is private and your "
+                        "token (HF_TOKEN or `hf auth login`) cannot read it") from None
+    except Exception as error:  # the Hub client raises many types: offline, not found, refused
+        raise UserError(f"could not download dataset {path} from the Hub ({type(error).__name__}: "
+                        f"{' '.join(str(error).split())[:160]}); pass a local folder instead") from None
+
+
+def kind_of(folder: Path) -> str:
+    """dataset, eval or best-of-n, by the files the folder holds."""
+    for name, kind in (("build.json", "dataset"), ("results.jsonl", "eval"), ("picks.jsonl", "best-of-n")):
+        if (folder / name).is_file():
+            return kind
+    raise UserError(f"{folder} is neither a dataset folder (build.json), an eval run (results.jsonl) nor a "
+                    "best-of-n run (picks.jsonl)")
+
+
+def _read_json(path: Path) -> dict:
+    """A run's summary.json or run.json; {} when absent (an interrupted run has no summary)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        raise UserError(f"{path} does not read as JSON; was the run interrupted while writing it?") from None
+    return value if isinstance(value, dict) else {}
+
+
+def _records(path: Path, valid) -> tuple[list[dict], int]:
+    """The records of a JSON-lines log, and how many lines are not records (an interrupted
+    append leaves a line cut short: counted and left out, never fatal)."""
+    records, bad = [], 0
+    for line in path.read_bytes().splitlines():
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            bad += 1
+            continue
+        if isinstance(record, dict) and valid(record):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+def prompt_tokens(folder: Path, manifest: dict, model: Path, budget: int) -> tuple[dict, list[dict]]:
+    """Prompt tokens per row as the trainer counts them, and the length bias in tokens.
+
+    The processor is the model's own with the recipes' pixel bounds (`load_processor`); each
+    shard is read once (its text and image columns) and measured by `prompt_lengths`, the
+    function the trainer filters with. Returns the prompt figures (a histogram per split, and
+    per source and split the rows over `budget`) and `length_bias` rows in tokens.
+    """
+    if manifest.get("format", "trl") != "trl":
+        raise UserError("--processor counts the TRL layout's prompts; this dataset was built with --format "
+                        f"{manifest.get('format')}, whose prompt the EasyR1 trainer assembles itself")
+    if not model.is_dir():
+        raise UserError(f"--processor {model}: no such folder; pass a local model folder")
+    import datasets
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    try:
+        from trl import ModelConfig
+
+        from critic_data.rl.train import CriticScriptArguments, load_processor, prompt_lengths
+    except ImportError as error:
+        raise UserError(f"--processor needs the training stack ({error.name} is not installed): "
+                        "pip install 'critic-data[rl]'") from None
+
+    datasets.disable_progress_bars()
+    processor = load_processor(ModelConfig(model_name_or_path=str(model)), CriticScriptArguments(),
+                               trust_remote_code=False)
+    parts = []
+    for split, paths in statistics.split_files(folder, manifest).items():
+        for path in paths:
+            table = pq.read_table(path, columns=["source", "answer", "response_1", "response_2", "prompt", "images"])
+            lengths = prompt_lengths(datasets.Dataset(InMemoryTable(table.select(["prompt", "images"]))), processor)
+            tokens = {name: [len(ids) for ids in processor.tokenizer(table[name].to_pylist(),
+                                                                     add_special_tokens=False)["input_ids"]]
+                      for name in ("response_1", "response_2")}
+            parts.append(pl.DataFrame({"split": split, "source": table["source"].to_pylist(),
+                                       "answer": table["answer"].to_pylist(), "prompt_tokens": lengths, **tokens},
+                                      schema_overrides={"prompt_tokens": pl.Int64}))
+    frame = pl.concat(parts).lazy()
+    sources, splits = list(manifest["sources"]), list(manifest["splits"])
+    edges = [round(budget * k / 10) for k in range(10)] + [budget + 1]  # the last bin: rows the trainer drops
+    by_split = statistics.histogram(frame, "prompt_tokens", edges, by="split")
+    prompts = pl.col("prompt_tokens")
+    table = (frame.group_by("source", "split")
+             .agg(rows=pl.len(), median=prompts.median(), max=prompts.max(), over_budget=(prompts > budget).sum(),
+                  unusable=prompts.is_null().sum())
+             .collect()
+             .sort(statistics.ordered("source", sources), statistics.ordered("split", splits)))
+    pairs = statistics.better_and_worse(frame, pl.col("response_1"), pl.col("response_2"))
+    figures = {"model": str(model), "budget": budget, "edges": edges,
+               "histogram": {s: by_split["counts"][s] for s in splits if s in by_split["counts"]},
+               "by_source": table.to_dicts()}
+    return figures, statistics.length_bias(pairs, sources)
+
+
+def dataset_report(folder: Path, model: Path | None, budget: int) -> dict:
+    manifest = statistics.read_manifest(folder)
+    report = {"kind": "dataset", **statistics.dataset_statistics(folder, manifest)}
+    if model is not None:
+        report["prompt_tokens"], report["length_bias_tokens"] = prompt_tokens(folder, manifest, model, budget)
+    return report
+
+
+# --- eval runs ---------------------------------------------------------------------------------
+
+def _is_judgement(record: dict) -> bool:
+    return (isinstance(record.get("id"), str) and record.get("presented") in ([1, 2], [2, 1])
+            and isinstance(record.get("correct"), bool) and "verdict" in record and "expected" in record)
+
+
+def _category(record: dict) -> str:
+    """VL-RewardBench's `category`, MM-RLHF's first keyword (the official scorer's category), a
+    built dataset's `source`; "all" when the benchmark has none."""
+    keywords = record.get("keywords")
+    for value in (record.get("category"), keywords[0] if isinstance(keywords, list) and keywords else None,
+                  record.get("source")):
+        if isinstance(value, str) and value:
+            return value
+    return "all"
+
+
+def eval_statistics(folder: Path) -> dict:
+    """Accuracy, position bias, unparsed rate and (both orders) position consistency per category."""
+    records, bad = _records(folder / "results.jsonl", _is_judgement)
+    if not records:
+        raise UserError(f"{folder / 'results.jsonl'} holds no judgement; was the run stopped before the first?")
+    run = _read_json(folder / "run.json") or _read_json(folder / "summary.json").get("options", {})
+    frame = pl.DataFrame({
+        "id": [r["id"] for r in records],
+        "category": [_category(r) for r in records],
+        "first": [r["presented"][0] for r in records],
+        "expected": [str(r["expected"]) for r in records],
+        "verdict": [r["verdict"] if isinstance(r["verdict"], str) else None for r in records],
+        "correct": [r["correct"] for r in records],
+    }, schema_overrides={"verdict": pl.String}).lazy()
+    several = frame.select(pl.col("category").n_unique()).collect().item() > 1
+    both = pl.concat([frame, frame.with_columns(category=pl.lit("all"))]) if several else frame  # plus an "all" row
+    table = both.group_by("category").agg(
+        judgements=pl.len(), items=pl.col("id").n_unique(), accuracy=pl.col("correct").mean(),
+        unparsed_rate=pl.col("verdict").is_null().mean(),
+        said_1=pl.col("verdict").eq_missing("1").mean(), said_2=pl.col("verdict").eq_missing("2").mean(),
+        truth_1=(pl.col("expected") == "1").mean(), truth_2=(pl.col("expected") == "2").mean())
+    # The source response a verdict names (1 or 2, or "tie"): consistent when both orders name the same.
+    picked = (pl.when(pl.col("verdict") == "1").then(pl.col("first").cast(pl.String))
+              .when(pl.col("verdict") == "2").then((3 - pl.col("first")).cast(pl.String))
+              .otherwise(pl.col("verdict")))
+    consistency = (both.with_columns(picked=picked).group_by("category", "id")
+                   .agg(judged=pl.len(), named=pl.col("picked").drop_nulls().len(), kinds=pl.col("picked").n_unique())
+                   .filter(pl.col("judged") == 2)
+                   .group_by("category")
+                   .agg(both_orders_items=pl.len(),
+                        position_consistency=((pl.col("named") == 2) & (pl.col("kinds") == 1)).mean()))
+    table = (table.join(consistency, on="category", how="left")
+             .sort(pl.col("category") == "all", "category").collect())
+    return {"kind": "eval", "folder": str(folder), "benchmark": run.get("benchmark"),
+            "both_orders": bool(run.get("both_orders")) or table["both_orders_items"].is_not_null().any(),
+            "judgements": len(records), "lines_left_out": bad, "categories": table.to_dicts()}
+
+
+# --- best-of-n runs ----------------------------------------------------------------------------
+
+def _is_pick(record: dict) -> bool:
+    return (isinstance(record.get("id"), str) and isinstance(record.get("winner_index"), int)
+            and isinstance(record.get("final_answers"), list) and all(isinstance(a, str) for a in record["final_answers"])
+            and isinstance(record.get("matches"), list)
+            and all(isinstance(m, dict) and isinstance(m.get("winner"), int) and isinstance(m.get("shown"), list)
+                    and len(m["shown"]) == 2 and all(isinstance(i, int) for i in m["shown"]) for m in record["matches"]))
+
+
+def knockout_winners(n: int, matches: list[dict]) -> dict[int, int] | None:
+    """The winner of each sub-bracket [0, 2^k) (2^k <= n), and of all n, replayed from the matches.
+
+    `rl.best_of_n.knockout` pairs (0, 1), (2, 3), ... in round 0 and then the winners in order
+    (an odd one out waits at the end), so after round k-1 the first one alive has won exactly the
+    matches among candidates [0, 2^k): the pick Best-of-2^k would have made with the same judge.
+    None when the matches do not follow that bracket (another version's log)."""
+    alive, played, winners = list(range(n)), 0, {1: 0}
+    while len(alive) > 1:
+        pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
+        round_ = matches[played:played + len(pairs)]
+        if len(round_) != len(pairs) or any(sorted(m.get("shown") or []) != sorted(pair) or m.get("winner") not in pair
+                                            for m, pair in zip(round_, pairs)):
+            return None
+        played += len(pairs)
+        alive = [m["winner"] for m in round_] + ([alive[-1]] if len(alive) % 2 else [])
+        size = 2 * max(winners)
+        if size <= n:
+            winners[size] = alive[0]
+    winners[n] = alive[0]
+    return winners if played == len(matches) else None
+
+
+def round_robin_winners(picks: list[dict], sizes: list[int], seed: int) -> pl.DataFrame:
+    """(id, size, winner): for each size m, r_i over the matches among candidates [0, m) and the
+    highest score, ties broken by `rl.best_of_n.round_robin`'s seeded coin."""
+    from critic_data.rl.client import derive_seed
+
+    ids = [p["id"] for p in picks]
+    shown = pl.col("shown")
+    matches = (pl.DataFrame({"id": ids, "shown": [[m["shown"] for m in p["matches"]] for p in picks],
+                             "winner": [[m["winner"] for m in p["matches"]] for p in picks]},
+                            schema={"id": pl.String, "shown": pl.List(pl.List(pl.Int64)), "winner": pl.List(pl.Int64)})
+               .explode("shown", "winner")
+               .select("id", first=shown.list.get(0), second=shown.list.get(1),
+                       second_won=(pl.col("winner") == shown.list.get(1)).cast(pl.Int64)))
+    coins = pl.DataFrame({"id": ids, "coin": [derive_seed(seed, qid, "tie") for qid in ids]})
+    found = []
+    for size in sizes:
+        among = matches.filter((pl.col("first") < size) & (pl.col("second") < size))
+        # a_(first, second) = 1 counts +1 for the one shown second and -1 for the one shown first
+        scores = (pl.concat([among.select("id", candidate="second", delta="second_won"),
+                             among.select("id", candidate="first", delta=-pl.col("second_won"))])
+                  .group_by("id", "candidate").agg(score=pl.col("delta").sum()))
+        tied = (scores.filter(pl.col("score") == pl.col("score").max().over("id")).sort("id", "candidate")
+                .group_by("id", maintain_order=True).agg(tied=pl.col("candidate")))
+        pick = pl.col("tied").list.get(pl.col("coin") % pl.col("tied").list.len())
+        found.append(tied.join(coins, on="id").select("id", size=pl.lit(size, pl.Int64), winner=pick))
+    return pl.concat(found)
+
+
+def best_of_n_statistics(folder: Path) -> dict:
+    """Accuracy of the pick, the first sample, the majority vote and any candidate, and accuracy
+    against N (1, 2, 4, ... up to N, and N itself) replayed from the recorded matches."""
+    from critic_data.rl.best_of_n import normalize_answer
+
+    picks, bad = _records(folder / "picks.jsonl", _is_pick)
+    if not picks:
+        raise UserError(f"{folder / 'picks.jsonl'} holds no pick; was the run stopped before the first question?")
+    run = _read_json(folder / "run.json") or _read_json(folder / "summary.json").get("options", {})
+    n = run.get("n") or len(picks[0]["final_answers"])
+    strategy, seed = run.get("strategy", "knockout"), run.get("seed", 0)
+    frame = pl.DataFrame({
+        "id": [p["id"] for p in picks],
+        "gold": [normalize_answer(str(p["answer"])) if "answer" in p else None for p in picks],
+        "final_answers": [p["final_answers"] for p in picks],
+        "winner_index": [p["winner_index"] for p in picks],
+        **{name: [p.get(f"{key}_correct") for p in picks] for name, key in
+           (("best_of_n", "pick"), ("first_sample", "first"), ("majority_vote", "majority"), ("any_candidate", "any"))},
+    }, schema_overrides={"gold": pl.String})
+    answered = frame.filter(pl.col("gold").is_not_null())
+    report = {"kind": "best-of-n", "folder": str(folder), "n": n, "strategy": strategy, "questions": len(picks),
+              "answered": answered.height, "lines_left_out": bad,
+              "unparsed_judgements": sum(p.get("unparsed", 0) for p in picks),
+              "too_long_matches": sum(p.get("too_long", 0) for p in picks),
+              "accuracy": None, "curve": None, "curve_note": None}
+    if not answered.height:
+        report["curve_note"] = "no question has a gold answer: accuracy needs `answer` in questions.jsonl"
+        return report
+    report["accuracy"] = answered.select(pl.col("best_of_n", "first_sample", "majority_vote", "any_candidate")
+                                         .cast(pl.Float64).mean()).to_dicts()[0]
+    sizes = [2 ** k for k in range(n.bit_length()) if 2 ** k <= n] + ([] if n & (n - 1) == 0 else [n])
+    with_answer = [p for p in picks if "answer" in p]
+    if strategy == "knockout":  # a bracket is replayed round by round: one question at a time
+        rows = [(p["id"], size, winner) for p in with_answer
+                for size, winner in (knockout_winners(n, p["matches"]) or {}).items()]
+        winners = pl.DataFrame(rows, schema={"id": pl.String, "size": pl.Int64, "winner": pl.Int64}, orient="row")
+    elif strategy == "round-robin":  # best of 1 is the first sample: no match among one candidate
+        first = answered.select("id", size=pl.lit(1, pl.Int64), winner=pl.lit(0, pl.Int64))
+        winners = pl.concat([first, round_robin_winners(with_answer, [s for s in sizes if s > 1], seed)])
+    else:
+        report["curve_note"] = f"strategy {strategy!r}: no replay known, so no accuracy against N"
+        return report
+    # A replay that does not end at the recorded pick means the log is not this bracket's: left out.
+    replayed = (answered.join(winners.filter(pl.col("size") == n), on="id")
+                .filter(pl.col("winner") == pl.col("winner_index")))
+    curve = (winners.join(replayed.select("id", "gold", "final_answers"), on="id")
+             .with_columns(correct=pl.col("final_answers").list.get(pl.col("winner")) == pl.col("gold"))
+             .group_by("size").agg(questions=pl.len(), accuracy=pl.col("correct").mean()).sort("size"))
+    report["curve"] = curve.rename({"size": "n"}).to_dicts()
+    if replayed.height < answered.height:
+        report["curve_note"] = (f"{answered.height - replayed.height} question(s) whose matches do not replay to the "
+                                "recorded pick are left out of the curve")
+    return report
+
+
+# --- output ------------------------------------------------------------------------------------
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+_TEXT_COLUMNS = ("copy kept by", "example", "value")
+
+
+def _side_by_side(title: str, named: list[tuple[str, dict]], keys: list[str], values: list[str], rows_of) -> Table:
+    """A table keyed by `keys` with the `values` columns once per dataset; `rows_of(stats)` maps
+    a key tuple to its cells."""
+    table = Table(title=escape(title), title_justify="left")
+    for key in keys:
+        table.add_column(key)
+    for name, _ in named:
+        for value in values:
+            table.add_column(value if len(named) == 1 else f"{value} {name}",
+                             justify="left" if value in _TEXT_COLUMNS else "right")
+    cells = [rows_of(stats) for _, stats in named]
+    for key in dict.fromkeys(k for found in cells for k in found):
+        row = [*key, *(cell for found in cells for cell in found.get(key, ["-"] * len(values)))]
+        table.add_row(*map(Text, row))  # Text: a "[...]" in a reject's detail is not rich markup
+    return table
+
+
+def print_datasets(named: list[tuple[str, dict]]) -> None:
+    for name, stats in named:
+        console.print(f"{name}: {stats['folder']} (--format {stats['format']})", highlight=False, markup=False)
+    console.print(_side_by_side("rows and labels", named, ["source", "split"], ["rows", '"1"', '"2"', "ties"],
+                                lambda s: {(r["source"], r["split"]): [str(r["rows"]), str(r["answer_1"]),
+                                                                       str(r["answer_2"]), str(r["ties"])]
+                                           for r in s["rows"]}))
+    counts = [(s["margins"] or {"counts": {}})["counts"] for _, s in named]  # per dataset: source -> count per bin
+    if any(counts):
+        labels = statistics.bin_labels(statistics.MARGIN_EDGES)
+        sources = dict.fromkeys(source for found in counts for source in found)
+        shown = [(source, i) for source in sources for i in range(len(labels))
+                 if any(found[source][i] for found in counts if source in found)]  # bins with pairs in either dataset
+
+        def margin_rows(s):
+            found = (s["margins"] or {"counts": {}})["counts"]
+            return {(source, labels[i]): [str(found[source][i])] for source, i in shown if source in found}
+        console.print(_side_by_side("score margin of kept pairs (ties left out)", named, ["source", "margin"], ["pairs"],
+                                    margin_rows))
+    if any(s["length_bias"] for _, s in named):
+        def bias_rows(s):
+            return {(r["source"], unit): [str(r["pairs"]), _pct(r["better_longer_share"]), f"{r['median_ratio']:.2f}",
+                                          f"{r['quantiles'][1]:.2f}-{r['quantiles'][3]:.2f}"]
+                    for unit, key in (("chars", "length_bias"), ("tokens", "length_bias_tokens"))
+                    for r in s.get(key) or []}
+        console.print(_side_by_side("length bias: better response vs worse (ties left out)", named,
+                                    ["source", "unit"], ["pairs", "better longer %", "median ratio", "ratio p25-p75"],
+                                    bias_rows))
+    if any(s["format"] == "easyr1" for _, s in named):
+        console.print("margins and length bias: not in the easyr1 layout (no responses, no margin)")
+    if any(s.get("prompt_tokens") for _, s in named):
+        console.print(_side_by_side(
+            "prompt tokens as the trainer counts them", named, ["source", "split"],
+            ["rows", "median", "max", "over budget", "unusable"],
+            lambda s: {(r["source"], r["split"]): [str(r["rows"]), f"{r['median']:.0f}" if r["median"] is not None else "-",
+                                                   str(r["max"]), str(r["over_budget"]), str(r["unusable"])]
+                       for r in (s.get("prompt_tokens") or {}).get("by_source", [])}))
+        for name, s in named:
+            if s.get("prompt_tokens"):
+                tokens = s["prompt_tokens"]
+                dropped = sum(r["over_budget"] for r in tokens["by_source"])
+                console.print(f"{name}: --max-prompt-length {tokens['budget']} would drop {dropped} rows "
+                              f"(processor of {tokens['model']})", highlight=False, markup=False)
+    console.print(_side_by_side("duplicates dropped", named, ["source"], ["pairs", "copy kept by"],
+                                lambda s: {(r["source"],): [str(r["dropped"]), ", ".join(f"{k} {v}" for k, v in r["of"].items()) or "-"]
+                                           for r in s["duplicates"]}))
+    console.print(_side_by_side("rejects by reason", named, ["source", "reason"], ["rows", "example"],
+                                lambda s: {(r["source"], r["reason"]): [str(r["count"]), _example(r)] for r in s["rejects"]}))
+    console.print(_side_by_side("images (headers only)", named, ["figure"], ["value"], _image_rows))
+
+
+def _example(reject: dict) -> str:
+    if reject["example_id"] is None:
+        return "-"
+    return f"{reject['example_id']}: {reject['example_detail']}"[:90]
+
+
+def _image_rows(stats: dict) -> dict:
+    images = stats["images"]
+    sides = {f"{side} min/median/max": [f"{images[f'{side}_min']}/{images[f'{side}_median']:.0f}/{images[f'{side}_max']}"
+                                        if images[f"{side}_median"] is not None else "-"] for side in ("width", "height")}
+    return {("images per row",): [", ".join(f"{k}: {v}" for k, v in images["per_row"].items())],
+            **{(key,): value for key, value in sides.items()},
+            ("headers unreadable",): [str(images["unreadable"])]}
+
+
+def print_eval(report: dict) -> None:
+    table = Table(title=escape(f"eval {report['folder']} ({report['benchmark'] or 'benchmark unknown'}): "
+                               f"{report['judgements']} judgements"), title_justify="left")
+    columns = ["category", "judged", "items", "acc %", "unparsed %", 'said "1" %', 'truth "1" %', 'said "2" %',
+               'truth "2" %'] + (["consistent %", "both-order items"] if report["both_orders"] else [])
+    for column in columns:
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for row in report["categories"]:
+        cells = [row["category"], str(row["judgements"]), str(row["items"]), _pct(row["accuracy"]),
+                 _pct(row["unparsed_rate"]), _pct(row["said_1"]), _pct(row["truth_1"]), _pct(row["said_2"]),
+                 _pct(row["truth_2"])]
+        if report["both_orders"]:
+            cells += [_pct(row["position_consistency"]), str(row["both_orders_items"] or 0)]
+        table.add_row(*map(Text, cells))
+    table.caption = 'position bias: a critic that favours a position says "1" (or "2") more often than the truth is'
+    console.print(table)
+    if report["lines_left_out"]:
+        console.print(f"{report['lines_left_out']} line(s) of results.jsonl are not judgements and were left out")
+
+
+def print_best_of_n(report: dict) -> None:
+    table = Table(title=escape(f"best-of-{report['n']} ({report['strategy']}) {report['folder']}: "
+                               f"{report['questions']} questions, {report['answered']} with an answer"), title_justify="left")
+    table.add_column("selection")
+    table.add_column("acc %", justify="right")
+    for name, value in (report["accuracy"] or {}).items():
+        table.add_row(name.replace("_", " "), _pct(value))
+    for point in report["curve"] or []:
+        table.add_row(f"best of {point['n']} (replayed, {point['questions']} questions)", _pct(point["accuracy"]))
+    table.caption = (f"unparsed judgements {report['unparsed_judgements']}, over --max-model-len "
+                     f"{report['too_long_matches']}")
+    console.print(table)
+    for note in (report["curve_note"],
+                 f"{report['lines_left_out']} line(s) of picks.jsonl are not picks and were left out"
+                 if report["lines_left_out"] else None):
+        if note:
+            console.print(note, highlight=False, markup=False)
+
+
+def write_run_plots(report: dict, folder: Path) -> list[Path]:
+    """eval: accuracy and position bias per category; best-of-n: accuracy against N."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if report["kind"] == "eval":
+        drawing, (accuracy, bias) = statistics.figure(2)
+        rows = report["categories"]
+        names = [r["category"] for r in rows]
+        accuracy.bar(names, [100 * r["accuracy"] for r in rows])
+        for i, r in enumerate(rows):
+            accuracy.annotate(f"n={r['judgements']}", (i, 100 * r["accuracy"]), ha="center", va="bottom", fontsize=7)
+        accuracy.set_ylabel("%")
+        accuracy.set_title("accuracy per category", fontsize=9)
+        width = 0.2
+        for k, (key, label) in enumerate((("said_1", 'said "1"'), ("truth_1", 'truth "1"'),
+                                          ("said_2", 'said "2"'), ("truth_2", 'truth "2"'))):
+            bias.bar([i + (k - 1.5) * width for i in range(len(rows))], [100 * r[key] for r in rows], width=width, label=label)
+        bias.set_xticks(range(len(rows)), names)
+        bias.set_title("position bias: verdicts vs truth", fontsize=9)
+        bias.legend(fontsize=7)
+        for ax in (accuracy, bias):
+            ax.tick_params(axis="x", labelsize=7)
+        return [statistics.save_figure(drawing, folder / "eval.png")]
+    if not report["curve"]:
+        return []
+    drawing, (ax,) = statistics.figure(1, width=5.0)
+    curve = report["curve"]
+    ax.plot([p["n"] for p in curve], [100 * p["accuracy"] for p in curve], marker="o", label=f"{report['strategy']} pick")
+    for key, style in (("majority_vote", ":"), ("any_candidate", "--")):
+        ax.axhline(100 * report["accuracy"][key], linestyle=style, color="grey", linewidth=1,
+                   label=f"{key.replace('_', ' ')} (N={report['n']})")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([p["n"] for p in curve], [str(p["n"]) for p in curve])
+    ax.minorticks_off()
+    ax.set_xlabel("N (candidates)")
+    ax.set_ylabel("accuracy %")
+    ax.set_title(f"best-of-N accuracy, {report['answered']} questions", fontsize=9)
+    ax.legend(fontsize=7)
+    return [statistics.save_figure(drawing, folder / "best_of_n.png")]
+
+
+def inspect(path: str, against: str | None = None, as_json: bool = False, plots: Path | None = None,
+            processor: Path | None = None, max_prompt_length: int | None = None) -> dict:
+    """Compute, print (or print as JSON) and plot the figures of PATH; return them."""
+    if max_prompt_length is not None and processor is None:
+        raise UserError("--max-prompt-length needs --processor MODEL: prompt tokens are counted with the model's processor")
+    budget = DEFAULT_MAX_PROMPT_LENGTH if max_prompt_length is None else max_prompt_length
+    if budget < 1:
+        raise UserError(f"--max-prompt-length must be at least 1, not {budget}")
+    folder = resolve(path)
+    kind = kind_of(folder)
+    if kind != "dataset" and (against or processor):
+        raise UserError(f"{path} is a{'n' if kind == 'eval' else ''} {kind} run; --against and --processor apply to datasets")
+    if kind == "dataset":
+        named = [("A" if against else Path(path).name or path, dataset_report(folder, processor, budget))]
+        if against is not None:
+            other = resolve(against)
+            if kind_of(other) != "dataset":
+                raise UserError(f"--against {against} is not a dataset folder (no build.json); it compares two datasets")
+            named.append(("B", dataset_report(other, processor, budget)))
+        report = named[0][1] if against is None else {"kind": "datasets", "dataset": named[0][1], "against": named[1][1]}
+    else:
+        report = eval_statistics(folder) if kind == "eval" else best_of_n_statistics(folder)
+    written = []
+    if plots is not None:
+        try:
+            written = statistics.write_dataset_plots(named, plots) if kind == "dataset" else write_run_plots(report, plots)
+        except OSError as error:
+            raise UserError(f"--plots {plots}: cannot write the charts there ({error.strerror or error}); "
+                            "pass a folder you can write") from None
+    if as_json:
+        print(json.dumps({**report, "plots": [str(p) for p in written]}, ensure_ascii=False))
+    else:
+        if kind == "dataset":
+            print_datasets(named)
+        else:
+            (print_eval if kind == "eval" else print_best_of_n)(report)
+        if written:
+            console.print(f"plots: {', '.join(str(p) for p in written)}", highlight=False, markup=False, soft_wrap=True)
+    return report
