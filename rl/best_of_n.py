@@ -46,7 +46,6 @@ import json
 import math
 import re
 import stat
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -54,8 +53,8 @@ from pathlib import Path
 
 from critic_data import UserError
 from critic_data.builders import images as image_files
-from critic_data.rl.client import (DEFAULT_TIMEOUT, IMAGE_PATCH, ChatClient, RequestFailed, ResultLog, data_url,
-                                   derive_seed, is_text, run_bounded)
+from critic_data.rl.client import (DEFAULT_TIMEOUT, IMAGE_PATCH, ChatClient, RequestFailed, RunSpec, data_url,
+                                   derive_seed, is_text, run_jobs, write_summary)
 from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt, strip_control_tokens, with_instruction
 from critic_data.rl.rewards import last_boxed, parse_verdict
 
@@ -392,65 +391,25 @@ def run_best_of_n(options: BestOfNOptions, progress=None) -> dict:
 
 
 async def _run(options: BestOfNOptions, progress) -> dict:
-    started = time.monotonic()
     questions = read_questions(options.input)
-    log = ResultLog(options.out / "picks.jsonl", resume=options.resume, identity=options.identity(), valid=_is_pick)
-    done = {p["id"] for p in log.records}
-    if log.set_aside and progress is not None:
-        progress.console.print(f"note: {log.note()}", highlight=False, soft_wrap=True)
-    failures: list[str] = []
-    task = progress.add_task("best-of-n", total=len(questions), completed=len(done)) if progress else None
 
-    def describe() -> None:
-        if progress is not None:
-            accuracy = summarize(log.records).get("accuracy", {}).get("best_of_n")
-            shown = "-" if accuracy is None else f"{accuracy:.3f}"
-            progress.update(task, description=f"best-of-{options.n}  acc {shown}  failed {len(failures)}")
+    def announce(done: set) -> str:
+        samples, judgements = requests_per_question(options.n, options.strategy)
+        todo = sum(q.id not in done for q in questions)
+        return (f"best-of-{options.n} {options.strategy}: {todo} question{'s' if todo != 1 else ''} x "
+                f"({samples} samples + {judgements} judgements) = {todo * (samples + judgements)} requests")
 
-    def on_done(question: Question, pick: dict | None, failure: RequestFailed | None) -> None:
-        if failure is not None:
-            failures.append(f"{question.id}: {failure}")
-        else:
-            log.append(pick)
-        if progress is not None:
-            progress.advance(task)
-            describe()
-
-    async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens,
-                          options.timeout) as client:
-        await client.check()
-        if progress is not None:  # the cost, said before the first request that incurs it
-            samples, judgements = requests_per_question(options.n, options.strategy)
-            todo = sum(q.id not in done for q in questions)
-            progress.console.print(f"best-of-{options.n} {options.strategy}: {todo} question{'s' if todo != 1 else ''} x "
-                                   f"({samples} samples + {judgements} judgements) = {todo * (samples + judgements)} "
-                                   "requests", highlight=False, soft_wrap=True)
-        describe()
-        # A question fans out into N samples and up to N(N-1) judgements, all under the client's
-        # request bound; a few questions in flight keep the server busy between rounds.
-        window = max(1, math.ceil(options.concurrency / options.n)) + 1
-        try:
-            await run_bounded((q for q in questions if q.id not in done),
-                              lambda q: _solve(client, q, options), window=window, on_done=on_done)
-        finally:
-            log.close()
-
-    if failures and not log.records:
-        raise UserError(f"every question failed ({len(failures)}); first: {failures[0]}")
-    summary = {
-        "model": options.model,
-        "n": options.n,
-        "strategy": options.strategy,
-        **summarize(log.records),
-        "failed": len(failures),
-        "first_failure": failures[0] if failures else None,
-        "set_aside": log.set_aside,
-        "seconds": round(time.monotonic() - started, 1),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-    }
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    # A question fans out into N samples and up to N(N-1) judgements, all under the client's
+    # request bound; a few questions in flight keep the server busy between rounds.
+    spec = RunSpec(name=f"best-of-{options.n}", unit="question", log_name="picks.jsonl", valid=_is_pick,
+                   key=lambda pick: pick["id"], jobs=lambda done: (q for q in questions if q.id not in done),
+                   total=len(questions), work=lambda client, question: _solve(client, question, options),
+                   record=lambda question, pick: pick, job_id=lambda question: question.id,
+                   accuracy=lambda picks: summarize(picks).get("accuracy", {}).get("best_of_n"),
+                   window=max(1, math.ceil(options.concurrency / options.n)) + 1, announce=announce)
+    finished = await run_jobs(options, spec, progress)
+    return write_summary(options, finished, {"model": options.model, "n": options.n, "strategy": options.strategy,
+                                             **summarize(finished.records)})
 
 
 def summary_table(summary: dict):

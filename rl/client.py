@@ -39,8 +39,10 @@ import json
 import math
 import os
 import re
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from critic_data import UserError
@@ -395,3 +397,90 @@ class ResultLog:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
+
+
+@dataclass
+class RunSpec:
+    """What one kind of run (eval, best-of-n) brings to `run_jobs`; the loop itself is shared."""
+
+    name: str  # shown on the progress line
+    unit: str  # what a job is, for messages: "request", "question"
+    log_name: str  # the JSON-lines file in --out: results.jsonl, picks.jsonl
+    valid: Callable[[dict], bool]  # whether a line of that file is a record (kept on --resume)
+    key: Callable[[dict], object]  # the job a finished record stands for
+    jobs: Callable[[set], Iterable]  # the jobs still to do, given the keys already done
+    total: int  # jobs in all, for the progress bar
+    work: Callable[[ChatClient, object], Awaitable]  # one job -> its result
+    record: Callable[[object, object], dict]  # (job, result) -> the record written
+    job_id: Callable[[object], str]  # a job's id, to name it in a failure
+    accuracy: Callable[[list[dict]], float | None]  # shown on the progress line
+    window: int  # jobs in flight at once
+    announce: Callable[[set], str] | None = None  # a line said before the first request
+
+
+@dataclass
+class Finished:
+    records: list[dict]
+    failures: list[str]
+    set_aside: dict | None
+    seconds: float
+
+
+async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
+    """Run every job not yet in `--out` against the server, appending each record as it completes.
+
+    `options` holds out, resume, base_url, model, concurrency, max_tokens, timeout and `identity()`.
+    A job the server refuses is counted and named (the run goes on; `--resume` asks again); if every
+    job failed the run ends in one line. The log is closed however the run ends, so what finished stays.
+    """
+    started = time.monotonic()
+    log = ResultLog(options.out / spec.log_name, resume=options.resume, identity=options.identity(), valid=spec.valid)
+    if log.set_aside and progress is not None:
+        progress.console.print(f"note: {log.note()}", highlight=False, soft_wrap=True)
+    done = {spec.key(record) for record in log.records}
+    failures: list[str] = []
+    task = progress.add_task(spec.name, total=spec.total, completed=len(done)) if progress else None
+
+    def describe() -> None:
+        if progress is not None:
+            accuracy = spec.accuracy(log.records)
+            shown = "-" if accuracy is None else f"{accuracy:.3f}"
+            progress.update(task, description=f"{spec.name}  acc {shown}  failed {len(failures)}")
+
+    def on_done(job, result, failure: RequestFailed | None) -> None:
+        if failure is not None:
+            failures.append(f"{spec.job_id(job)}: {failure}")
+        else:
+            log.append(spec.record(job, result))
+        if progress is not None:
+            progress.advance(task)
+            describe()
+
+    async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens,
+                          options.timeout) as client:
+        await client.check()
+        if spec.announce is not None and progress is not None:  # said before the first request that costs
+            progress.console.print(spec.announce(done), highlight=False, soft_wrap=True)
+        describe()
+        try:
+            await run_bounded(spec.jobs(done), lambda job: spec.work(client, job), window=spec.window, on_done=on_done)
+        finally:
+            log.close()
+    if failures and not log.records:
+        raise UserError(f"every {spec.unit} failed ({len(failures)}); first: {failures[0]}")
+    return Finished(log.records, failures, log.set_aside, round(time.monotonic() - started, 1))
+
+
+def write_summary(options, finished: Finished, fields: dict) -> dict:
+    """OUT/summary.json: the run's figures, then what every run reports (failures, time, options)."""
+    summary = {
+        **fields,
+        "failed": len(finished.failures),
+        "first_failure": finished.failures[0] if finished.failures else None,
+        "set_aside": finished.set_aside,
+        "seconds": finished.seconds,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+    }
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary

@@ -44,16 +44,15 @@ import json
 import math
 import os
 import re
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from critic_data import UserError
 from critic_data.builders.images import ImageFileError, read_image_file
-from critic_data.rl.client import (DEFAULT_TIMEOUT, ChatClient, RequestFailed, ResultLog, data_url, derive_seed,
-                                   is_text, run_bounded)
+from critic_data.rl.client import (DEFAULT_TIMEOUT, ChatClient, RunSpec, data_url, derive_seed, is_text, run_jobs,
+                                   write_summary)
 from critic_data.rl.prompts import (DEFAULT_TEMPLATE, FORMAT_INSTRUCTION, TEMPLATES, render_critic_prompt,
                                     strip_control_tokens)
 from critic_data.rl.rewards import last_boxed, normalize_completion, parse_verdict
@@ -582,87 +581,50 @@ def run_eval(options: EvalOptions, progress=None) -> dict:
 
 
 async def _run(options: EvalOptions, progress) -> dict:
-    started = time.monotonic()
     skipped: Counter = Counter()
     total, items = load_items(options, skipped)
-    log = ResultLog(options.out / "results.jsonl", resume=options.resume, identity=options.identity(),
-                    valid=lambda record: _is_result(record, options.benchmark))
-    if log.set_aside and progress is not None:
-        progress.console.print(f"note: {log.note()}", highlight=False, soft_wrap=True)
-    done = {(r["id"], tuple(r["presented"])) for r in log.records}
-    failures: list[str] = []
-    per_item = 2 if options.both_orders else 1
     paper = options.protocol == "paper"
-    task = progress.add_task("eval", total=total * per_item, completed=len(done)) if progress else None
 
-    def describe() -> None:
-        if progress is not None:
-            accuracy = _accuracy(log.records)
-            shown = "-" if accuracy is None else f"{accuracy:.3f}"
-            progress.update(task, description=f"eval  acc {shown}  failed {len(failures)}")
-
-    def jobs():
+    def jobs(done: set):
         for item in items:
             for presented in presentations(item, options.seed, options.both_orders):
                 if (item.id, presented) not in done:
                     yield item, presented
 
-    async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens,
-                          options.timeout) as client:
-        await client.check()
+    async def judge(client: ChatClient, job) -> str:
+        item, presented = job
+        first, second = (item.responses[i - 1] for i in presented)
+        if paper:
+            pixels = FRAME_PIXELS if item.frames else PAPER_PIXELS
+            urls = [data_url(image, pixels) for image in item.images]
+            text = paper_prompt(item.question, first, second, options.thinking)
+        else:
+            urls = [data_url(image) for image in item.images]
+            text = render_critic_prompt(item.template, item.question, first, second)
+        completions = await client.chat(urls, text, temperature=options.temperature, seed=options.seed,
+                                        system=PAPER_SYSTEM if paper else None)
+        return completions[0]
 
-        async def judge(job) -> str:
-            item, presented = job
-            first, second = (item.responses[i - 1] for i in presented)
-            if paper:
-                pixels = FRAME_PIXELS if item.frames else PAPER_PIXELS
-                urls = [data_url(image, pixels) for image in item.images]
-                text = paper_prompt(item.question, first, second, options.thinking)
-            else:
-                urls = [data_url(image) for image in item.images]
-                text = render_critic_prompt(item.template, item.question, first, second)
-            completions = await client.chat(urls, text, temperature=options.temperature, seed=options.seed,
-                                            system=PAPER_SYSTEM if paper else None)
-            return completions[0]
+    def record(job, completion: str) -> dict:
+        item, presented = job
+        verdict = paper_verdict(completion) if paper else parse_verdict(completion)
+        expected = expected_verdict(item.label, presented)
+        return {"id": item.id, "label": item.label, "presented": list(presented), "expected": expected,
+                "verdict": verdict, "correct": verdict == expected, **item.extra, "completion": completion}
 
-        def on_done(job, completion: str | None, failure: RequestFailed | None) -> None:
-            item, presented = job
-            if failure is not None:
-                failures.append(f"{item.id}: {failure}")
-            else:
-                verdict = paper_verdict(completion) if paper else parse_verdict(completion)
-                expected = expected_verdict(item.label, presented)
-                log.append({"id": item.id, "label": item.label, "presented": list(presented), "expected": expected,
-                            "verdict": verdict, "correct": verdict == expected, **item.extra,
-                            "completion": completion})
-            if progress is not None:
-                progress.advance(task)
-                describe()
-
-        describe()
-        try:
-            await run_bounded(jobs(), judge, window=2 * options.concurrency, on_done=on_done)
-        finally:
-            log.close()
-
-    if failures and not log.records:
-        raise UserError(f"every request failed ({len(failures)}); first: {failures[0]}")
-    summary = {
+    spec = RunSpec(name="eval", unit="request", log_name="results.jsonl",
+                   valid=lambda r: _is_result(r, options.benchmark), key=lambda r: (r["id"], tuple(r["presented"])),
+                   jobs=jobs, total=total * (2 if options.both_orders else 1), work=judge, record=record,
+                   job_id=lambda job: job[0].id, accuracy=_accuracy, window=2 * options.concurrency)
+    finished = await run_jobs(options, spec, progress)
+    return write_summary(options, finished, {
         "benchmark": options.benchmark,
         "model": options.model,
         "protocol": options.protocol,
         "thinking": options.thinking,
-        **score(log.records, options.benchmark),
-        "failed": len(failures),
-        "first_failure": failures[0] if failures else None,
+        **score(finished.records, options.benchmark),
         "skipped": dict(skipped),
-        "set_aside": log.set_aside,
-        "seconds": round(time.monotonic() - started, 1),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-    }
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    })
 
 
 def summary_table(summary: dict):
