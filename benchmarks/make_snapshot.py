@@ -44,11 +44,17 @@ def _paragraph(rng: random.Random, low: int, high: int) -> str:
     return " ".join(_CORPUS[start : start + n])
 
 
-def image_pool(size: int, seed: int = 0) -> list[bytes]:
+IMAGE_SIZES = {  # --image-size: "realistic" is VLFeedback's ~50 KB JPEGs, "small" text-heavy rows (~1-2 KB)
+    "realistic": [(640, 480), (800, 600), (512, 512), (480, 640), (400, 300)],
+    "small": [(64, 48), (80, 60), (48, 48), (48, 64), (40, 30)],
+}
+
+
+def image_pool(size: int, seed: int = 0, image_size: str = "realistic") -> list[bytes]:
     rng = random.Random(seed)
     pool = []
     for _ in range(size):
-        w, h = rng.choice([(640, 480), (800, 600), (512, 512), (480, 640), (400, 300)])
+        w, h = rng.choice(IMAGE_SIZES[image_size])
         image = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
         draw = ImageDraw.Draw(image)
         for _ in range(rng.randint(10, 40)):
@@ -87,8 +93,9 @@ def make_row(rng: random.Random, index: int, pool: list[bytes]) -> dict:
     }
 
 
-def write_snapshot(out: Path, rows: int, seed: int = 0, pool_size: int = 256, layout: str = "parquet") -> None:
-    pool = image_pool(pool_size, seed)
+def write_snapshot(out: Path, rows: int, seed: int = 0, pool_size: int = 256, layout: str = "parquet",
+                   image_size: str = "realistic") -> None:
+    pool = image_pool(pool_size, seed, image_size)
     if layout == "jsonl":
         return write_jsonl_snapshot(out, rows, random.Random(seed), pool)
     shards = max(1, -(-rows // ROWS_PER_SHARD))
@@ -135,7 +142,8 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=("parquet", "jsonl"), default="parquet")
+    parser.add_argument("--image-size", choices=tuple(IMAGE_SIZES), default="realistic")
     args = parser.parse_args()
-    write_snapshot(args.out, args.rows, args.seed, layout=args.layout)
+    write_snapshot(args.out, args.rows, args.seed, layout=args.layout, image_size=args.image_size)
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"wrote {args.rows} rows, {size / 1e9:.2f} GB to {args.out}")

@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[40000, 160000])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/critic-bench"))
     parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--image-size", choices=("realistic", "small"), default="realistic",
+                        help="realistic: ~50 KB JPEGs as in VLFeedback; small: ~1-2 KB, where per-row cost dominates")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -128,10 +130,10 @@ def main() -> None:
 
     results = {}
     for rows in args.rows:
-        snapshot = args.workdir / f"vlfeedback-{rows}"
+        snapshot = args.workdir / f"vlfeedback-{rows}-{args.image_size}"
         if not (snapshot / "data").is_dir():
             print(f"generating {rows} rows into {snapshot} ...", flush=True)
-            write_snapshot(snapshot, rows)
+            write_snapshot(snapshot, rows, image_size=args.image_size)
         for stage in STAGES:
             out = args.workdir / f"out-{stage}-{rows}"
             wall, rss = measure(stage, snapshot, out, args.num_proc)

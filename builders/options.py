@@ -27,6 +27,9 @@ class BuildOptions:
     aspects: tuple[str, ...] = VLFEEDBACK_ASPECTS
     keep_ties: int | str = 0  # keep up to this many ties per source ("all": every one), labelled "tie"
     prompt_style: str = "critic-data"  # the critic prompt's body: see rl/prompts.py
+    # per source and split, drop the fewest pairs that keep the better response the longer one in
+    # half the pairs, to within `length_tolerance` (see pipeline._Decider)
+    balance_length: bool = False
     # split and output
     test_size: float = 0.02
     max_shard_bytes: int = 500 * 1024 * 1024
@@ -54,6 +57,8 @@ class BuildOptions:
             self.keep_ties = int(self.keep_ties)
         if self.keep_ties != "all" and not (isinstance(self.keep_ties, int) and self.keep_ties >= 0):
             raise ValueError(f"--keep-ties must be a count >= 0 or 'all', not {self.keep_ties!r}")
+        if not isinstance(self.balance_length, bool):  # "no" would switch it on
+            raise ValueError(f"--balance-length is on or off (True or False), not {self.balance_length!r}")
         if self.prompt_style not in PROMPT_STYLES:
             raise ValueError(f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, not {self.prompt_style!r}")
         for option, path in [("--out", self.out), *(("--input", p) for p in self.inputs.values()),
@@ -82,6 +87,17 @@ class BuildOptions:
     def ties_allowed(self, kept: int) -> bool:
         """Whether one more tied pair may be kept, `kept` being kept already."""
         return self.keep_ties == "all" or kept < self.keep_ties
+
+    @staticmethod
+    def length_tolerance(pairs: int) -> int:
+        """--balance-length: how far apart the pairs whose better response is the longer one and
+        those whose better response is the shorter one may be, `pairs` being their sum: √pairs
+        (rounded down), the gap `pairs` fair coin flips stay within about two times in three (one
+        standard deviation). The longer-better share is then 50% ± 50%/√pairs (±5% at 100 pairs,
+        ±1.6% at 1,000, ±0.5% at 10,000). A tolerance that is a fixed share of the pairs (2%)
+        would leave 51% at any size, but drop ~12% of the pairs of a source of 800 pairs that
+        has no length bias at all, for its chance ups and downs (√n: ~3%; see _Decider)."""
+        return math.isqrt(pairs)
 
     def to_manifest(self) -> dict:
         """The resolved options, JSON-ready (paths as strings)."""

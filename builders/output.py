@@ -3,7 +3,8 @@
 A build never destroys what is not its own. Before any input is read, `--out` is checked:
 it must not overlap an input, must not be `/`, the home folder, the working directory or
 one of its parents, must not be a file or a symbolic link, and must be absent, empty, or
-(with `--overwrite`) a previous critic-data build holding nothing a build does not write.
+(with `--overwrite`) a previous critic-data build holding nothing a build does not write
+(BUILD_FILES, and the BUILD_FOLDERS holding only files of their kind).
 
 The build is written to a sibling staging folder, `.<name>.partial-<pid>` (a name too long
 to take the suffix is cut and given a hash of the whole: `.<cut>~<hash>.partial-<pid>`). At
@@ -32,7 +33,8 @@ from pathlib import Path
 
 from critic_data import UserError
 
-BUILD_FILES = ("README.md", "build.json", "rejects.jsonl")  # and data/ with the parquet shards
+BUILD_FILES = ("README.md", "build.json", "rejects.jsonl")
+BUILD_FOLDERS = {"data": ".parquet", "plots": ".png"}  # the shards, the card's charts: folder -> file suffix
 _NAME_MAX = 255  # bytes in a file name (Linux, macOS)
 _SUFFIX_MAX = len(".partial-") + 10  # what a sibling's name adds to `.<name>`: a pid has at most 10 digits
 _PID_MAX = 1 << 22  # Linux's PID_MAX_LIMIT: a larger number names no process
@@ -113,9 +115,12 @@ def _not_written_by_a_build(out: Path) -> str | None:
     """What in `out` a critic-data build does not write, in words; None for a previous build."""
     data = out / "data"
     foreign = [p.name for p in out.iterdir() if p.is_symlink() or not (
-        p.is_file() and p.name in BUILD_FILES or p.is_dir() and p.name == "data")]
-    if data.is_dir() and not data.is_symlink():
-        foreign += [f"data/{p.name}" for p in data.iterdir() if p.is_symlink() or not p.is_file() or p.suffix != ".parquet"]
+        p.is_file() and p.name in BUILD_FILES or p.is_dir() and p.name in BUILD_FOLDERS)]
+    for name, suffix in BUILD_FOLDERS.items():
+        folder = out / name
+        if folder.is_dir() and not folder.is_symlink():
+            foreign += [f"{name}/{p.name}" for p in folder.iterdir()
+                        if p.is_symlink() or not p.is_file() or p.suffix != suffix]
     if foreign:
         listed = ", ".join(sorted(foreign)[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         return f"files a build does not write ({listed})"

@@ -97,6 +97,7 @@ class Candidate:
     tie: bool
     origin: str | None = None  # the dataset a re-judged pair comes from (counted per kept pair)
     content: tuple[int, bytes | None] | None = None  # text key and image thumbnail (builds of several sources)
+    longer: int = 0  # 1: the better response has more characters than the worse, -1: fewer, 0: as many, or a tie
 
 
 @dataclass
@@ -174,8 +175,9 @@ def _prepare(items: Iterable[Example | Reject], options: BuildOptions,
             row_id = f"{item.source}-{_digest(item.source_id, pair.better, pair.worse)[:16]}"
             key = _digest(*digests, item.question, *sorted((pair.better, pair.worse)))
             content = (text_key(item.question, pair.better, pair.worse), image_key) if cross_source else None
+            longer = 0 if pair.tie else (len(pair.better) > len(pair.worse)) - (len(pair.better) < len(pair.worse))
             candidates.append(Candidate(item.source, key, split, _unit(options.seed, "order", row_id), pair.tie,
-                                        item.origin, content))
+                                        item.origin, content, longer))
             image_rows.append(index)
             ordered = []
             for first, second, answer in ((pair.better, pair.worse, "1"), (pair.worse, pair.better, "2")):
@@ -321,13 +323,34 @@ class SourceStats:
 
 
 class _Decider:
-    """The ordered, single-threaded decisions: ties kept, duplicates dropped, presented order.
+    """The ordered, single-threaded decisions: ties kept, duplicates dropped, length balance,
+    presented order.
 
     A duplicate is a pair whose exact key (image bytes, question, responses) was kept before,
     or, in a build of several sources, whose content (`duplicates.py`) an earlier source kept.
     Labels are balanced to within one row per (source, split) without a second pass: kept
     pairs are taken in couples in input order; the first of a couple is ordered by its keyed
     hash, the second gets the other label.
+
+    --balance-length, per (source, split), in input order. L and S count the kept pairs whose
+    better response has more / fewer characters than the worse one (equal lengths and ties are
+    neither, and always kept); T(n) = options.length_tolerance(n), which never decreases. Rule:
+    keep a pair unless it would make |L - S| > T(L + S). No rule deciding each pair as it comes
+    drops fewer:
+    - Such a rule must keep |L - S| <= T(L + S) after every pair, as the input may end there.
+    - Let F be any choice of pairs meeting that after every pair, and G this rule's choice; with
+      n = L + S and D = L - S of each, after every pair  n_G - n_F >= |D_G - D_F|  (*). It holds
+      at the start (0 >= 0), and a pair of sign s (+1 longer, -1 shorter) keeps it: kept by both
+      or by neither, nothing changes; kept by G alone, the left side grows by 1 and the right by
+      at most 1; kept by F alone, G refused it, so s*D_G = T(n_G + 1) (as |D_G| <= T(n_G) <=
+      T(n_G + 1) < |D_G + s|), while F took it, so s*D_F + 1 <= T(n_F + 1) <= T(n_G + 1) (n_F <=
+      n_G by (*)): s*D_F < s*D_G, and both sides of (*) shrink by 1.
+    - So n_G >= n_F at the end: G drops no more of these pairs than F, and neither drops others.
+    A rule that sees the whole input first needs to drop only the fewest d with
+    |L - S| - d <= T(L + S - d) (L, S of the input); this one can drop more: after a run of the
+    side that ends up the minority (the input may end during it), or where the tolerance grew
+    after a drop. With T = √n, a source without length bias loses few pairs to its chance ups
+    and downs (tests/test_balance_length.py measures both).
     """
 
     def __init__(self, options: BuildOptions):
@@ -335,6 +358,7 @@ class _Decider:
         self.seen: dict[str, str] = {}  # exact key -> source of the pair kept
         self.earlier_sources = CrossSourceIndex()
         self.pending_label: dict[tuple[str, str], str | None] = defaultdict(lambda: None)
+        self.lengths: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))  # kept (L, S)
 
     def answers(self, candidates: list[Candidate], stats: SourceStats) -> list[str | None]:
         """The labels of a chunk's candidates, in order (None: dropped by a rule, counted in `stats`)."""
@@ -356,6 +380,15 @@ class _Decider:
             stats.duplicates += 1
             stats.duplicates_of[kept_copy] += 1
             return None
+        if self.options.balance_length and candidate.longer:
+            # before the pair is marked seen: a later copy of a pair dropped here is not a duplicate
+            slot = (candidate.source, candidate.split)
+            longer, shorter = self.lengths[slot]
+            longer, shorter = longer + (candidate.longer > 0), shorter + (candidate.longer < 0)
+            if abs(longer - shorter) > self.options.length_tolerance(longer + shorter):
+                stats.filtered["length_balance"] += 1
+                return None
+            self.lengths[slot] = longer, shorter
         self.seen[candidate.key] = candidate.source
         if candidate.content is not None:
             text, image = candidate.content
@@ -440,9 +473,12 @@ def build(options: BuildOptions, num_proc: int = 1, progress=None, argv: list[st
         manifest["command"] = argv
         # allow_nan=False: build.json stays valid JSON, whatever slipped past the options' checks
         (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-        from critic_data.cards import render_dataset_card
+        from critic_data.cards import PLOTS, card_figures, render_dataset_card
 
-        (staging / "README.md").write_text(render_dataset_card(manifest))
+        # the card's figures and charts, counted from the data files just written
+        statistics, plots = card_figures(staging, manifest, staging / PLOTS)
+        card = render_dataset_card(manifest, statistics=statistics, plots=plots)
+        (staging / "README.md").write_text(card, encoding="utf-8")
     return manifest
 
 

@@ -1,13 +1,16 @@
-"""Dataset cards, rendered from a build's manifest (build.json): no hand-written numbers.
+"""Dataset cards, rendered from a build's manifest (build.json) and the figures counted from its
+data files (`statistics.card_statistics`): no hand-written numbers.
 
 The template ships as package data (`templates/dataset_card.md`); metadata goes through
-huggingface_hub's card classes so it follows the Hub's rules.
+huggingface_hub's card classes so it follows the Hub's rules. The card's charts are PNG files
+in `plots/` beside it, linked by relative paths, so the Hub page shows them from the repo.
 """
 
 from __future__ import annotations
 
 import shlex
 from importlib.resources import files
+from pathlib import Path
 
 import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
@@ -45,8 +48,47 @@ def build_license(source_names) -> str:
     return max(licenses, key=lambda lic: _LICENSE_ORDER.index(lic) if lic in _LICENSE_ORDER else len(_LICENSE_ORDER))
 
 
-def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
-    """The README.md of a built dataset folder; `repo_id` fills the loading snippet."""
+PLOTS = "plots"  # the folder of the card's charts, beside README.md
+
+
+def card_figures(folder: Path, manifest: dict, plots: Path) -> tuple[dict, list[str]]:
+    """The figures the card of the dataset `folder` shows, counted from its data files, and the
+    names of their charts, written into `plots` (same data, same PNG bytes). `build` writes them
+    into its output, `push` renders them again from the shards it checked."""
+    from critic_data.cards.statistics import card_statistics, write_dataset_plots
+
+    statistics = card_statistics(folder, manifest)
+    # one fixed title, not the folder's name: the charts do not depend on where the build lies
+    return statistics, [path.name for path in write_dataset_plots([("this dataset", statistics)], plots)]
+
+
+def _contents(manifest: dict, statistics: dict | None) -> list[dict]:
+    """Rows, labels and ties per source and split: the data files' count when there are
+    statistics, else build.json's (the same numbers: tests/test_inspect.py checks it)."""
+    if statistics:
+        return statistics["rows"]
+    return [{"source": name, "split": split, "rows": sum(labels.values()), "answer_1": labels.get("1", 0),
+             "answer_2": labels.get("2", 0), "ties": labels.get("tie", 0)}
+            for name, stats in manifest["sources"].items() for split, labels in stats["label_balance"].items()
+            if sum(labels.values())]
+
+
+def _margin_rows(statistics: dict | None) -> list[tuple[str, list[int]]]:
+    """The margin histogram as table rows: (bin, pairs per scored source), empty bins left out."""
+    from critic_data.cards.statistics import bin_labels
+
+    margins = (statistics or {}).get("margins") or {"edges": [], "counts": {}}
+    if not margins["counts"]:
+        return []
+    rows = zip(bin_labels(margins["edges"]), zip(*margins["counts"].values()))
+    return [(label, list(counts)) for label, counts in rows if any(counts)]
+
+
+def render_dataset_card(manifest: dict, repo_id: str | None = None, statistics: dict | None = None,
+                        plots: list[str] = ()) -> str:
+    """The README.md of a built dataset folder; `repo_id` fills the loading snippet. With
+    `statistics` and `plots` (what `card_figures` gives) the card shows the data's figures and
+    embeds the charts, which must lie in `plots/` beside it."""
     names = list(manifest["sources"])
     splits = {name: split for name, split in manifest["splits"].items() if split["rows"]}  # empty: no files
     total = sum(split["rows"] for split in splits.values())
@@ -84,6 +126,11 @@ def render_dataset_card(manifest: dict, repo_id: str | None = None) -> str:
         repo_id=repo_id or "OWNER/NAME",
         specs=[SOURCES[name] for name in names],
         total=total,
+        contents=_contents(manifest, statistics),
+        split_rows={name: split["rows"] for name, split in splits.items()},
+        statistics=statistics,
+        margin_rows=_margin_rows(statistics),
+        plots={name: f"{PLOTS}/{name}" for name in plots},
         # Quoted so that it can be pasted back into a shell (e.g. --aspects "Visual Faithfulness").
         command=shlex.join(manifest["command"]) if manifest.get("command") else None,
         # each entry once: LLaVA-Critic is also the citation of the llava_critic source

@@ -18,6 +18,8 @@ The figures (`dataset_statistics`):
   reason from rejects.jsonl when the folder has it);
 - image sizes and images per row.
 The `--format easyr1` layout has no responses and no margin: those figures are None there.
+`card_statistics` is the part the dataset card shows (rows and labels, margins, length bias):
+`build` counts it from the shards it wrote, `push` from the shards it checked.
 
 This module knows files and the manifest only (no builders/ or rl/ import): a caller hands it
 a local folder (a Hub dataset is downloaded first).
@@ -26,6 +28,8 @@ a local folder (a Hub dataset is downloaded first).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -198,27 +202,42 @@ def dataset_statistics(folder: Path, manifest: dict | None = None) -> dict:
     that does not read is one line naming the folder."""
     folder = Path(folder)
     manifest = manifest if manifest is not None else read_manifest(folder)
+    with _reading(folder):
+        files = split_files(folder, manifest)
+        trl = manifest.get("format", "trl") == "trl"
+        return {"folder": str(folder), **_text_figures(manifest, files), "duplicates": duplicates(manifest),
+                "rejects": rejects(folder, manifest),
+                "images": image_statistics([p for paths in files.values() for p in paths], "images" if trl else "image")}
+
+
+def card_statistics(folder: Path, manifest: dict) -> dict:
+    """The figures a dataset card shows (rows and labels per source and split, margins, length
+    bias), from the shards' text columns alone: no image byte and no rejects.jsonl is read (a
+    push reads no file of the folder but build.json and the shards it checked), and nothing in
+    them depends on where the folder is (the card of a build is the same wherever it lies)."""
+    with _reading(Path(folder)):
+        return _text_figures(manifest, split_files(Path(folder), manifest))
+
+
+@contextmanager
+def _reading(folder: Path) -> Iterator[None]:
     try:
-        return _statistics(folder, manifest, split_files(folder, manifest))
+        yield
     except (pa.ArrowException, pl.exceptions.PolarsError, OSError) as error:
         raise UserError(f"a data file of {folder} does not read ({type(error).__name__}: "
                         f"{' '.join(str(error).split())[:160]}); download or rebuild the dataset") from None
 
 
-def _statistics(folder: Path, manifest: dict, files: dict[str, list[Path]]) -> dict:
+def _text_figures(manifest: dict, files: dict[str, list[Path]]) -> dict:
     trl = manifest.get("format", "trl") == "trl"
     sources, splits = list(manifest["sources"]), list(manifest["splits"])
     columns = ["source", "answer"] + (["margin", "response_1", "response_2"] if trl else [])
     frame = scan_text(files, columns)
     statistics = {
-        "folder": str(folder),
         "format": manifest.get("format", "trl"),
         "rows": rows_and_labels(frame, sources, splits),
         "margins": None,
         "length_bias": None,
-        "duplicates": duplicates(manifest),
-        "rejects": rejects(folder, manifest),
-        "images": image_statistics([p for paths in files.values() for p in paths], "images" if trl else "image"),
     }
     if trl:
         # One pass over the responses: their lengths, then every figure from this narrow frame.

@@ -80,6 +80,7 @@ def build(
     aspects: Annotated[list[str], typer.Option(help="VLFeedback rating aspects averaged into a score (repeatable or comma-separated).")] = ["Helpfulness", "Ethical Considerations", "Visual Faithfulness"],  # noqa: B006
     keep_ties: Annotated[str, typer.Option(help="Keep up to N tied pairs per source, or all of them, labelled 'tie' (default 0: drop ties).")] = "0",
     prompt_style: Annotated[str, typer.Option(help="Critic prompt body: critic-data (ours) or llava-critic (LLaVA-Critic's pairwise judge template, the official RL set's); both end in the official think/boxed instruction.")] = "critic-data",
+    balance_length: Annotated[bool, typer.Option(help="Per source and split, drop the fewest pairs (each decided in input order) so that the pairs whose better response is the longer one (more characters) and those whose better response is the shorter one differ by at most √n, n being their sum (the longer-better share is 50% ± 50%/√n: as even as n fair coin flips come out two times in three; equal lengths count as neither). Dropped pairs are counted as pairs_filtered.length_balance.")] = False,
     test_size: Annotated[float, typer.Option(help="Fraction of (image, question) groups in the test split.")] = 0.02,
     max_shard_size: Annotated[str, typer.Option(help="Roll over to a new parquet shard past this size.")] = "500MB",
     max_image_pixels: Annotated[int, typer.Option(help="Reject images with more pixels than this.")] = 89_478_485,
@@ -112,6 +113,7 @@ def build(
             aspects=tuple(_split_names(aspects)),
             keep_ties=keep_ties,
             prompt_style=prompt_style,
+            balance_length=balance_length,
             test_size=test_size,
             max_shard_bytes=_parse_size(max_shard_size),
             max_image_pixels=max_image_pixels,

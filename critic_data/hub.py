@@ -2,8 +2,9 @@
 
 This module owns what a push sends and the rules that keep it safe:
 - What: a folder is told apart by its content. A critic-data build (build.json +
-  data/*.parquet) goes to a dataset repo as its data shards, build.json and a README.md card
-  re-rendered from build.json with the real repo id (rejects.jsonl only when asked). A
+  data/*.parquet) goes to a dataset repo as its data shards, build.json, and a README.md card
+  with its charts (plots/*.png) rendered again for the push: from build.json, with the real
+  repo id, and from the figures of the shards just checked (rejects.jsonl only when asked). A
   trained checkpoint (config.json + weights) goes to a model repo as it is, model card
   included, minus trainer leftovers.
 - How: one commit (`HfApi.create_commit`), so a failure at any point publishes nothing. Files
@@ -36,6 +37,7 @@ import json
 import logging
 import re
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePath
@@ -75,7 +77,7 @@ class Kind:
     replaces: tuple[str, ...]  # remote files a push owns: deleted when the folder no longer has them
 
 
-DATASET = Kind("dataset", "dataset", payload=("data/*",), replaces=("data/*", "rejects.jsonl"))
+DATASET = Kind("dataset", "dataset", payload=("data/*",), replaces=("data/*", "plots/*", "rejects.jsonl"))
 MODEL = Kind("checkpoint", "model",
              payload=("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json"),
              replaces=("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json"))
@@ -188,9 +190,11 @@ def _whole(value, what: str) -> None:
         raise ValueError(f"{what} is {value!r}, not a whole number")
 
 
-def _read_manifest(folder: Path, repo_id: str) -> tuple[dict, str]:
-    """build.json, once the values push compares (files, counts, hashes) have their types, and
-    the card rendered from it for `repo_id`; an edited or foreign build.json ends in one line."""
+def _read_manifest(folder: Path, repo_id: str) -> dict:
+    """build.json, once the values push compares (files, counts, hashes) have their types and
+    the card renders from it for `repo_id` (tried here, without the data's figures, so that a
+    build.json the card cannot use stops before the shards are read); an edited or foreign
+    build.json ends in one line."""
     from critic_data.builders import SOURCES
     from critic_data.cards import render_dataset_card
     from critic_data.schemas import FORMATS
@@ -216,12 +220,12 @@ def _read_manifest(folder: Path, repo_id: str) -> tuple[dict, str]:
             if hashes is not None and not (isinstance(hashes, dict) and all(
                     isinstance(digest, str) and _XXH3_128.fullmatch(digest) for digest in hashes.values())):
                 raise ValueError(f"splits.{name}.xxh3_128 is not a map of paths to xxh3_128 hex digests")
-        card = render_dataset_card(manifest, repo_id=repo_id)
+        render_dataset_card(manifest, repo_id=repo_id)
     except KeyError as error:
         _not_a_manifest(folder, f"{error.args[0]!r} is missing")
     except Exception as error:  # noqa: BLE001 - an edited build.json can break the card anywhere
         _not_a_manifest(folder, str(error) or type(error).__name__)
-    return manifest, card
+    return manifest
 
 
 def _not_a_manifest(folder: Path, reason: str) -> NoReturn:
@@ -230,10 +234,11 @@ def _not_a_manifest(folder: Path, reason: str) -> NoReturn:
 
 def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
     from critic_data.builders.writer import file_xxh3_128
+    from critic_data.cards import PLOTS, card_figures, render_dataset_card
     from critic_data.schemas import FORMATS
 
     folder = plan.folder
-    manifest, card = _read_manifest(folder, plan.repo_id)
+    manifest = _read_manifest(folder, plan.repo_id)
     splits = {name: (split["files"], split["rows"], split["bytes"]) for name, split in manifest["splits"].items()}
     counts = {name: source["counts"] for name, source in manifest["sources"].items()}
     features = FORMATS[manifest["format"]][0]
@@ -272,17 +277,41 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
         if file_xxh3_128(folder / path) != digest:
             raise UserError(f"{path} is not the file this build wrote (content hash differs); rebuild or restore it")
 
+    # The card and its charts are rendered again from the shards just checked (as README.md is
+    # for the repo id), not taken from plots/: what the Hub shows is always the figures of the
+    # data it serves, and a chart of the folder that was changed or lost cannot be published.
+    with tempfile.TemporaryDirectory(prefix="critic-data-plots-") as scratch:
+        statistics, plots = card_figures(folder, manifest, Path(scratch))
+        charts = {f"{PLOTS}/{name}": (Path(scratch) / name).read_bytes() for name in plots}
+    _check_label_balance(folder, manifest, statistics)
     plan.files = {path: folder / path for path in listed}
     plan.files["build.json"] = folder / "build.json"
-    plan.files["README.md"] = card.encode("utf-8")
+    plan.files["README.md"] = render_dataset_card(manifest, plan.repo_id, statistics, plots).encode("utf-8")
+    plan.files.update(charts)
     if include_rejects and ((folder / "rejects.jsonl").exists() or (folder / "rejects.jsonl").is_symlink()):
         plan.files["rejects.jsonl"] = _file_inside(folder, "rejects.jsonl", "--include-rejects")
     # Listed as left out: what the folder holds beside the build (data/ can only hold junk by
-    # now). README.md is not: the card rendered for the repo replaces it.
-    entries = [p.name + "/" * p.is_dir() for p in folder.iterdir() if p.name != "data"] + _files(folder / "data", folder)
+    # now). README.md and the charts are not: those rendered for the repo replace them.
+    entries = [p.name + "/" * p.is_dir() for p in folder.iterdir()
+               if p.name != "data" and not (p.name == PLOTS and p.is_dir())]
+    entries += _files(folder / "data", folder) + _files(folder / PLOTS, folder)
     plan.left_out = sorted(path for path in entries if path not in plan.files and path != "README.md")
     rows = {name: rows for name, (_, rows, _) in splits.items()}
     plan.summary = f"{sum(rows.values())} rows (" + ", ".join(f"{n} {r}" for n, r in rows.items()) + ")"
+
+
+def _check_label_balance(folder: Path, manifest: dict, statistics: dict) -> None:
+    """build.json's label balance per source and split must be the shards' count (the card
+    shows the shards' count; build.json is published beside it)."""
+    held = {(row["source"], row["split"]): {label: n for label, n in (("1", row["answer_1"]), ("2", row["answer_2"]),
+                                                                    ("tie", row["ties"])) if n}
+            for row in statistics["rows"]}
+    said = {(name, split): {label: n for label, n in labels.items() if n}
+            for name, source in manifest["sources"].items() for split, labels in source["label_balance"].items()}
+    for key in dict.fromkeys([*said, *held]):
+        if said.get(key, {}) != held.get(key, {}):
+            _mismatch(folder, f"its label balance of {key[0]} {key[1]} is {said.get(key, {})}, its shards hold "
+                              f"{held.get(key, {})}")
 
 
 def _mismatch(folder: Path, problem: str) -> NoReturn:

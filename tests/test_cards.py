@@ -1,6 +1,8 @@
 """The dataset card: Hub metadata read back by huggingface_hub's and datasets' own parsers, and a
 body that reports the build (counts, rejects, balance, exact command, options, snippets,
-citations) from build.json. The card of a push, rendered with the repo id, is in test_push.py.
+citations) from build.json, and the figures of its data files (source mix, label balance, length
+bias, margins) with their charts, the same bytes on every build. The card of a push, rendered
+with the repo id, is in test_push.py.
 """
 
 from __future__ import annotations
@@ -83,9 +85,10 @@ def test_body_reports_the_build(cli_build):
         c = stats["counts"]
         assert (f"| {name} | {c['rows_read']} | {c['rows_used']} | {c['rows_rejected']} | {c['pairs_formed']} | "
                 f"{sum(c['pairs_filtered'].values())} | {c['duplicates_dropped']} | {c['pairs_kept']} |") in text
-        for split, labels in stats["label_balance"].items():
+        for split, labels in stats["label_balance"].items():  # the build's count: the data files' too
             if sum(labels.values()):
-                assert (f"| {name} | {split} | {sum(labels.values())} | {labels.get('1', 0)} | "
+                share = 100 * sum(labels.values()) / manifest["splits"][split]["rows"]
+                assert (f"| {name} | {split} | {sum(labels.values())} | {share:.1f}% | {labels.get('1', 0)} | "
                         f"{labels.get('2', 0)} |") in text
         assert stats["rejects_by_reason"]  # the snapshots plant faults in both sources
         for reason, n in stats["rejects_by_reason"].items():
@@ -131,3 +134,88 @@ def test_a_python_build_without_rejects_is_reported_as_such(built_dataset):
 ])
 def test_build_license_is_the_most_restrictive(names, expected):
     assert build_license(names) == expected
+
+
+# --- the data's figures and charts (issue 13) ------------------------------------------------------
+
+IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_the_card_shows_the_figures_of_the_data_files_and_embeds_their_charts(cli_build, tmp_path):
+    from critic_data.cards.statistics import dataset_statistics, write_dataset_plots
+
+    out, _ = cli_build
+    manifest = manifest_of(out)
+    text = (out / "README.md").read_text(encoding="utf-8")
+    stats = dataset_statistics(out)  # what `critic-data inspect` counts, computed here on its own
+
+    # source mix and label balance per source and split
+    assert {r["source"] for r in stats["rows"]} == {"vlfeedback", "rlhf_v"}
+    for r in stats["rows"]:
+        share = 100 * r["rows"] / manifest["splits"][r["split"]]["rows"]
+        assert f"| {r['source']} | {r['split']} | {r['rows']} | {share:.1f}% | {r['answer_1']} | {r['answer_2']} |" in text
+    # length bias per source
+    for r in stats["length_bias"]:
+        p10, *_, p90 = r["quantiles"]
+        assert (f"| {r['source']} | {r['pairs']} | {r['better_longer']} | {r['worse_longer']} | "
+                f"{100 * r['better_longer_share']:.1f}% | {r['median_ratio']:.2f} | {p10:.2f}–{p90:.2f} |") in text
+    # the margin histogram of the scored source (RLHF-V has no scores: no column)
+    counts = stats["margins"]["counts"]
+    assert list(counts) == ["vlfeedback"] and sum(counts["vlfeedback"]) > 0
+    assert "| margin | vlfeedback |" in text
+    edges = stats["margins"]["edges"]
+    for i, count in enumerate(counts["vlfeedback"]):
+        label = f"{edges[i]:g}-{edges[i + 1]:g}" if i + 1 < len(edges) else f"≥{edges[-1]:g}"
+        assert (f"| {label} | {count} |" in text) == (count > 0)
+
+    # The charts are embedded by relative links to PNG files beside the card, and they are the
+    # charts of these figures: drawn again from inspect's statistics, they are the same bytes.
+    links = IMAGE_LINK.findall(text)
+    assert links == ["plots/label_balance.png", "plots/length_ratio.png", "plots/margins.png"]
+    assert sorted(f"plots/{p.name}" for p in (out / "plots").iterdir()) == sorted(links)
+    redrawn = write_dataset_plots([("this dataset", stats)], tmp_path / "redrawn")
+    for link in links:
+        assert (out / link).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert (out / link).read_bytes() == (tmp_path / "redrawn" / Path(link).name).read_bytes(), link
+    assert len(redrawn) == len(links)
+
+
+def test_two_builds_of_the_same_input_give_the_same_card_and_charts(tmp_path):
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build
+
+    write_vlfeedback_jsonl(tmp_path / "vlf", n=40, seed=4)
+    out = tmp_path / "out"
+    options = dict(out=out, inputs={"vlfeedback": tmp_path / "vlf"}, test_size=0.25, overwrite=True)
+    first = build(BuildOptions(**options))
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    second = build(BuildOptions(**options), num_proc=2)  # the build it replaces has plots/: still its own
+    after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert {Path("README.md"), Path("plots/label_balance.png"), Path("plots/margins.png")} <= set(before)
+    assert set(after) == set(before)
+    for path in before:
+        if path.name != "build.json":
+            assert after[path] == before[path], path
+    # build.json differs in the timings only, and the card renders none of them
+    assert first["timings"] != second["timings"]
+    assert {**first, "timings": None} == {**second, "timings": None}
+    assert "seconds" not in before[Path("README.md")].decode()
+
+
+def test_an_easyr1_card_shows_what_its_layout_holds(tmp_path):
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build
+
+    write_vlfeedback_jsonl(tmp_path / "vlf", n=24, seed=1)
+    build(BuildOptions(out=tmp_path / "out", inputs={"vlfeedback": tmp_path / "vlf"}, format="easyr1", test_size=0.0))
+    text = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert IMAGE_LINK.findall(text) == ["plots/label_balance.png"]
+    assert [p.name for p in (tmp_path / "out" / "plots").iterdir()] == ["label_balance.png"]
+    assert "Length bias and score margins are not shown" in text and "### Length bias" not in text
+    assert "response_1" not in text
+
+
+def test_a_card_rendered_without_figures_has_no_statistics_section(built_dataset):
+    text = render_dataset_card(manifest_of(built_dataset))
+    assert "## Statistics" not in text and not IMAGE_LINK.findall(text)
+    assert "(counted from the data files)" not in text

@@ -2,7 +2,8 @@
 subprocesses with HF_ENDPOINT pointing at the local Hub of tests/hub_server.py.
 
 Covered: create + upload in one commit + load back identically (Image column included), no-op
-re-push, refusal to replace a different dataset, a new --revision branch, --create-pr, --force
+re-push, the card's charts in the repo where its links point (drawn from the pushed shards),
+refusal to replace a different dataset, a new --revision branch, --create-pr, --force
 replacing stale shards, transient failures retried, permanent failures stopping at once, a Hub
 that is down, a failed commit publishing nothing, the token never leaking, and checkpoints.
 Then what a push verifies before sending anything (links, FIFOs, shards that are not the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -130,7 +132,7 @@ def test_push_publishes_one_commit_that_loads_back_identically(built_dataset, hu
 
     manifest = json.loads((built_dataset / "build.json").read_text())
     shards = {f for split in manifest["splits"].values() for f in split["files"]}
-    assert files_at(hub) == {".gitattributes", "README.md", "build.json", *shards}  # no rejects.jsonl
+    assert files_at(hub) == {".gitattributes", "README.md", "build.json", *shards, *PLOTS}  # no rejects.jsonl
     assert len(history(hub)) == 2  # the repo's initial commit + exactly one push commit
     assert hits(hub, "POST", "/commit/main") == 1
     card = hub.read(hub.repo("dataset", REPO).resolve("main").files["README.md"]).decode()
@@ -148,6 +150,48 @@ def test_push_publishes_one_commit_that_loads_back_identically(built_dataset, hu
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert WRITE_TOKEN.encode() not in path.read_bytes(), path
+
+
+PLOTS = {"plots/label_balance.png", "plots/length_ratio.png", "plots/margins.png"}
+
+
+def _image_links(card: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", card)
+
+
+def test_the_hub_page_shows_the_charts_of_the_data_it_serves(built_dataset, hub, env, tmp_path):
+    """The card's charts are in the repo where its relative links point, drawn from the pushed
+    shards: a chart changed, lost or linked out of the folder is not what gets published."""
+    folder = shutil.copytree(built_dataset, tmp_path / "work" / "dataset")
+    (folder / "plots" / "label_balance.png").write_bytes(b"\x89PNG\r\n\x1a\nnot the build's chart")
+    (folder / "plots" / "margins.png").unlink()
+    (folder / "plots" / "length_ratio.png").unlink()
+    (folder / "plots" / "length_ratio.png").symlink_to(_secret(folder))
+    result = cli(env, folder, "--repo-id", REPO)
+    assert result.returncode == 0, result.stderr
+
+    published = hub.repo("dataset", REPO).resolve("main").files
+    card = hub.read(published["README.md"]).decode()
+    links = _image_links(card)
+    assert sorted(links) == sorted(PLOTS) and PLOTS <= set(published)
+    for link in links:  # each link resolves to a file of the repo: the chart the build drew
+        assert hub.read(published[link]) == (built_dataset / link).read_bytes(), link
+    assert b"hf_SECRET" not in b"".join(hub.read(published[path]) for path in published)
+    # the figures on the card are the shards' (a local card links the same files)
+    assert _image_links((built_dataset / "README.md").read_text(encoding="utf-8")) == links
+
+    # A build with fewer charts (--format easyr1 has no margins, no responses) replaces them all.
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build
+    from tests.snapshots import write_vlfeedback_jsonl
+
+    write_vlfeedback_jsonl(tmp_path / "snapshot", n=30, seed=4)
+    build(BuildOptions(out=tmp_path / "easyr1", inputs={"vlfeedback": tmp_path / "snapshot"}, format="easyr1"))
+    forced = cli(env, tmp_path / "easyr1", "--repo-id", REPO, "--force")
+    assert forced.returncode == 0, forced.stderr
+    published = hub.repo("dataset", REPO).resolve("main").files
+    assert {path for path in published if path.startswith("plots/")} == {"plots/label_balance.png"}
+    assert _image_links(hub.read(published["README.md"]).decode()) == ["plots/label_balance.png"]
 
 
 def test_pushing_the_same_dataset_again_changes_nothing(built_dataset, hub, env):
@@ -247,7 +291,7 @@ def test_dry_run_lists_files_and_destination_and_sends_nothing(built_dataset, hu
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stderr.split())
     assert f"{hub.url}/datasets/{REPO}" in out and "v3" in out
-    for name in ("README.md", "build.json", "data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet"):
+    for name in ("README.md", "build.json", "data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet", *PLOTS):
         assert name in out
     assert "not uploaded: rejects.jsonl" in out
     assert hub.requests == []
@@ -387,6 +431,10 @@ DAMAGE = {
     "a content hash of a file not listed": (
         lambda f: _edit_manifest(f, lambda m: m["splits"]["test"]["xxh3_128"].update({"data/test-x.parquet": "0" * 32})),
         "data/test-x.parquet"),
+    "label balance edited": (
+        lambda f: _edit_manifest(f, lambda m: m["sources"]["vlfeedback"]["label_balance"]["train"].update(
+            {"1": m["sources"]["vlfeedback"]["label_balance"]["train"]["1"] + 1,
+             "2": m["sources"]["vlfeedback"]["label_balance"]["train"]["2"] - 1})), "label balance of vlfeedback train"),
     "stray parquet in data/": (
         lambda f: shutil.copy(f / "data" / "test-00000-of-00001.parquet", f / "data" / "test-00001-of-00001.parquet"),
         "data/test-00001-of-00001.parquet"),

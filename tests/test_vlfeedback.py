@@ -184,7 +184,7 @@ def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tm
     for path in sorted((tmp_path / "pq" / "data").iterdir()):
         assert path.read_bytes() == (tmp_path / "pq2" / "data" / path.name).read_bytes()
     # the tables the workers handed over through files are all gone
-    assert sorted(p.name for p in (tmp_path / "pq2").iterdir()) == ["README.md", "build.json", "data", "rejects.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "pq2").iterdir()) == ["README.md", "build.json", "data", "plots", "rejects.jsonl"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pq", "pq2"]
 
 
@@ -277,6 +277,33 @@ def test_overwrite_replaces_a_previous_build_whole(jsonl_snapshot, tmp_path):
         name for split in manifest["splits"].values() for name in split["files"])
     assert json.loads((out / "build.json").read_text()) == manifest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging, set-aside or lock file left
+
+
+def _link_in_plots(out: Path) -> None:
+    (out.parent / "elsewhere.png").write_bytes(b"mine")
+    (out / "plots" / "mine.png").symlink_to(out.parent / "elsewhere.png")
+
+
+@pytest.mark.parametrize("change, refused", [
+    (lambda out: None, None),
+    (lambda out: (out / "plots" / "notes.txt").write_text("mine"), "plots/notes.txt"),
+    (lambda out: (out / "plots" / "drafts").mkdir(), "plots/drafts"),
+    (_link_in_plots, "plots/mine.png"),
+], ids=["only its charts", "a text file", "a folder", "a link"])
+def test_overwrite_takes_a_previous_builds_charts_for_its_own_and_nothing_more(change, refused, jsonl_snapshot, tmp_path):
+    from critic_data import UserError
+
+    out = tmp_path / "o"
+    _build(jsonl_snapshot[0], out, seed=1)
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["label_balance.png", "length_ratio.png", "margins.png"]
+    change(out)
+    before = sorted((str(p.relative_to(out)), p.is_symlink() or p.is_dir() or p.read_bytes()) for p in out.rglob("*"))
+    if refused is None:
+        assert build(BuildOptions(out=out, inputs={"vlfeedback": jsonl_snapshot[0]}, overwrite=True))["seed"] == 0
+        return
+    with pytest.raises(UserError, match=f"--overwrite replaces only a previous critic-data build.*{refused}"):
+        build(BuildOptions(out=out, inputs={"vlfeedback": jsonl_snapshot[0]}, overwrite=True))
+    assert sorted((str(p.relative_to(out)), p.is_symlink() or p.is_dir() or p.read_bytes()) for p in out.rglob("*")) == before
 
 
 def test_a_shard_replaced_in_place_is_read_afresh(tmp_path):
