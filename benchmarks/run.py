@@ -85,7 +85,7 @@ def build(snapshot: Path, out: Path, num_proc: int) -> None:
     from critic_data.builders.options import BuildOptions
     from critic_data.builders.pipeline import build as run_build
 
-    run_build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}), num_proc=num_proc)
+    run_build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, num_proc=num_proc))
 
 
 STAGES = {"floor": floor, "datasets": datasets_map, "build": build}

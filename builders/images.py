@@ -18,95 +18,48 @@ Rows keep each image's original bytes. Two levels of check (`--image-check`):
 An animation's pixels are its frames' (frames x width x height): `max_pixels` bounds the
 work of decoding it as it bounds a still image's.
 
-Image files are read here too, bounded: only regular files (a FIFO would block the build, a
-link to /dev/zero never end), and never more than MAX_IMAGE_BYTES (an archive member's
-declared size is checked before inflating, and inflating stops past the cap should it lie).
+Zip archive members are read here, bounded like image files (`critic_data.files`): never more
+than MAX_IMAGE_BYTES (a member's declared size is checked before inflating, and inflating stops
+past the cap should it lie).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
-import stat
 import warnings
 import zipfile
-from pathlib import Path
 
 import simplejpeg
 from PIL import Image
 
+from critic_data import files
+from critic_data.builders.options import DEFAULT_MAX_PIXELS
+from critic_data.files import ImageFileError, over_cap
 from critic_data.schemas import RejectReason
 
-DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold
-IMAGE_CHECKS = ("structure", "decode")
 _JPEG_SOI = b"\xff\xd8\xff"  # start-of-image and the first marker's 0xFF, as PIL requires
 _JPEG_EOI = b"\xff\xd9"
 _JPEG_SOS = 0xDA
 _GIF_TRAILER = b";"
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]++")  # "<_io.BytesIO object at 0x7f...>": differs from run to run
-# No image a source ships comes near this (its photos are a few MB): past it a file is
-# rejected unread, so one huge or lying file cannot exhaust memory. Read at call time.
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
-
-
-class ImageFileError(Exception):
-    """An image file that was not read, with the reject's reason and detail."""
-
-    def __init__(self, reason: RejectReason, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
-def _over_cap(what: str) -> ImageFileError:
-    return ImageFileError(RejectReason.IMAGE_FILE_TOO_LARGE, f"{what} is over the image size cap of {MAX_IMAGE_BYTES} bytes")
-
-
-def read_image_file(path: Path) -> bytes:
-    """The bytes of the regular file at `path`, at most MAX_IMAGE_BYTES; else ImageFileError."""
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # follows links: a link to /dev/zero is a device
-            raise ImageFileError(RejectReason.IMAGE_MISSING, f"{path.name} is not a regular file")
-        # non-blocking: a file swapped for a FIFO since the check cannot hang the open
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except (OSError, ValueError) as error:  # missing, a link loop, a name too long, a NUL byte
-        raise ImageFileError(RejectReason.IMAGE_MISSING, f"cannot open {path.name!r}: {_why(error)}") from None
-    try:
-        with open(descriptor, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ImageFileError(RejectReason.IMAGE_MISSING, f"{path.name} is not a regular file")
-            if info.st_size > MAX_IMAGE_BYTES:
-                raise _over_cap(f"{path.name} ({info.st_size} bytes)")
-            data = handle.read(MAX_IMAGE_BYTES + 1)  # the file may have grown since
-    except OSError as error:
-        raise ImageFileError(RejectReason.IMAGE_UNDECODABLE, f"cannot read {path.name}: {_why(error)}") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise _over_cap(path.name)
-    return data
-
-
 def read_archive_member(archive: zipfile.ZipFile, name: str) -> bytes:
     """A zip member's bytes, at most MAX_IMAGE_BYTES: judged by its declared size before
     inflating, and inflated no further than the cap. A damaged member is an ImageFileError."""
     info = archive.getinfo(name)
-    if info.file_size > MAX_IMAGE_BYTES:
-        raise _over_cap(f"{name} ({info.file_size} bytes)")
+    if info.file_size > files.MAX_IMAGE_BYTES:
+        raise over_cap(f"{name} ({info.file_size} bytes)")
     try:
         with archive.open(info) as member:
-            data = member.read(MAX_IMAGE_BYTES + 1)
+            data = member.read(files.MAX_IMAGE_BYTES + 1)
     except MemoryError:
         raise  # the machine's limit, not the member's defect
     except Exception as error:  # zipfile raises what its parts do: BadZipFile, zlib.error, LZMAError, EOFError
         # (a declared size past the data), RuntimeError (encrypted), NotImplementedError (a compression method)
         raise ImageFileError(RejectReason.IMAGE_UNDECODABLE, f"cannot read {name} from the archive: {_detail(error)}") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise _over_cap(name)
+    if len(data) > files.MAX_IMAGE_BYTES:
+        raise over_cap(name)
     return data
-
-
-def _why(error: Exception) -> str:
-    return getattr(error, "strerror", None) or str(error)
 
 
 def _detail(error: Exception) -> str:
@@ -118,8 +71,8 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = 
     """None when `data` is a complete image within `max_pixels`; else the reason and a detail."""
     if not data:
         return RejectReason.IMAGE_MISSING, "empty image bytes"
-    if len(data) > MAX_IMAGE_BYTES:
-        return RejectReason.IMAGE_FILE_TOO_LARGE, _over_cap(f"an image of {len(data)} bytes").detail
+    if len(data) > files.MAX_IMAGE_BYTES:
+        return RejectReason.IMAGE_FILE_TOO_LARGE, over_cap(f"an image of {len(data)} bytes").detail
     try:
         if data.startswith(_JPEG_SOI):
             problem = _jpeg_problem(data, max_pixels)

@@ -32,11 +32,11 @@ import re
 from pathlib import Path
 
 from critic_data import UserError
-from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
-from critic_data.builders.readers import ParquetReader, conversation_turns, image_from_struct
+from critic_data.builders.readers import ParquetReader, SourceSpec, conversation_turns, image_from_struct, per_row
 from critic_data.builders.records import Example, Pair
 from critic_data.builders.text import clean_question, clean_response, pair_problem, row_id
+from critic_data.cards import LLAVA_CRITIC_CITATION
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "llava_critic"
@@ -174,7 +174,7 @@ def open_snapshot(folder: Path, options: BuildOptions) -> ParquetReader:
     files = sorted((folder / "pairwise").glob("*.parquet"))
     if not files:
         raise UserError(f"{folder} does not look like a LLaVA-Critic-113k snapshot: expected pairwise/train-*.parquet")
-    return ParquetReader(files, _example)
+    return ParquetReader(files, per_row(_example))
 
 
 SOURCE = SourceSpec(
@@ -183,12 +183,7 @@ SOURCE = SourceSpec(
     hub_files=("pairwise/*.parquet",),
     license="apache-2.0",
     homepage="https://llava-vl.github.io/blog/2024-10-03-llava-critic/",
-    citation="""@article{xiong2024llavacritic,
-  title={LLaVA-Critic: Learning to Evaluate Multimodal Models},
-  author={Xiong, Tianyi and Wang, Xiyao and Guo, Dong and Ye, Qinghao and Fan, Haoqi and Gu, Quanquan and Huang, Heng and Li, Chunyuan},
-  journal={arXiv preprint arXiv:2410.02712},
-  year={2024}
-}""",
+    citation=LLAVA_CRITIC_CITATION,
     summary="40k pairwise judgements by GPT-4o (pairwise config of LLaVA-Critic-113k); only the "
     "verdict is kept, its justification is dropped. Contains rows derived from the other sources.",
     open=open_snapshot,

@@ -27,12 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from critic_data import UserError
-from critic_data.builders import SourceSpec
-from critic_data.builders.images import ImageFileError, read_image_file
 from critic_data.builders.options import BuildOptions
-from critic_data.builders.readers import conversation_turns
+from critic_data.builders.readers import ROWS_PER_BATCH, RowBatch, SourceSpec, conversation_turns
 from critic_data.builders.records import Example, Pair
 from critic_data.builders.text import clean_question, clean_response, pair_problem, row_id
+from critic_data.files import ImageFileError, read_image_file
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "llava_rlhf"
@@ -113,9 +112,10 @@ class _Reader:
             raise UserError(f"{path} should hold a JSON array of preference rows")
         self.total_rows = len(self._rows)
 
-    def read_part(self, _=None) -> Iterator[Example | Reject]:
-        for index, row in enumerate(self._rows):
-            yield _example(index, row, self.image_root)
+    def read_part(self, _=None) -> Iterator[RowBatch]:
+        for first in range(0, len(self._rows), ROWS_PER_BATCH):
+            rows = self._rows[first : first + ROWS_PER_BATCH]
+            yield RowBatch([_example(first + offset, row, self.image_root) for offset, row in enumerate(rows)])
 
 
 def _read(path: Path) -> bytes:

@@ -1,83 +1,120 @@
-"""Build options: one dataclass serves the CLI, Python callers and the manifest."""
+"""Build options: one dataclass serves the CLI, Python callers and the manifest.
+
+Each field is the option's name, type and default, and its metadata the help text and how the
+CLI takes it (`cli`: the flag, a CLI type and default where the command line writes the value
+otherwise: `--source a,b`, `--input SOURCE=DIR`, `--max-shard-size 500MB`). `__post_init__`
+turns those forms into the field's own and checks every value, so a Python caller and the
+command line are held to the same rules. Kept free of heavy imports: the CLI builds its command
+from here.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from critic_data.builders.images import DEFAULT_MAX_PIXELS, IMAGE_CHECKS
-from critic_data.rl.prompts import PROMPT_STYLES
+from critic_data import UserError, option
+from critic_data.schemas import SOURCE_NAMES
+from critic_data.schemas.prompts import PROMPT_STYLES
 
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold
+IMAGE_CHECKS = ("structure", "decode")  # see builders/images.py
 VLFEEDBACK_ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
 
 
 @dataclass
 class BuildOptions:
-    out: Path
-    sources: tuple[str, ...] = ("vlfeedback",)
+    """Everything `critic-data build` needs; checked on creation."""
+
+    out: Path = option(help="Output dataset folder (Hub layout).")
+    sources: tuple[str, ...] = option(("vlfeedback",), f"Source(s) to build: {', '.join(SOURCE_NAMES)}, or all. "
+                                      "Repeatable or comma-separated.", flag="--source", type=list[str], required=True)
     # source name -> local snapshot folder; a source without one is fetched from the Hub
-    inputs: dict[str, Path] = field(default_factory=dict)
-    image_root: Path | None = None  # COCO train2017 folder for llava_rlhf
-    revision: str | None = None  # Hub revision when fetching
-    seed: int = 0
-    # pairing (scored sources)
-    margin: float = 0.6  # keep a pair when its score gap exceeds this
-    pairs_per_prompt: str = "max-gap"  # "max-gap": the one widest pair per row; "all"
-    aspects: tuple[str, ...] = VLFEEDBACK_ASPECTS
-    keep_ties: int | str = 0  # keep up to this many ties per source ("all": every one), labelled "tie"
-    prompt_style: str = "critic-data"  # the critic prompt's body: see rl/prompts.py
-    # per source and split, drop the fewest pairs that keep the better response the longer one in
-    # half the pairs, to within `length_tolerance` (see pipeline._Decider)
-    balance_length: bool = False
-    # split and output
-    test_size: float = 0.02
-    max_shard_bytes: int = 500 * 1024 * 1024
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
-    image_check: str = "structure"  # or "decode": see builders/images.py
-    format: str = "trl"  # "trl": conversational prompt + columns; "easyr1": flat question/answer/images
-    overwrite: bool = False
+    inputs: dict[str, Path] = option(help="Local snapshot folder: DIR for one source, SOURCE=DIR for several. Without it "
+                                     "the source is fetched from the Hub.", factory=dict, flag="--input", type=list[str],
+                                     cli_default=[])
+    image_root: Path | None = option(None, "Folder of COCO train2017 images (llava_rlhf).")
+    revision: str | None = option(None, "Hub revision to fetch when no --input is given.")
+    seed: int = option(0, "Seed for the presented order and the split.")
+    margin: float = option(0.6, "Keep a scored pair when its score gap exceeds this.")
+    pairs_per_prompt: str = option("max-gap", "max-gap: the widest pair per row; all: every pair over the margin.")
+    aspects: tuple[str, ...] = option(VLFEEDBACK_ASPECTS, "VLFeedback rating aspects averaged into a score (repeatable "
+                                      "or comma-separated).", type=list[str], cli_default=list(VLFEEDBACK_ASPECTS))
+    keep_ties: int | str = option(0, "Keep up to N tied pairs per source, or all of them, labelled 'tie' (default 0: "
+                                  "drop ties).", type=str, cli_default="0")
+    prompt_style: str = option("critic-data", "Critic prompt body: critic-data (ours) or llava-critic (LLaVA-Critic's "
+                               "pairwise judge template, the official RL set's); both end in the official think/boxed "
+                               "instruction.")
+    balance_length: bool = option(False, "Per source and split, drop the fewest pairs (each decided in input order) so "
+                                  "that the pairs whose better response is the longer one (more characters) and those "
+                                  "whose better response is the shorter one differ by at most √n, n being their sum "
+                                  "(the longer-better share is 50% ± 50%/√n: as even as n fair coin flips come out two "
+                                  "times in three; equal lengths count as neither). Dropped pairs are counted as "
+                                  "pairs_filtered.length_balance.")
+    test_size: float = option(0.02, "Fraction of (image, question) groups in the test split.")
+    max_shard_bytes: int = option(500 * 1024 * 1024, "Roll over to a new parquet shard past this size.",
+                                  flag="--max-shard-size", type=str, cli_default="500MB")
+    max_image_pixels: int = option(DEFAULT_MAX_PIXELS, "Reject images with more pixels than this.")
+    image_check: str = option("structure", "structure: headers parse and the data is complete (fast); decode: also "
+                              "decode every image.")
+    format: str = option("trl", "trl: conversational prompt for TRL (default); easyr1: what LLaVA-Critic-R1's EasyR1 "
+                         "fork reads (image, question, answer).", flag="--format")
+    overwrite: bool = option(False, "Replace --out if it holds a previous critic-data build (and nothing else).")
+    num_proc: int = option(1, "Worker processes that read, check and pair the input (the output does not depend on "
+                           "it).", cli_default=os.cpu_count() or 1, manifest=False)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        self.sources = _source_names(self.sources)
+        if isinstance(self.inputs, (list, tuple)):  # the command line's --input values
+            self.inputs = _resolve_inputs(self.sources, self.inputs)
         self.inputs = {name: Path(path) for name, path in self.inputs.items()}
         if self.image_root is not None:
             self.image_root = Path(self.image_root)
+        self.aspects = tuple(_split_names([self.aspects] if isinstance(self.aspects, str) else self.aspects))
+        if isinstance(self.max_shard_bytes, str):
+            self.max_shard_bytes = _parse_size(self.max_shard_bytes)
+        if self.num_proc < 1:
+            raise UserError(f"--num-proc must be at least 1, not {self.num_proc}")
         if self.pairs_per_prompt not in ("max-gap", "all"):
-            raise ValueError(f"--pairs-per-prompt must be 'max-gap' or 'all', not {self.pairs_per_prompt!r}")
+            raise UserError(f"--pairs-per-prompt must be 'max-gap' or 'all', not {self.pairs_per_prompt!r}")
         if not 0.0 <= self.test_size < 1.0:
-            raise ValueError(f"--test-size must be in [0, 1), not {self.test_size}")
+            raise UserError(f"--test-size must be in [0, 1), not {self.test_size}")
         if self.image_check not in IMAGE_CHECKS:
-            raise ValueError(f"--image-check must be one of {', '.join(IMAGE_CHECKS)}, not {self.image_check!r}")
+            raise UserError(f"--image-check must be one of {', '.join(IMAGE_CHECKS)}, not {self.image_check!r}")
         if self.format not in ("trl", "easyr1"):
-            raise ValueError(f"--format must be 'trl' or 'easyr1', not {self.format!r}")
+            raise UserError(f"--format must be 'trl' or 'easyr1', not {self.format!r}")
         if not (math.isfinite(self.margin) and self.margin >= 0):  # nan would switch the filter off
-            raise ValueError(f"--margin must be a finite number >= 0, not {self.margin}")
+            raise UserError(f"--margin must be a finite number >= 0, not {self.margin}")
         if isinstance(self.keep_ties, str) and self.keep_ties.strip().isascii() and self.keep_ties.strip().isdigit():
             self.keep_ties = int(self.keep_ties)
         if self.keep_ties != "all" and not (isinstance(self.keep_ties, int) and self.keep_ties >= 0):
-            raise ValueError(f"--keep-ties must be a count >= 0 or 'all', not {self.keep_ties!r}")
+            raise UserError(f"--keep-ties must be a count >= 0 or 'all', not {self.keep_ties!r}")
         if not isinstance(self.balance_length, bool):  # "no" would switch it on
-            raise ValueError(f"--balance-length is on or off (True or False), not {self.balance_length!r}")
+            raise UserError(f"--balance-length is on or off (True or False), not {self.balance_length!r}")
         if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, not {self.prompt_style!r}")
+            raise UserError(f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, not {self.prompt_style!r}")
         for option, path in [("--out", self.out), *(("--input", p) for p in self.inputs.values()),
                              *([("--image-root", self.image_root)] if self.image_root else [])]:
             try:
                 str(path).encode("utf-8")
             except UnicodeEncodeError:  # build.json and the card record it: they are UTF-8 text
-                raise ValueError(f"{option} {str(path)!r} is not valid UTF-8; rename the folder") from None
+                raise UserError(f"{option} {str(path)!r} is not valid UTF-8; rename the folder") from None
         if self.max_shard_bytes < 1:
-            raise ValueError(f"--max-shard-size must be more than 0 bytes, not {self.max_shard_bytes}")
+            raise UserError(f"--max-shard-size must be more than 0 bytes, not {self.max_shard_bytes}")
         if self.max_image_pixels < 1:
-            raise ValueError(f"--max-image-pixels must be at least 1, not {self.max_image_pixels}")
+            raise UserError(f"--max-image-pixels must be at least 1, not {self.max_image_pixels}")
         if self.revision is not None:  # refused here, before any request: "../x" would be a path in the Hub's URL
-            from critic_data.hub import check_revision  # raises UserError
+            from critic_data.hub_client import check_revision  # raises UserError
 
             check_revision(self.revision, branch=False)
         unknown = set(self.aspects) - set(VLFEEDBACK_ASPECTS)
         if not self.aspects or unknown:
-            raise ValueError(f"--aspects must name some of {', '.join(VLFEEDBACK_ASPECTS)}")
+            raise UserError(f"--aspects must name some of {', '.join(VLFEEDBACK_ASPECTS)}")
 
     def template(self) -> str:
         """The id of the critic prompt template every row of this build uses."""
@@ -100,11 +137,52 @@ class BuildOptions:
         return math.isqrt(pairs)
 
     def to_manifest(self) -> dict:
-        """The resolved options, JSON-ready (paths as strings)."""
-        resolved = asdict(self)
+        """The resolved options that shape the data, JSON-ready (paths as strings)."""
+        resolved = {name: value for name, value in asdict(self).items()
+                    if self.__dataclass_fields__[name].metadata["cli"].get("manifest", True)}
         resolved["out"] = str(self.out)
         resolved["inputs"] = {name: str(path) for name, path in self.inputs.items()}
         resolved["image_root"] = None if self.image_root is None else str(self.image_root)
         resolved["sources"] = list(self.sources)
         resolved["aspects"] = list(self.aspects)
         return resolved
+
+
+def _split_names(values) -> list[str]:
+    return [name.strip() for value in values for name in str(value).split(",") if name.strip()]
+
+
+def _source_names(values) -> tuple[str, ...]:
+    """`--source` values: names, repeatable or comma-separated, `all` for every source; each once."""
+    names = list(dict.fromkeys(_split_names([values] if isinstance(values, str) else values)))
+    if "all" in names:
+        names = list(SOURCE_NAMES)
+    unknown = [name for name in names if name not in SOURCE_NAMES]
+    if unknown or not names:
+        raise UserError(f"unknown source {', '.join(unknown) or '(none)'}; choose from {', '.join(SOURCE_NAMES)} or all")
+    return tuple(names)
+
+
+def _resolve_inputs(sources: tuple[str, ...], inputs) -> dict[str, Path]:
+    """`--input DIR` for a single source, or `--input SOURCE=DIR` (repeatable)."""
+    resolved: dict[str, Path] = {}
+    for value in inputs:
+        name, sep, folder = str(value).partition("=")
+        if sep and name in sources:
+            source, path = name, Path(folder)
+        elif len(sources) == 1 and not (sep and name.isidentifier() and not Path(value).exists()):
+            source, path = sources[0], Path(value)
+        else:
+            raise UserError(f"--input {value!r}: with several sources write --input SOURCE=DIR, SOURCE one of {', '.join(sources)}")
+        if source in resolved:
+            raise UserError(f"--input given twice for {source}: {resolved[source]} and {path}; pass one folder per source")
+        resolved[source] = path
+    return resolved
+
+
+def _parse_size(text: str) -> int:
+    # ASCII digits only ("²" is a digit to str.isdigit, not to float), and few enough for a float
+    size = re.fullmatch(r"\s*(\d{1,15}(?:\.\d{0,15})?|\.\d{1,15})\s*([kmg]?b)?\s*", text, re.IGNORECASE | re.ASCII)
+    if size is None:
+        raise UserError(f"--max-shard-size {text!r} is not a size; write e.g. 500MB or 2GB")
+    return int(float(size[1]) * _SIZE_UNITS[(size[2] or "").lower()])

@@ -1,42 +1,99 @@
-"""Reading the file formats sources share: parquet shards with an embedded Image column."""
+"""What a source reader provides, and the reading machinery the sources share.
+
+The contract (`SourceReader`): a source's rows in parts that worker processes read on their
+own, in input order. Reading a part yields `RowBatch`es of consecutive rows: each row an
+`Example` or a `Reject` and, when the reader holds the images as Arrow data (parquet), those
+rows' images as one Arrow column beside them, so that image bytes reach the output without
+becoming Python objects. The build asks a reader nothing else.
+
+The machinery: `ParquetReader` (one part per row group, projected columns, a damaged page as
+one line), `JsonLinesReader` (a file cut into parts at line boundaries by a first pass over its
+bytes), `ImageStore` (images by id from a zip archive or a folder), and helpers for the Hub's
+nested layouts.
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import os
-from collections.abc import Callable, Iterator
-from functools import lru_cache
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from critic_data import UserError
+from critic_data.builders.images import read_archive_member
 from critic_data.builders.records import Example
-from critic_data.schemas import Reject
+from critic_data.files import ImageFileError, read_image_file
+from critic_data.schemas import Reject, RejectReason
 
-BATCH_ROWS = 64  # rows turned into Python objects at a time
+if TYPE_CHECKING:
+    from critic_data.builders.options import BuildOptions
 
+ROWS_PER_BATCH = 100  # rows turned into Python objects, checked and prepared together
+
+
+@dataclass
+class RowBatch:
+    """Consecutive input rows. `images`, when the reader has them as Arrow data: one
+    list<struct<bytes, path>> value per item, aligned with `items` (a Reject's is not used)."""
+
+    items: list[Example | Reject]
+    images: pa.Array | None = None
+
+
+class SourceReader(Protocol):
+    """A source's rows, in parts: each part can be read in another process, and reading the
+    parts in order gives every row in input order. Readers must pickle cheaply."""
+
+    files: list[Path]  # every file the build reads (fingerprinted into the manifest)
+    layout: str  # which of the source's Hub layouts was found
+    total_rows: int | None  # for the progress bar, when cheap to know
+    parts: Sequence  # picklable part descriptors, in input order
+
+    def read_part(self, part) -> Iterator[RowBatch]: ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source: where it lives on the Hub, what the card says of it, and how to open a snapshot."""
+
+    name: str
+    hub_repo: str
+    hub_files: tuple[str, ...]  # allow_patterns when fetching from the Hub
+    license: str
+    homepage: str
+    citation: str
+    summary: str
+    open: Callable[[Path, BuildOptions], SourceReader]  # raises UserError on a malformed folder
+
+
+# --- parquet ---------------------------------------------------------------------------------
 
 class ParquetReader:
     """Rows of parquet shards, as parts (one per row group) that workers can read on their own.
 
-    `convert(position, row)` (a picklable function) turns a row into an Example or a Reject.
-    `columns` are the (possibly nested, dotted) columns to read when every one of them is in
+    `convert(file name, index of the first row in the file, rows)` (picklable) turns a slice of a
+    row group into Examples and Rejects, one per row; `per_row` makes one from a function of one
+    row. `columns` are the (possibly nested, dotted) columns to read when every one of them is in
     a shard; a shard laid out otherwise is read whole, so no data is lost to projection.
-    `image_column` names the Image struct column that holds each row's one image: the build
-    then takes the images of its pairs from the row group as Arrow data (`images`).
-    `prepare(table)` (picklable), when given, may add columns computed over a whole row group
-    before its rows are converted.
+    `image_column` names the Image struct column holding each row's one image, handed over with
+    the rows as Arrow data.
     """
 
     layout = "parquet"
 
-    def __init__(self, files: list[Path], convert: Callable[[str, dict], Example | Reject],
-                 columns: list[str] | None = None, image_column: str | None = "image",
-                 prepare: Callable[[pa.Table], pa.Table] | None = None):
+    def __init__(self, files: list[Path], convert: Callable[[str, int, pa.Table], list[Example | Reject]],
+                 columns: list[str] | None = None, image_column: str = "image"):
         self.files, self.convert, self.columns, self.image_column = files, convert, columns, image_column
-        self.prepare = prepare
         self.parts: list[tuple[int, int, int]] = []  # (file index, row group, first row's index in the file)
         self.total_rows = 0
         for index, path in enumerate(files):
@@ -52,37 +109,43 @@ class ParquetReader:
                 first += metadata.row_group(group).num_rows
             self.total_rows += first
 
-    def read_part(self, part: tuple[int, int, int]) -> Iterator[Example | Reject]:
+    def read_part(self, part: tuple[int, int, int]) -> Iterator[RowBatch]:
         index, group, first = part
         path = self.files[index]
         try:
-            table = _row_group(path, group, self.columns)
+            table = _read_row_group(path, group, self.columns)
             table.validate(full=True)  # strings that are not UTF-8 come from a damaged page too
         except Exception as error:  # a damaged page: pyarrow raises OSError, ArrowInvalid, ...
             raise UserError(f"cannot read row group {group} of {path} ({_one_line(error)}); "
                             "the file is damaged: re-download it") from None
-        if self.prepare is not None:
-            table = self.prepare(table)
-        for offset in range(0, table.num_rows, BATCH_ROWS):
-            for row in table.slice(offset, BATCH_ROWS).to_pylist():
-                yield self.convert(f"{path.name}:{first}", row)
-                first += 1
+        images = _image_lists(contiguous(table[self.image_column])) if self.image_column in table.column_names else None
+        for offset in range(0, table.num_rows, ROWS_PER_BATCH):
+            rows = table.slice(offset, ROWS_PER_BATCH)
+            yield RowBatch(self.convert(path.name, first + offset, rows),
+                           None if images is None else images.slice(offset, rows.num_rows))
 
-    def images(self, part: tuple[int, int, int], rows: list[int]) -> pa.Array:
-        """`images` values (a one-image list each, file name only) for rows of a part, by index:
-        Arrow slices of the row group `read_part` has just read, never Python objects."""
-        index, group, _ = part
-        column = contiguous(_row_group(self.files[index], group, self.columns)[self.image_column])
-        picked = column.take(pa.array(rows, pa.int64()))
-        # as `image_from_struct`: a struct without `path` (struct<bytes>) has no file names
-        paths = pc.struct_field(picked, "path") if picked.type.get_field_index("path") >= 0 else pa.nulls(len(rows))
-        if pa.types.is_string(paths.type) or pa.types.is_large_string(paths.type):
-            names = pc.replace_substring_regex(paths.cast(pa.string()), r"^.*/", "")
-            names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)
-        else:  # as `image_from_struct`: a path that is not text names nothing
-            names = pa.nulls(len(rows), pa.string())
-        image = pa.StructArray.from_arrays([pc.struct_field(picked, "bytes").cast(pa.binary()), names], names=["bytes", "path"])
-        return pa.ListArray.from_arrays(pa.array(range(len(rows) + 1), pa.int32()), image)
+
+def per_row(convert: Callable[[str, dict], Example | Reject]) -> Callable[[str, int, pa.Table], list[Example | Reject]]:
+    """A ParquetReader converter from a function of one row (`position` is "file:index")."""
+    return partial(_each_row, convert)
+
+
+def _each_row(convert, file_name: str, first: int, rows: pa.Table) -> list[Example | Reject]:
+    return [convert(f"{file_name}:{first + offset}", row) for offset, row in enumerate(rows.to_pylist())]
+
+
+def _image_lists(column: pa.Array) -> pa.Array:
+    """An Image struct column as `images` values: a one-image list per row, the file name only."""
+    rows = len(column)
+    # as `image_from_struct`: a struct without `path` (struct<bytes>) has no file names
+    paths = pc.struct_field(column, "path") if column.type.get_field_index("path") >= 0 else pa.nulls(rows)
+    if pa.types.is_string(paths.type) or pa.types.is_large_string(paths.type):
+        names = pc.replace_substring_regex(paths.cast(pa.string()), r"^.*/", "")
+        names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)
+    else:  # as `image_from_struct`: a path that is not text names nothing
+        names = pa.nulls(rows, pa.string())
+    image = pa.StructArray.from_arrays([pc.struct_field(column, "bytes").cast(pa.binary()), names], names=["bytes", "path"])
+    return pa.ListArray.from_arrays(pa.array(range(rows + 1), pa.int32()), image)
 
 
 def _one_line(error: Exception) -> str:
@@ -95,20 +158,14 @@ def contiguous(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-def _row_group(path: Path, group: int, columns: list[str] | None) -> pa.Table:
-    """One row group, decoded once for both its rows and its images (the last one is kept).
-    Only `columns` are read when every one of them is in the shard; a shard laid out
-    otherwise is read whole, so no data is lost to projection."""
-    return _read_row_group(path, group, tuple(columns) if columns else None, *file_key(path))
-
-
-@lru_cache(maxsize=1)
-def _read_row_group(path: Path, group: int, columns: tuple[str, ...] | None, *_identity) -> pa.Table:
-    shard = _open_parquet(path, *_identity)
+def _read_row_group(path: Path, group: int, columns: list[str] | None) -> pa.Table:
+    """One row group. Only `columns` are read when every one of them is in the shard; a shard
+    laid out otherwise is read whole, so no data is lost to projection."""
+    shard = _open_parquet(path, *file_key(path))
     paths = {shard.schema.column(i).path for i in range(len(shard.schema))}
     if columns and not all(any(p == c or p.startswith(c + ".") for p in paths) for c in columns):
         columns = None
-    return shard.read_row_group(group, columns=list(columns) if columns else None)
+    return shard.read_row_group(group, columns=columns)
 
 
 def file_key(path: Path) -> tuple[int, int, int, int]:
@@ -125,6 +182,104 @@ def _open_parquet(path: Path, *_identity) -> pq.ParquetFile:
     a checksum are verified: a damaged page is then an error, not silently wrong rows."""
     return pq.ParquetFile(path, page_checksum_verification=True)
 
+
+# --- JSON Lines --------------------------------------------------------------------------------
+
+class JsonLinesReader:
+    """A JSON Lines file in parts of ROWS_PER_BATCH lines that workers read on their own: a first
+    pass over the file's bytes (no JSON parsing) finds where each part starts and the number of
+    its first line. `convert(position, row)` (picklable) turns a JSON object into an Example or a
+    Reject; a line that is not JSON, or not an object, is rejected here."""
+
+    layout = "jsonl"
+    total_rows = None
+
+    def __init__(self, source: str, path: Path, files: list[Path], convert: Callable[[str, dict], Example | Reject]):
+        self.source, self.path, self.files, self.convert = source, path, files, convert
+        try:
+            self.parts = line_parts(path, ROWS_PER_BATCH)
+        except OSError as error:  # a file the system cannot read (EIO, no permission)
+            raise UserError(f"cannot read {error.filename or path}: {error.strerror or error}; check the file, "
+                            "or re-download it") from None
+
+    def read_part(self, part: tuple[int, int, int]) -> Iterator[RowBatch]:
+        start, size, first_line = part
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(start)
+                data = handle.read(size)
+        except OSError as error:
+            raise UserError(f"cannot read {self.path}: {error.strerror or error}; check the file, or re-download it") from None
+        # decoded as the whole file would be read in text mode: the same lines, the same numbers,
+        # and a byte-order mark read as one (only the first part starts the file)
+        lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig" if start == 0 else "utf-8", errors="replace")
+        yield RowBatch([self._row(f"line {number}", line) for number, line in enumerate(lines, start=first_line)
+                        if line.strip()])
+
+    def _row(self, position: str, line: str) -> Example | Reject:
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError) as error:  # ValueError: also an integer past 4300 digits;
+            # RecursionError: nested past Python's limit
+            return Reject(self.source, position, RejectReason.JSON_INVALID, f"{type(error).__name__}: {str(error)[:200]}")
+        if not isinstance(row, dict):
+            return Reject(self.source, position, RejectReason.ROW_MALFORMED, "line is not a JSON object")
+        return self.convert(position, row)
+
+
+def line_parts(path: Path, lines_per_part: int) -> list[tuple[int, int, int]]:
+    """(byte offset, byte size, number of the first line) of each run of `lines_per_part`
+    lines. Parts end after a newline byte; lines are numbered as text mode counts them
+    (\n, \r\n and a lone \r each end one)."""
+    parts, start, number = [], 0, 1
+    with path.open("rb") as handle:
+        while chunk := b"".join(islice(handle, lines_per_part)):
+            parts.append((start, len(chunk), number))
+            number += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            start += len(chunk)
+    return parts
+
+
+# --- images by id ------------------------------------------------------------------------------
+
+def image_store(location: Path) -> ImageStore:
+    """The store at `location`, opened once per process (an archive's directory of 80k names is
+    read once; see `file_key`)."""
+    return _open_image_store(location, *file_key(location))
+
+
+@lru_cache(maxsize=2)
+def _open_image_store(location: Path, *_identity) -> ImageStore:
+    return ImageStore(location)
+
+
+class ImageStore:
+    """Images by id (the file name without its extension) from a zip archive or a folder. Two
+    files for one id (`x.jpg` and `x.png`) are not guessed between: `image_ambiguous`."""
+
+    def __init__(self, location: Path):
+        self.location = location
+        self._zip = zipfile.ZipFile(location) if location.is_file() else None
+        names = self._zip.namelist() if self._zip else [p.name for p in location.iterdir()] if location.is_dir() else []
+        self._by_id: dict[str, list[str]] = {}
+        for name in sorted(set(names)):  # a name the archive holds twice is one file (the last copy)
+            if not name.endswith("/"):
+                self._by_id.setdefault(Path(name).stem, []).append(name)
+
+    def get(self, image_id: str) -> tuple[bytes, str] | None:
+        """(bytes, file name) of the image `image_id`, None when there is none; ImageFileError when
+        it cannot be read (not a regular file, over the size cap, damaged, ambiguous)."""
+        names = self._by_id.get(image_id)
+        if names is None:
+            return None
+        if len(names) > 1:
+            listed = ", ".join(repr(name[-100:]) for name in names[:3]) + (" ..." if len(names) > 3 else "")
+            raise ImageFileError(RejectReason.IMAGE_AMBIGUOUS, f"{len(names)} image files for id {image_id[:100]!r}: {listed}")
+        data = read_archive_member(self._zip, names[0]) if self._zip else read_image_file(self.location / names[0])
+        return data, Path(names[0]).name
+
+
+# --- the Hub's nested layouts ---------------------------------------------------------------------
 
 def image_from_struct(value) -> tuple[bytes, str | None] | None:
     """An Image column value (`{"bytes", "path"}`) as (bytes, file name), or None if it has no bytes."""

@@ -22,9 +22,8 @@ import json
 from pathlib import Path
 
 from critic_data import UserError
-from critic_data.builders import SourceSpec
 from critic_data.builders.options import BuildOptions
-from critic_data.builders.readers import ParquetReader, image_from_struct
+from critic_data.builders.readers import ParquetReader, SourceSpec, image_from_struct, per_row
 from critic_data.builders.records import Example, Pair
 from critic_data.builders.text import clean_question, clean_response, pair_problem, row_id
 from critic_data.schemas import Reject, RejectReason
@@ -57,7 +56,7 @@ def open_snapshot(folder: Path, options: BuildOptions) -> ParquetReader:
     files = sorted(folder.glob("*.parquet")) or sorted((folder / "data").glob("*.parquet"))
     if not files:
         raise UserError(f"{folder} does not look like an RLHF-V snapshot: expected RLHF-V-Dataset.parquet")
-    return ParquetReader(files, _example)
+    return ParquetReader(files, per_row(_example))
 
 
 SOURCE = SourceSpec(

@@ -7,32 +7,16 @@ local path with a content fingerprint of every file read.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from critic_data import UserError
-
-_SAMPLE = 1 << 20  # fingerprint: size + the first and last MiB of each file
-
+from critic_data.files import fingerprint
 
 @dataclass
 class Snapshot:
     path: Path
     origin: dict  # what the manifest records about this input
-
-
-def fingerprint(path: Path) -> str:
-    """blake2b over a file's size and its first and last MiB: cheap on multi-GB archives,
-    and changes whenever a file is replaced, truncated or appended to."""
-    size = path.stat().st_size
-    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
-    with path.open("rb") as handle:
-        digest.update(handle.read(_SAMPLE))
-        if size > _SAMPLE:
-            handle.seek(max(_SAMPLE, size - _SAMPLE))
-            digest.update(handle.read(_SAMPLE))
-    return digest.hexdigest()
 
 
 def local_snapshot(path: Path, files: list[Path]) -> Snapshot:
@@ -58,7 +42,7 @@ def fetch_from_hub(repo_id: str, revision: str | None, allow_patterns: list[str]
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RevisionNotFoundError
 
-    from critic_data.hub import NotTheHub, use_timeout
+    from critic_data.hub_client import NotTheHub, use_timeout
 
     use_timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT, owned=False)
     try:

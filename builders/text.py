@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from critic_data.rl.prompts import strip_control_tokens
+from critic_data.schemas.prompts import strip_control_tokens
 from critic_data.schemas import RejectReason
 
 # Browsing debris left in GPT-4V answers, e.g. 【3†source】 (always inside 【...】 brackets).

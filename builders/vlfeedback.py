@@ -24,26 +24,22 @@ of the JSON Lines file is read as one. GPT-4V's `Rationale` text is read and dro
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
-from functools import lru_cache, partial
-from itertools import combinations, islice
+from functools import partial
+from itertools import combinations
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from critic_data import UserError
-from critic_data.builders import SourceSpec
-from critic_data.builders.images import ImageFileError, read_archive_member, read_image_file
 from critic_data.builders.options import BuildOptions
-from critic_data.builders.readers import ParquetReader, file_key, image_from_struct
+from critic_data.builders.readers import JsonLinesReader, ParquetReader, SourceSpec, image_from_struct, image_store
 from critic_data.builders.records import Example, Pair
 from critic_data.builders.text import clean_question, clean_response
+from critic_data.files import ImageFileError
 from critic_data.schemas import Reject, RejectReason
 
 NAME = "vlfeedback"
@@ -131,22 +127,21 @@ def _pairs(completions: list[dict], scores: list[float | None], options: BuildOp
             passing.append(Pair(better, worse, gap))
     if options.pairs_per_prompt == "all":
         return passing + ties, formed, filtered, notes
-    if passing:
-        widest = max(passing, key=lambda pair: pair.margin)  # first of equals, in source order
-        filtered["not_widest"] += len(passing) - 1
-        filtered["tie_dropped"] += len(ties)
-        return [widest], formed, filtered, notes
-    filtered["tie_dropped"] += max(0, len(ties) - 1)
-    return ties[:1], formed, filtered, notes
+    # max-gap offers one pair: the widest passing one, else a tie (which the build keeps or drops
+    # with every other tie, by --keep-ties); every other pair is not the widest
+    offered = [max(passing, key=lambda pair: pair.margin)] if passing else ties[:1]  # first of equals, in source order
+    filtered["not_widest"] += len(passing) + len(ties) - len(offered)
+    return offered, formed, filtered, notes
 
 
-def _example(row: dict, image: tuple[bytes, str | None] | None, options: BuildOptions) -> Example | Reject:
+def _example(row: dict, position: str, image: tuple[bytes, str | None] | None, options: BuildOptions,
+             scores: list[float | None] | None = None) -> Example | Reject:
+    """A row as an Example; `scores` per completion when they were computed for many rows at once."""
     source_id = row.get("id")
     if not isinstance(source_id, (str, int)) or not str(source_id).strip():  # the id names the row's image
-        return Reject(NAME, str(row.get("_position")), RejectReason.ROW_MALFORMED, "no id")
+        return Reject(NAME, position, RejectReason.ROW_MALFORMED, "no id")
     source_id = str(source_id)
     completions = _completions(row.get("completions"))
-    scores = row.get("_scores")  # computed for a whole row group by `_with_scores`, when it could
     if scores is None and completions is not None:
         scores = [_score(completion.get("annotations"), options.aspects) for completion in completions]
     if not isinstance(row.get("prompt"), str) or completions is None or len(scores) != len(completions):
@@ -163,15 +158,18 @@ def _example(row: dict, image: tuple[bytes, str | None] | None, options: BuildOp
     return Example(NAME, source_id, question, [image], pairs, formed, filtered, notes)
 
 
-def _parquet_example(position: str, row: dict, options: BuildOptions) -> Example | Reject:
-    row["_position"] = position
-    return _example(row, image_from_struct(row.get("image")), options)
+def _parquet_rows(options: BuildOptions, file_name: str, first: int, rows: pa.Table) -> list[Example | Reject]:
+    """A ParquetReader converter: the rows' scores are computed for all of them at once."""
+    rows, scores = _scored(rows, tuple(options.aspects))
+    return [_example(row, f"{file_name}:{first + offset}", image_from_struct(row.get("image")), options,
+                     None if scores is None else scores[offset])
+            for offset, row in enumerate(rows.to_pylist())]
 
 
-def _with_scores(table: pa.Table, aspects: tuple[str, ...]) -> pa.Table:
-    """The row group with `_scores` (per completion, `_score` of its ratings) computed over the
-    whole group at once; unchanged, so that rows are scored one by one, when its completions
-    are laid out otherwise than the Hub's struct of lists."""
+def _scored(table: pa.Table, aspects: tuple[str, ...]) -> tuple[pa.Table, list | None]:
+    """The rows without their ratings and, per row, each completion's `_score`, computed over the
+    whole table at once; the table unchanged and None, so that rows are scored one by one, when
+    its completions are laid out otherwise than the Hub's struct of lists."""
     try:
         completions = table["completions"].combine_chunks()
         annotations, responses = completions.field("annotations"), completions.field("response")
@@ -180,14 +178,13 @@ def _with_scores(table: pa.Table, aspects: tuple[str, ...]) -> pa.Table:
             rating = _numbers(annotations.values.field(aspect).field("Rating"))
             total = rating if total is None else pc.add(total, rating)  # a null stays null
     except (KeyError, AttributeError, TypeError, pa.ArrowException):
-        return table
+        return table, None
     means = pc.divide(total, float(len(aspects)))
     means = pc.if_else(pc.is_finite(means), means, pa.scalar(None, pa.float64()))  # as `_score`: an overflowed sum is unrated
     scores = pa.ListArray.from_arrays(annotations.offsets, means, mask=annotations.is_null())
     # the ratings are in the scores now: rows carry only the responses
     responses_only = pa.StructArray.from_arrays([responses], names=["response"], mask=completions.is_null())
-    table = table.set_column(table.schema.get_field_index("completions"), "completions", responses_only)
-    return table.append_column("_scores", scores)
+    return table.set_column(table.schema.get_field_index("completions"), "completions", responses_only), scores.to_pylist()
 
 
 _DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"  # text every float parser reads alike
@@ -218,109 +215,19 @@ def _parquet_columns(options: BuildOptions) -> list[str]:
     return ["id", "prompt", "completions.response", *ratings, "image"]
 
 
-PART_LINES = 100  # JSON lines a worker reads and prepares as one part
-
-
-class _JsonlReader:
-    """The JSON Lines layout, in parts of PART_LINES lines that workers read on their own: a
-    first pass over the file's bytes (no JSON parsing) finds where each part starts and the
-    number of its first line."""
-
-    layout = "jsonl"
-    total_rows = None
-
-    def __init__(self, jsonl: Path, images: Path, options: BuildOptions):
-        self.jsonl, self.images, self.options = jsonl, images, options
-        self.files = [jsonl, images] if images.is_file() else [jsonl]
-        try:
-            _image_store(images, *file_key(images))  # fail now, not mid-build, on a damaged archive or folder
-            self.parts = _line_parts(jsonl, PART_LINES)
-        except OSError as error:  # a file the system cannot read (EIO, no permission); BadZipFile is no OSError
-            raise UserError(f"cannot read {error.filename or jsonl}: {error.strerror or error}; check the file, "
-                            "or re-download it") from None
-
-    def read_part(self, part: tuple[int, int, int]) -> Iterator[Example | Reject]:
-        start, size, first_line = part
-        try:
-            with self.jsonl.open("rb") as handle:
-                handle.seek(start)
-                data = handle.read(size)
-        except OSError as error:
-            raise UserError(f"cannot read {self.jsonl}: {error.strerror or error}; check the file, or re-download it") from None
-        store = _image_store(self.images, *file_key(self.images))
-        # decoded as the whole file would be read in text mode: the same lines, the same numbers,
-        # and a byte-order mark read as one (only the first part starts the file)
-        encoding = "utf-8-sig" if start == 0 else "utf-8"
-        lines = io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors="replace")
-        for number, line in enumerate(lines, start=first_line):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (ValueError, RecursionError) as error:  # ValueError: also an integer past 4300 digits;
-                # RecursionError: nested past Python's limit
-                yield Reject(NAME, f"line {number}", RejectReason.JSON_INVALID, f"{type(error).__name__}: {str(error)[:200]}")
-                continue
-            if not isinstance(row, dict):
-                yield Reject(NAME, f"line {number}", RejectReason.ROW_MALFORMED, "line is not a JSON object")
-                continue
-            row["_position"] = f"line {number}"
-            try:
-                image = store.get(str(row.get("id", "")))
-            except ImageFileError as error:  # not a regular file, over the size cap, damaged, ambiguous
-                yield Reject(NAME, str(row.get("id") or row["_position"]), error.reason, error.detail)
-                continue
-            yield _example(row, image, self.options)
-
-
-def _line_parts(path: Path, lines_per_part: int) -> list[tuple[int, int, int]]:
-    """(byte offset, byte size, number of the first line) of each run of `lines_per_part`
-    lines. Parts end after a newline byte; lines are numbered as text mode counts them
-    (\n, \r\n and a lone \r each end one)."""
-    parts, start, number = [], 0, 1
-    with path.open("rb") as handle:
-        while chunk := b"".join(islice(handle, lines_per_part)):
-            parts.append((start, len(chunk), number))
-            number += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
-            start += len(chunk)
-    return parts
-
-
-@lru_cache(maxsize=2)
-def _image_store(location: Path, *_key) -> _ImageStore:
-    """Opened once per process (an archive's directory of 80k names is read once); see `file_key`."""
-    return _ImageStore(location)
-
-
-class _ImageStore:
-    """Images by id from `merged_images.zip` or an unzipped `merged_images/` folder. Two files
-    for one id (`x.jpg` and `x.png`) are not guessed between: the row is `image_ambiguous`."""
-
-    def __init__(self, location: Path):
-        self.location = location
-        self._zip = zipfile.ZipFile(location) if location.is_file() else None
-        names = self._zip.namelist() if self._zip else [p.name for p in location.iterdir()] if location.is_dir() else []
-        self._by_id: dict[str, list[str]] = {}
-        for name in sorted(set(names)):  # a name the archive holds twice is one file (the last copy)
-            if not name.endswith("/"):
-                self._by_id.setdefault(Path(name).stem, []).append(name)
-
-    def get(self, image_id: str) -> tuple[bytes, str] | None:
-        names = self._by_id.get(image_id)
-        if names is None:
-            return None
-        if len(names) > 1:
-            listed = ", ".join(repr(name[-100:]) for name in names[:3]) + (" ..." if len(names) > 3 else "")
-            raise ImageFileError(RejectReason.IMAGE_AMBIGUOUS, f"{len(names)} image files for id {image_id[:100]!r}: {listed}")
-        data = read_archive_member(self._zip, names[0]) if self._zip else read_image_file(self.location / names[0])
-        return data, Path(names[0]).name
+def _jsonl_row(images: Path, options: BuildOptions, position: str, row: dict) -> Example | Reject:
+    """A JsonLinesReader converter: a row of `vlfeedback_80k.jsonl` with its image from the store."""
+    try:
+        image = image_store(images).get(str(row.get("id", "")))
+    except ImageFileError as error:  # not a regular file, over the size cap, damaged, ambiguous
+        return Reject(NAME, str(row.get("id") or position), error.reason, error.detail)
+    return _example(row, position, image, options)
 
 
 def open_snapshot(folder: Path, options: BuildOptions):
     parquet = sorted((folder / "data").glob("*.parquet"))
     if parquet:
-        return ParquetReader(parquet, partial(_parquet_example, options=options), _parquet_columns(options),
-                             prepare=partial(_with_scores, aspects=tuple(options.aspects)))
+        return ParquetReader(parquet, partial(_parquet_rows, options), _parquet_columns(options))
     jsonl = folder / "vlfeedback_80k.jsonl"
     if not jsonl.is_file():
         found = sorted(folder.glob("*.jsonl"))
@@ -331,9 +238,14 @@ def open_snapshot(folder: Path, options: BuildOptions):
         if not images.exists():
             raise UserError(f"{folder} has {jsonl.name} but neither merged_images.zip nor merged_images/")
         try:
-            return _JsonlReader(jsonl, images, options)
+            image_store(images)  # fail now, not mid-build, on a damaged archive or an unreadable folder
         except zipfile.BadZipFile:
             raise UserError(f"{images} is not a readable zip archive; re-download it") from None
+        except OSError as error:  # a file the system cannot read (EIO, no permission)
+            raise UserError(f"cannot read {error.filename or images}: {error.strerror or error}; check the file, "
+                            "or re-download it") from None
+        return JsonLinesReader(NAME, jsonl, [jsonl, images] if images.is_file() else [jsonl],
+                               partial(_jsonl_row, images, options))
     raise UserError(
         f"{folder} does not look like a VLFeedback snapshot: expected data/*.parquet, "
         "or vlfeedback_80k.jsonl with merged_images.zip"

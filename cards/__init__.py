@@ -15,20 +15,18 @@ from pathlib import Path
 import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from critic_data.builders import SOURCES
 from critic_data.schemas import FORMATS
 
 # Least to most restrictive; a build's licence is that of its most restrictive source.
 _LICENSE_ORDER = ("apache-2.0", "unknown", "cc-by-nc-4.0")
 
-LLAVA_CRITIC_CITATIONS = """@article{xiong2024llavacritic,
+LLAVA_CRITIC_CITATION = """@article{xiong2024llavacritic,
   title={LLaVA-Critic: Learning to Evaluate Multimodal Models},
   author={Xiong, Tianyi and Wang, Xiyao and Guo, Dong and Ye, Qinghao and Fan, Haoqi and Gu, Quanquan and Huang, Heng and Li, Chunyuan},
   journal={arXiv preprint arXiv:2410.02712},
   year={2024}
-}
-
-@article{wang2025llavacriticr1,
+}"""
+LLAVA_CRITIC_R1_CITATION = """@article{wang2025llavacriticr1,
   title={LLaVA-Critic-R1: Your Critic Model is Secretly a Strong Policy Model},
   author={Wang, Xiyao and Li, Chunyuan and Yang, Jianwei and Zhang, Kai and Liu, Bo and Xiong, Tianyi and Huang, Furong},
   journal={arXiv preprint arXiv:2509.00676},
@@ -43,8 +41,8 @@ def _size_category(rows: int) -> str:
     return "1M<n<10M"
 
 
-def build_license(source_names) -> str:
-    licenses = [SOURCES[name].license for name in source_names]
+def build_license(specs) -> str:
+    licenses = [spec.license for spec in specs]
     return max(licenses, key=lambda lic: _LICENSE_ORDER.index(lic) if lic in _LICENSE_ORDER else len(_LICENSE_ORDER))
 
 
@@ -84,20 +82,23 @@ def _margin_rows(statistics: dict | None) -> list[tuple[str, list[int]]]:
     return [(label, list(counts)) for label, counts in rows if any(counts)]
 
 
-def render_dataset_card(manifest: dict, repo_id: str | None = None, statistics: dict | None = None,
+def render_dataset_card(manifest: dict, specs: list, repo_id: str | None = None, statistics: dict | None = None,
                         plots: list[str] = ()) -> str:
-    """The README.md of a built dataset folder; `repo_id` fills the loading snippet. With
+    """The README.md of a built dataset folder, given the specs of its sources (in the manifest's
+    order: licence, Hub repo, citation, summary); `repo_id` fills the loading snippet. With
     `statistics` and `plots` (what `card_figures` gives) the card shows the data's figures and
     embeds the charts, which must lie in `plots/` beside it."""
     names = list(manifest["sources"])
+    if [spec.name for spec in specs] != names:
+        raise ValueError(f"the card of sources {names} needs their specs, not {[spec.name for spec in specs]}")
     splits = {name: split for name, split in manifest["splits"].items() if split["rows"]}  # empty: no files
     total = sum(split["rows"] for split in splits.values())
     data = DatasetCardData(
-        license=build_license(names),
+        license=build_license(specs),
         task_categories=["image-text-to-text"],
         language=["en"],
         size_categories=[_size_category(total)],
-        source_datasets=[SOURCES[name].hub_repo for name in names],
+        source_datasets=[spec.hub_repo for spec in specs],
         tags=["preference", "critic", "reward-modeling", "rlvr", "grpo", "multimodal", "llava-critic", "critic-data"],
         pretty_name="critic-data: " + ", ".join(names),
         # `datasets` keys its cache of a local folder on this metadata (not on file contents):
@@ -124,7 +125,7 @@ def render_dataset_card(manifest: dict, repo_id: str | None = None, statistics: 
         **data.to_dict(),
         manifest=manifest,
         repo_id=repo_id or "OWNER/NAME",
-        specs=[SOURCES[name] for name in names],
+        specs=specs,
         total=total,
         contents=_contents(manifest, statistics),
         split_rows={name: split["rows"] for name, split in splits.items()},
@@ -134,6 +135,7 @@ def render_dataset_card(manifest: dict, repo_id: str | None = None, statistics: 
         # Quoted so that it can be pasted back into a shell (e.g. --aspects "Visual Faithfulness").
         command=shlex.join(manifest["command"]) if manifest.get("command") else None,
         # each entry once: LLaVA-Critic is also the citation of the llava_critic source
-        citations="\n\n".join(dict.fromkeys([*(SOURCES[n].citation for n in names), *LLAVA_CRITIC_CITATIONS.split("\n\n")])),
+        citations="\n\n".join(dict.fromkeys([*(spec.citation for spec in specs), LLAVA_CRITIC_CITATION,
+                                              LLAVA_CRITIC_R1_CITATION])),
     )
     return str(DatasetCard(content))

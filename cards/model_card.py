@@ -13,7 +13,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from critic_data.cards import LLAVA_CRITIC_CITATIONS
+from critic_data.cards import LLAVA_CRITIC_CITATION, LLAVA_CRITIC_R1_CITATION
 
 TRAINING_CITATIONS = """@article{shao2024deepseekmath,
   title={DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models},
@@ -64,7 +64,7 @@ def render_model_card(info: dict, step: int | None = None) -> str:
         versions=info["versions"],
         step=step,
         max_steps=info.get("max_steps"),
-        citations=LLAVA_CRITIC_CITATIONS + "\n\n" + TRAINING_CITATIONS,
+        citations="\n\n".join([LLAVA_CRITIC_CITATION, LLAVA_CRITIC_R1_CITATION, TRAINING_CITATIONS]),
     )
     return str(card)
 

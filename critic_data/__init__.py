@@ -1,5 +1,6 @@
 """critic-data: verifiable preference-RL datasets for multimodal critics."""
 
+from dataclasses import MISSING, field
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -13,3 +14,21 @@ class UserError(Exception):
 
     The CLI prints its message as one line and exits non-zero; no traceback.
     """
+
+
+def package_version(package: str) -> str:
+    """An installed distribution's version, or "not installed"."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def option(default=MISSING, help: str = "", factory=None, **cli):  # noqa: A002 - the CLI's word for it
+    """A field of an options dataclass (BuildOptions, EvalOptions, BestOfNOptions): its default
+    (none: a required field) and its help; `cli` says how the command line takes it: `flag`,
+    `type` and `cli_default` where it writes the value otherwise, `show_default`, `required`,
+    `manifest=False` for an option that does not shape the result. critic_data/cli.py makes
+    each command's options from these fields: one declaration per option."""
+    metadata = {"help": help, "cli": cli}
+    return field(default_factory=factory, metadata=metadata) if factory else field(default=default, metadata=metadata)

@@ -7,8 +7,11 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import inspect
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from critic_data import UserError
-from critic_data.rl.client import DEFAULT_TIMEOUT, TIMEOUT_HELP
+from critic_data.builders.options import BuildOptions
+from critic_data.rl.options import BestOfNOptions, EvalOptions
 
 app = typer.Typer(
     name="critic-data",
@@ -35,99 +39,47 @@ def _root() -> None:
     """Verifiable preference-RL datasets for multimodal critics."""
 
 
-def _parse_size(text: str) -> int:
-    import re
-
-    units = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
-    # ASCII digits only ("²" is a digit to str.isdigit, not to float), and few enough for a float
-    size = re.fullmatch(r"\s*(\d{1,15}(?:\.\d{0,15})?|\.\d{1,15})\s*([kmg]?b)?\s*", text, re.IGNORECASE | re.ASCII)
-    if size is None:
-        raise UserError(f"--max-shard-size {text!r} is not a size; write e.g. 500MB or 2GB")
-    return int(float(size[1]) * units[(size[2] or "").lower()])
-
-
-def _split_names(values: list[str]) -> list[str]:
-    return [name.strip() for value in values for name in value.split(",") if name.strip()]
-
-
-def _resolve_inputs(sources: list[str], inputs: list[str]) -> dict[str, Path]:
-    """`--input DIR` for a single source, or `--input SOURCE=DIR` (repeatable)."""
-    resolved: dict[str, Path] = {}
-    for value in inputs:
-        name, sep, folder = value.partition("=")
-        if sep and name in sources:
-            source, path = name, Path(folder)
-        elif len(sources) == 1 and not (sep and name.isidentifier() and not Path(value).exists()):
-            source, path = sources[0], Path(value)
+def _options_command(name: str, options_class):
+    """Register `run(options)` as the command `name`, its options made from `options_class`'s
+    fields: each option's name, type, default and help are declared once, on the field
+    (`critic_data.option`), and the dataclass checks the values (UserError: one line)."""
+    hints = typing.get_type_hints(options_class)
+    parameters = []
+    for spec in dataclasses.fields(options_class):
+        cli = spec.metadata["cli"]
+        flags = [cli["flag"]] if "flag" in cli else []
+        missing = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+        if missing or cli.get("required"):
+            default = inspect.Parameter.empty
         else:
-            raise UserError(f"--input {value!r}: with several sources write --input SOURCE=DIR, SOURCE one of {', '.join(sources)}")
-        if source in resolved:
-            raise UserError(f"--input given twice for {source}: {resolved[source]} and {path}; pass one folder per source")
-        resolved[source] = path
-    return resolved
+            default = cli.get("cli_default", spec.default)
+        annotation = Annotated[cli.get("type", hints[spec.name]),
+                               typer.Option(*flags, help=spec.metadata["help"], show_default=cli.get("show_default", True))]
+        parameters.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                            annotation=annotation))
+
+    def register(run):
+        def command(**values):
+            return run(options_class(**values))
+
+        command.__signature__ = inspect.Signature(parameters)
+        command.__doc__ = run.__doc__
+        app.command(name)(command)
+        return run
+
+    return register
 
 
-@app.command()
-def build(
-    source: Annotated[list[str], typer.Option(help="Source(s) to build: vlfeedback, rlhf_v, llava_rlhf, llava_critic, or all. Repeatable or comma-separated.")],
-    out: Annotated[Path, typer.Option(help="Output dataset folder (Hub layout).")],
-    input: Annotated[list[str], typer.Option("--input", help="Local snapshot folder: DIR for one source, SOURCE=DIR for several. Without it the source is fetched from the Hub.")] = [],  # noqa: B006
-    image_root: Annotated[Path | None, typer.Option(help="Folder of COCO train2017 images (llava_rlhf).")] = None,
-    revision: Annotated[str | None, typer.Option(help="Hub revision to fetch when no --input is given.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the presented order and the split.")] = 0,
-    margin: Annotated[float, typer.Option(help="Keep a scored pair when its score gap exceeds this.")] = 0.6,
-    pairs_per_prompt: Annotated[str, typer.Option(help="max-gap: the widest pair per row; all: every pair over the margin.")] = "max-gap",
-    aspects: Annotated[list[str], typer.Option(help="VLFeedback rating aspects averaged into a score (repeatable or comma-separated).")] = ["Helpfulness", "Ethical Considerations", "Visual Faithfulness"],  # noqa: B006
-    keep_ties: Annotated[str, typer.Option(help="Keep up to N tied pairs per source, or all of them, labelled 'tie' (default 0: drop ties).")] = "0",
-    prompt_style: Annotated[str, typer.Option(help="Critic prompt body: critic-data (ours) or llava-critic (LLaVA-Critic's pairwise judge template, the official RL set's); both end in the official think/boxed instruction.")] = "critic-data",
-    balance_length: Annotated[bool, typer.Option(help="Per source and split, drop the fewest pairs (each decided in input order) so that the pairs whose better response is the longer one (more characters) and those whose better response is the shorter one differ by at most √n, n being their sum (the longer-better share is 50% ± 50%/√n: as even as n fair coin flips come out two times in three; equal lengths count as neither). Dropped pairs are counted as pairs_filtered.length_balance.")] = False,
-    test_size: Annotated[float, typer.Option(help="Fraction of (image, question) groups in the test split.")] = 0.02,
-    max_shard_size: Annotated[str, typer.Option(help="Roll over to a new parquet shard past this size.")] = "500MB",
-    max_image_pixels: Annotated[int, typer.Option(help="Reject images with more pixels than this.")] = 89_478_485,
-    image_check: Annotated[str, typer.Option(help="structure: headers parse and the data is complete (fast); decode: also decode every image.")] = "structure",
-    num_proc: Annotated[int, typer.Option(help="Worker processes that read, check and pair the input (the output does not depend on it).")] = os.cpu_count() or 1,
-    format: Annotated[str, typer.Option("--format", help="trl: conversational prompt for TRL (default); easyr1: flat question/answer/images.")] = "trl",
-    overwrite: Annotated[bool, typer.Option(help="Replace --out if it holds a previous critic-data build (and nothing else).")] = False,
-) -> None:
+@_options_command("build", BuildOptions)
+def build(options: BuildOptions) -> None:
     """Build a verifiable pairwise-critic dataset from one or more sources."""
-    from critic_data.builders import SOURCES
-    from critic_data.builders.options import BuildOptions
     from critic_data.builders.pipeline import build as run_build
 
-    names = list(dict.fromkeys(_split_names(source)))  # a source named twice is built once
-    if "all" in names:
-        names = list(SOURCES)
-    unknown = [name for name in names if name not in SOURCES]
-    if unknown or not names:
-        raise UserError(f"unknown source {', '.join(unknown) or '(none)'}; choose from {', '.join(SOURCES)} or all")
-    try:
-        options = BuildOptions(
-            out=out,
-            sources=tuple(names),
-            inputs=_resolve_inputs(names, input),
-            image_root=image_root,
-            revision=revision,
-            seed=seed,
-            margin=margin,
-            pairs_per_prompt=pairs_per_prompt,
-            aspects=tuple(_split_names(aspects)),
-            keep_ties=keep_ties,
-            prompt_style=prompt_style,
-            balance_length=balance_length,
-            test_size=test_size,
-            max_shard_bytes=_parse_size(max_shard_size),
-            max_image_pixels=max_image_pixels,
-            image_check=image_check,
-            format=format,
-            overwrite=overwrite,
-        )
-    except ValueError as error:
-        raise UserError(str(error)) from None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # Off when stderr is not a terminal: there the bar only leaves a blank line before an error.
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
-        manifest = run_build(options, num_proc=num_proc, progress=progress, argv=["critic-data", *sys.argv[1:]])
-    _print_build_summary(manifest, out)
+        manifest = run_build(options, progress=progress, argv=["critic-data", *sys.argv[1:]])
+    _print_build_summary(manifest, options.out)
 
 
 def _print_build_summary(manifest: dict, out: Path) -> None:
@@ -234,66 +186,25 @@ def env() -> None:
         typer.echo(f"{name + ':':<17} {value}")
 
 
-@app.command("eval")
-def eval_(
-    base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (`vllm serve`). Key: $OPENAI_API_KEY.")],
-    model: Annotated[str, typer.Option(help="Model name as the server knows it (vllm: the served name; transformers serve: the folder).")],
-    benchmark: Annotated[str, typer.Option(help="built (a critic-data dataset), vl-rewardbench or mm-rlhf.")],
-    input: Annotated[str, typer.Option("--input", help="built: dataset folder or Hub id; vl-rewardbench / mm-rlhf: local snapshot folder.")],
-    out: Annotated[Path, typer.Option(help="Folder for results.jsonl and summary.json.")],
-    split: Annotated[str, typer.Option(help="Split to read (built, vl-rewardbench).")] = "test",
-    limit: Annotated[int | None, typer.Option(help="Judge only the first N items.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
-    max_tokens: Annotated[int | None, typer.Option(help="Completion budget per judgement. Default 2048; with --protocol paper the official scripts' defaults: 4096 on vl-rewardbench, 2048 on mm-rlhf.", show_default=False)] = None,
-    temperature: Annotated[float, typer.Option(help="0 = greedy, as the papers evaluate.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Fixes each item's presented answer order (and the server's sampling seed).")] = 0,
-    both_orders: Annotated[bool, typer.Option(help="Judge every item in both orders and report position consistency.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue a run in --out with the same options: items already in results.jsonl are skipped (--concurrency, --timeout, --limit may change).")] = False,
-    timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP)] = DEFAULT_TIMEOUT,
-    protocol: Annotated[str, typer.Option(help="critic-data: the template the critic was trained on. paper: LLaVA-Critic-R1's official critic-eval scripts (system turn, their prompt, pixel bounds, 28-px skip, video frames, max tokens); vl-rewardbench and mm-rlhf only.")] = "critic-data",
-    thinking: Annotated[bool | None, typer.Option("--thinking/--no-thinking", help="--protocol paper: append the official think/boxed instruction to the prompt, as the scripts' --is-thinking does. Default on: the official run script passes --is-thinking to every evaluation it runs (eval_llama32v/evaluation_llama32v.sh:17).", show_default=False)] = None,
-) -> None:
+@_options_command("eval", EvalOptions)
+def eval_(options: EvalOptions) -> None:
     """Measure how well a critic judges: accuracy on labelled pairs through an OpenAI-compatible server."""
-    from critic_data.rl.evaluate import EvalOptions, run_eval, summary_table
+    from critic_data.rl.evaluate import run_eval, summary_table
 
-    options = EvalOptions(base_url=base_url, model=model, benchmark=benchmark, input=input, out=out, split=split,
-                          limit=limit, concurrency=concurrency, max_tokens=max_tokens, temperature=temperature,
-                          seed=seed, both_orders=both_orders, resume=resume, timeout=timeout, protocol=protocol,
-                          thinking=thinking)
-    summary = _run_with_progress(run_eval, options, out / "results.jsonl")
+    summary = _run_with_progress(run_eval, options, options.out / "results.jsonl")
     console.print(summary_table(summary))
-    console.print(f"results in {out / 'results.jsonl'}, summary in {out / 'summary.json'}")
+    console.print(f"results in {options.out / 'results.jsonl'}, summary in {options.out / 'summary.json'}")
     _fail_if_incomplete(summary, "requests")
 
 
-@app.command("best-of-n")
-def best_of_n(
-    base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (`vllm serve`). Key: $OPENAI_API_KEY.")],
-    model: Annotated[str, typer.Option(help="Model name as the server knows it; it answers and judges.")],
-    input: Annotated[Path, typer.Option("--input", help="questions.jsonl: id, image (relative to the file), question, optional answer.")],
-    n: Annotated[int, typer.Option("--n", help="Candidates sampled per question: at least 2, and samples + judgements at most 4096 per question (round-robin: --n 64 or less).")],
-    out: Annotated[Path, typer.Option(help="Folder for picks.jsonl and summary.json.")],
-    strategy: Annotated[str, typer.Option(help="knockout (N-1 matches) or round-robin (N(N-1) ordered matches).")] = "knockout",
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
-    max_tokens: Annotated[int, typer.Option(help="Completion budget per candidate and per judgement.")] = 2048,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature for candidates (judgements are greedy). Default 1.0 with --top-p 0.99: the official training rollout's sampling (si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/examples/config.yaml:56-57); the papers do not publish their Best-of-N sampling settings.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Fixes sampling seeds, presented orders and coin flips.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue a run in --out with the same options: questions already in picks.jsonl are skipped (--concurrency, --timeout may change).")] = False,
-    timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP)] = DEFAULT_TIMEOUT,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling for candidates; default 0.99, sourced as --temperature.")] = 0.99,
-    judge_sees_thinking: Annotated[bool, typer.Option("--judge-sees-thinking", help="Show the judge each candidate whole; by default its <think>...</think> part is left out (two 2k-token candidates and a large image overflow an 8k context).")] = False,
-    max_model_len: Annotated[int | None, typer.Option(help="The server's context length: a match whose prompt could overflow it (UTF-8 bytes of the text + one token per 28x28 image pixels + 64, plus --max-tokens) is not sent but counted and decided by a seeded coin.", show_default=False)] = None,
-) -> None:
+@_options_command("best-of-n", BestOfNOptions)
+def best_of_n(options: BestOfNOptions) -> None:
     """Self-critic Best-of-N: sample N answers, let the same model judge them pairwise, keep the winner."""
-    from critic_data.rl.best_of_n import BestOfNOptions, run_best_of_n, summary_table
+    from critic_data.rl.best_of_n import run_best_of_n, summary_table
 
-    options = BestOfNOptions(base_url=base_url, model=model, input=input, n=n, out=out, strategy=strategy,
-                             concurrency=concurrency, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                             resume=resume, timeout=timeout, top_p=top_p, judge_sees_thinking=judge_sees_thinking,
-                             max_model_len=max_model_len)
-    summary = _run_with_progress(run_best_of_n, options, out / "picks.jsonl")
+    summary = _run_with_progress(run_best_of_n, options, options.out / "picks.jsonl")
     console.print(summary_table(summary))
-    console.print(f"picks in {out / 'picks.jsonl'}, summary in {out / 'summary.json'}")
+    console.print(f"picks in {options.out / 'picks.jsonl'}, summary in {options.out / 'summary.json'}")
     _fail_if_incomplete(summary, "questions")
 
 

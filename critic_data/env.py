@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import platform
 import sys
-from importlib.metadata import PackageNotFoundError, version
+
+from critic_data import package_version
 
 PACKAGES = ("critic-data", "transformers", "trl", "accelerate", "datasets", "huggingface_hub", "vllm",
             "deepspeed", "peft", "flash-attn")
-
-
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def environment() -> dict[str, str]:
@@ -32,5 +26,5 @@ def environment() -> dict[str, str]:
                 else "not available (CPU build of torch)"
     except ImportError:
         info["torch"] = "not installed"
-    info.update({package: _version(package) for package in PACKAGES})
+    info.update({package: package_version(package) for package in PACKAGES})
     return info

@@ -25,7 +25,7 @@ This module owns what a push sends and the rules that keep it safe:
 - Failures: every request waits at most `--timeout` seconds for the Hub. A timeout is final;
   connection errors, 408, 429 and 5xx are retried with exponential backoff (tenacity), at most
   ATTEMPTS tries per call and none after RETRY_WINDOW seconds. This is the only retry layer:
-  huggingface_hub's own loops (`http_backoff`) are made to give up at once (`_Client`).
+  huggingface_hub's own loops (`http_backoff`) are made to give up at once (`hub_client._Client`).
   Anything else stops at once. Either way the user gets one line saying what to do
   (`UserError`). The token comes from `HF_TOKEN` or the saved login and is handed to
   huggingface_hub only; it is never printed, logged or written.
@@ -45,16 +45,16 @@ from typing import NoReturn
 
 import httpx2
 from huggingface_hub import (CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token,
-                             hf_raise_for_status, parse_local_safetensors_file_metadata, set_client_factory)
+                             parse_local_safetensors_file_metadata)
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RevisionNotFoundError,
+from huggingface_hub.errors import (HfHubHTTPError, OfflineModeIsEnabled, RevisionNotFoundError,
                                     SafetensorsParsingError)
-from huggingface_hub.utils import filter_repo_objects, validate_repo_id
-from huggingface_hub.utils._http import hf_request_event_hook
+from huggingface_hub.utils import filter_repo_objects
 from huggingface_hub.utils.sha import git_hash
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
 from critic_data import UserError, __version__
+from critic_data.hub_client import NotTheHub, check_revision, is_repo_id, retried_status, use_timeout
 
 log = logging.getLogger(__name__)
 
@@ -153,32 +153,9 @@ def _check_repo_id(repo_id: str, kind: Kind, folder: Path) -> str:
             raise UserError(f"{folder} is a {kind.name}, which goes to a {kind.repo_type} repo, but --repo-id {repo_id} "
                             f"names a {prefix[:-1]} repo; pass --repo-id {rest}")
         repo_id = rest
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        repo_id = ""
-    if repo_id.count("/") != 1:
+    if not is_repo_id(repo_id):
         raise UserError(f"--repo-id {given!r} is not a repo id; write OWNER/NAME (letters, digits, '-', '_', '.')")
     return repo_id
-
-
-# A git branch name, in a subset every Hub accepts: parts of letters, digits and . _ - +, none
-# starting with "." or "-" (checked with the "..", ".lock" and trailing "." rules of git).
-_REF_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*(/[A-Za-z0-9_+][A-Za-z0-9._+-]*)*")
-
-
-def check_revision(revision: str, *, branch: bool) -> str:
-    """`revision`, if it is a name git and the Hub take: a branch to push to (`branch`), or a
-    branch, tag, commit or refs/... name to read from. Raises UserError."""
-    what = "branch name" if branch else "revision (branch, tag, commit or refs/pr/N)"
-    if (not _REF_NAME.fullmatch(revision) or ".." in revision or revision.endswith(".")
-            or any(part.endswith(".lock") for part in revision.split("/"))):
-        raise UserError(f"--revision {revision!r} is not a {what}; write letters, digits and . _ - + (parts separated "
-                        "by /, none starting with . or -, no ..)")
-    if branch and revision.startswith("refs/"):
-        raise UserError(f"--revision {revision} names a Hub reference, not a branch; pass a branch name, or --create-pr "
-                        "to propose the change in a pull request")
-    return revision
 
 
 _COUNTS = ("rows_read", "rows_used", "rows_rejected", "pairs_formed", "duplicates_dropped", "pairs_kept")
@@ -220,7 +197,7 @@ def _read_manifest(folder: Path, repo_id: str) -> dict:
             if hashes is not None and not (isinstance(hashes, dict) and all(
                     isinstance(digest, str) and _XXH3_128.fullmatch(digest) for digest in hashes.values())):
                 raise ValueError(f"splits.{name}.xxh3_128 is not a map of paths to xxh3_128 hex digests")
-        render_dataset_card(manifest, repo_id=repo_id)
+        render_dataset_card(manifest, source_specs(manifest), repo_id=repo_id)
     except KeyError as error:
         _not_a_manifest(folder, f"{error.args[0]!r} is missing")
     except Exception as error:  # noqa: BLE001 - an edited build.json can break the card anywhere
@@ -230,6 +207,13 @@ def _read_manifest(folder: Path, repo_id: str) -> dict:
 
 def _not_a_manifest(folder: Path, reason: str) -> NoReturn:
     raise UserError(f"{folder / 'build.json'} is not a critic-data manifest ({reason}); rebuild the dataset")
+
+
+def source_specs(manifest: dict) -> list:
+    """The specs of a manifest's sources, which its card cites and licenses."""
+    from critic_data.builders import SOURCES
+
+    return [SOURCES[name] for name in manifest["sources"]]
 
 
 def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
@@ -286,7 +270,8 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
     _check_label_balance(folder, manifest, statistics)
     plan.files = {path: folder / path for path in listed}
     plan.files["build.json"] = folder / "build.json"
-    plan.files["README.md"] = render_dataset_card(manifest, plan.repo_id, statistics, plots).encode("utf-8")
+    plan.files["README.md"] = render_dataset_card(manifest, source_specs(manifest), plan.repo_id, statistics,
+                                                  plots).encode("utf-8")
     plan.files.update(charts)
     if include_rejects and ((folder / "rejects.jsonl").exists() or (folder / "rejects.jsonl").is_symlink()):
         plan.files["rejects.jsonl"] = _file_inside(folder, "rejects.jsonl", "--include-rejects")
@@ -489,10 +474,6 @@ def _refuse_if_different(plan: Plan, remote: dict, additions: dict[str, CommitOp
             "--create-pr to propose it, or --force to replace it")
 
 
-def _retried_status(status: int) -> bool:
-    return status in (408, 429) or status >= 500
-
-
 def _causes(error: BaseException | None):
     while error is not None:  # upload errors arrive wrapped (RuntimeError from the LFS transfer)
         yield error
@@ -507,7 +488,7 @@ def _is_transient(error: BaseException) -> bool:
         if isinstance(cause, httpx2.TimeoutException):
             return False
         if isinstance(cause, HfHubHTTPError) and cause.response is not None:
-            return _retried_status(cause.response.status_code)
+            return retried_status(cause.response.status_code)
     return any(isinstance(cause, httpx2.TransportError) for cause in _causes(error))
 
 
@@ -565,67 +546,7 @@ def _explain(error: Exception, plan: Plan, timeout: float) -> Exception:
     if status == 412:
         return UserError(f"{where} at {plan.revision} changed while pushing (someone else pushed); {nothing}; run the "
                          "command again to check the new content")
-    if _retried_status(status):
+    if retried_status(status):
         return UserError(f"the Hub kept failing ({status}; tried up to {ATTEMPTS} times); {nothing}; try again later")
     message = cause.server_message or str(cause).strip().splitlines()[0]
     return UserError(f"the Hub refused the push to {where} ({status}): {message}; {nothing}")
-
-
-class NotTheHub(UserError):
-    """HF_ENDPOINT answered, but not as the Hub does: a proxy's login page, garbage."""
-
-    def __init__(self, what: str):
-        super().__init__(f"{constants.ENDPOINT} did not answer like the Hugging Face Hub ({what}); check HF_ENDPOINT, "
-                         "or the proxy between this machine and the Hub")
-
-
-class _GaveUp(httpx2.TransportError):
-    """A failed request, raised as a type huggingface_hub's `http_backoff` does not catch (it
-    retries TimeoutException, NetworkError and RemoteProtocolError); the original is its cause."""
-
-
-class _Client(httpx2.Client):
-    """huggingface_hub's HTTP client in this process (see `use_timeout`).
-
-    - Requests get `timeout` seconds to connect and for each read or write. huggingface_hub's
-      own client has no timeout, and most of its calls set none: a server that accepts the
-      connection and never answers would hold them forever.
-    - An HTML page where the Hub's API answers JSON (a proxy's login page) ends in one line.
-    - With `owned`, the caller owns waiting and retrying: no request waits longer than `timeout`,
-      and a failed one (transport error, or a status huggingface_hub retries) leaves
-      huggingface_hub's own retry loops at once. `http_backoff` would try up to 5 more times,
-      waiting up to 8 s (or as long as a Retry-After header asks) in between. Without it, the
-      timeouts huggingface_hub sets (HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT) and its
-      retries stay, and `timeout` fills in where it sets none.
-    """
-
-    def __init__(self, timeout: float, owned: bool):
-        super().__init__(event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True, timeout=None)
-        self._request_timeout, self._owned = httpx2.Timeout(timeout).as_dict(), owned  # (httpx2 uses `_timeout`)
-
-    def send(self, request: httpx2.Request, **kwargs) -> httpx2.Response:
-        theirs = request.extensions.get("timeout", {})
-        if self._owned:  # never longer than `timeout`, shorter where huggingface_hub asks for less
-            request.extensions["timeout"] = {key: min(ours, theirs.get(key) or ours)
-                                             for key, ours in self._request_timeout.items()}
-        elif not any(theirs.values()):
-            request.extensions["timeout"] = self._request_timeout
-        try:
-            response = super().send(request, **kwargs)
-        except httpx2.TransportError as error:
-            if self._owned:
-                raise _GaveUp(f"{type(error).__name__}: {error}", request=request) from error
-            raise
-        if (response.is_success and str(request.url).startswith(constants.ENDPOINT + "/api/")
-                and response.headers.get("content-type", "").startswith("text/html")):
-            response.close()
-            raise NotTheHub(f"an HTML page for {request.method} {request.url.path}")
-        if self._owned and _retried_status(response.status_code):
-            response.read()
-            hf_raise_for_status(response)
-        return response
-
-
-def use_timeout(seconds: float, *, owned: bool) -> None:
-    """Send huggingface_hub's requests in this process through `_Client`."""
-    set_client_factory(lambda: _Client(seconds, owned))

@@ -19,7 +19,6 @@ for scripts); errors go to stderr as one line. `--plots DIR` writes PNG charts.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -31,9 +30,10 @@ from rich.text import Text
 
 from critic_data import UserError
 from critic_data.cards import statistics
+from critic_data.files import json_lines
+from critic_data.hub_client import is_repo_id
 
 DEFAULT_MAX_PROMPT_LENGTH = 6142  # the recipes' max_prompt_length
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # stdout: the report is what the command produces; wide when written to a file, not cut at 80 columns
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -45,7 +45,7 @@ def resolve(path: str) -> Path:
     folder = Path(path).expanduser()
     if folder.is_dir():
         return folder
-    if folder.exists() or not _HUB_ID.fullmatch(path) or path.startswith((".", "/", "~")):
+    if folder.exists() or not is_repo_id(path):
         raise UserError(f"{path} is not a folder (nor a Hub dataset id OWNER/NAME)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError
@@ -84,12 +84,7 @@ def _records(path: Path, valid) -> tuple[list[dict], int]:
     """The records of a JSON-lines log, and how many lines are not records (an interrupted
     append leaves a line cut short: counted and left out, never fatal)."""
     records, bad = [], 0
-    for line in path.read_bytes().splitlines():
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            bad += 1
-            continue
+    for _, _, record in json_lines(path):
         if isinstance(record, dict) and valid(record):
             records.append(record)
         else:

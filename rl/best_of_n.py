@@ -52,18 +52,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from critic_data import UserError
-from critic_data.builders import images as image_files
-from critic_data.rl.client import (DEFAULT_TIMEOUT, IMAGE_PATCH, ChatClient, RequestFailed, RunSpec, data_url,
-                                   derive_seed, is_text, run_jobs, write_summary)
-from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt, strip_control_tokens, with_instruction
+from critic_data import files as image_files
+from critic_data.files import json_lines
+from critic_data.rl.client import (IMAGE_PATCH, ChatClient, RequestFailed, RunSpec, data_url, derive_seed, is_text,
+                                   run_jobs, write_summary)
+from critic_data.rl.options import BestOfNOptions, requests_per_question
 from critic_data.rl.rewards import last_boxed, parse_verdict
+from critic_data.schemas.prompts import DEFAULT_TEMPLATE, render_critic_prompt, strip_control_tokens, with_instruction
 
-STRATEGIES = ("knockout", "round-robin")
-MAX_REQUESTS_PER_QUESTION = 4096
-# The official training rollout's sampling (si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/examples/config.yaml:56-57);
-# the papers do not publish the settings of their Best-of-N runs.
-SAMPLE_TEMPERATURE = 1.0
-SAMPLE_TOP_P = 0.99
 # A chat template's own tokens around a prompt: role markers, the default system turn, the image's
 # start/end markers (Qwen2.5-VL's come to about 25).
 TEMPLATE_TOKENS = 64
@@ -71,64 +67,6 @@ _THINKING = re.compile(r"<\s*think\s*>.*?(?:<\s*/\s*think\s*>|\Z)", re.DOTALL)  
 # How servers word a prompt longer than the context (vLLM: "maximum context length is ...",
 # "... longer than the maximum model length of ...").
 _CONTEXT_REFUSAL = re.compile(r"context length|model length|too long", re.IGNORECASE)
-
-
-@dataclass
-class BestOfNOptions:
-    """Everything `critic-data best-of-n` needs; checked on creation."""
-
-    base_url: str
-    model: str
-    input: Path
-    n: int
-    out: Path
-    strategy: str = "knockout"
-    concurrency: int = 8
-    max_tokens: int = 2048
-    temperature: float = SAMPLE_TEMPERATURE  # candidates are sampled; judgements are always greedy
-    seed: int = 0
-    resume: bool = False
-    timeout: float = DEFAULT_TIMEOUT
-    top_p: float = SAMPLE_TOP_P
-    judge_sees_thinking: bool = False
-    max_model_len: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.n < 2:
-            raise UserError(f"--n {self.n}: Best-of-N needs at least 2 candidates")
-        if self.strategy not in STRATEGIES:
-            raise UserError(f"--strategy {self.strategy!r} is not known; choose from {', '.join(STRATEGIES)}")
-        samples, judgements = requests_per_question(self.n, self.strategy)
-        if samples + judgements > MAX_REQUESTS_PER_QUESTION:
-            raise UserError(f"--n {self.n} with {self.strategy}: {samples} samples + {judgements} judgements = "
-                            f"{samples + judgements} requests per question, over the limit of {MAX_REQUESTS_PER_QUESTION}; "
-                            "lower --n" + (" or use --strategy knockout" if self.strategy == "round-robin" else ""))
-        for name in ("concurrency", "max_tokens"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise UserError("--temperature must be a number, 0 or more")
-        if not 0 < self.top_p <= 1:  # nan fails too
-            raise UserError("--top-p must be above 0 and at most 1")
-        if self.max_model_len is not None and self.max_model_len <= self.max_tokens:
-            raise UserError(f"--max-model-len {self.max_model_len} leaves no room for a prompt beside --max-tokens "
-                            f"{self.max_tokens}; pass the context length the server runs with")
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise UserError("--timeout must be a number of seconds above 0")
-        self.input, self.out = Path(self.input), Path(self.out)
-
-    def identity(self) -> dict:
-        """The options a pick depends on; a resume must repeat them (concurrency, timeout and the
-        server's address may change)."""
-        return {"input": str(self.input.resolve()), "model": self.model, "n": self.n, "strategy": self.strategy,
-                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
-                "top_p": self.top_p, "judge_sees_thinking": self.judge_sees_thinking,
-                "max_model_len": self.max_model_len}
-
-
-def requests_per_question(n: int, strategy: str) -> tuple[int, int]:
-    """(samples, judgements) one question costs."""
-    return n, n - 1 if strategy == "knockout" else n * (n - 1)
 
 
 @dataclass
@@ -148,21 +86,15 @@ def read_questions(path: Path) -> list[Question]:
     if not path.is_file():
         raise UserError(f"--input {path}: no such file; pass a questions.jsonl (id, image, question, optional answer)")
     questions, seen = [], set()
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    for number, raw, row in json_lines(path):
         where = f"{path}:{number}"
-        try:
-            line = raw.decode("utf-8-sig")  # -sig: a byte-order mark is read, not rejected
-        except UnicodeDecodeError as error:
-            raise UserError(f"{where} is not valid UTF-8 (byte {raw[error.start]:#04x} at column {error.start + 1}); "
-                            "save the file as UTF-8") from None
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{where} is not valid JSON ({error.msg}); write one JSON object per line") from None
-        except RecursionError:
-            raise UserError(f"{where} is not valid JSON (nested too deeply); write one JSON object per line") from None
+        if isinstance(row, UnicodeDecodeError):
+            raise UserError(f"{where} is not valid UTF-8 (byte {raw[row.start]:#04x} at column {row.start + 1}); "
+                            "save the file as UTF-8")
+        if isinstance(row, Exception):
+            why = row.msg if isinstance(row, json.JSONDecodeError) else "nested too deeply" \
+                if isinstance(row, RecursionError) else str(row)[:100]
+            raise UserError(f"{where} is not valid JSON ({why}); write one JSON object per line")
         if not isinstance(row, dict) or not all(isinstance(row.get(k), (str, int)) and not isinstance(row.get(k), bool)
                                                 for k in ("id", "image", "question")):
             raise UserError(f"{where} needs string fields id, image (path relative to the file) and question")

@@ -46,14 +46,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from critic_data import UserError
+from critic_data.files import json_lines
+from critic_data.rl.options import DEFAULT_TIMEOUT, RUN_ATTEMPTS
 
 API_KEY_ENV = "OPENAI_API_KEY"
-RUN_ATTEMPTS = 6  # ~16 s of back-off in total: rides out a server restart or a burst of 429s
 CHECK_ATTEMPTS = 3  # at start-up a server that does not answer is most likely not running: say so quickly
-DEFAULT_TIMEOUT = 300.0
 IMAGE_PATCH = 28  # Qwen2-VL and 2.5-VL: one image token per 28 x 28 pixels (14-pixel patches merged 2 x 2)
-TIMEOUT_HELP = (f"Seconds a request may take, retries included (at most {RUN_ATTEMPTS} attempts, after connection "
-                "errors, 429 and 5xx); a server that does not answer in time stops the run.")
 
 
 class RequestFailed(Exception):
@@ -352,19 +350,19 @@ class ResultLog:
 
     def _read(self, valid: Callable[[dict], bool]) -> None:
         data = self.path.read_bytes()
+        last = data.count(b"\n") + 1  # the number of a last line without its newline (cut short, usually)
         kept, bad, first = [], [], None
-        for number, line in enumerate(io.BytesIO(data), start=1):  # split at b"\n" only
-            try:
-                record = json.loads(line.decode("utf-8"))
-                reason = None if isinstance(record, dict) and valid(record) else "not a record of this run"
-            except (ValueError, RecursionError):  # bad JSON or UTF-8, or nested past the recursion limit
+        for number, line, record in json_lines(self.path):
+            if isinstance(record, Exception):
                 reason = "not JSON"
-            if reason is None:
-                self.records.append(record)
-                kept.append(line if line.endswith(b"\n") else line + b"\n")  # complete but for its newline
+            elif not (isinstance(record, dict) and valid(record)):
+                reason = "not a record of this run"
             else:
-                bad.append(line)
-                first = first or f"line {number}, {reason}"
+                self.records.append(record)
+                kept.append(line + b"\n")  # a last line complete but for its newline is kept too
+                continue
+            bad.append(line if number == last else line + b"\n")  # set aside as it was
+            first = first or f"line {number}, {reason}"
         if bad:
             aside = self.path.with_name(self.path.name + ".bad-lines")
             with aside.open("ab") as handle:  # appended: lines set aside by an earlier resume stay

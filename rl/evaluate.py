@@ -50,18 +50,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from critic_data import UserError
-from critic_data.builders.images import ImageFileError, read_image_file
-from critic_data.rl.client import (DEFAULT_TIMEOUT, ChatClient, RunSpec, data_url, derive_seed, is_text, run_jobs,
-                                   write_summary)
-from critic_data.rl.prompts import (DEFAULT_TEMPLATE, FORMAT_INSTRUCTION, TEMPLATES, render_critic_prompt,
-                                    strip_control_tokens)
+from critic_data.files import ImageFileError, json_lines, read_image_file
+from critic_data.hub_client import is_repo_id
+from critic_data.rl.client import ChatClient, RunSpec, data_url, derive_seed, is_text, run_jobs, write_summary
+from critic_data.rl.options import PAPER_MAX_TOKENS, EvalOptions
 from critic_data.rl.rewards import last_boxed, normalize_completion, parse_verdict
 from critic_data.schemas import RejectReason
+from critic_data.schemas.prompts import (DEFAULT_TEMPLATE, FORMAT_INSTRUCTION, TEMPLATES, render_critic_prompt,
+                                         strip_control_tokens)
 
-BENCHMARKS = ("built", "vl-rewardbench", "mm-rlhf")
-PROTOCOLS = ("critic-data", "paper")
 MMRLHF_FILE = "mm_reward_bench.jsonl"
-DEFAULT_MAX_TOKENS = 2048
 
 # --- the official critic-eval scripts (`--protocol paper`) -------------------------------------
 # si0wang/LLaVA-Critic-R1@6fd42d1, eval_llama32v/model_vlreward_llama32v.py ("VL") and
@@ -92,7 +90,6 @@ Overall Judgment: Answer X is better.
 Your response should be structured and detailed, demonstrating your understanding of both the visual and \
 textual elements of the task."""
 PAPER_SYSTEM = "You are a helpful assistant."  # VL:121, MM:148
-PAPER_MAX_TOKENS = {"vl-rewardbench": 4096, "mm-rlhf": 2048}  # the --max-tokens defaults, VL:158, MM:184
 # The image part's min_pixels / max_pixels (VL:127-128, MM:134-135). The scripts only declare them in
 # the message: the keys are read by qwen_vl_utils, which they never call, so vLLM applied the
 # checkpoint processor's own bounds. We apply the declared ones (at most 1280 image tokens).
@@ -164,60 +161,6 @@ def sample_frames(frames: list) -> list:
     if len(frames) <= VIDEO_FRAMES:
         return frames
     return [frames[i * (len(frames) - 1) // (VIDEO_FRAMES - 1)] for i in range(VIDEO_FRAMES)]
-
-
-@dataclass
-class EvalOptions:
-    """Everything `critic-data eval` needs; checked on creation."""
-
-    base_url: str
-    model: str
-    benchmark: str
-    input: str
-    out: Path
-    split: str = "test"
-    limit: int | None = None
-    concurrency: int = 8
-    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS; with --protocol paper, PAPER_MAX_TOKENS
-    temperature: float = 0.0  # greedy, as the papers evaluate critics
-    seed: int = 0
-    both_orders: bool = False
-    resume: bool = False
-    timeout: float = DEFAULT_TIMEOUT
-    protocol: str = "critic-data"
-    thinking: bool | None = None  # paper: append the official instruction (the default); critic-data: always
-
-    def __post_init__(self) -> None:
-        if self.benchmark not in BENCHMARKS:
-            raise UserError(f"--benchmark {self.benchmark!r} is not known; choose from {', '.join(BENCHMARKS)}")
-        if self.protocol not in PROTOCOLS:
-            raise UserError(f"--protocol {self.protocol!r} is not known; choose from {', '.join(PROTOCOLS)}")
-        if self.protocol == "paper" and self.benchmark == "built":
-            raise UserError("--protocol paper reproduces the official scripts for vl-rewardbench and mm-rlhf; "
-                            "evaluate a built dataset with the template it was trained on (--protocol critic-data)")
-        if self.protocol == "critic-data" and self.thinking is False:
-            raise UserError("--no-thinking applies to --protocol paper; the critic-data template always ends in "
-                            "the think/boxed instruction the critic was trained with")
-        self.thinking = self.thinking is not False
-        if self.max_tokens is None:
-            self.max_tokens = PAPER_MAX_TOKENS[self.benchmark] if self.protocol == "paper" else DEFAULT_MAX_TOKENS
-        for name in ("concurrency", "max_tokens") + (("limit",) if self.limit is not None else ()):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise UserError("--temperature must be a number, 0 or more")
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise UserError("--timeout must be a number of seconds above 0")
-        self.out = Path(self.out)
-
-    def identity(self) -> dict:
-        """The options a result depends on; a resume must repeat them (concurrency, timeout, limit
-        and the server's address may change: they decide how fast and how many, not what)."""
-        source = Path(self.input)
-        return {"benchmark": self.benchmark, "input": str(source.resolve()) if source.exists() else self.input,
-                "split": self.split, "model": self.model, "seed": self.seed, "both_orders": self.both_orders,
-                "temperature": self.temperature, "max_tokens": self.max_tokens, "protocol": self.protocol,
-                "thinking": self.thinking}
 
 
 @dataclass
@@ -304,7 +247,7 @@ def _built_rows(source: str, split: str) -> tuple[int, Iterator[dict]]:
     folder = Path(source)
     if folder.is_dir():
         return _parquet_rows(folder, split, columns)
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+    if not is_repo_id(source):
         raise UserError(f"--input {source}: no such folder, and not a Hub dataset id (OWNER/NAME)")
     import datasets
 
@@ -400,47 +343,43 @@ def _mmrlhf_items(folder: Path, skipped: Counter, videos: bool) -> tuple[int, It
 
     def items():
         seen: Counter = Counter()  # several rows share an id: item ids become "<id>#<k>"
-        with path.open("rb") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line.decode("utf-8-sig"))  # -sig: a byte-order mark is read, not rejected
-                    group, prompt, chosen, rejected = row["id"], row["prompt"], row["chosen"], row["rejected"]
-                except UnicodeDecodeError:
-                    skipped["not_utf8"] += 1
-                    continue
-                except (ValueError, RecursionError, KeyError, TypeError):  # not JSON, too deep, not an object
-                    skipped["row_malformed"] += 1
-                    continue
-                texts = (prompt, chosen, rejected)
-                if isinstance(group, int) and not isinstance(group, bool):
-                    group = str(group)
-                if any(isinstance(t, str) and not is_text(t) for t in (group, *texts)):
-                    skipped["not_utf8"] += 1  # a lone surrogate, escaped in the JSON
-                    continue
-                if not all(isinstance(t, str) for t in (group, *texts)):
-                    skipped["row_malformed"] += 1
-                    continue
-                k = seen[group]
-                seen[group] += 1
-                video = row.get("video") if not row.get("image") else None
-                if video and not videos:
-                    skipped["video"] += 1  # the critic-data template shows one image
-                    continue
-                if video and not isinstance(video, list):
-                    skipped["video_not_frames"] += 1  # the official script reads a list of frame files
-                    continue
-                try:
-                    if video:  # frame files under images/ (MM:92)
-                        images = [_snapshot_image(name, [folder / "images"]) for name in sample_frames(video)]
-                    else:  # the official script reads images/<image> (MM:127); "images/..." is read too
-                        images = [_snapshot_image(row.get("image"), [folder, folder / "images"])]
-                except ImageFileError as error:
-                    skipped[error.reason.value] += 1
-                    continue
-                yield Item(id=f"{group}#{k}", images=images, question=prompt, responses=(chosen, rejected),
-                           label="1", frames=bool(video), extra={"group": group, "keywords": _mmrlhf_keywords(row)})
+        for _, _, row in json_lines(path):
+            if isinstance(row, UnicodeDecodeError):
+                skipped["not_utf8"] += 1
+                continue
+            try:
+                group, prompt, chosen, rejected = row["id"], row["prompt"], row["chosen"], row["rejected"]
+            except (KeyError, TypeError):  # not an object (or not JSON at all), or missing a field
+                skipped["row_malformed"] += 1
+                continue
+            texts = (prompt, chosen, rejected)
+            if isinstance(group, int) and not isinstance(group, bool):
+                group = str(group)
+            if any(isinstance(t, str) and not is_text(t) for t in (group, *texts)):
+                skipped["not_utf8"] += 1  # a lone surrogate, escaped in the JSON
+                continue
+            if not all(isinstance(t, str) for t in (group, *texts)):
+                skipped["row_malformed"] += 1
+                continue
+            k = seen[group]
+            seen[group] += 1
+            video = row.get("video") if not row.get("image") else None
+            if video and not videos:
+                skipped["video"] += 1  # the critic-data template shows one image
+                continue
+            if video and not isinstance(video, list):
+                skipped["video_not_frames"] += 1  # the official script reads a list of frame files
+                continue
+            try:
+                if video:  # frame files under images/ (MM:92)
+                    images = [_snapshot_image(name, [folder / "images"]) for name in sample_frames(video)]
+                else:  # the official script reads images/<image> (MM:127); "images/..." is read too
+                    images = [_snapshot_image(row.get("image"), [folder, folder / "images"])]
+            except ImageFileError as error:
+                skipped[error.reason.value] += 1
+                continue
+            yield Item(id=f"{group}#{k}", images=images, question=prompt, responses=(chosen, rejected),
+                       label="1", frames=bool(video), extra={"group": group, "keywords": _mmrlhf_keywords(row)})
 
     return total, items()
 

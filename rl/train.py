@@ -21,23 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import shlex
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from rich.console import Console
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 from transformers import TrainerCallback
 
-from critic_data import UserError
+from critic_data import UserError, package_version
+from critic_data.hub_client import is_repo_id
 from critic_data.cards.model_card import write_model_card
 from critic_data.rl.rewards import DEFAULT_REWARDS, DEFAULT_WEIGHTS, reward_function
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 REQUIRED_COLUMNS = ("prompt", "images", "answer")
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 console = Console(stderr=True)
 
 
@@ -120,7 +118,7 @@ def load_critic_dataset(args: CriticScriptArguments):
         raise UserError("--dataset_streaming is not supported: the prompt budget is checked over the whole "
                         "dataset before training")
     local = Path(name).expanduser()
-    if not local.exists() and (name.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(name)):
+    if not local.exists() and not is_repo_id(name):
         raise UserError(f"no dataset folder at {name}; build one with `critic-data build --out {name}`")
     try:
         dataset = load_dataset(str(local) if local.exists() else name, name=args.dataset_config,
@@ -229,18 +227,11 @@ def sized_images(dataset, processor):
 # --------------------------------------------------------------------------- provenance for the model card
 
 
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def dataset_provenance(args: CriticScriptArguments) -> dict:
     """Hub id + resolved commit, or local folder + content fingerprint of its data files."""
     from huggingface_hub import DatasetCard
 
-    from critic_data.builders.snapshot import fingerprint
+    from critic_data.files import fingerprint
 
     local = Path(args.dataset_name).expanduser()
     if local.exists():
@@ -300,7 +291,7 @@ def card_info(recipe: Path, overrides: list[str], script_args, training_args, mo
         "hyperparameters": hyperparameters,
         "command": shlex.join(["critic-data", "train", "--recipe", recipe.stem if recipe.parent == RECIPES_DIR
                                else str(recipe), *overrides]),
-        "versions": {name: _version(name) for name in ("critic-data", "trl", "transformers", "torch", "vllm")},
+        "versions": {name: package_version(name) for name in ("critic-data", "trl", "transformers", "torch", "vllm")},
         "max_steps": training_args.max_steps if training_args.max_steps > 0 else None,
     }
 

@@ -1,33 +1,29 @@
-"""The output contract, declared once: row schema, reject records, build manifest.
+"""The output contract, declared once: the sources, the row schema and the critic prompt text a row
+carries (prompts.py), and reject records.
 
-The writer, the validator, the card and the tests all derive from these definitions.
+The writer, the validator, the card, eval and the tests all derive from these definitions. The row
+schema is built with `datasets` (about a second to import), so it is loaded when first asked for:
+`critic_data.schemas.RejectReason` or `.prompts` do not pull it in.
 """
 
-from critic_data.schemas.rejects import Reject, RejectReason
-from critic_data.schemas.row import (
-    ANSWERS,
-    ARROW_SCHEMA,
-    COLUMNS,
-    EASYR1_FEATURES,
-    FEATURES,
-    SOURCE_NAMES,
-    to_easyr1,
-    validate_row,
-)
+# The sources a row may come from, in build order: a pair repeated in a later source (LLaVA-Critic
+# re-judges rows of the others) is kept from the earlier one.
+SOURCE_NAMES = ("vlfeedback", "rlhf_v", "llava_rlhf", "llava_critic")
 
-# --format name -> (features of the written rows, conversion from a validated TRL-layout row)
-FORMATS = {"trl": (FEATURES, None), "easyr1": (EASYR1_FEATURES, to_easyr1)}
+from critic_data.schemas.rejects import Reject, RejectReason  # noqa: E402 - after the constant row.py reads
 
-__all__ = [
-    "ANSWERS",
-    "ARROW_SCHEMA",
-    "COLUMNS",
-    "EASYR1_FEATURES",
-    "FEATURES",
-    "FORMATS",
-    "SOURCE_NAMES",
-    "Reject",
-    "RejectReason",
-    "to_easyr1",
-    "validate_row",
-]
+_ROW_SCHEMA = ("ANSWERS", "ARROW_SCHEMA", "COLUMNS", "EASYR1_FEATURES", "FEATURES", "FORMATS", "to_easyr1",
+               "validate_row")
+
+
+def __getattr__(name: str):
+    if name in _ROW_SCHEMA:
+        from critic_data.schemas import row
+
+        value = getattr(row, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["SOURCE_NAMES", "Reject", "RejectReason", *_ROW_SCHEMA]

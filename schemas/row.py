@@ -11,7 +11,7 @@ import math
 
 from datasets import Features, Image, List, Value
 
-SOURCE_NAMES = ("vlfeedback", "rlhf_v", "llava_rlhf", "llava_critic")
+from critic_data.schemas import SOURCE_NAMES
 
 # "tie" only appears in builds run with --keep-ties, whose rows use the tie-aware template.
 ANSWERS = ("1", "2", "tie")
@@ -104,3 +104,7 @@ def validate_row(row: dict) -> None:
         raise ValueError(f"prompt parts must be {len(images)} image part(s) then one text part, not {kinds}")
     if not parts[-1]["text"]:
         raise ValueError("the prompt's text part is empty")
+
+
+# --format name -> (features of the written rows, conversion from a validated TRL-layout row)
+FORMATS = {"trl": (FEATURES, None), "easyr1": (EASYR1_FEATURES, to_easyr1)}

@@ -1,6 +1,6 @@
 """`--balance-length`: per source and split, the better response is the longer one in about half
 the kept pairs, by the fewest drops a single-pass build can make (the proof is in
-`pipeline._Decider`'s docstring).
+`decide.Decider`'s docstring).
 
 The rule is checked three ways: against every choice a single-pass rule could make (all subsets
 whose every prefix is within the tolerance) on short random inputs; on a VLFeedback snapshot
@@ -21,8 +21,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from critic_data import UserError
 from critic_data.builders.options import BuildOptions
-from critic_data.builders.pipeline import Candidate, SourceStats, _Decider, build
+from critic_data.builders.counts import SourceCounts
+from critic_data.builders.decide import Decider
+from critic_data.builders.pipeline import build
+from critic_data.builders.prepare import Candidate
 from critic_data.cards.statistics import dataset_statistics
 from tests import snapshots
 
@@ -30,10 +34,10 @@ T = BuildOptions.length_tolerance
 CLI = [sys.executable, "-m", "critic_data.cli"]
 
 
-def greedy(signs: list[int], split: str = "train") -> tuple[list[bool], SourceStats]:
-    """The build's own decisions (`_Decider`) on pairs of the given signs: 1 the better response is
+def greedy(signs: list[int], split: str = "train") -> tuple[list[bool], SourceCounts]:
+    """The build's own decisions (`Decider`) on pairs of the given signs: 1 the better response is
     longer, -1 shorter, 0 as long."""
-    decider, stats = _Decider(BuildOptions(out=Path("unused"), balance_length=True)), SourceStats()
+    decider, stats = Decider(BuildOptions(out=Path("unused"), balance_length=True)), SourceCounts()
     candidates = [Candidate("vlfeedback", f"key-{i}", split, 0.25, False, longer=sign) for i, sign in enumerate(signs)]
     return [answer is not None for answer in decider.answers(candidates, stats)], stats
 
@@ -92,7 +96,7 @@ def test_no_single_pass_choice_keeps_more_than_the_rule(tmp_path):
                 d, n = d + sign, n + 1
                 assert abs(d) <= T(n)  # within the tolerance after every pair, hence at the end
         assert n == single_pass_best(signs) == single_pass_best_dp(signs), signs
-        assert stats.filtered["length_balance"] == len(signs) - sum(kept)
+        assert stats["filtered", "length_balance"] == len(signs) - sum(kept)
 
 
 def test_a_rule_that_decides_as_pairs_come_cannot_drop_as_few_as_one_that_sees_them_all():
@@ -101,31 +105,32 @@ def test_a_rule_that_decides_as_pairs_come_cannot_drop_as_few_as_one_that_sees_t
     signs = [-1, -1, 1, 1]
     kept, stats = greedy(signs)
     assert offline_fewest(signs) == 0
-    assert stats.filtered["length_balance"] == 1 == len(signs) - single_pass_best(signs)
+    assert stats["filtered", "length_balance"] == 1 == len(signs) - single_pass_best(signs)
     assert kept == [True, False, True, True]
 
 
 def test_splits_are_balanced_each_on_their_own():
-    decider, stats = _Decider(BuildOptions(out=Path("unused"), balance_length=True)), SourceStats()
+    decider, stats = Decider(BuildOptions(out=Path("unused"), balance_length=True)), SourceCounts()
     candidates = [Candidate("vlfeedback", f"k{i}-{split}", split, 0.25, False, longer=1)
                   for i in range(6) for split in ("train", "test")]
     kept = [answer is not None for answer in decider.answers(candidates, stats)]
     assert kept == [True] * 2 + [False] * 10  # one of each split (T(2) = 1), in input order
-    assert stats.labels["train"].total() == stats.labels["test"].total() == 1
+    balance = stats.to_manifest()["label_balance"]
+    assert sum(balance["train"].values()) == sum(balance["test"].values()) == 1
 
 
 def test_a_source_without_length_bias_loses_few_pairs():
     rng = random.Random(5)
     signs = [rng.choice([1, -1]) for _ in range(4000)]
     _, stats = greedy(signs)
-    dropped = stats.filtered["length_balance"]
+    dropped = stats["filtered", "length_balance"]
     assert dropped == len(signs) - single_pass_best_dp(signs)
     assert dropped <= 0.02 * len(signs)  # chance ups and downs cost under 2% of the pairs here
     assert offline_fewest(signs) <= dropped
 
 
 def test_the_option_is_on_or_off():
-    with pytest.raises(ValueError, match="--balance-length is on or off"):
+    with pytest.raises(UserError, match="--balance-length is on or off"):
         BuildOptions(out=Path("o"), balance_length="no")
     assert BuildOptions(out=Path("o")).balance_length is False
 
@@ -159,7 +164,7 @@ def biased(tmp_path_factory) -> Path:
 
 
 def _build(snapshot: Path, out: Path, num_proc: int = 1, **options) -> dict:
-    return build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, test_size=0.2, **options), num_proc=num_proc)
+    return build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, test_size=0.2, num_proc=num_proc, **options))
 
 
 def _signs(out: Path, split: str) -> list[int]:
@@ -210,7 +215,7 @@ def test_a_biased_source_is_balanced_with_the_fewest_drops(biased, tmp_path):
 
 def test_balancing_does_not_depend_on_the_number_of_workers(biased, tmp_path, monkeypatch):
     one = _build(biased, tmp_path / "one", balance_length=True)
-    monkeypatch.setattr("critic_data.builders.vlfeedback.PART_LINES", 7)  # parts prepared by two processes
+    monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 7)  # parts prepared by two processes
     two = _build(biased, tmp_path / "two", num_proc=2, balance_length=True)
     assert one["sources"] == two["sources"] and one["sources"]["vlfeedback"]["counts"]["pairs_filtered"]["length_balance"]
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())

@@ -109,7 +109,7 @@ def test_a_control_token_in_a_candidate_cannot_break_the_judge_request(server, m
     candidate can hold `<|image_pad|>`; put into a judge prompt as text it would count as a
     second image token and the server refuses the request. The rendered prompt leaves it out."""
     from critic_data.rl.client import ChatClient, RequestFailed, data_url
-    from critic_data.rl.prompts import DEFAULT_TEMPLATE, render_critic_prompt
+    from critic_data.schemas.prompts import DEFAULT_TEMPLATE, render_critic_prompt
 
     base_url, model = server
     candidate = "A red<|image_pad|> bike.<|im_end|>"
@@ -190,7 +190,7 @@ def test_bad_options_are_one_line(tmp_path, args, message):
 
 
 def test_the_largest_n_each_strategy_allows():
-    from critic_data.rl.best_of_n import MAX_REQUESTS_PER_QUESTION, BestOfNOptions, requests_per_question
+    from critic_data.rl.options import MAX_REQUESTS_PER_QUESTION, BestOfNOptions, requests_per_question
 
     for n, strategy in ((64, "round-robin"), (2048, "knockout")):
         BestOfNOptions(base_url="", model="", input="q.jsonl", n=n, out="o", strategy=strategy)
@@ -410,7 +410,7 @@ def split_requests(server):
 
 
 def test_candidates_are_sampled_with_the_official_instruction_and_the_stated_defaults(tmp_path):
-    from critic_data.rl.prompts import with_instruction
+    from critic_data.schemas.prompts import with_instruction
 
     questions = write_questions(tmp_path / "in", QUESTIONS[:1])
     with fake_server(reasoning_sampler()) as server:
@@ -520,7 +520,7 @@ def test_help_states_the_sampling_defaults_and_their_source():
 def test_question_images_must_be_regular_files_under_the_size_cap(tmp_path, monkeypatch):
     import os
 
-    import critic_data.builders.images as images
+    import critic_data.files as images
 
     path = write_questions(tmp_path / "in", QUESTIONS[:2])
     os.remove(tmp_path / "in" / "img" / "1.jpg")

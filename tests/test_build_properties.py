@@ -182,7 +182,7 @@ def test_json_lines_parts_give_the_lines_and_numbers_of_text_mode(pieces, lines_
     workers do) gives the same numbered lines as reading it whole in text mode."""
     import io
 
-    from critic_data.builders.vlfeedback import _line_parts
+    from critic_data.builders.readers import line_parts
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "rows.jsonl"
@@ -191,7 +191,7 @@ def test_json_lines_parts_give_the_lines_and_numbers_of_text_mode(pieces, lines_
             expected = list(enumerate(whole, start=1))
         data = path.read_bytes()
         got = []
-        for start, size, first in _line_parts(path, lines_per_part):
+        for start, size, first in line_parts(path, lines_per_part):
             text = io.TextIOWrapper(io.BytesIO(data[start : start + size]), encoding="utf-8", errors="replace")
             got += list(enumerate(text, start=first))
     assert got == expected

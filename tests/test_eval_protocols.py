@@ -319,7 +319,7 @@ def test_mm_rlhf_scorer_on_a_known_table():
 # --- image paths stay inside the snapshot, read bounded -------------------------------------------
 
 def test_benchmark_image_paths_outside_the_snapshot_are_skipped_never_read(tmp_path, monkeypatch):
-    import critic_data.builders.images as images
+    import critic_data.files as images
 
     outside = tmp_path / "outside.png"
     outside.write_bytes(png((300, 300), (1, 2, 3)))

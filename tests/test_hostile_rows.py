@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from critic_data import files
 from critic_data.builders import images as image_module
 from critic_data.builders.images import check_image
 from critic_data.builders.options import BuildOptions
@@ -86,7 +87,7 @@ def _rewrite(folder: Path, rows: list, prefix: bytes = b"") -> None:
 
 
 def _vlf_build(folder: Path, out: Path, num_proc: int = 1, **options) -> dict:
-    return build(BuildOptions(out=out, inputs={"vlfeedback": folder}, **options), num_proc=num_proc)
+    return build(BuildOptions(out=out, inputs={"vlfeedback": folder}, num_proc=num_proc, **options))
 
 
 def _rate(completion: dict, rating) -> None:
@@ -219,7 +220,7 @@ def test_a_byte_order_mark_starts_json_lines_without_costing_a_row(num_proc, tmp
     rows = _vlfeedback(tmp_path / "s", n=7)
     rows[3]["prompt"] = "\ufeffWhat is this?"  # the same character inside a line is text, not a mark
     _rewrite(tmp_path / "s", rows, prefix="\ufeff".encode())
-    monkeypatch.setattr("critic_data.builders.vlfeedback.PART_LINES", 3)
+    monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 3)
     manifest = _vlf_build(tmp_path / "s", tmp_path / "o", num_proc=num_proc)
     counts, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 7)
     assert rejects == {} and counts["rows_used"] == 7
@@ -269,7 +270,7 @@ def _rlhf_v(path: Path, n: int = 6, texts: dict | None = None, images: dict | No
 
 
 def _rlhf_v_build(folder: Path, out: Path, num_proc: int = 1) -> dict:
-    return build(BuildOptions(out=out, sources=("rlhf_v",), inputs={"rlhf_v": folder}), num_proc=num_proc)
+    return build(BuildOptions(out=out, sources=("rlhf_v",), inputs={"rlhf_v": folder}, num_proc=num_proc))
 
 
 def test_rlhf_v_text_json_hazards_are_rejects(tmp_path):
@@ -305,7 +306,7 @@ def test_image_bytes_stored_as_text_or_other_types_are_rejects(tmp_path):
 
 def test_parquet_image_bytes_over_the_size_cap_are_a_reject(tmp_path, monkeypatch):
     big = _noise_jpeg(3)
-    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", len(big) - 1)
+    monkeypatch.setattr(files, "MAX_IMAGE_BYTES", len(big) - 1)
     _rlhf_v(tmp_path / "s" / "RLHF-V-Dataset.parquet", images={2: {"bytes": big, "path": "big.jpg"}})
     manifest = _rlhf_v_build(tmp_path / "s", tmp_path / "o")
     _, rejects = _outcome(manifest, tmp_path / "o", "rlhf_v", 6)
@@ -367,7 +368,7 @@ def _llava_rlhf(root: Path, change=None) -> list[dict]:
 def _llava_rlhf_build(root: Path, num_proc: int = 1) -> tuple[dict, dict[str, str]]:
     out = root / "o"
     manifest = build(BuildOptions(out=out, sources=("llava_rlhf",), inputs={"llava_rlhf": root / "s"},
-                                  image_root=root / "coco" / "train2017"), num_proc=num_proc)
+                                  image_root=root / "coco" / "train2017", num_proc=num_proc))
     counts, rejects = _outcome(manifest, out, "llava_rlhf", 12)
     planted = {f"llava-rlhf-{i}": reason for i, reason in LLAVA_RLHF_FAULTS.items()}
     assert {k: v for k, v in rejects.items() if k in planted} == planted
@@ -429,7 +430,7 @@ def test_a_zip_member_declared_over_the_cap_is_rejected_before_inflating(tmp_pat
     big = _noise_jpeg(1)
     archive = tmp_path / "s" / "merged_images.zip"
     _rewrite_zip(archive, {**_zip_members(archive), f"merged_images/{rows[2]['id']}.jpg": big})
-    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", len(big) - 1)
+    monkeypatch.setattr(files, "MAX_IMAGE_BYTES", len(big) - 1)
     opened = []
     original_open = zipfile.ZipFile.open
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: opened.append(getattr(name, "filename", name))
@@ -459,7 +460,7 @@ def test_a_zip_member_that_inflates_past_its_declared_size_is_read_no_further_th
         assert data[at : at + 4] == declared
         data[at : at + 4] = struct.pack("<I", 1000)
     archive.write_bytes(bytes(data))
-    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", 500_000)
+    monkeypatch.setattr(files, "MAX_IMAGE_BYTES", 500_000)
     asked = []
     original_read = zipfile.ZipExtFile.read
     monkeypatch.setattr(zipfile.ZipExtFile, "read", lambda self, n=-1: asked.append(n) or original_read(self, n))
@@ -482,7 +483,7 @@ def test_folder_images_over_the_cap_are_rejected_unread(tmp_path, monkeypatch):
     images = _unzip(tmp_path / "s")
     big = _noise_jpeg(2)
     (images / f"{rows[4]['id']}.jpg").write_bytes(big)
-    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", len(big) - 1)
+    monkeypatch.setattr(files, "MAX_IMAGE_BYTES", len(big) - 1)
     manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
     _, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
     assert rejects == {rows[4]["id"]: "image_file_too_large"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from jinja2 import Template
 
-from critic_data.rl.prompts import (
+from critic_data.schemas.prompts import (
     FORMAT_INSTRUCTION,
     PROMPT_STYLES,
     TEMPLATES,

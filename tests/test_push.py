@@ -709,7 +709,7 @@ def test_a_branch_name_is_accepted_as_revision(built_dataset, revision):
 ])
 def test_a_revision_to_read_from_may_be_any_ref_name(revision, ok):
     from critic_data import UserError
-    from critic_data.hub import check_revision
+    from critic_data.hub_client import check_revision
 
     if ok:
         assert check_revision(revision, branch=False) == revision

@@ -18,7 +18,8 @@ from critic_data.builders.llava_critic import parse_judge_prompt, parse_verdict
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
 from critic_data.cards import render_dataset_card
-from critic_data.rl.prompts import FORMAT_INSTRUCTION
+from critic_data.hub import source_specs
+from critic_data.schemas.prompts import FORMAT_INSTRUCTION
 from critic_data.schemas import EASYR1_FEATURES
 from tests.snapshots import (
     CRITIC_DUPLICATE_ROW,
@@ -336,7 +337,7 @@ def test_easyr1_format_is_what_the_official_fork_reads(snapshots, tmp_path):
         assert [p["type"] for p in parts] == ["image", "text"]
         assert parts[1]["text"].count(FORMAT_INSTRUCTION) == 1 and parts[1]["text"].endswith(FORMAT_INSTRUCTION)
         assert "2 if Response 2 is better" in parts[1]["text"]
-    card = render_dataset_card(manifest)
+    card = render_dataset_card(manifest, source_specs(manifest))
     assert "--format easyr1" in card and "response_1" not in card
 
 

@@ -149,8 +149,8 @@ def test_load_dataset_gives_both_splits_with_declared_features(built):
 def test_same_seed_is_byte_identical_and_another_seed_reorders(jsonl_snapshot, tmp_path, monkeypatch):
     first = _build(jsonl_snapshot[0], tmp_path / "a", test_size=0.25)
     # the JSON Lines file in parts of 7 lines, read and prepared by two worker processes
-    monkeypatch.setattr("critic_data.builders.vlfeedback.PART_LINES", 7)
-    second = build(BuildOptions(out=tmp_path / "b", inputs={"vlfeedback": jsonl_snapshot[0]}, test_size=0.25), num_proc=2)
+    monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 7)
+    second = build(BuildOptions(out=tmp_path / "b", inputs={"vlfeedback": jsonl_snapshot[0]}, test_size=0.25, num_proc=2))
     monkeypatch.undo()
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "data").iterdir())
     assert files_a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b" / "data").iterdir())
@@ -180,7 +180,7 @@ def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tm
     assert counts["rows_read"] == 40 and counts["rows_read"] == counts["rows_used"] + counts["rows_rejected"]
     assert _rows(tmp_path / "pq") == _rows(built[0])
     # row groups read and prepared by two worker processes: the same bytes
-    build(BuildOptions(out=tmp_path / "pq2", inputs={"vlfeedback": parquet_snapshot[0]}, test_size=0.25), num_proc=2)
+    build(BuildOptions(out=tmp_path / "pq2", inputs={"vlfeedback": parquet_snapshot[0]}, test_size=0.25, num_proc=2))
     for path in sorted((tmp_path / "pq" / "data").iterdir()):
         assert path.read_bytes() == (tmp_path / "pq2" / "data" / path.name).read_bytes()
     # the tables the workers handed over through files are all gone

@@ -1,0 +1,102 @@
+"""The ordered, single-threaded step: which offered pairs are kept, and each kept pair's label.
+
+It sees every candidate of a build in input order (sources in build order), so its decisions
+never depend on worker count: ties kept or dropped (the one place ties are decided, by
+--keep-ties), duplicates dropped (exact copies, and across sources copies by content),
+--balance-length, and the presented order, which balances the labels.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from critic_data.builders.counts import SPLITS, SourceCounts
+from critic_data.builders.duplicates import CrossSourceIndex
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.prepare import Candidate
+
+
+class Decider:
+    """The ordered, single-threaded decisions: ties kept, duplicates dropped, length balance,
+    presented order.
+
+    A duplicate is a pair whose exact key (image bytes, question, responses) was kept before,
+    or, in a build of several sources, whose content (`duplicates.py`) an earlier source kept.
+    Labels are balanced to within one row per (source, split) without a second pass: kept
+    pairs are taken in couples in input order; the first of a couple is ordered by its keyed
+    hash, the second gets the other label.
+
+    --balance-length, per (source, split), in input order. L and S count the kept pairs whose
+    better response has more / fewer characters than the worse one (equal lengths and ties are
+    neither, and always kept); T(n) = options.length_tolerance(n), which never decreases. Rule:
+    keep a pair unless it would make |L - S| > T(L + S). No rule deciding each pair as it comes
+    drops fewer:
+    - Such a rule must keep |L - S| <= T(L + S) after every pair, as the input may end there.
+    - Let F be any choice of pairs meeting that after every pair, and G this rule's choice; with
+      n = L + S and D = L - S of each, after every pair  n_G - n_F >= |D_G - D_F|  (*). It holds
+      at the start (0 >= 0), and a pair of sign s (+1 longer, -1 shorter) keeps it: kept by both
+      or by neither, nothing changes; kept by G alone, the left side grows by 1 and the right by
+      at most 1; kept by F alone, G refused it, so s*D_G = T(n_G + 1) (as |D_G| <= T(n_G) <=
+      T(n_G + 1) < |D_G + s|), while F took it, so s*D_F + 1 <= T(n_F + 1) <= T(n_G + 1) (n_F <=
+      n_G by (*)): s*D_F < s*D_G, and both sides of (*) shrink by 1.
+    - So n_G >= n_F at the end: G drops no more of these pairs than F, and neither drops others.
+    A rule that sees the whole input first needs to drop only the fewest d with
+    |L - S| - d <= T(L + S - d) (L, S of the input); this one can drop more: after a run of the
+    side that ends up the minority (the input may end during it), or where the tolerance grew
+    after a drop. With T = √n, a source without length bias loses few pairs to its chance ups
+    and downs (tests/test_balance_length.py measures both).
+    """
+
+    def __init__(self, options: BuildOptions):
+        self.options = options
+        self.seen: dict[str, str] = {}  # exact key -> source of the pair kept
+        self.earlier_sources = CrossSourceIndex()
+        self.pending_label: dict[tuple[str, str], str | None] = defaultdict(lambda: None)
+        self.lengths: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))  # kept (L, S)
+
+    def answers(self, candidates: list[Candidate], counts: SourceCounts) -> list[str | None]:
+        """The labels of a chunk's candidates, in order (None: dropped by a rule, counted in `counts`)."""
+        copies = [None] * len(candidates)
+        if candidates and candidates[0].content is not None:
+            copies = self.earlier_sources.earlier_copies([c.content[0] for c in candidates],
+                                                         [c.content[1] for c in candidates])
+        return [self._answer(candidate, copy, counts) for candidate, copy in zip(candidates, copies)]
+
+    def source_done(self) -> None:
+        self.earlier_sources.seal()
+
+    def _answer(self, candidate: Candidate, earlier_copy: str | None, counts: SourceCounts) -> str | None:
+        if candidate.tie and not self.options.ties_allowed(sum(counts["kept", split, "tie"] for split in SPLITS)):
+            counts["filtered", "tie_dropped"] += 1  # the one place ties are decided
+            return None
+        kept_copy = self.seen.get(candidate.key) or earlier_copy
+        if kept_copy is not None:
+            counts["duplicates", kept_copy] += 1
+            return None
+        if self.options.balance_length and candidate.longer:
+            # before the pair is marked seen: a later copy of a pair dropped here is not a duplicate
+            slot = (candidate.source, candidate.split)
+            longer, shorter = self.lengths[slot]
+            longer, shorter = longer + (candidate.longer > 0), shorter + (candidate.longer < 0)
+            if abs(longer - shorter) > self.options.length_tolerance(longer + shorter):
+                counts["filtered", "length_balance"] += 1
+                return None
+            self.lengths[slot] = longer, shorter
+        self.seen[candidate.key] = candidate.source
+        if candidate.content is not None:
+            text, image = candidate.content
+            self.earlier_sources.add(text, candidate.source, image)
+        if candidate.origin is not None:
+            counts["kept_by_origin", candidate.origin] += 1
+        if candidate.tie:
+            answer = "tie"
+        else:
+            slot = (candidate.source, candidate.split)
+            answer = self.pending_label[slot]
+            if answer is None:
+                answer = "1" if candidate.order < 0.5 else "2"
+                self.pending_label[slot] = "2" if answer == "1" else "1"
+            else:
+                self.pending_label[slot] = None
+        counts["kept", candidate.split, answer] += 1
+        return answer

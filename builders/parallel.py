@@ -1,0 +1,44 @@
+"""Running the prepare step on a source's parts, in worker processes, in input order.
+
+Parts (parquet row groups, JSON Lines parts) are read and prepared by `--num-proc` worker
+processes, a few parts ahead of the ordered step, so memory stays bounded by the parts in
+flight; their tables come back as Arrow files in a scratch folder (see `Chunk.stash`). A
+source that is one sequential part is prepared in this process.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.prepare import Chunk, prepare
+from critic_data.builders.readers import SourceReader
+
+
+def prepared_chunks(reader: SourceReader, options: BuildOptions, scratch: Path) -> Iterator[Chunk]:
+    """Every row of a source as prepared chunks, in input order."""
+    parts, num_proc = list(reader.parts), options.num_proc
+    if num_proc <= 1 or len(parts) <= 1:
+        for part in parts:
+            for batch in reader.read_part(part):
+                yield prepare(batch, options)
+        return
+    with ProcessPoolExecutor(num_proc) as pool:
+        in_flight: deque = deque()
+        for number, part in enumerate(parts):
+            in_flight.append(pool.submit(_prepare_part, reader, part, options, scratch / f"part-{number:07d}"))
+            if len(in_flight) > 2 * num_proc:
+                yield from in_flight.popleft().result()
+        while in_flight:
+            yield from in_flight.popleft().result()
+
+
+def _prepare_part(reader: SourceReader, part, options: BuildOptions, stem: Path) -> list[Chunk]:
+    """The unit of work of a worker process: one part, its tables handed over as files."""
+    chunks = [prepare(batch, options) for batch in reader.read_part(part)]
+    for number, chunk in enumerate(chunks):
+        chunk.stash(stem.with_name(f"{stem.name}-{number:04d}.arrow"))
+    return chunks

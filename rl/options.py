@@ -1,0 +1,162 @@
+"""The options of `critic-data eval` and `critic-data best-of-n`: one dataclass each, declared once.
+
+Each field is the option's name, type and default, and its metadata the help text, so the CLI
+(critic_data/cli.py), Python callers and the run's summary all read the same declaration. The
+checks are in `__post_init__`. Kept free of heavy imports: the CLI builds its commands from here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from critic_data import UserError, option
+
+RUN_ATTEMPTS = 6  # ~16 s of back-off in total: rides out a server restart or a burst of 429s
+DEFAULT_TIMEOUT = 300.0
+TIMEOUT_HELP = (f"Seconds a request may take, retries included (at most {RUN_ATTEMPTS} attempts, after connection "
+                "errors, 429 and 5xx); a server that does not answer in time stops the run.")
+SERVER_HELP = "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (`vllm serve`). Key: $OPENAI_API_KEY."
+
+BENCHMARKS = ("built", "vl-rewardbench", "mm-rlhf")
+PROTOCOLS = ("critic-data", "paper")
+DEFAULT_MAX_TOKENS = 2048
+PAPER_MAX_TOKENS = {"vl-rewardbench": 4096, "mm-rlhf": 2048}  # the official scripts' --max-tokens defaults
+
+STRATEGIES = ("knockout", "round-robin")
+MAX_REQUESTS_PER_QUESTION = 4096
+# The official training rollout's sampling (si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/examples/config.yaml:56-57);
+# the papers do not publish the settings of their Best-of-N runs.
+SAMPLE_TEMPERATURE = 1.0
+SAMPLE_TOP_P = 0.99
+
+
+def _check_common(options) -> None:
+    for name in ("concurrency", "max_tokens"):
+        if getattr(options, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if not (math.isfinite(options.temperature) and options.temperature >= 0):
+        raise UserError("--temperature must be a number, 0 or more")
+    if not (math.isfinite(options.timeout) and options.timeout > 0):
+        raise UserError("--timeout must be a number of seconds above 0")
+
+
+@dataclass
+class EvalOptions:
+    """Everything `critic-data eval` needs; checked on creation."""
+
+    base_url: str = option(help=SERVER_HELP)
+    model: str = option(help="Model name as the server knows it (vllm: the served name; transformers serve: the folder).")
+    benchmark: str = option(help=f"{', '.join(BENCHMARKS)}: a critic-data dataset, or a benchmark's local snapshot.")
+    input: str = option(help="built: dataset folder or Hub id; vl-rewardbench / mm-rlhf: local snapshot folder.")
+    out: Path = option(help="Folder for results.jsonl and summary.json.")
+    split: str = option("test", "Split to read (built, vl-rewardbench).")
+    limit: int | None = option(None, "Judge only the first N items.")
+    concurrency: int = option(8, "Requests in flight at once.")
+    max_tokens: int | None = option(None, f"Completion budget per judgement. Default {DEFAULT_MAX_TOKENS}; with --protocol "
+                                    "paper the official scripts' defaults: 4096 on vl-rewardbench, 2048 on mm-rlhf.",
+                                    show_default=False)
+    temperature: float = option(0.0, "0 = greedy, as the papers evaluate.")
+    seed: int = option(0, "Fixes each item's presented answer order (and the server's sampling seed).")
+    both_orders: bool = option(False, "Judge every item in both orders and report position consistency.")
+    resume: bool = option(False, "Continue a run in --out with the same options: items already in results.jsonl are "
+                          "skipped (--concurrency, --timeout, --limit may change).")
+    timeout: float = option(DEFAULT_TIMEOUT, TIMEOUT_HELP)
+    protocol: str = option("critic-data", "critic-data: the template the critic was trained on. paper: LLaVA-Critic-R1's "
+                           "official critic-eval scripts (system turn, their prompt, pixel bounds, 28-px skip, video "
+                           "frames, max tokens); vl-rewardbench and mm-rlhf only.")
+    thinking: bool | None = option(None, "--protocol paper: append the official think/boxed instruction to the prompt, "
+                                   "as the scripts' --is-thinking does. Default on: the official run script passes "
+                                   "--is-thinking to every evaluation it runs (eval_llama32v/evaluation_llama32v.sh:17).",
+                                   flag="--thinking/--no-thinking", show_default=False)
+
+    def __post_init__(self) -> None:
+        if self.benchmark not in BENCHMARKS:
+            raise UserError(f"--benchmark {self.benchmark!r} is not known; choose from {', '.join(BENCHMARKS)}")
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"--protocol {self.protocol!r} is not known; choose from {', '.join(PROTOCOLS)}")
+        if self.protocol == "paper" and self.benchmark == "built":
+            raise UserError("--protocol paper reproduces the official scripts for vl-rewardbench and mm-rlhf; "
+                            "evaluate a built dataset with the template it was trained on (--protocol critic-data)")
+        if self.protocol == "critic-data" and self.thinking is False:
+            raise UserError("--no-thinking applies to --protocol paper; the critic-data template always ends in "
+                            "the think/boxed instruction the critic was trained with")
+        self.thinking = self.thinking is not False
+        if self.max_tokens is None:
+            self.max_tokens = PAPER_MAX_TOKENS[self.benchmark] if self.protocol == "paper" else DEFAULT_MAX_TOKENS
+        if self.limit is not None and self.limit < 1:
+            raise UserError("--limit must be at least 1")
+        _check_common(self)
+        self.out = Path(self.out)
+
+    def identity(self) -> dict:
+        """The options a result depends on; a resume must repeat them (concurrency, timeout, limit
+        and the server's address may change: they decide how fast and how many, not what)."""
+        source = Path(self.input)
+        return {"benchmark": self.benchmark, "input": str(source.resolve()) if source.exists() else self.input,
+                "split": self.split, "model": self.model, "seed": self.seed, "both_orders": self.both_orders,
+                "temperature": self.temperature, "max_tokens": self.max_tokens, "protocol": self.protocol,
+                "thinking": self.thinking}
+
+
+@dataclass
+class BestOfNOptions:
+    """Everything `critic-data best-of-n` needs; checked on creation."""
+
+    base_url: str = option(help=SERVER_HELP)
+    model: str = option(help="Model name as the server knows it; it answers and judges.")
+    input: Path = option(help="questions.jsonl: id, image (relative to the file), question, optional answer.")
+    n: int = option(help=f"Candidates sampled per question: at least 2, and samples + judgements at most "
+                      f"{MAX_REQUESTS_PER_QUESTION} per question (round-robin: --n 64 or less).", flag="--n")
+    out: Path = option(help="Folder for picks.jsonl and summary.json.")
+    strategy: str = option("knockout", "knockout (N-1 matches) or round-robin (N(N-1) ordered matches).")
+    concurrency: int = option(8, "Requests in flight at once.")
+    max_tokens: int = option(2048, "Completion budget per candidate and per judgement.")
+    temperature: float = option(SAMPLE_TEMPERATURE, "Sampling temperature for candidates (judgements are greedy). Default "
+                                "1.0 with --top-p 0.99: the official training rollout's sampling (si0wang/LLaVA-Critic-R1"
+                                "@6fd42d1 EasyR1/examples/config.yaml:56-57); the papers do not publish their Best-of-N "
+                                "sampling settings.")
+    seed: int = option(0, "Fixes sampling seeds, presented orders and coin flips.")
+    resume: bool = option(False, "Continue a run in --out with the same options: questions already in picks.jsonl are "
+                          "skipped (--concurrency, --timeout may change).")
+    timeout: float = option(DEFAULT_TIMEOUT, TIMEOUT_HELP)
+    top_p: float = option(SAMPLE_TOP_P, "Nucleus sampling for candidates; default 0.99, sourced as --temperature.")
+    judge_sees_thinking: bool = option(False, "Show the judge each candidate whole; by default its <think>...</think> "
+                                       "part is left out (two 2k-token candidates and a large image overflow an 8k "
+                                       "context).", flag="--judge-sees-thinking")
+    max_model_len: int | None = option(None, "The server's context length: a match whose prompt could overflow it "
+                                       "(UTF-8 bytes of the text + one token per 28x28 image pixels + 64, plus "
+                                       "--max-tokens) is not sent but counted and decided by a seeded coin.",
+                                       show_default=False)
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise UserError(f"--n {self.n}: Best-of-N needs at least 2 candidates")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"--strategy {self.strategy!r} is not known; choose from {', '.join(STRATEGIES)}")
+        samples, judgements = requests_per_question(self.n, self.strategy)
+        if samples + judgements > MAX_REQUESTS_PER_QUESTION:
+            raise UserError(f"--n {self.n} with {self.strategy}: {samples} samples + {judgements} judgements = "
+                            f"{samples + judgements} requests per question, over the limit of {MAX_REQUESTS_PER_QUESTION}; "
+                            "lower --n" + (" or use --strategy knockout" if self.strategy == "round-robin" else ""))
+        _check_common(self)
+        if not 0 < self.top_p <= 1:  # nan fails too
+            raise UserError("--top-p must be above 0 and at most 1")
+        if self.max_model_len is not None and self.max_model_len <= self.max_tokens:
+            raise UserError(f"--max-model-len {self.max_model_len} leaves no room for a prompt beside --max-tokens "
+                            f"{self.max_tokens}; pass the context length the server runs with")
+        self.input, self.out = Path(self.input), Path(self.out)
+
+    def identity(self) -> dict:
+        """The options a pick depends on; a resume must repeat them (concurrency, timeout and the
+        server's address may change)."""
+        return {"input": str(self.input.resolve()), "model": self.model, "n": self.n, "strategy": self.strategy,
+                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
+                "top_p": self.top_p, "judge_sees_thinking": self.judge_sees_thinking,
+                "max_model_len": self.max_model_len}
+
+
+def requests_per_question(n: int, strategy: str) -> tuple[int, int]:
+    """(samples, judgements) one question costs."""
+    return n, n - 1 if strategy == "knockout" else n * (n - 1)

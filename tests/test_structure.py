@@ -1,0 +1,95 @@
+"""The house rules a newcomer relies on: imports point one way, and the build's steps stay small."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"critic_data.schemas": "schemas", "critic_data.cards": "cards", "critic_data.builders": "builders",
+            "critic_data.rl": "rl"}
+LEAVES = ("critic_data.files", "critic_data.hub_client")  # utilities every package may use
+SHELL = "critic_data"  # cli, hub, inspection, env: on top, may use everything
+# package -> what it may import of critic-data besides itself, the top-level `critic_data` (UserError) and the leaves
+ALLOWED = {
+    "critic_data.schemas": set(),
+    "critic_data.cards": {"critic_data.schemas"},
+    "critic_data.builders": {"critic_data.schemas", "critic_data.cards"},
+    "critic_data.rl": {"critic_data.schemas", "critic_data.cards"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for package, folder in PACKAGES.items():
+        for path in sorted((ROOT / folder).glob("*.py")):
+            modules[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    for path in sorted((ROOT / "critic_data").glob("*.py")):
+        modules[SHELL if path.stem == "__init__" else f"{SHELL}.{path.stem}"] = path
+    return modules
+
+
+def _imports(path: Path, module_level_only: bool = False) -> set[str]:
+    """The critic_data modules a file imports (lazy imports inside functions too, unless asked)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if module_level_only else ast.walk(tree)
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            names.add(node.module)
+    modules = _modules()
+    return {name for name in names if name in modules}
+
+
+def _package(module: str) -> str:
+    return next((package for package in PACKAGES if module == package or module.startswith(package + ".")), module)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in _modules() if _package(m) in PACKAGES or m in LEAVES))
+def test_imports_point_one_way(module):
+    own = _package(module)
+    allowed = {own, SHELL, *LEAVES, *ALLOWED.get(own, set())} if module not in LEAVES else {SHELL, "critic_data.schemas", *LEAVES}
+    wrong = {name for name in _imports(_modules()[module]) if _package(name) not in allowed}
+    assert not wrong, f"{module} imports {sorted(wrong)}: only {sorted(allowed)} (see tests/test_structure.py)"
+
+
+def test_no_import_cycle_between_modules():
+    """Module-level imports form no cycle (a half-initialised module would be seen by its importer)."""
+    modules = _modules()
+    graph = {name: {_owner(target, modules) for target in _imports(path, module_level_only=True)} - {name}
+             for name, path in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph.get(name, ())):
+            if state.get(target) == 1:
+                raise AssertionError(" -> ".join([*trail, name, target]))
+            if target not in state:
+                visit(target, [*trail, name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def _owner(target: str, modules: dict) -> str:
+    """`critic_data.builders.options.BuildOptions` -> the module `critic_data.builders.options`;
+    a package's own name stands for its __init__."""
+    while target not in modules:
+        target = target.rpartition(".")[0]
+    return target
+
+
+@pytest.mark.parametrize("name", ["pipeline", "prepare", "decide", "parallel", "counts", "keys", "readers", "writer"])
+def test_the_build_steps_are_small_functions(name):
+    tree = ast.parse((ROOT / "builders" / f"{name}.py").read_text(encoding="utf-8"))
+    long = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50}
+    assert not long, f"builders/{name}.py: functions over 50 lines: {long}"
