@@ -67,7 +67,7 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
         manifest["command"] = argv
         # allow_nan=False: build.json stays valid JSON, whatever slipped past the options' checks
         (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-        from critic_data.cards import PLOTS, card_figures, render_dataset_card
+        from critic_data.cards.dataset_card import PLOTS, card_figures, render_dataset_card
 
         # the card's figures and charts, counted from the data files just written
         statistics, plots = card_figures(staging, manifest, staging / PLOTS)

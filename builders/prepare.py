@@ -22,12 +22,12 @@ import pyarrow.compute as pc
 
 from critic_data.builders.duplicates import text_key, thumbnail
 from critic_data.builders.images import check_image
-from critic_data.builders.keys import digest, unit
+from critic_data.builders.keys import digest, image_digest, unit
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import RowBatch
 from critic_data.builders.records import Example, Pair
 from critic_data.schemas import FORMATS, Reject, RejectReason, validate_row
-from critic_data.schemas.prompts import conversational_prompt, critic_body, with_instruction
+from critic_data.schemas.prompts import TEMPLATES, conversational_prompt, with_instruction
 
 ORDERED = "@1", "@2"
 
@@ -115,7 +115,7 @@ def check(item: Example | Reject, options: BuildOptions) -> tuple[Example | Reje
                           f"image bytes are a {type(data).__name__}, not bytes"), []
         if problem := check_image(data, options.max_image_pixels, options.image_check):
             return Reject(item.source, item.source_id, *problem), []
-    return item, [digest(data) for data, _ in item.images]
+    return item, [image_digest(data) for data, _ in item.images]
 
 
 def _text_problem(item: Example) -> tuple[RejectReason, str] | None:
@@ -146,24 +146,27 @@ def render_orders(item: Example, pair: Pair, row_id: str, options: BuildOptions,
     `with_images` the image column is left for the reader's Arrow images."""
     features, convert = FORMATS[options.format]
     template = options.template()
-    ordered = []
-    for first, second, answer in ((pair.better, pair.worse, "1"), (pair.worse, pair.better, "2")):
-        body = critic_body(template, item.question, first, second)
-        row = {
-            "id": row_id,
-            "source": item.source,
-            "source_id": item.source_id,
-            "images": [{"bytes": data, "path": name} for data, name in item.images],
-            "prompt": conversational_prompt(with_instruction(body), len(item.images)),
-            "question": item.question,
-            "response_1": first,
-            "response_2": second,
-            "answer": answer,
-            "margin": pair.margin,
-            "template": template,
-        }
-        validate_row(row)  # a failure here is a bug in a builder, not the user's input
-        ordered.append(convert(row, body) if convert else row)
+    # the texts are clean (builders/text.py left no chat-control marker): the template is filled as is
+    bodies = [TEMPLATES[template].format(question=item.question, response_1=first, response_2=second).strip()
+              for first, second in ((pair.better, pair.worse), (pair.worse, pair.better))]
+    better_first = {
+        "id": row_id,
+        "source": item.source,
+        "source_id": item.source_id,
+        "images": [{"bytes": data, "path": name} for data, name in item.images],
+        "prompt": conversational_prompt(with_instruction(bodies[0]), len(item.images)),
+        "question": item.question,
+        "response_1": pair.better,
+        "response_2": pair.worse,
+        "answer": "1",
+        "margin": pair.margin,
+        "template": template,
+    }
+    validate_row(better_first)  # a failure here is a bug in a builder, not the user's input (the other
+    # order holds the same values, swapped)
+    worse_first = {**better_first, "response_1": pair.worse, "response_2": pair.better, "answer": "2",
+                   "prompt": conversational_prompt(with_instruction(bodies[1]), len(item.images))}
+    ordered = [convert(row, body) if convert else row for row, body in zip((better_first, worse_first), bodies)]
     record = {}
     for column in features:
         if column == "answer" or (column == _image_column(options.format) and not with_images):

@@ -48,7 +48,8 @@ def _until_stable(text: str, *removals) -> str:
 def clean_response(text: str) -> str:
     """A candidate response without citation debris, chat-control markers (`<|im_end|>`) and
     surrounding whitespace (zero-width characters included)."""
-    text = _until_stable(text, strip_control_tokens, _without_citations)
+    if "<|" in text or "【" in text:  # the cheap test first: almost no response holds either
+        text = _until_stable(text, strip_control_tokens, _without_citations)
     if " \n" in text or "\t\n" in text:
         text = _BLANK_RUNS.sub("\n", text)
     return text.strip(_BLANK)

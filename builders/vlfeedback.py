@@ -109,7 +109,7 @@ def _pairs(completions: list[dict], scores: list[float | None], options: BuildOp
         return RejectReason.EMPTY_RESPONSE
 
     filtered: Counter = Counter()
-    passing, ties = [], []
+    passing, ties = [], []  # (gap, a, b), a the better of a passing pair
     formed = 0
     for (score_a, text_a), (score_b, text_b) in combinations(scored, 2):
         formed += 1
@@ -119,19 +119,18 @@ def _pairs(completions: list[dict], scores: list[float | None], options: BuildOp
         elif not math.isfinite(gap):  # finite scores so far apart (1e308 and -1e308) that no margin can hold it
             filtered["gap_not_finite"] += 1
         elif gap == 0:
-            ties.append(Pair(text_a, text_b, 0.0, tie=True))
+            ties.append((0.0, text_a, text_b))
         elif gap <= options.margin:
             filtered["below_margin"] += 1
         else:
-            better, worse = (text_a, text_b) if score_a > score_b else (text_b, text_a)
-            passing.append(Pair(better, worse, gap))
+            passing.append((gap, text_a, text_b) if score_a > score_b else (gap, text_b, text_a))
     if options.pairs_per_prompt == "all":
-        return passing + ties, formed, filtered, notes
-    # max-gap offers one pair: the widest passing one, else a tie (which the build keeps or drops
-    # with every other tie, by --keep-ties); every other pair is not the widest
-    offered = [max(passing, key=lambda pair: pair.margin)] if passing else ties[:1]  # first of equals, in source order
-    filtered["not_widest"] += len(passing) + len(ties) - len(offered)
-    return offered, formed, filtered, notes
+        offered = passing + ties
+    else:  # max-gap offers one pair: the widest passing one, else a tie (which the build keeps or drops
+        # with every other tie, by --keep-ties); every other pair is not the widest
+        offered = [max(passing, key=lambda pair: pair[0])] if passing else ties[:1]  # first of equals, in source order
+        filtered["not_widest"] += len(passing) + len(ties) - len(offered)
+    return [Pair(a, b, gap, tie=gap == 0) for gap, a, b in offered], formed, filtered, notes
 
 
 def _example(row: dict, position: str, image: tuple[bytes, str | None] | None, options: BuildOptions,

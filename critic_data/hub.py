@@ -173,7 +173,7 @@ def _read_manifest(folder: Path, repo_id: str) -> dict:
     build.json the card cannot use stops before the shards are read); an edited or foreign
     build.json ends in one line."""
     from critic_data.builders import SOURCES
-    from critic_data.cards import render_dataset_card
+    from critic_data.cards.dataset_card import render_dataset_card
     from critic_data.schemas import FORMATS
 
     _file_inside(folder, "build.json", "build.json")
@@ -218,7 +218,7 @@ def source_specs(manifest: dict) -> list:
 
 def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
     from critic_data.builders.writer import file_xxh3_128
-    from critic_data.cards import PLOTS, card_figures, render_dataset_card
+    from critic_data.cards.dataset_card import PLOTS, card_figures, render_dataset_card
     from critic_data.schemas import FORMATS
 
     folder = plan.folder

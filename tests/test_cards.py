@@ -24,7 +24,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
 from critic_data.builders import SOURCES
-from critic_data.cards import build_license, render_dataset_card
+from critic_data.cards.dataset_card import build_license, render_dataset_card
 from critic_data.hub import source_specs
 from critic_data.schemas import FORMATS
 from tests.snapshots import write_rlhf_v, write_vlfeedback_jsonl

@@ -17,7 +17,7 @@ from critic_data import UserError
 from critic_data.builders.llava_critic import parse_judge_prompt, parse_verdict
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
-from critic_data.cards import render_dataset_card
+from critic_data.cards.dataset_card import render_dataset_card
 from critic_data.hub import source_specs
 from critic_data.schemas.prompts import FORMAT_INSTRUCTION
 from critic_data.schemas import EASYR1_FEATURES
