@@ -27,7 +27,7 @@ $PY -c "import sys; from tests.tiny_qwen import build_tiny_qwen; build_tiny_qwen
 COMMON=(--recipe critic-r1 --model_name_or_path "$OUT/model" --dataset_name "$OUT/dataset" --output_dir "$OUT/run"
         --use_vllm false --num_generations 8 --per_device_train_batch_size 8 --gradient_accumulation_steps 2
         --generation_batch_size 16 --max_completion_length 64 --save_steps 2 --logging_steps 1 --report_to none
-        --reward_funcs preference format tests.test_train.spread_reward --reward_weights 0.9 0.1 1)
+        --reward_funcs preference format tests.rl.test_train.spread_reward --reward_weights 0.9 0.1 1)
 start=$(date +%s.%N)
 $PY -m critic_data.cli train "${COMMON[@]}" --max_steps 4 $EXTRA 2>&1 | tee "$OUT/train.log"
 middle=$(date +%s.%N)

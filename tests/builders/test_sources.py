@@ -199,7 +199,7 @@ def test_hostile_judge_prompts_and_verdicts_parse_in_linear_time():
     within a second (the patterns were O(n^3) and O(n^4): 600 spaces never finished)."""
     try:
         result = subprocess.run([sys.executable, "-c", _HOSTILE_PARSES], capture_output=True, text=True, timeout=90,
-                                cwd=Path(__file__).parent.parent)
+                                cwd=Path(__file__).parents[2])
     except subprocess.TimeoutExpired:
         pytest.fail("parsing hostile judge prompts did not finish in 90 s")
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUBPACKAGES = ("critic_data", "critic_data.builders", "critic_data.schemas", "critic_data.rl", "critic_data.cards")
 
 

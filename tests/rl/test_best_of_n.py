@@ -271,7 +271,7 @@ def test_a_judge_with_known_preferences_picks_the_best_candidate(tmp_path, strat
 
 
 def test_a_question_whose_image_is_a_decompression_bomb_fails_alone(tmp_path):
-    from tests.test_client_hardening import png_bomb
+    from tests.rl.test_client_hardening import png_bomb
 
     questions = write_questions(tmp_path / "in", QUESTIONS)
     (tmp_path / "in" / "img" / "1.jpg").write_bytes(png_bomb(20_000, 10_000))

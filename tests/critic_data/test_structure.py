@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"critic_data.schemas": "schemas", "critic_data.cards": "cards", "critic_data.builders": "builders",
             "critic_data.rl": "rl"}
 LEAVES = ("critic_data.files", "critic_data.hub_client")  # utilities every package may use
@@ -55,7 +55,7 @@ def test_imports_point_one_way(module):
     own = _package(module)
     allowed = {own, SHELL, *LEAVES, *ALLOWED.get(own, set())} if module not in LEAVES else {SHELL, "critic_data.schemas", *LEAVES}
     wrong = {name for name in _imports(_modules()[module]) if _package(name) not in allowed}
-    assert not wrong, f"{module} imports {sorted(wrong)}: only {sorted(allowed)} (see tests/test_structure.py)"
+    assert not wrong, f"{module} imports {sorted(wrong)}: only {sorted(allowed)} (see tests/critic_data/test_structure.py)"
 
 
 def test_no_import_cycle_between_modules():

@@ -14,13 +14,13 @@ import pytest
 
 from critic_data.rl.rewards import completion_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).with_name("critic-data")
 # The recipe as published, scaled down to CPU: no vLLM, no bf16, groups of 4, short completions.
 CPU = ["--use_cpu", "--bf16", "false", "--use_vllm", "false", "--num_generations", "4",
        "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--generation_batch_size", "4",
        "--max_completion_length", "24", "--save_steps", "2", "--report_to", "none",
-       "--reward_funcs", "preference", "format", "tests.test_train.spread_reward", "--reward_weights", "0.9", "0.1", "1"]
+       "--reward_funcs", "preference", "format", "tests.rl.test_train.spread_reward", "--reward_weights", "0.9", "0.1", "1"]
 
 
 def spread_reward(completions, **_) -> list[float]:
