@@ -6,8 +6,9 @@ Their output, a `Chunk`, holds the rows rejected, the counts, and one candidate 
 pair with an Arrow table of its output columns. A column that depends on which response is
 shown first is rendered twice (`<col>@1`: the better response first, `<col>@2`: second): the
 ordered step (decide.py) picks each pair's order later, and `presented` takes that order's
-columns without rendering anything again. Image bytes go from the reader's Arrow column to the
-table without becoming Python objects.
+columns without rendering anything again. The table is built column by column (`render`: the
+prompts are filled and validated over Arrow arrays, not row by row), and the images go from
+the reader's Arrow column into it without a copy through Python.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from string import Formatter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -26,8 +29,8 @@ from critic_data.builders.keys import digest, image_digest, unit
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import RowBatch
 from critic_data.builders.records import Example, Pair
-from critic_data.schemas import FORMATS, Reject, RejectReason, validate_row
-from critic_data.schemas.prompts import TEMPLATES, conversational_prompt, with_instruction
+from critic_data.schemas import FORMATS, Reject, RejectReason, validate_columns
+from critic_data.schemas.prompts import FORMAT_INSTRUCTION, TEMPLATES
 
 ORDERED = "@1", "@2"
 
@@ -77,7 +80,7 @@ class Chunk:
 def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
     """Check every row of a batch, split it, and offer its pairs with both presented orders rendered."""
     chunk = Chunk(rejects=[], counts=Counter())
-    records, image_rows = [], []
+    offered = []  # (the row's index in the batch, the row, the pair, its id) of each offered pair
     for index, item in enumerate(batch.items):
         item, digests = check(item, options)
         chunk.counts["rows", "read"] += 1
@@ -95,10 +98,13 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
         for pair in item.pairs:
             row_id = f"{item.source}-{digest(item.source_id, pair.better, pair.worse)[:16]}"
             chunk.candidates.append(_candidate(item, pair, row_id, split, digests, image_key, options))
-            records.append(render_orders(item, pair, row_id, options, with_images=batch.images is None))
-            image_rows.append(index)
-    if records:
-        chunk.candidates, chunk.table = _train_first(chunk.candidates, records, image_rows, batch.images, options)
+            offered.append((index, item, pair, row_id))
+    if offered:
+        # train first, then test, each in input order (labels are paired and duplicates found per
+        # split: a duplicate pair has the same image and question, hence the same split)
+        order = sorted(range(len(offered)), key=lambda i: chunk.candidates[i].split != "train")
+        chunk.candidates = [chunk.candidates[i] for i in order]
+        chunk.table = render([offered[i] for i in order], batch.images, options)
     return chunk
 
 
@@ -141,76 +147,79 @@ def _candidate(item: Example, pair: Pair, row_id: str, split: str, digests: list
     return Candidate(item.source, key, split, unit(options.seed, "order", row_id), pair.tie, item.origin, content, longer)
 
 
-def render_orders(item: Example, pair: Pair, row_id: str, options: BuildOptions, with_images: bool) -> dict:
-    """The output columns of a pair, those that depend on the presented order twice; without
-    `with_images` the image column is left for the reader's Arrow images."""
-    features, convert = FORMATS[options.format]
+def render(offered: list[tuple[int, Example, Pair, str]], images: pa.Array | None, options: BuildOptions) -> pa.Table:
+    """The output columns of offered pairs, built column by column; a column that depends on the
+    presented order twice (`@1`: the better response first, `@2`: second). `images`: the batch's
+    images as Arrow data, when its reader has them (else the rows' own bytes are used)."""
     template = options.template()
-    # the texts are clean (builders/text.py left no chat-control marker): the template is filled as is
-    bodies = [TEMPLATES[template].format(question=item.question, response_1=first, response_2=second).strip()
-              for first, second in ((pair.better, pair.worse), (pair.worse, pair.better))]
-    better_first = {
-        "id": row_id,
-        "source": item.source,
-        "source_id": item.source_id,
-        "images": [{"bytes": data, "path": name} for data, name in item.images],
-        "prompt": conversational_prompt(with_instruction(bodies[0]), len(item.images)),
-        "question": item.question,
-        "response_1": pair.better,
-        "response_2": pair.worse,
-        "answer": "1",
-        "margin": pair.margin,
-        "template": template,
-    }
-    validate_row(better_first)  # a failure here is a bug in a builder, not the user's input (the other
-    # order holds the same values, swapped)
-    worse_first = {**better_first, "response_1": pair.worse, "response_2": pair.better, "answer": "2",
-                   "prompt": conversational_prompt(with_instruction(bodies[1]), len(item.images))}
-    ordered = [convert(row, body) if convert else row for row, body in zip((better_first, worse_first), bodies)]
-    record = {}
-    for column in features:
-        if column == "answer" or (column == _image_column(options.format) and not with_images):
-            continue
-        if ordered[0][column] == ordered[1][column]:
-            record[column] = ordered[0][column]
-        else:
-            record[column + ORDERED[0]], record[column + ORDERED[1]] = ordered[0][column], ordered[1][column]
-    return record
-
-
-def _train_first(candidates: list[Candidate], records: list[dict], image_rows: list[int], images: pa.Array | None,
-                 options: BuildOptions) -> tuple[list[Candidate], pa.Table]:
-    """The candidates and their table, train first, then test, each in input order. (Labels are
-    paired and duplicates found per split: a duplicate pair has the same image and question,
-    hence the same split.)"""
-    order = sorted(range(len(candidates)), key=lambda i: candidates[i].split != "train")
-    table = _candidate_table([records[i] for i in order], options.format)
+    question, better, worse, ids, sources, source_ids = (pa.array(values, pa.string()) for values in zip(
+        *((item.question, pair.better, pair.worse, row_id, item.source, item.source_id)
+          for _, item, pair, row_id in offered)))
     if images is not None:
-        column = _image_column(options.format)
-        taken = images.take(pa.array([image_rows[i] for i in order], pa.int64()))
-        if column == "image":  # one image per row (every source has one): the struct itself
-            taken = pc.list_flatten(taken)
-        table = table.append_column(column, taken.cast(schema(options.format).field(column).type))
-    return [candidates[i] for i in order], table
+        image_lists = images.take(pa.array([index for index, *_ in offered], pa.int64()))
+    else:
+        image_lists = pa.array([[{"bytes": data, "path": name} for data, name in item.images] for _, item, _, _ in offered],
+                               _IMAGE_LISTS)
+    # the texts are clean (builders/text.py left no chat-control marker): the template is filled as is
+    bodies = _bodies(template, question, better, worse), _bodies(template, question, worse, better)
+    columns = {"id": ids, "source": sources, "source_id": source_ids,
+               "margin": pa.array([pair.margin for _, _, pair, _ in offered], pa.float64()),
+               "template": pa.repeat(pa.scalar(template), len(offered))}
+    validate_columns({**columns, "images": image_lists, "question": question, "response_1": better,
+                      "response_2": worse})  # a failure is a bug in a builder, not the user's input
+    if options.format == "easyr1":  # what the fork reads: `<image>` then the body; it adds the instruction itself
+        if not pc.all(pc.equal(pc.list_value_length(image_lists), 1)).as_py():
+            raise ValueError("the easyr1 layout holds one image per row")
+        columns["image"] = pc.list_flatten(image_lists)
+        columns["question@1"], columns["question@2"] = (pc.binary_join_element_wise("<image>", body, "") for body in bodies)
+    else:
+        counts = pc.list_value_length(image_lists).to_numpy(zero_copy_only=False)
+        columns.update({"images": image_lists, "question": question,
+                        "response_1@1": better, "response_1@2": worse, "response_2@1": worse, "response_2@2": better})
+        columns["prompt@1"], columns["prompt@2"] = (_prompts(with_instruction_column(body), counts) for body in bodies)
+    fields = []
+    for field in schema(options.format):
+        if field.name in columns:
+            fields.append(field)
+        elif field.name + ORDERED[0] in columns:
+            fields += [field.with_name(field.name + suffix) for suffix in ORDERED]
+    return pa.Table.from_arrays([columns[field.name].cast(field.type) for field in fields], schema=pa.schema(fields))
+
+
+_IMAGE_LISTS = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+
+
+def _bodies(template: str, question: pa.Array, first: pa.Array, second: pa.Array) -> pa.Array:
+    """The critic prompt body of each row: `TEMPLATES[template].format(...)` column-wise."""
+    pieces = {"question": question, "response_1": first, "response_2": second}
+    parts = [part for literal, name, _, _ in Formatter().parse(TEMPLATES[template])
+             for part in (literal, pieces[name] if name else "") if not isinstance(part, str) or part]
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def with_instruction_column(bodies: pa.Array) -> pa.Array:
+    """`with_instruction` column-wise. A body starts and ends with the template's own text, which
+    has no surrounding whitespace (a test checks every template): trimming it changes nothing."""
+    return pc.binary_join_element_wise(bodies, FORMAT_INSTRUCTION, " ")
+
+
+def _prompts(texts: pa.Array, image_counts: np.ndarray) -> pa.Array:
+    """`conversational_prompt` column-wise: per row, one user message holding an image part per
+    image, then the text part."""
+    ends = np.cumsum(image_counts + 1)
+    is_text = np.zeros(int(ends[-1]), dtype=bool)
+    is_text[ends - 1] = True
+    kinds = pc.if_else(pa.array(is_text), "text", "image")
+    text = texts.take(pa.array(np.cumsum(is_text) - 1, mask=~is_text))  # null in an image part
+    content = pa.ListArray.from_arrays(pa.array(np.concatenate(([0], ends)), pa.int32()),
+                                       pa.StructArray.from_arrays([kinds, text], names=["type", "text"]))
+    message = pa.StructArray.from_arrays([pa.repeat(pa.scalar("user"), len(texts)), content], names=["role", "content"])
+    return pa.ListArray.from_arrays(pa.array(np.arange(len(texts) + 1), pa.int32()), message)
 
 
 @cache
 def schema(output_format: str) -> pa.Schema:
-    return FORMATS[output_format][0].arrow_schema
-
-
-def _image_column(output_format: str) -> str:
-    return "images" if "images" in FORMATS[output_format][0] else "image"
-
-
-def _candidate_table(records: list[dict], output_format: str) -> pa.Table:
-    fields = []
-    for column in schema(output_format):
-        if column.name in records[0]:
-            fields.append(column)
-        elif column.name + ORDERED[0] in records[0]:
-            fields += [column.with_name(column.name + suffix) for suffix in ORDERED]
-    return pa.Table.from_pylist(records, schema=pa.schema(fields))
+    return FORMATS[output_format].arrow_schema
 
 
 def presented(table: pa.Table, picked: list[int], answers: list[str], output_schema: pa.Schema) -> pa.Table:

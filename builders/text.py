@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from critic_data.schemas.prompts import strip_control_tokens
 from critic_data.schemas import RejectReason
 
@@ -53,6 +56,20 @@ def clean_response(text: str) -> str:
     if " \n" in text or "\t\n" in text:
         text = _BLANK_RUNS.sub("\n", text)
     return text.strip(_BLANK)
+
+
+def clean_responses(texts: pa.Array) -> pa.Array:
+    """`clean_response` of every text of a string array (a null, a response that is not text,
+    becomes ""), over the whole array at once: the rare text holding a marker or blanks before a
+    line break is cleaned one by one."""
+    texts = pc.fill_null(texts.cast(pa.string()), "")
+    cleaned = pc.utf8_trim(texts, characters=_BLANK)
+    special = pc.match_substring_regex(texts, r"<\||【|[ \t]\n")
+    if pc.any(special).as_py():
+        where = pc.indices_nonzero(special)
+        one_by_one = pa.array([clean_response(text) for text in texts.take(where).to_pylist()], pa.string())
+        cleaned = pc.replace_with_mask(cleaned, special, one_by_one)
+    return cleaned
 
 
 def clean_question(text: str) -> str:

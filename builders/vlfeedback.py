@@ -38,7 +38,7 @@ from critic_data import UserError
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import JsonLinesReader, ParquetReader, SourceSpec, image_from_struct, image_store
 from critic_data.builders.records import Example, Pair
-from critic_data.builders.text import clean_question, clean_response
+from critic_data.builders.text import clean_question, clean_response, clean_responses
 from critic_data.files import ImageFileError
 from critic_data.schemas import Reject, RejectReason
 
@@ -83,18 +83,17 @@ def _completions(raw) -> list[dict] | None:
     return None
 
 
-def _pairs(completions: list[dict], scores: list[float | None], options: BuildOptions
+def _pairs(responses: list[str], scores: list[float | None], options: BuildOptions
            ) -> tuple[list[Pair], int, Counter, Counter] | RejectReason:
-    """The pairs a row offers, how many it formed, what rules filtered, and per-completion notes."""
+    """The pairs a row offers, how many it formed, what rules filtered, and per-completion notes;
+    `responses` cleaned ("" for a response that is not text), `scores` as `_score` gives them."""
     notes: Counter = Counter()
-    if len(completions) > MAX_COMPLETIONS:
-        notes["completions_over_cap"] += len(completions) - MAX_COMPLETIONS
-        completions, scores = completions[:MAX_COMPLETIONS], scores[:MAX_COMPLETIONS]
+    if len(responses) > MAX_COMPLETIONS:
+        notes["completions_over_cap"] += len(responses) - MAX_COMPLETIONS
+        responses, scores = responses[:MAX_COMPLETIONS], scores[:MAX_COMPLETIONS]
     scored = []  # (score, response) of usable completions, in source order
     rated = 0
-    for completion, score in zip(completions, scores):
-        response = completion.get("response")
-        response = clean_response(response) if isinstance(response, str) else ""
+    for response, score in zip(responses, scores):
         if score is None:
             notes["completions_unrated"] += 1
             continue
@@ -134,41 +133,53 @@ def _pairs(completions: list[dict], scores: list[float | None], options: BuildOp
 
 
 def _example(row: dict, position: str, image: tuple[bytes, str | None] | None, options: BuildOptions,
-             scores: list[float | None] | None = None) -> Example | Reject:
-    """A row as an Example; `scores` per completion when they were computed for many rows at once."""
+             scored: tuple[list[str] | None, list[float | None] | None] | None = None) -> Example | Reject:
+    """A row as an Example; `scored`: its cleaned responses and their scores, when they were
+    computed for many rows at once (responses None: the row has no list of completions)."""
     source_id = row.get("id")
     if not isinstance(source_id, (str, int)) or not str(source_id).strip():  # the id names the row's image
         return Reject(NAME, position, RejectReason.ROW_MALFORMED, "no id")
     source_id = str(source_id)
-    completions = _completions(row.get("completions"))
-    if scores is None and completions is not None:
-        scores = [_score(completion.get("annotations"), options.aspects) for completion in completions]
-    if not isinstance(row.get("prompt"), str) or completions is None or len(scores) != len(completions):
+    if scored is None:
+        completions = _completions(row.get("completions"))
+        responses = None if completions is None else [_response(completion) for completion in completions]
+        scores = None if completions is None else [_score(completion.get("annotations"), options.aspects)
+                                                   for completion in completions]
+    else:
+        responses, scores = scored
+        if responses is not None and scores is None:  # no ratings at all: every completion is unrated
+            scores = [None] * len(responses)
+    if not isinstance(row.get("prompt"), str) or responses is None or len(scores) != len(responses):
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "needs a string prompt and a list of completions")
     question = clean_question(row["prompt"])
     if not question:
         return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "prompt is empty once <image> is removed")
     if image is None:
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"no image for id {source_id}")
-    result = _pairs(completions, scores, options)
+    result = _pairs(responses, scores, options)
     if isinstance(result, RejectReason):
-        return Reject(NAME, source_id, result, f"fewer than two usable completions out of {len(completions)}")
+        return Reject(NAME, source_id, result, f"fewer than two usable completions out of {len(responses)}")
     pairs, formed, filtered, notes = result
     return Example(NAME, source_id, question, [image], pairs, formed, filtered, notes)
 
 
+def _response(completion: dict) -> str:
+    response = completion.get("response")
+    return clean_response(response) if isinstance(response, str) else ""
+
+
 def _parquet_rows(options: BuildOptions, file_name: str, first: int, rows: pa.Table) -> list[Example | Reject]:
-    """A ParquetReader converter: the rows' scores are computed for all of them at once."""
-    rows, scores = _scored(rows, tuple(options.aspects))
+    """A ParquetReader converter: the rows' responses are cleaned and scored for all of them at once."""
+    rows, scored = _scored(rows, tuple(options.aspects))
     return [_example(row, f"{file_name}:{first + offset}", image_from_struct(row.get("image")), options,
-                     None if scores is None else scores[offset])
+                     None if scored is None else scored[offset])
             for offset, row in enumerate(rows.to_pylist())]
 
 
 def _scored(table: pa.Table, aspects: tuple[str, ...]) -> tuple[pa.Table, list | None]:
-    """The rows without their ratings and, per row, each completion's `_score`, computed over the
-    whole table at once; the table unchanged and None, so that rows are scored one by one, when
-    its completions are laid out otherwise than the Hub's struct of lists."""
+    """The rows without their completions and, per row, (cleaned responses, each completion's
+    `_score`), computed over the whole table at once; the table unchanged and None, so that rows
+    are read one by one, when its completions are laid out otherwise than the Hub's struct of lists."""
     try:
         completions = table["completions"].combine_chunks()
         annotations, responses = completions.field("annotations"), completions.field("response")
@@ -176,14 +187,16 @@ def _scored(table: pa.Table, aspects: tuple[str, ...]) -> tuple[pa.Table, list |
         for aspect in aspects:
             rating = _numbers(annotations.values.field(aspect).field("Rating"))
             total = rating if total is None else pc.add(total, rating)  # a null stays null
+        texts = clean_responses(responses.values)
     except (KeyError, AttributeError, TypeError, pa.ArrowException):
         return table, None
     means = pc.divide(total, float(len(aspects)))
     means = pc.if_else(pc.is_finite(means), means, pa.scalar(None, pa.float64()))  # as `_score`: an overflowed sum is unrated
     scores = pa.ListArray.from_arrays(annotations.offsets, means, mask=annotations.is_null())
-    # the ratings are in the scores now: rows carry only the responses
-    responses_only = pa.StructArray.from_arrays([responses], names=["response"], mask=completions.is_null())
-    return table.set_column(table.schema.get_field_index("completions"), "completions", responses_only), scores.to_pylist()
+    # a row without completions, or without their responses, has no list of completions
+    missing = pc.or_kleene(completions.is_null(), responses.is_null())
+    texts = pa.ListArray.from_arrays(responses.offsets, texts, mask=pc.fill_null(missing, True))
+    return table.drop_columns(["completions"]), list(zip(texts.to_pylist(), scores.to_pylist()))
 
 
 _DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"  # text every float parser reads alike

@@ -91,7 +91,7 @@ def render_dataset_card(manifest: dict, specs: list, repo_id: str | None = None,
         # `datasets` keys its cache of a local folder on this metadata (not on file contents):
         # sizes and row counts here make a rebuilt folder load fresh, and let it verify row counts.
         dataset_info={
-            "features": FORMATS[manifest["format"]][0]._to_yaml_list(),
+            "features": FORMATS[manifest["format"]]._to_yaml_list(),
             "splits": [{"name": name, "num_bytes": s["bytes"], "num_examples": s["rows"]} for name, s in splits.items()],
             "download_size": sum(s["bytes"] for s in splits.values()),
             "dataset_size": sum(s["bytes"] for s in splits.values()),

@@ -225,7 +225,7 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
     manifest = _read_manifest(folder, plan.repo_id)
     splits = {name: (split["files"], split["rows"], split["bytes"]) for name, split in manifest["splits"].items()}
     counts = {name: source["counts"] for name, source in manifest["sources"].items()}
-    features = FORMATS[manifest["format"]][0]
+    features = FORMATS[manifest["format"]]
     listed = [path for files, _, _ in splits.values() for path in files]
     if len(set(listed)) != len(listed):
         _mismatch(folder, f"it lists {sorted(p for p in listed if listed.count(p) > 1)[0]} more than once")

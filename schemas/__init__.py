@@ -12,8 +12,8 @@ SOURCE_NAMES = ("vlfeedback", "rlhf_v", "llava_rlhf", "llava_critic")
 
 from critic_data.schemas.rejects import Reject, RejectReason  # noqa: E402 - after the constant row.py reads
 
-_ROW_SCHEMA = ("ANSWERS", "ARROW_SCHEMA", "COLUMNS", "EASYR1_FEATURES", "FEATURES", "FORMATS", "to_easyr1",
-               "validate_row")
+_ROW_SCHEMA = ("ANSWERS", "ARROW_SCHEMA", "COLUMNS", "EASYR1_FEATURES", "FEATURES", "FORMATS",
+               "validate_columns")
 
 
 def __getattr__(name: str):

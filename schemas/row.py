@@ -1,14 +1,14 @@
 """The output row: one verifiable pairwise-critic task.
 
 `FEATURES` is the single definition; `ARROW_SCHEMA` (with the `huggingface` metadata that
-lets `datasets` restore Image columns) is derived from it, and `validate_row` checks the
-invariants a type cannot express.
+lets `datasets` restore Image columns) is derived from it, and `validate_columns` checks
+the invariants a type cannot express.
 """
 
 from __future__ import annotations
 
-import math
-
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Features, Image, List, Value
 
 from critic_data.schemas import SOURCE_NAMES
@@ -60,51 +60,26 @@ EASYR1_FEATURES = Features(
 )
 
 
-def to_easyr1(row: dict, body: str) -> dict:
-    """The easyr1 layout of a validated TRL-layout row, given its prompt body (without the instruction)."""
-    if len(row["images"]) != 1:
-        raise ValueError("the easyr1 layout holds one image per row")
-    return {
-        "id": row["id"],
-        "source": row["source"],
-        "source_id": row["source_id"],
-        "image": row["images"][0],
-        "question": "<image>" + body,
-        "answer": row["answer"],
-        "template": row["template"],
-    }
-
-
-def validate_row(row: dict) -> None:
-    """Raise ValueError naming the first broken invariant of an output row."""
-    if row.keys() != _COLUMN_SET:
-        raise ValueError(f"columns {sorted(row)} differ from the schema's {sorted(COLUMNS)}")
+def validate_columns(columns: dict) -> None:
+    """Raise ValueError naming the first broken invariant of output rows, given as Arrow arrays
+    (one per column of the TRL layout, the answer and prompt aside: they are built, not read)."""
     for column in ("id", "source_id", "question", "response_1", "response_2", "template"):
-        text = row[column]
-        if not isinstance(text, str) or not text or text.isspace():
+        text = columns[column]
+        if text.null_count or pc.any(pc.or_(pc.equal(pc.utf8_length(text), 0), pc.utf8_is_space(text))).as_py():
             raise ValueError(f"{column} must be a non-empty string")
-    if row["source"] not in SOURCE_NAMES:
-        raise ValueError(f"source {row['source']!r} is not one of {SOURCE_NAMES}")
-    if row["answer"] not in ANSWERS:
-        raise ValueError(f"answer {row['answer']!r} is not one of {ANSWERS}")
-    if row["response_1"] == row["response_2"]:
+    if not pc.all(pc.is_in(columns["source"], pa.array(SOURCE_NAMES))).as_py():
+        raise ValueError(f"source must be one of {SOURCE_NAMES}")
+    if pc.any(pc.equal(columns["response_1"], columns["response_2"])).as_py():
         raise ValueError("response_1 and response_2 are identical")
-    margin = row["margin"]
-    if margin is not None and not (isinstance(margin, float) and math.isfinite(margin) and margin >= 0):
-        raise ValueError(f"margin must be null or a finite float >= 0, not {margin!r}")
-    images = row["images"]
-    if not images or not all(isinstance(im, dict) and im.get("bytes") for im in images):
+    margin = columns["margin"]
+    if pc.any(pc.invert(pc.and_(pc.is_finite(margin), pc.greater_equal(margin, 0)))).as_py():  # null is allowed
+        raise ValueError("margin must be null or a finite float >= 0")
+    images = columns["images"]
+    data = pc.struct_field(pc.list_flatten(images), "bytes")
+    if (images.null_count or pc.any(pc.equal(pc.list_value_length(images), 0)).as_py() or data.null_count
+            or pc.any(pc.equal(pc.binary_length(data), 0)).as_py()):
         raise ValueError("images must be a non-empty list of {'bytes', 'path'} with bytes")
-    prompt = row["prompt"]
-    if len(prompt) != 1 or prompt[0]["role"] != "user":
-        raise ValueError("prompt must be exactly one user message")
-    parts = prompt[0]["content"]
-    kinds = [part["type"] for part in parts]
-    if kinds != ["image"] * len(images) + ["text"]:
-        raise ValueError(f"prompt parts must be {len(images)} image part(s) then one text part, not {kinds}")
-    if not parts[-1]["text"]:
-        raise ValueError("the prompt's text part is empty")
 
 
-# --format name -> (features of the written rows, conversion from a validated TRL-layout row)
-FORMATS = {"trl": (FEATURES, None), "easyr1": (EASYR1_FEATURES, to_easyr1)}
+# --format name -> the features of the written rows
+FORMATS = {"trl": FEATURES, "easyr1": EASYR1_FEATURES}

@@ -8,6 +8,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +18,7 @@ from critic_data import UserError
 from critic_data.builders.images import check_image
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
-from critic_data.builders.text import clean_question, clean_response
+from critic_data.builders.text import _BLANK, clean_question, clean_response, clean_responses
 from critic_data.schemas import RejectReason
 from tests.snapshots import ASPECTS, corrupt_jpeg, jpeg
 
@@ -86,6 +87,18 @@ def test_cleaning_leaves_no_marker_and_is_idempotent(text):
     assert "<image>" not in question
     assert "【3†source】" not in response
     assert not re.search(r"<\|\w+\|>", response) and not re.search(r"<\|\w+\|>", question)
+
+
+blanky = st.lists(st.one_of(st.sampled_from(list(_BLANK)), st.sampled_from(["a", "é", "【3†source】", "<|im_end|>", " \n",
+                                                                              "\t\n", "<|", "\n"])),
+                 max_size=12).map("".join)
+
+
+@given(st.lists(st.one_of(st.none(), blanky, markup, st.text(max_size=12)), max_size=20))
+def test_cleaning_a_column_at_once_is_cleaning_each_text(texts):
+    # the parquet path cleans a row group's responses column-wise (a null, not text, becomes "")
+    assert clean_responses(pa.array(texts, pa.string())).to_pylist() == [
+        clean_response(text) if text is not None else "" for text in texts]
 
 
 def test_clean_text_examples():

@@ -544,7 +544,7 @@ def _edit_parquet(path: Path, change) -> None:
 def test_an_id_of_only_whitespace_is_no_id(tmp_path):
     """A blank id is a missing one: VLFeedback, whose id names the row's image, rejects the row
     (`row_malformed`); the other sources name the row by its place in the input, as they do a
-    row without an id. No output row has a blank `source_id` (validate_row refused one)."""
+    row without an id. No output row has a blank `source_id` (validate_columns refuses one)."""
     from tests.snapshots import write_llava_critic
 
     rows = _vlfeedback(tmp_path / "v")

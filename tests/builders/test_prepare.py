@@ -1,0 +1,90 @@
+"""The column-wise rendering of offered pairs (prepare.render) against the row-level definitions
+of the prompt (schemas/prompts.py): every template, both presented orders, one or several images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.prepare import ORDERED, render
+from critic_data.builders.records import Example, Pair
+from critic_data.schemas.prompts import PROMPT_STYLES, TEMPLATES, conversational_prompt, render_critic_prompt
+
+from tests.snapshots import jpeg
+
+TEXTS = ["plain", "ünïcode — 漢字 🙂", "line one\nline two", "{braces} and {question}", "tab\tinside", "x" * 5000]
+
+
+def _examples(n_images: int) -> list[tuple[int, Example, Pair, str]]:
+    offered = []
+    for index, (first, second) in enumerate(zip(TEXTS, TEXTS[1:] + TEXTS[:1])):
+        images = [(jpeg(10 + index * 4 + k), f"{index}-{k}.jpg") for k in range(n_images)]
+        item = Example("vlfeedback", str(index), f"question {index}: {first[:10]}", images,
+                       [Pair(first, second, float(index))], 1)
+        offered.append((index, item, item.pairs[0], f"vlfeedback-{index}"))
+    return offered
+
+
+@pytest.mark.parametrize("n_images", [1, 3])
+@pytest.mark.parametrize("style", sorted(PROMPT_STYLES))
+@pytest.mark.parametrize("keep_ties", [0, 2])
+def test_rendered_columns_are_the_row_level_prompts_in_both_orders(n_images, style, keep_ties):
+    options = BuildOptions(out=Path("unused"), prompt_style=style, keep_ties=keep_ties)
+    offered = _examples(n_images)
+    table = render(offered, None, options)
+    template = options.template()
+    for row, (_, item, pair, row_id) in zip(table.to_pylist(), offered):
+        assert (row["id"], row["source"], row["source_id"], row["question"]) == (row_id, "vlfeedback", item.source_id,
+                                                                                  item.question)
+        assert (row["margin"], row["template"]) == (pair.margin, template)
+        assert row["images"] == [{"bytes": data, "path": name} for data, name in item.images]
+        for suffix, (first, second) in zip(ORDERED, ((pair.better, pair.worse), (pair.worse, pair.better))):
+            assert (row["response_1" + suffix], row["response_2" + suffix]) == (first, second)
+            text = render_critic_prompt(template, item.question, first, second)
+            assert row["prompt" + suffix] == conversational_prompt(text, n_images)
+
+
+def test_the_easyr1_layout_is_the_body_after_an_image_placeholder():
+    options = BuildOptions(out=Path("unused"), format="easyr1", prompt_style="llava-critic")
+    offered = _examples(1)
+    table = render(offered, None, options)
+    assert "prompt@1" not in table.column_names and "images" not in table.column_names
+    for row, (_, item, pair, _) in zip(table.to_pylist(), offered):
+        assert row["image"] == {"bytes": item.images[0][0], "path": item.images[0][1]}
+        body = render_critic_prompt(options.template(), item.question, pair.better, pair.worse)
+        assert row["question@1"] == "<image>" + body[: body.rindex(" You FIRST think")]
+    with pytest.raises(ValueError, match="one image per row"):
+        render(_examples(2), None, options)
+
+
+def test_arrow_images_of_the_reader_are_taken_for_their_rows():
+    options = BuildOptions(out=Path("unused"))
+    offered = _examples(1)[:3]
+    reversed_images = pa.array([[{"bytes": item.images[0][0], "path": f"arrow-{index}"}] for index, item, _, _ in offered])
+    table = render([offered[2], offered[0]], reversed_images, options)
+    assert [row["images"][0]["path"] for row in table.to_pylist()] == ["arrow-2", "arrow-0"]
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_templates_have_no_surrounding_whitespace_so_the_body_needs_no_trim(template):
+    # render's with_instruction_column joins body and instruction without trimming the body
+    text = TEMPLATES[template]
+    assert text == text.strip() and not text.startswith("{") and not text.endswith("}")
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda item, pair: Pair(pair.better, pair.better, 1.0), "identical"),
+    (lambda item, pair: Pair(pair.better, pair.worse, float("nan")), "margin"),
+    (lambda item, pair: Pair(pair.better, pair.worse, -1.0), "margin"),
+    (lambda item, pair: Pair(" ", pair.worse, 1.0), "response_1"),
+])
+def test_a_row_that_breaks_the_schema_is_a_bug_not_a_row(broken, message):
+    options = BuildOptions(out=Path("unused"))
+    offered = _examples(1)
+    index, item, pair, row_id = offered[1]
+    offered[1] = (index, item, broken(item, pair), row_id)
+    with pytest.raises(ValueError, match=message):
+        render(offered, None, options)
