@@ -26,6 +26,7 @@ import base64
 import fnmatch
 import hashlib
 import json
+import os
 import re
 import sys
 import threading
@@ -43,6 +44,19 @@ LFS_PATTERNS = ("*.parquet", "*.arrow", "*.safetensors", "*.bin", "*.pt", "*.pth
 GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS).encode()
 LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub stores anything this large through LFS
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+def client_env(tmp_path: Path, endpoint: str, token: str | None = None, **extra: str) -> dict:
+    """The environment of a CLI run against the Hub at `endpoint`: none of this machine's HF_
+    settings, caches under `tmp_path/hf-home`, no telemetry, no progress bars, no Xet."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
+    home = tmp_path / "hf-home"
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home), HF_HUB_CACHE=str(home / "hub"),
+               HF_DATASETS_CACHE=str(home / "datasets"), HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_PROGRESS_BARS="1", **extra)
+    if token:
+        env["HF_TOKEN"] = token
+    return env
 
 
 def git_blob_oid(data: bytes) -> str:

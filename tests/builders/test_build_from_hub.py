@@ -7,7 +7,6 @@ with no network at all. Run as the user runs it: the CLI in a subprocess, HF_END
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub_server import LocalHub
+from tests.hub_server import LocalHub, client_env
 from tests.snapshots import write_vlfeedback_parquet
 
 CLI = str(Path(sys.executable).parent / "critic-data")
@@ -33,13 +32,6 @@ def hub(tmp_path):
     server = LocalHub(tmp_path / "hub-storage").start()
     yield server
     server.stop()
-
-
-def client_env(tmp_path: Path, endpoint: str, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_CACHE=str(tmp_path / "hf-cache"),
-               HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1", **extra)
-    return env
 
 
 def build(env: dict, out: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

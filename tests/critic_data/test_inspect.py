@@ -446,16 +446,11 @@ def test_a_folder_that_is_neither_is_a_user_error(tmp_path):
 
 def test_a_hub_id_is_downloaded_then_inspected(designed, tmp_path):
     """Pushed with `critic-data push` to the local Hub of tests/hub_server.py, inspected by its id."""
-    import os
-
-    from tests.hub_server import LocalHub
+    from tests.hub_server import LocalHub, client_env
 
     hub = LocalHub(tmp_path / "hub", tokens={"hf_test_write": "write"}).start()
     try:
-        home = tmp_path / "hf-home"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
-        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), HF_HUB_CACHE=str(home / "hub"), HF_TOKEN="hf_test_write",
-                   HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+        env = client_env(tmp_path, hub.url, "hf_test_write")
         pushed = subprocess.run([*CLI, "push", str(designed), "--repo-id", "critic/designed"], env=env,
                                 capture_output=True, text=True, timeout=120)
         assert pushed.returncode == 0, pushed.stderr
@@ -466,7 +461,7 @@ def test_a_hub_id_is_downloaded_then_inspected(designed, tmp_path):
     finally:
         hub.stop()
     printed, local = json.loads(result.stdout), dataset_statistics(designed)
-    assert Path(printed["folder"]).is_relative_to(home)
+    assert Path(printed["folder"]).is_relative_to(tmp_path / "hf-home")
     for figure in ("rows", "margins", "length_bias", "duplicates", "images"):
         assert printed[figure] == local[figure], figure
     # rejects.jsonl stays behind unless --include-rejects: the counts are build.json's, without examples

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.hub_server import LocalHub
+from tests.hub_server import client_env as hub_client_env
 
 CLI = str(Path(sys.executable).parent / "critic-data")
 WRITE_TOKEN = f"hf_write_{uuid.uuid4().hex}"
@@ -59,14 +60,7 @@ def hub(tmp_path):
 
 
 def client_env(tmp_path: Path, endpoint: str, token: str | None = WRITE_TOKEN) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
-    home = tmp_path / "hf-home"
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home), HF_HUB_CACHE=str(home / "hub"),
-               HF_DATASETS_CACHE=str(home / "datasets"), HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_DISABLE_PROGRESS_BARS="1")
-    if token:
-        env["HF_TOKEN"] = token
-    return env
+    return hub_client_env(tmp_path, endpoint, token)
 
 
 @pytest.fixture

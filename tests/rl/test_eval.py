@@ -384,17 +384,12 @@ def test_a_refused_item_is_counted_left_out_and_retried_on_resume(server, tmp_pa
 
 def test_built_from_a_hub_id(server, built_dataset, tmp_path):
     """Published with `critic-data push` to the local Hub of tests/hub_server.py, evaluated by its id."""
-    import os
-
-    from tests.hub_server import LocalHub
+    from tests.hub_server import LocalHub, client_env
 
     base_url, model = server
     hub = LocalHub(tmp_path / "hub", tokens={"hf_test_write": "write"}).start()
     try:
-        home = tmp_path / "hf-home"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
-        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), HF_HUB_CACHE=str(home / "hub"), HF_TOKEN="hf_test_write",
-                   HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+        env = client_env(tmp_path, hub.url, "hf_test_write")
         pushed = subprocess.run([sys.executable, "-m", "critic_data.cli", "push", str(built_dataset), "--repo-id",
                                  "critic/eval-set"], env=env, capture_output=True, text=True, timeout=120)
         assert pushed.returncode == 0, pushed.stderr
