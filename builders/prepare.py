@@ -104,8 +104,27 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
         # split: a duplicate pair has the same image and question, hence the same split)
         order = sorted(range(len(offered)), key=lambda i: chunk.candidates[i].split != "train")
         chunk.candidates = [chunk.candidates[i] for i in order]
-        chunk.table = render([offered[i] for i in order], batch.images, options)
+        offered = [offered[i] for i in order]
+        chunk.table = pa.concat_tables([render(offered[start:end], batch.images, options)
+                                        for start, end in _text_bounded(offered)])
     return chunk
+
+
+RENDER_TEXT_BYTES = 1 << 30  # text rendered into one Arrow array at most: its offsets are 32-bit (2 GiB)
+
+
+def _text_bounded(offered: list[tuple[int, Example, Pair, str]]) -> list[tuple[int, int]]:
+    """Ranges of the offered pairs whose rendered text stays under RENDER_TEXT_BYTES (a row of 64
+    completions of a megabyte each offers 2016 pairs of 2 MB: 4 GB of prompts). Counted at four
+    bytes a character, the most UTF-8 takes, plus the template's text."""
+    ranges, start, size = [], 0, 0
+    for end, (_, item, pair, _) in enumerate(offered):
+        pair_bytes = 4 * (len(item.question) + len(pair.better) + len(pair.worse) + 2048)
+        if end > start and size + pair_bytes > RENDER_TEXT_BYTES:
+            ranges.append((start, end))
+            start, size = end, 0
+        size += pair_bytes
+    return ranges + [(start, len(offered))]
 
 
 def check(item: Example | Reject, options: BuildOptions) -> tuple[Example | Reject, list[str]]:

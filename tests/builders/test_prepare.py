@@ -9,11 +9,13 @@ import pyarrow as pa
 import pytest
 
 from critic_data.builders.options import BuildOptions
+from critic_data.builders import prepare as prepare_module
 from critic_data.builders.prepare import ORDERED, render
 from critic_data.builders.records import Example, Pair
 from critic_data.schemas.prompts import PROMPT_STYLES, TEMPLATES, conversational_prompt, render_critic_prompt
 
-from tests.snapshots import jpeg
+from critic_data.builders.pipeline import build
+from tests.snapshots import jpeg, write_vlfeedback_parquet
 
 TEXTS = ["plain", "ünïcode — 漢字 🙂", "line one\nline two", "{braces} and {question}", "tab\tinside", "x" * 5000]
 
@@ -88,3 +90,20 @@ def test_a_row_that_breaks_the_schema_is_a_bug_not_a_row(broken, message):
     offered[1] = (index, item, broken(item, pair), row_id)
     with pytest.raises(ValueError, match=message):
         render(offered, None, options)
+
+
+def test_pairs_are_rendered_in_parts_whose_text_fits_an_arrow_array(monkeypatch, tmp_path):
+    """A batch whose prompts would pass Arrow's 2 GiB string-array limit is rendered in parts:
+    the same bytes. (Simulated with a limit of one pair per part: 4 GB of real text is too much here.)"""
+    offered = _examples(1)
+    monkeypatch.setattr(prepare_module, "RENDER_TEXT_BYTES", 1)
+    assert prepare_module._text_bounded(offered) == [(i, i + 1) for i in range(len(offered))]
+    snapshot = tmp_path / "snapshot"
+    write_vlfeedback_parquet(snapshot, n=30)
+    written = {}
+    for limit in (1, 1 << 30):
+        monkeypatch.setattr(prepare_module, "RENDER_TEXT_BYTES", limit)
+        out = tmp_path / f"out-{limit}"
+        build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, test_size=0.3, num_proc=1))
+        written[limit] = {path.name: path.read_bytes() for path in sorted((out / "data").glob("*.parquet"))}
+    assert written[1] == written[1 << 30] and len(written[1]) == 2
