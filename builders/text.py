@@ -61,7 +61,10 @@ def clean_response(text: str) -> str:
 def clean_responses(texts: pa.Array) -> pa.Array:
     """`clean_response` of every text of a string array (a null, a response that is not text,
     becomes ""), over the whole array at once: the rare text holding a marker or blanks before a
-    line break is cleaned one by one."""
+    line break is cleaned one by one. TypeError for an array of another type (numbers, bytes),
+    whose values are not text: read those one by one."""
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type) or pa.types.is_null(texts.type)):
+        raise TypeError(f"responses of type {texts.type} are not text")
     texts = pc.fill_null(texts.cast(pa.string()), "")
     cleaned = pc.utf8_trim(texts, characters=_BLANK)
     special = pc.match_substring_regex(texts, r"<\||【|[ \t]\n")

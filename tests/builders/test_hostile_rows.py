@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from critic_data import files
+from critic_data import UserError, files
 from critic_data.builders import images as image_module
 from critic_data.builders.images import check_image
 from critic_data.builders.options import BuildOptions
@@ -119,6 +119,22 @@ def test_an_overflowing_rating_leaves_its_completion_unrated(layout, tmp_path):
     assert manifest["sources"]["vlfeedback"]["notes"]["completions_unrated"] == 2  # rows 1 and 3 (row 2 is rejected)
     assert counts["rows_used"] == 5 and counts["pairs_kept"] >= 1
     assert all(row["margin"] < 5 for path in (tmp_path / "o" / "data").glob("*.parquet") for row in pq.read_table(path).to_pylist())
+
+
+@pytest.mark.parametrize("kind", ["numbers", "bytes"])
+def test_parquet_responses_that_are_not_text_are_empty_not_their_digits(kind, tmp_path):
+    """A parquet copy whose responses are stored as numbers or bytes: as in JSON Lines, a response
+    that is not text is empty (the column-wise cleaning does not cast 3 into "3")."""
+    write_vlfeedback_parquet(tmp_path / "p", n=6, quirks=False, shards=1)
+    path = tmp_path / "p" / "data" / "train-00000-of-00001.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    values = {"numbers": [1, 2, 3, 4], "bytes": [b"a", b"b", b"c", b"d"]}[kind]
+    completions = [{**row["completions"], "response": values[:len(row["completions"]["response"])]} for row in rows]
+    table = table.set_column(table.schema.get_field_index("completions"), "completions", pa.array(completions))
+    pq.write_table(table, path)
+    with pytest.raises(UserError, match=r"no rows kept \(vlfeedback: 6 rows read, 6 rejected \(empty_response 6\)\)"):
+        _vlf_build(tmp_path / "p", tmp_path / "o")
 
 
 def test_ratings_whose_gap_overflows_form_no_pair(tmp_path):
@@ -779,7 +795,6 @@ def test_a_llava_rlhf_file_that_is_not_regular_is_one_line(kind, name, tmp_path)
 
 
 def test_a_llava_rlhf_file_over_the_size_cap_is_refused(tmp_path, monkeypatch):
-    from critic_data import UserError
     from critic_data.builders import llava_rlhf
 
     _llava_rlhf(tmp_path)
