@@ -24,9 +24,11 @@ one, as `vllm serve` is by default) and is never printed or written.
 
 Time: retries are tenacity's alone (the openai client's own are off), and one deadline covers a
 request's attempts and the waits between them: `--timeout` seconds (default 300, room for a
-2048-token completion on a busy server), at most `RUN_ATTEMPTS` attempts. A request that hits
-the deadline stops the run: a server that does not answer one request in that time is stuck or
-overloaded, and failing item after item would keep the run going for hours.
+2048-token completion on a busy server), at most `RUN_ATTEMPTS` attempts. A request that gets no
+answer by the deadline stops the run: a server that does not answer one request in that time is
+stuck or overloaded, and failing item after item would keep the run going for hours. A request
+the server kept refusing (5xx, 429) fails that item with the server's answer, also when the
+deadline cuts its last retry short.
 """
 
 from __future__ import annotations
@@ -243,8 +245,7 @@ class ChatClient:
 
     async def _call(self, make: Callable[[], Awaitable], attempts: int):
         """`make()`'s raw response, retried on transient failures, all within `self.timeout` seconds."""
-        from openai import (APIConnectionError, APIStatusError, AuthenticationError, InternalServerError,
-                            NotFoundError, PermissionDeniedError, RateLimitError)
+        from openai import APIConnectionError, APIError, APITimeoutError, InternalServerError, RateLimitError
         from tenacity import (AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_before_delay,
                               wait_exponential_jitter)
 
@@ -255,26 +256,45 @@ class ChatClient:
             retry=retry_if_exception_type((APIConnectionError, RateLimitError, InternalServerError)),
             reraise=True,
         )
+        failed = None  # the last failure retried, if the deadline then cuts an attempt short
         try:
             async for attempt in retrying:
                 with attempt:
-                    async with asyncio.timeout_at(deadline):
-                        return await make()
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            return await make()
+                    except APIError as error:
+                        failed = error
+                        raise
         except TimeoutError:
-            raise UserError(f"the server at {self.base_url} did not answer within {self.timeout:g} s; check that it "
-                            "is not stuck or overloaded, or raise --timeout (finished items are kept for --resume)") from None
-        except APIConnectionError as error:
+            if failed is None or isinstance(failed, APITimeoutError):
+                raise UserError(f"the server at {self.base_url} did not answer within {self.timeout:g} s; check that "
+                                "it is not stuck or overloaded, or raise --timeout (finished items are kept for "
+                                "--resume)") from None
+            failed_error = failed  # it answered, or refused the connection, then ran out of time while retried
+        except APIError as error:
+            failed_error = error
+        raise self._failure(failed_error) from None
+
+    def _failure(self, error: Exception) -> Exception:
+        """What a request's last failure means to the user: a UserError (the run cannot go on), or a
+        RequestFailed (this item failed)."""
+        from openai import (APIConnectionError, APIStatusError, AuthenticationError, NotFoundError,
+                            PermissionDeniedError)
+
+        if isinstance(error, APIConnectionError):
             reason = " ".join(str(error.__cause__ or error).split()) or type(error).__name__
-            raise UserError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({reason}); "
-                            "start it (e.g. `vllm serve MODEL`) or fix --base-url") from None
-        except (AuthenticationError, PermissionDeniedError) as error:
-            raise UserError(f"the server at {self.base_url} refused the API key ({error.status_code}); "
-                            f"set {API_KEY_ENV} to a key it accepts") from None
-        except NotFoundError as error:
-            raise UserError(f"the server at {self.base_url} answered 404 ({_server_message(error)}); "
-                            "check --model and that --base-url ends in /v1") from None
-        except APIStatusError as error:
-            raise RequestFailed(f"HTTP {error.status_code}: {_server_message(error)}", error.status_code) from None
+            return UserError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({reason}); "
+                             "start it (e.g. `vllm serve MODEL`) or fix --base-url")
+        if isinstance(error, (AuthenticationError, PermissionDeniedError)):
+            return UserError(f"the server at {self.base_url} refused the API key ({error.status_code}); "
+                             f"set {API_KEY_ENV} to a key it accepts")
+        if isinstance(error, NotFoundError):
+            return UserError(f"the server at {self.base_url} answered 404 ({_server_message(error)}); "
+                             "check --model and that --base-url ends in /v1")
+        if isinstance(error, APIStatusError):
+            return RequestFailed(f"HTTP {error.status_code}: {_server_message(error)}", error.status_code)
+        return error
 
 
 async def run_bounded(jobs: Iterable, work: Callable[[object], Awaitable], window: int,

@@ -97,6 +97,28 @@ def test_retries_stop_at_the_timeout(tmp_path):
     assert 2 <= attempts <= 3
 
 
+def test_an_overloaded_server_cut_off_by_the_timeout_is_reported_as_overloaded():
+    """A server that answers 503 slowly: the deadline cuts the second attempt short. The item fails
+    with the server's answer, not with "did not answer" (it did answer; before the fix this
+    depended on timing, and CI once saw it)."""
+    def slow_503(request):
+        time.sleep(0.8)
+        return Reply(b'{"error": {"message": "overloaded"}}', status=503)
+
+    with fake_server(slow_503) as server:
+        async def ask():
+            async with ChatClient(server.url, MODEL, concurrency=1, max_tokens=4, timeout=2) as client:
+                return await client.chat([], "hello", temperature=0.0, seed=0)
+
+        started = time.monotonic()
+        with pytest.raises(RequestFailed, match="HTTP 503: overloaded"):
+            asyncio.run(ask())
+        elapsed = time.monotonic() - started
+    # attempt 1 answers at 0.8 s, the back-off (0.5-1 s) starts attempt 2 before 2 s, the deadline cuts it
+    assert sum(path.endswith("/chat/completions") for path, _ in server.requests) == 2
+    assert elapsed < 2.5
+
+
 @pytest.mark.parametrize("command", ["eval", "best-of-n"])
 def test_help_states_the_bound_on_each_request(command):
     done = run_cli(command, "--help")
