@@ -142,13 +142,12 @@ def _example(row: dict, position: str, image: tuple[bytes, str | None] | None, o
     source_id = str(source_id)
     if scored is None:
         completions = _completions(row.get("completions"))
-        responses = None if completions is None else [_response(completion) for completion in completions]
-        scores = None if completions is None else [_score(completion.get("annotations"), options.aspects)
-                                                   for completion in completions]
-    else:
-        responses, scores = scored
-        if responses is not None and scores is None:  # no ratings at all: every completion is unrated
-            scores = [None] * len(responses)
+        scored = (None, None) if completions is None else (
+            [_response(completion) for completion in completions],
+            [_score(completion.get("annotations"), options.aspects) for completion in completions])
+    responses, scores = scored
+    if responses is not None and scores is None:  # no ratings at all: every completion is unrated
+        scores = [None] * len(responses)
     if not isinstance(row.get("prompt"), str) or responses is None or len(scores) != len(responses):
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "needs a string prompt and a list of completions")
     question = clean_question(row["prompt"])

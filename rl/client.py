@@ -271,10 +271,10 @@ class ChatClient:
                 raise UserError(f"the server at {self.base_url} did not answer within {self.timeout:g} s; check that "
                                 "it is not stuck or overloaded, or raise --timeout (finished items are kept for "
                                 "--resume)") from None
-            failed_error = failed  # it answered, or refused the connection, then ran out of time while retried
-        except APIError as error:
-            failed_error = error
-        raise self._failure(failed_error) from None
+            # else it answered (5xx, 429) or refused the connection, then ran out of time while retried
+        except APIError:
+            pass  # `failed` holds it
+        raise self._failure(failed) from None
 
     def _failure(self, error: Exception) -> Exception:
         """What a request's last failure means to the user: a UserError (the run cannot go on), or a

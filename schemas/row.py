@@ -39,7 +39,6 @@ FEATURES = Features(
 )
 
 COLUMNS = tuple(FEATURES)
-_COLUMN_SET = frozenset(COLUMNS)
 ARROW_SCHEMA = FEATURES.arrow_schema
 
 # `--format easyr1`: what LLaVA-Critic-R1's EasyR1 fork reads with its default data config

@@ -82,17 +82,23 @@ def test_a_server_that_never_finishes_an_answer_ends_the_run_within_the_timeout(
     assert "did not answer within 1 s" in done.stderr and "--timeout" in done.stderr
 
 
+def _seconds_until_it_fails_with_503(url: str, timeout: float) -> float:
+    """Ask one chat request of the server at `url` within `timeout` seconds: it must fail with the
+    server's 503; return how long that took."""
+    async def ask():
+        async with ChatClient(url, MODEL, concurrency=1, max_tokens=4, timeout=timeout) as client:
+            return await client.chat([], "hello", temperature=0.0, seed=0)
+
+    started = time.monotonic()
+    with pytest.raises(RequestFailed, match="HTTP 503: overloaded"):
+        asyncio.run(ask())
+    return time.monotonic() - started
+
+
 def test_retries_stop_at_the_timeout(tmp_path):
     """A server that keeps answering 503: retried with back-off, but the request ends within --timeout."""
     with fake_server(lambda request: Reply(b'{"error": {"message": "overloaded"}}', status=503)) as server:
-        async def ask():
-            async with ChatClient(server.url, MODEL, concurrency=1, max_tokens=4, timeout=2) as client:
-                return await client.chat([], "hello", temperature=0.0, seed=0)
-
-        started = time.monotonic()
-        with pytest.raises(RequestFailed, match="HTTP 503: overloaded"):
-            asyncio.run(ask())
-        elapsed = time.monotonic() - started
+        elapsed = _seconds_until_it_fails_with_503(server.url, timeout=2)
     attempts = sum(path.endswith("/chat/completions") for path, _ in server.requests)
     assert elapsed < 2.5  # back-off 0.5 s, 1 s, 2 s, ... (+ jitter): no attempt starts past the bound
     assert 2 <= attempts <= 3
@@ -107,14 +113,7 @@ def test_an_overloaded_server_cut_off_by_the_timeout_is_reported_as_overloaded()
         return Reply(b'{"error": {"message": "overloaded"}}', status=503)
 
     with fake_server(slow_503) as server:
-        async def ask():
-            async with ChatClient(server.url, MODEL, concurrency=1, max_tokens=4, timeout=2) as client:
-                return await client.chat([], "hello", temperature=0.0, seed=0)
-
-        started = time.monotonic()
-        with pytest.raises(RequestFailed, match="HTTP 503: overloaded"):
-            asyncio.run(ask())
-        elapsed = time.monotonic() - started
+        elapsed = _seconds_until_it_fails_with_503(server.url, timeout=2)
     # attempt 1 answers at 0.8 s, the back-off (0.5-1 s) starts attempt 2 before 2 s, the deadline cuts it
     assert sum(path.endswith("/chat/completions") for path, _ in server.requests) == 2
     assert elapsed < 2.5
