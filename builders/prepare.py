@@ -1,14 +1,12 @@
 """The steps a worker process runs on a batch of rows, in order:
 
-    check (images, text) -> split -> offer pairs (keys) -> render both presented orders
+    check (images, text) -> split -> offer pairs (keys) -> render the pairs' columns
 
 Their output, a `Chunk`, holds the rows rejected, the counts, and one candidate per offered
-pair with an Arrow table of its output columns. A column that depends on which response is
-shown first is rendered twice (`<col>@1`: the better response first, `<col>@2`: second): the
-ordered step (decide.py) picks each pair's order later, and `presented` takes that order's
-columns without rendering anything again. The table is built column by column (`render`: the
-prompts are filled and validated over Arrow arrays, not row by row), and the images go from
-the reader's Arrow column into it without a copy through Python.
+pair with an Arrow table of its columns (`render`: built and validated column by column, the
+images taken from the reader's Arrow column without a copy through Python). The responses stay
+`better` and `worse` there: the ordered step (decide.py) picks each pair's presented order, and
+`presented` then lays the rows out in it and fills their prompts, column-wise too.
 """
 
 from __future__ import annotations
@@ -29,10 +27,8 @@ from critic_data.builders.keys import digest, image_digest, unit
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import RowBatch
 from critic_data.builders.records import Example, Pair
-from critic_data.schemas import FORMATS, Reject, RejectReason, validate_columns
+from critic_data.schemas import FORMATS, Reject, RejectReason, arrow_schema, validate_columns
 from critic_data.schemas.prompts import FORMAT_INSTRUCTION, TEMPLATES
-
-ORDERED = "@1", "@2"
 
 
 @dataclass
@@ -78,7 +74,7 @@ class Chunk:
 
 
 def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
-    """Check every row of a batch, split it, and offer its pairs with both presented orders rendered."""
+    """Check every row of a batch, split it, and offer its pairs with their columns rendered."""
     chunk = Chunk(rejects=[], counts=Counter())
     offered = []  # (the row's index in the batch, the row, the pair, its id) of each offered pair
     for index, item in enumerate(batch.items):
@@ -110,7 +106,8 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
     return chunk
 
 
-RENDER_TEXT_BYTES = 1 << 30  # text rendered into one Arrow array at most: its offsets are 32-bit (2 GiB)
+# text rendered into one Arrow array at most (a part's prompts, by `presented`): its offsets are 32-bit (2 GiB)
+RENDER_TEXT_BYTES = 1 << 30
 
 
 def _text_bounded(offered: list[tuple[int, Example, Pair, str]]) -> list[tuple[int, int]]:
@@ -167,10 +164,9 @@ def _candidate(item: Example, pair: Pair, row_id: str, split: str, digests: list
 
 
 def render(offered: list[tuple[int, Example, Pair, str]], images: pa.Array | None, options: BuildOptions) -> pa.Table:
-    """The output columns of offered pairs, built column by column; a column that depends on the
-    presented order twice (`@1`: the better response first, `@2`: second). `images`: the batch's
-    images as Arrow data, when its reader has them (else the rows' own bytes are used)."""
-    template = options.template()
+    """The columns of offered pairs that do not depend on the presented order, built column by
+    column and validated (`better` and `worse` in place of the two responses). `images`: the
+    batch's images as Arrow data, when its reader has them (else the rows' own bytes are used)."""
     question, better, worse, ids, sources, source_ids = (pa.array(values, pa.string()) for values in zip(
         *((item.question, pair.better, pair.worse, row_id, item.source, item.source_id)
           for _, item, pair, row_id in offered)))
@@ -179,30 +175,15 @@ def render(offered: list[tuple[int, Example, Pair, str]], images: pa.Array | Non
     else:
         image_lists = pa.array([[{"bytes": data, "path": name} for data, name in item.images] for _, item, _, _ in offered],
                                _IMAGE_LISTS)
-    # the texts are clean (builders/text.py left no chat-control marker): the template is filled as is
-    bodies = _bodies(template, question, better, worse), _bodies(template, question, worse, better)
-    columns = {"id": ids, "source": sources, "source_id": source_ids,
-               "margin": pa.array([pair.margin for _, _, pair, _ in offered], pa.float64()),
-               "template": pa.repeat(pa.scalar(template), len(offered))}
-    validate_columns({**columns, "images": image_lists, "question": question, "response_1": better,
-                      "response_2": worse})  # a failure is a bug in a builder, not the user's input
-    if options.format == "easyr1":  # what the fork reads: `<image>` then the body; it adds the instruction itself
+    columns = {"id": ids, "source": sources, "source_id": source_ids, "images": image_lists, "question": question,
+               "better": better, "worse": worse, "margin": pa.array([pair.margin for _, _, pair, _ in offered], pa.float64()),
+               "template": pa.repeat(pa.scalar(options.template()), len(offered))}
+    validate_columns({**columns, "response_1": better, "response_2": worse})  # a failure is a bug in a builder, not the user's input
+    if options.format == "easyr1":  # what the fork reads: one image
         if not pc.all(pc.equal(pc.list_value_length(image_lists), 1)).as_py():
             raise ValueError("the easyr1 layout holds one image per row")
-        columns["image"] = pc.list_flatten(image_lists)
-        columns["question@1"], columns["question@2"] = (pc.binary_join_element_wise("<image>", body, "") for body in bodies)
-    else:
-        counts = pc.list_value_length(image_lists).to_numpy(zero_copy_only=False)
-        columns.update({"images": image_lists, "question": question,
-                        "response_1@1": better, "response_1@2": worse, "response_2@1": worse, "response_2@2": better})
-        columns["prompt@1"], columns["prompt@2"] = (_prompts(with_instruction_column(body), counts) for body in bodies)
-    fields = []
-    for field in schema(options.format):
-        if field.name in columns:
-            fields.append(field)
-        elif field.name + ORDERED[0] in columns:
-            fields += [field.with_name(field.name + suffix) for suffix in ORDERED]
-    return pa.Table.from_arrays([columns[field.name].cast(field.type) for field in fields], schema=pa.schema(fields))
+        columns["images"] = pc.list_flatten(image_lists)
+    return pa.table(columns)
 
 
 _IMAGE_LISTS = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
@@ -229,7 +210,13 @@ def _prompts(texts: pa.Array, image_counts: np.ndarray) -> pa.Array:
     is_text = np.zeros(int(ends[-1]), dtype=bool)
     is_text[ends - 1] = True
     kinds = pc.if_else(pa.array(is_text), "text", "image")
-    text = texts.take(pa.array(np.cumsum(is_text) - 1, mask=~is_text))  # null in an image part
+    # each part's text, null in an image part: the texts' own bytes, under offsets that give an
+    # image part none of them (no copy of the text)
+    bounds = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    row = np.repeat(np.arange(len(texts)), image_counts + 1)
+    offsets = np.concatenate((bounds[:1], np.where(is_text, bounds[row + 1], bounds[row]))).astype(np.int32)
+    text = pa.StringArray.from_buffers(len(is_text), pa.py_buffer(offsets), texts.buffers()[2],
+                                       pa.array(is_text).buffers()[1])
     content = pa.ListArray.from_arrays(pa.array(np.concatenate(([0], ends)), pa.int32()),
                                        pa.StructArray.from_arrays([kinds, text], names=["type", "text"]))
     message = pa.StructArray.from_arrays([pa.repeat(pa.scalar("user"), len(texts)), content], names=["role", "content"])
@@ -238,27 +225,38 @@ def _prompts(texts: pa.Array, image_counts: np.ndarray) -> pa.Array:
 
 @cache
 def schema(output_format: str) -> pa.Schema:
-    return FORMATS[output_format].arrow_schema
+    return arrow_schema(FORMATS[output_format])
 
 
-def presented(table: pa.Table, picked: list[int], answers: list[str], output_schema: pa.Schema) -> pa.Table:
-    """Candidates `picked` (indices) of a chunk's table in the output schema, each in the
-    presented order its answer names ("1": the better response first)."""
+def presented(table: pa.Table, picked: list[int], answers: list[str], options: BuildOptions) -> pa.Table:
+    """Candidates `picked` (indices) of a chunk's table as output rows, each in the presented
+    order its answer names ("1": the better response first), its prompt rendered in that order."""
     # Most of the table in one run of rows (train, usually): a slice, no copy. A few rows are
     # copied out instead: a slice would hold the whole table in memory until they are written.
     if picked[-1] - picked[0] + 1 == len(picked) and 2 * len(picked) >= table.num_rows:
         table = table.slice(picked[0], len(picked))
     else:
         table = table.take(pa.array(picked, pa.int64()))
-    answer = pa.array(answers, pa.string())
+    answer, batches, start = pa.array(answers, pa.string()), [], 0
+    for batch in table.to_batches():  # the parts `prepare` rendered: each one's text fits an Arrow array
+        batches.append(_in_order(batch, answer.slice(start, batch.num_rows), options))
+        start += batch.num_rows
+    return pa.Table.from_batches(batches, schema(options.format))
+
+
+def _in_order(pairs: pa.RecordBatch, answer: pa.Array, options: BuildOptions) -> pa.RecordBatch:
+    """Rows of `render`'s columns in the output schema, the responses in the order `answer` names."""
     second_first = pc.equal(answer, "2")
-    columns = []
-    for column in output_schema:
-        if column.name == "answer":
-            columns.append(answer)
-        elif column.name in table.column_names:
-            columns.append(table[column.name])
-        else:
-            first, second = (table[column.name + suffix] for suffix in ORDERED)
-            columns.append(pc.if_else(second_first, second, first))
-    return pa.Table.from_arrays(columns, schema=output_schema)
+    first = pc.if_else(second_first, pairs["worse"], pairs["better"])
+    second = pc.if_else(second_first, pairs["better"], pairs["worse"])
+    body = _bodies(options.template(), pairs["question"], first, second)
+    columns = {name: pairs[name] for name in ("id", "source", "source_id", "margin", "template")}
+    columns["answer"] = answer
+    if options.format == "easyr1":  # the fork reads `<image>` then the body; it adds the instruction itself
+        columns.update(image=pairs["images"], question=pc.binary_join_element_wise("<image>", body, ""))
+    else:
+        counts = pc.list_value_length(pairs["images"]).to_numpy(zero_copy_only=False)
+        columns.update(images=pairs["images"], question=pairs["question"], response_1=first, response_2=second,
+                       prompt=_prompts(with_instruction_column(body), counts))
+    output = schema(options.format)
+    return pa.RecordBatch.from_arrays([columns[field.name].cast(field.type) for field in output], schema=output)

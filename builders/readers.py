@@ -6,8 +6,8 @@ own, in input order. Reading a part yields `RowBatch`es of consecutive rows: eac
 rows' images as one Arrow column beside them, so that image bytes reach the output without
 becoming Python objects. The build asks a reader nothing else.
 
-The machinery: `ParquetReader` (one part per row group, projected columns, a damaged page as
-one line), `JsonLinesReader` (a file cut into parts at line boundaries by a first pass over its
+The machinery: `ParquetReader` (a part per run of row groups, projected columns, a damaged page
+as one line), `JsonLinesReader` (a file cut into parts at line boundaries by a first pass over its
 bytes), `ImageStore` (images by id from a zip archive or a folder), and helpers for the Hub's
 nested layouts.
 """
@@ -38,7 +38,11 @@ from critic_data.schemas import Reject, RejectReason
 if TYPE_CHECKING:
     from critic_data.builders.options import BuildOptions
 
-ROWS_PER_BATCH = 100  # rows turned into Python objects, checked and prepared together
+# Rows turned into Python objects, checked and prepared together: enough that the fixed cost of
+# each column-wise step (tens of Arrow calls) is small beside the rows' own, few enough that a
+# part's rows and their rendered prompts stay a few tens of megabytes.
+ROWS_PER_BATCH = 1000
+PART_BYTES = 16 << 20  # a parquet part's row groups, uncompressed, at most (one group may hold more)
 
 
 @dataclass
@@ -79,7 +83,9 @@ class SourceSpec:
 # --- parquet ---------------------------------------------------------------------------------
 
 class ParquetReader:
-    """Rows of parquet shards, as parts (one per row group) that workers can read on their own.
+    """Rows of parquet shards, as parts that workers can read on their own: a part is a run of a
+    shard's row groups, up to ROWS_PER_BATCH rows and PART_BYTES (the Hub writes image data in
+    groups of 100 rows: one part each would spend more on each part's fixed cost than on its rows).
 
     `convert(file name, index of the first row in the file, rows)` (picklable) turns a slice of a
     row group into Examples and Rejects, one per row; `per_row` makes one from a function of one
@@ -94,7 +100,7 @@ class ParquetReader:
     def __init__(self, files: list[Path], convert: Callable[[str, int, pa.Table], list[Example | Reject]],
                  columns: list[str] | None = None, image_column: str = "image"):
         self.files, self.convert, self.columns, self.image_column = files, convert, columns, image_column
-        self.parts: list[tuple[int, int, int]] = []  # (file index, row group, first row's index in the file)
+        self.parts: list[tuple[int, tuple[int, ...], int]] = []  # (file index, row groups, first row's index in the file)
         self.total_rows = 0
         for index, path in enumerate(files):
             if not path.is_file():  # a FIFO named *.parquet would block the open forever
@@ -104,25 +110,41 @@ class ParquetReader:
             except Exception as error:  # pyarrow raises several types for a damaged file
                 raise UserError(f"cannot read {path} as parquet ({_one_line(error)}); re-download that file") from None
             first = 0
-            for group in range(metadata.num_row_groups):
-                self.parts.append((index, group, first))
-                first += metadata.row_group(group).num_rows
+            for groups, rows in _runs(metadata):
+                self.parts.append((index, groups, first))
+                first += rows
             self.total_rows += first
 
-    def read_part(self, part: tuple[int, int, int]) -> Iterator[RowBatch]:
-        index, group, first = part
+    def read_part(self, part: tuple[int, tuple[int, ...], int]) -> Iterator[RowBatch]:
+        index, groups, first = part
         path = self.files[index]
         try:
-            table = _read_row_group(path, group, self.columns)
+            table = _read_row_groups(path, groups, self.columns)
             table.validate(full=True)  # strings that are not UTF-8 come from a damaged page too
         except Exception as error:  # a damaged page: pyarrow raises OSError, ArrowInvalid, ...
-            raise UserError(f"cannot read row group {group} of {path} ({_one_line(error)}); "
+            where = f"row group {groups[0]}" if len(groups) == 1 else f"row groups {groups[0]}-{groups[-1]}"
+            raise UserError(f"cannot read {where} of {path} ({_one_line(error)}); "
                             "the file is damaged: re-download it") from None
         images = _image_lists(contiguous(table[self.image_column])) if self.image_column in table.column_names else None
         for offset in range(0, table.num_rows, ROWS_PER_BATCH):
             rows = table.slice(offset, ROWS_PER_BATCH)
             yield RowBatch(self.convert(path.name, first + offset, rows),
                            None if images is None else images.slice(offset, rows.num_rows))
+
+
+def _runs(metadata: pq.FileMetaData) -> Iterator[tuple[tuple[int, ...], int]]:
+    """A shard's row groups in runs of ROWS_PER_BATCH rows and PART_BYTES at most (a group
+    larger than either is a run of its own): (the groups, their rows)."""
+    groups, rows, size = [], 0, 0
+    for group in range(metadata.num_row_groups):
+        info = metadata.row_group(group)
+        if groups and (rows + info.num_rows > ROWS_PER_BATCH or size + info.total_byte_size > PART_BYTES):
+            yield tuple(groups), rows
+            groups, rows, size = [], 0, 0
+        groups.append(group)
+        rows, size = rows + info.num_rows, size + info.total_byte_size
+    if groups:
+        yield tuple(groups), rows
 
 
 def per_row(convert: Callable[[str, dict], Example | Reject]) -> Callable[[str, int, pa.Table], list[Example | Reject]]:
@@ -158,14 +180,14 @@ def contiguous(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-def _read_row_group(path: Path, group: int, columns: list[str] | None) -> pa.Table:
-    """One row group. Only `columns` are read when every one of them is in the shard; a shard
+def _read_row_groups(path: Path, groups: tuple[int, ...], columns: list[str] | None) -> pa.Table:
+    """Row groups of a shard. Only `columns` are read when every one of them is in the shard; a shard
     laid out otherwise is read whole, so no data is lost to projection."""
     shard = _open_parquet(path, *file_key(path))
     paths = {shard.schema.column(i).path for i in range(len(shard.schema))}
     if columns and not all(any(p == c or p.startswith(c + ".") for p in paths) for c in columns):
         columns = None
-    return shard.read_row_group(group, columns=columns)
+    return shard.read_row_groups(list(groups), columns=columns)
 
 
 def file_key(path: Path) -> tuple[int, int, int, int]:

@@ -16,7 +16,7 @@ import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from critic_data.cards import LLAVA_CRITIC_CITATION, LLAVA_CRITIC_R1_CITATION
-from critic_data.schemas import FORMATS
+from critic_data.schemas import FORMATS, yaml_features
 
 # Least to most restrictive; a build's licence is that of its most restrictive source.
 _LICENSE_ORDER = ("apache-2.0", "unknown", "cc-by-nc-4.0")
@@ -91,7 +91,7 @@ def render_dataset_card(manifest: dict, specs: list, repo_id: str | None = None,
         # `datasets` keys its cache of a local folder on this metadata (not on file contents):
         # sizes and row counts here make a rebuilt folder load fresh, and let it verify row counts.
         dataset_info={
-            "features": FORMATS[manifest["format"]]._to_yaml_list(),
+            "features": yaml_features(FORMATS[manifest["format"]]),
             "splits": [{"name": name, "num_bytes": s["bytes"], "num_examples": s["rows"]} for name, s in splits.items()],
             "download_size": sum(s["bytes"] for s in splits.values()),
             "dataset_size": sum(s["bytes"] for s in splits.values()),

@@ -225,7 +225,7 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
     manifest = _read_manifest(folder, plan.repo_id)
     splits = {name: (split["files"], split["rows"], split["bytes"]) for name, split in manifest["splits"].items()}
     counts = {name: source["counts"] for name, source in manifest["sources"].items()}
-    features = FORMATS[manifest["format"]]
+    features = FORMATS[manifest["format"]]  # as datasets serialises Features
     listed = [path for files, _, _ in splits.values() for path in files]
     if len(set(listed)) != len(listed):
         _mismatch(folder, f"it lists {sorted(p for p in listed if listed.count(p) > 1)[0]} more than once")
@@ -327,6 +327,8 @@ def _shard_rows(shard: Path, path: str, folder: Path, features, output_format: s
     import pyarrow.parquet as pq
     from datasets import Features
 
+    from critic_data.schemas import arrow_schema
+
     try:
         metadata = pq.read_metadata(shard)
         schema = metadata.schema.to_arrow_schema()
@@ -335,7 +337,7 @@ def _shard_rows(shard: Path, path: str, folder: Path, features, output_format: s
     # Columns and types must be the build's. The `huggingface` schema metadata is compared as the
     # features `datasets` restores from it (Image columns), not byte for byte: its serialization
     # differs between `datasets` versions.
-    expected = features.arrow_schema
+    expected = arrow_schema(features)
     if schema.names != expected.names:
         _mismatch(folder, f"{path} does not hold {output_format} rows (its columns: {', '.join(schema.names)[:200]})")
     for found, wanted in zip(schema, expected):
@@ -345,7 +347,7 @@ def _shard_rows(shard: Path, path: str, folder: Path, features, output_format: s
         restored = Features.from_arrow_schema(schema)
     except (ValueError, KeyError, TypeError):
         restored = None
-    if restored != features:
+    if restored != Features.from_dict(features):
         _mismatch(folder, f"{path}: its schema metadata does not declare the build's features (Image columns)")
     return metadata.num_rows
 

@@ -147,7 +147,7 @@ def write_vlfeedback_parquet(folder: Path, n: int = 24, seed: int = 0, quirks: b
     for k in range(shards):
         chunk = records[k * per_shard:(k + 1) * per_shard]
         pq.write_table(pa.Table.from_pylist(chunk), folder / "data" / f"train-{k:05d}-of-{shards:05d}.parquet",
-                       row_group_size=5)  # several row groups: several parts for the workers
+                       row_group_size=5)  # several row groups: parts of several groups when ROWS_PER_BATCH is patched low
     return rows
 
 

@@ -94,11 +94,15 @@ blanky = st.lists(st.one_of(st.sampled_from(list(_BLANK)), st.sampled_from(["a",
                  max_size=12).map("".join)
 
 
-@given(st.lists(st.one_of(st.none(), blanky, markup, st.text(max_size=12)), max_size=20))
-def test_cleaning_a_column_at_once_is_cleaning_each_text(texts):
+@given(st.lists(st.one_of(st.none(), blanky, markup, st.text(max_size=12)), max_size=20), st.integers(0, 3), st.integers(0, 3))
+def test_cleaning_a_column_at_once_is_cleaning_each_text(texts, start, cut):
     # the parquet path cleans a row group's responses column-wise (a null, not text, becomes "")
     assert clean_responses(pa.array(texts, pa.string())).to_pylist() == [
         clean_response(text) if text is not None else "" for text in texts]
+    # a slice of a column: its bytes before and after are not its texts'
+    part = texts[start : len(texts) - cut]
+    assert clean_responses(pa.array(texts, pa.string()).slice(start, len(part))).to_pylist() == [
+        clean_response(text) if text is not None else "" for text in part]
 
 
 def test_clean_text_examples():
@@ -208,3 +212,30 @@ def test_json_lines_parts_give_the_lines_and_numbers_of_text_mode(pieces, lines_
             text = io.TextIOWrapper(io.BytesIO(data[start : start + size]), encoding="utf-8", errors="replace")
             got += list(enumerate(text, start=first))
     assert got == expected
+
+
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=12), st.integers(1, 40), st.integers(1, 4000))
+def test_parquet_parts_are_runs_of_row_groups_within_both_bounds(group_rows, rows_per_batch, part_bytes):
+    """Parts cover every row group once, in order, each part's first row where the one before
+    ended; a part holds more than ROWS_PER_BATCH rows or PART_BYTES only as a single group."""
+    from unittest import mock
+
+    from critic_data.builders.readers import ParquetReader
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "train-00000-of-00001.parquet"
+        with pq.ParquetWriter(path, pa.schema([("text", pa.string())])) as writer:
+            for number, rows in enumerate(group_rows):
+                writer.write_table(pa.table({"text": [f"group {number} row {i} " * (1 + i % 5) for i in range(rows)]}))
+        metadata = pq.ParquetFile(path).metadata
+        with mock.patch.multiple("critic_data.builders.readers", ROWS_PER_BATCH=rows_per_batch, PART_BYTES=part_bytes):
+            reader = ParquetReader([path], convert=None)
+    assert [g for _, groups, _ in reader.parts for g in groups] == list(range(len(group_rows)))
+    assert reader.total_rows == sum(group_rows)
+    first = 0
+    for index, groups, start in reader.parts:
+        assert index == 0 and start == first
+        rows = sum(group_rows[g] for g in groups)
+        size = sum(metadata.row_group(g).total_byte_size for g in groups)
+        assert len(groups) == 1 or (rows <= rows_per_batch and size <= part_bytes)
+        first += rows

@@ -1,5 +1,6 @@
-"""The column-wise rendering of offered pairs (prepare.render) against the row-level definitions
-of the prompt (schemas/prompts.py): every template, both presented orders, one or several images."""
+"""The column-wise rendering of offered pairs (prepare.render, then prepare.presented in the order
+the build decides) against the row-level definitions of the prompt (schemas/prompts.py): every
+template, both presented orders, one or several images."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from critic_data.builders.options import BuildOptions
 from critic_data.builders import prepare as prepare_module
-from critic_data.builders.prepare import ORDERED, render
+from critic_data.builders.prepare import presented, render
 from critic_data.builders.records import Example, Pair
 from critic_data.schemas.prompts import PROMPT_STYLES, TEMPLATES, conversational_prompt, render_critic_prompt
 
@@ -38,26 +39,41 @@ def test_rendered_columns_are_the_row_level_prompts_in_both_orders(n_images, sty
     offered = _examples(n_images)
     table = render(offered, None, options)
     template = options.template()
-    for row, (_, item, pair, row_id) in zip(table.to_pylist(), offered):
-        assert (row["id"], row["source"], row["source_id"], row["question"]) == (row_id, "vlfeedback", item.source_id,
-                                                                                  item.question)
-        assert (row["margin"], row["template"]) == (pair.margin, template)
-        assert row["images"] == [{"bytes": data, "path": name} for data, name in item.images]
-        for suffix, (first, second) in zip(ORDERED, ((pair.better, pair.worse), (pair.worse, pair.better))):
-            assert (row["response_1" + suffix], row["response_2" + suffix]) == (first, second)
+    labels = ["tie", "2"] if keep_ties else ["1", "2"]
+    for answers in (labels * len(offered))[: len(offered)], (labels[::-1] * len(offered))[: len(offered)]:
+        rows = presented(table, list(range(len(offered))), answers, options).to_pylist()
+        for row, answer, (_, item, pair, row_id) in zip(rows, answers, offered, strict=True):
+            assert (row["id"], row["source"], row["source_id"], row["question"]) == (row_id, "vlfeedback", item.source_id,
+                                                                                      item.question)
+            assert (row["margin"], row["template"], row["answer"]) == (pair.margin, template, answer)
+            assert row["images"] == [{"bytes": data, "path": name} for data, name in item.images]
+            first, second = (pair.worse, pair.better) if answer == "2" else (pair.better, pair.worse)  # a tie: as given
+            assert (row["response_1"], row["response_2"]) == (first, second)
             text = render_critic_prompt(template, item.question, first, second)
-            assert row["prompt" + suffix] == conversational_prompt(text, n_images)
+            assert row["prompt"] == conversational_prompt(text, n_images)
+
+
+def test_picked_rows_are_taken_in_order_whether_a_run_or_scattered():
+    options = BuildOptions(out=Path("unused"))
+    offered = _examples(1)
+    table = render(offered, None, options)
+    for picked in ([1, 2, 3, 4], [0, 2, 5], [5]):
+        rows = presented(table, picked, ["1"] * len(picked), options).to_pylist()
+        assert [row["id"] for row in rows] == [offered[i][3] for i in picked]
+        assert [row["response_1"] for row in rows] == [offered[i][2].better for i in picked]
 
 
 def test_the_easyr1_layout_is_the_body_after_an_image_placeholder():
     options = BuildOptions(out=Path("unused"), format="easyr1", prompt_style="llava-critic")
     offered = _examples(1)
-    table = render(offered, None, options)
-    assert "prompt@1" not in table.column_names and "images" not in table.column_names
-    for row, (_, item, pair, _) in zip(table.to_pylist(), offered):
+    answers = ["2", "1"] * 3
+    rows = presented(render(offered, None, options), list(range(len(offered))), answers, options)
+    assert rows.column_names == ["id", "source", "source_id", "image", "question", "answer", "template"]
+    for row, answer, (_, item, pair, _) in zip(rows.to_pylist(), answers, offered, strict=True):
         assert row["image"] == {"bytes": item.images[0][0], "path": item.images[0][1]}
-        body = render_critic_prompt(options.template(), item.question, pair.better, pair.worse)
-        assert row["question@1"] == "<image>" + body[: body.rindex(" You FIRST think")]
+        first, second = (pair.worse, pair.better) if answer == "2" else (pair.better, pair.worse)
+        body = render_critic_prompt(options.template(), item.question, first, second)
+        assert row["question"] == "<image>" + body[: body.rindex(" You FIRST think")]
     with pytest.raises(ValueError, match="one image per row"):
         render(_examples(2), None, options)
 

@@ -321,7 +321,7 @@ def test_easyr1_format_is_what_the_official_fork_reads(snapshots, tmp_path):
                                   format="easyr1"))
     assert manifest["format"] == "easyr1"
     dataset = load_dataset("parquet", data_dir=str(tmp_path / "o"), split="train")  # as the fork loads a folder
-    assert dataset.features == EASYR1_FEATURES
+    assert dataset.features.to_dict() == EASYR1_FEATURES
     prompt_key, answer_key, image_key = "question", "answer", "image"
     fork_format = Template("{{ content | trim }} " + FORMAT_INSTRUCTION)
     for row in dataset:

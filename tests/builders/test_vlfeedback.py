@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from critic_data.builders import SOURCES
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
 from critic_data.schemas import FEATURES
@@ -141,7 +142,7 @@ def test_load_dataset_gives_both_splits_with_declared_features(built):
     out, manifest = built
     dataset = load_dataset(str(out))
     assert set(dataset) == {"train", "test"}
-    assert dataset["train"].features == FEATURES
+    assert dataset["train"].features.to_dict() == FEATURES
     assert len(dataset["train"]) == manifest["splits"]["train"]["rows"]
     assert dataset["train"][0]["images"][0].size == (64, 48)
 
@@ -173,14 +174,17 @@ def test_small_shards_roll_over_without_changing_rows(jsonl_snapshot, tmp_path):
     assert _rows(tmp_path / "one") == _rows(tmp_path / "many")
 
 
-def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tmp_path):
+def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tmp_path, monkeypatch):
     manifest = _build(parquet_snapshot[0], tmp_path / "pq", test_size=0.25)
     assert manifest["inputs"]["vlfeedback"]["layout"] == "parquet"
     counts = manifest["sources"]["vlfeedback"]["counts"]
     assert counts["rows_read"] == 40 and counts["rows_read"] == counts["rows_used"] + counts["rows_rejected"]
     assert _rows(tmp_path / "pq") == _rows(built[0])
-    # row groups read and prepared by two worker processes: the same bytes
+    # runs of two row groups (5 rows each) read and prepared by two worker processes: the same bytes
+    monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 10)
+    assert len(SOURCES["vlfeedback"].open(parquet_snapshot[0], BuildOptions(out=tmp_path / "x")).parts) > 2
     build(BuildOptions(out=tmp_path / "pq2", inputs={"vlfeedback": parquet_snapshot[0]}, test_size=0.25, num_proc=2))
+    monkeypatch.undo()
     for path in sorted((tmp_path / "pq" / "data").iterdir()):
         assert path.read_bytes() == (tmp_path / "pq2" / "data" / path.name).read_bytes()
     # the tables the workers handed over through files are all gone

@@ -73,7 +73,7 @@ def test_metadata_is_read_back_by_the_hub_and_datasets_parsers(cli_build):
         assert sorted(f for f in shards if fnmatch.fnmatch(f, data_files[split])) == sorted(info["files"])
 
     info = DatasetInfosDict.from_dataset_card_data(data)["default"]
-    assert info.features == FORMATS["trl"]
+    assert info.features.to_dict() == FORMATS["trl"]
     assert {name: s.num_examples for name, s in info.splits.items()} == {n: s["rows"] for n, s in manifest["splits"].items()}
 
 

@@ -93,3 +93,22 @@ def test_the_build_steps_are_small_functions(name):
     long = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50}
     assert not long, f"builders/{name}.py: functions over 50 lines: {long}"
+
+
+def test_a_build_imports_only_what_it_uses(tmp_path):
+    """`datasets` (half a second) is not imported by a build: its files and card are written from
+    the schema's own serialisation (schemas/row.py). (pandas is: pyarrow imports it to look for
+    pandas objects among the Python values it converts.)"""
+    import subprocess
+    import sys
+
+    from tests.snapshots import write_vlfeedback_parquet
+
+    write_vlfeedback_parquet(tmp_path / "s", n=12)
+    script = ("import sys; from pathlib import Path; from critic_data.builders.options import BuildOptions; "
+              "from critic_data.builders.pipeline import build; "
+              f"build(BuildOptions(out=Path({str(tmp_path / 'o')!r}), inputs={{'vlfeedback': Path({str(tmp_path / 's')!r})}})); "
+              "print(sorted(m for m in ('datasets', 'torch', 'transformers', 'trl') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert (tmp_path / "o" / "README.md").is_file()
+    assert result.stdout.strip() == "[]"
