@@ -7,8 +7,8 @@ then three stages run on it, one after another, each in its own process:
   floor     read every input shard and write it back with pyarrow, nothing else
   datasets  load_dataset("parquet") + datasets.map doing the same max-gap pairing, no
             image validation, written back with to_parquet (num_proc = --num-proc)
-  build     critic-data's build (pipeline.build, as the CLI calls it) with N workers; it
-            checks and hashes every image
+  build     `critic-data build` (the CLI, in the stage's process) with N workers; it checks
+            and hashes every image, and writes the card with its charts
 Wall time, rows/s and peak RSS (summed over the stage's process tree, sampled every 20 ms)
 are printed with the ratios the targets are stated in. Figures, not asserts: this machine
 is shared and noisy, so compare ratios from one run.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,12 +81,13 @@ def datasets_map(snapshot: Path, out: Path, num_proc: int) -> None:
 
 
 def build(snapshot: Path, out: Path, num_proc: int) -> None:
-    """What `critic-data build --source vlfeedback --input SNAPSHOT --out OUT` runs, in this
-    process like the other stages (the CLI adds only argument parsing and a progress bar)."""
-    from critic_data.builders.options import BuildOptions
-    from critic_data.builders.pipeline import build as run_build
+    """`critic-data build --source vlfeedback --input SNAPSHOT --out OUT --num-proc N`: the CLI
+    itself, its imports, progress bar and exit included."""
+    from critic_data.cli import main as cli
 
-    run_build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, num_proc=num_proc))
+    sys.argv = ["critic-data", "build", "--source", "vlfeedback", "--input", str(snapshot), "--out", str(out),
+                "--num-proc", str(num_proc)]
+    cli()
 
 
 # build time over the I/O floor the build aims at, by image size (build/datasets: under 1 in both)
@@ -97,9 +99,11 @@ STAGES = {"floor": floor, "datasets": datasets_map, "build": build}
 def measure(stage: str, snapshot: Path, out: Path, num_proc: int) -> tuple[float, float]:
     """Run a stage in a fresh process; return (wall seconds, peak RSS in MB of its process tree)."""
     shutil.rmtree(out, ignore_errors=True)
+    log = out.with_name(out.name + ".log")  # what the stage printed (the CLI's summary): shown if it fails
     started = time.perf_counter()
-    process = psutil.Popen([sys.executable, __file__, "--stage", stage, "--snapshot", str(snapshot),
-                            "--out", str(out), "--num-proc", str(num_proc)])
+    with log.open("w") as printed:
+        process = psutil.Popen([sys.executable, __file__, "--stage", stage, "--snapshot", str(snapshot),
+                                "--out", str(out), "--num-proc", str(num_proc)], stdout=printed, stderr=subprocess.STDOUT)
     peak = 0
     while process.poll() is None:
         try:
@@ -109,7 +113,8 @@ def measure(stage: str, snapshot: Path, out: Path, num_proc: int) -> tuple[float
             pass
         time.sleep(0.02)
     if process.returncode:
-        raise SystemExit(f"stage {stage} failed with exit code {process.returncode}")
+        raise SystemExit(f"{log.read_text()[-3000:]}\nstage {stage} failed with exit code {process.returncode}")
+    log.unlink()
     return time.perf_counter() - started, peak / 2**20
 
 

@@ -81,7 +81,6 @@ def run(tmp_path_factory, tiny_qwen_dir, built_dataset, budget):
             "card_after_two": card_after_two}
 
 
-@pytest.mark.slow
 def test_two_grpo_steps_change_the_weights(run, tiny_qwen_dir):
     from safetensors.torch import load_file
 
@@ -93,7 +92,6 @@ def test_two_grpo_steps_change_the_weights(run, tiny_qwen_dir):
     assert any("visual" in name for name in changed), "the vision tower is trained too"
 
 
-@pytest.mark.slow
 def test_reward_metrics_are_logged(run):
     history = run["state_after_two"]["log_history"]
     steps = [entry for entry in history if "loss" in entry]
@@ -106,7 +104,6 @@ def test_reward_metrics_are_logged(run):
     assert any(entry["reward_std"] > 0 for entry in steps)
 
 
-@pytest.mark.slow
 def test_checkpoint_holds_hf_weights_processor_and_card(run):
     from huggingface_hub import ModelCard
     from transformers import AutoProcessor
@@ -124,7 +121,6 @@ def test_checkpoint_holds_hf_weights_processor_and_card(run):
     assert "weights after **2** optimiser steps" in run["card_after_two"]
 
 
-@pytest.mark.slow
 def test_model_card_records_the_run(run, tiny_qwen_dir, built_dataset, budget):
     text = (run["out"] / "README.md").read_text()
     assert f"`{tiny_qwen_dir}`" in text and str(built_dataset.resolve()) in text
@@ -138,13 +134,11 @@ def test_model_card_records_the_run(run, tiny_qwen_dir, built_dataset, budget):
     assert "weights after **4** optimiser steps of 4" in text
 
 
-@pytest.mark.slow
 def test_prompt_budget_drop_is_logged(run, budget):
     assert f"train: dropped {budget[1]} of " in run["first"].stderr
     assert budget[1] > 0
 
 
-@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(run):
     out = run["out"]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
@@ -158,7 +152,6 @@ def test_resume_continues_from_the_checkpoint(run):
     assert "trained 4 steps" in run["second"].stderr
 
 
-@pytest.mark.slow
 def test_resume_loads_the_checkpoint_weights_not_the_base_ones(run, tiny_qwen_dir):
     """transformers' own resume matches no key of a Qwen2.5-VL checkpoint (saved as `visual.*`, held as
     `model.visual.*`) and trains on from the base weights (huggingface/transformers#43701);
