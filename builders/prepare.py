@@ -229,19 +229,25 @@ def schema(output_format: str) -> pa.Schema:
 
 
 def presented(table: pa.Table, picked: list[int], answers: list[str], options: BuildOptions) -> pa.Table:
-    """Candidates `picked` (indices) of a chunk's table as output rows, each in the presented
-    order its answer names ("1": the better response first), its prompt rendered in that order."""
-    # Most of the table in one run of rows (train, usually): a slice, no copy. A few rows are
-    # copied out instead: a slice would hold the whole table in memory until they are written.
-    if picked[-1] - picked[0] + 1 == len(picked) and 2 * len(picked) >= table.num_rows:
-        table = table.slice(picked[0], len(picked))
-    else:
-        table = table.take(pa.array(picked, pa.int64()))
-    answer, batches, start = pa.array(answers, pa.string()), [], 0
-    for batch in table.to_batches():  # the parts `prepare` rendered: each one's text fits an Arrow array
-        batches.append(_in_order(batch, answer.slice(start, batch.num_rows), options))
-        start += batch.num_rows
-    return pa.Table.from_batches(batches, schema(options.format))
+    """Candidates `picked` (ascending indices) of a chunk's table as output rows, each in the
+    presented order its answer names ("1": the better response first), its prompt rendered in
+    that order. Done part by part (the table's batches, as `prepare` rendered them): the text of
+    a part fits an Arrow array, that of a whole chunk may not."""
+    picked, answer, rendered, first = np.asarray(picked), pa.array(answers, pa.string()), [], 0
+    for part in table.to_batches():
+        start, end = np.searchsorted(picked, (first, first + part.num_rows))
+        rows = picked[start:end] - first
+        first += part.num_rows
+        if not len(rows):
+            continue
+        # Most of a part in one run of rows (train, usually): a slice, no copy. A few rows are
+        # copied out instead: a slice would hold the whole part in memory until they are written.
+        if rows[-1] - rows[0] + 1 == len(rows) and 2 * len(rows) >= part.num_rows:
+            part = part.slice(int(rows[0]), len(rows))
+        else:
+            part = part.take(pa.array(rows, pa.int64()))
+        rendered.append(_in_order(part, answer.slice(start, end - start), options))
+    return pa.Table.from_batches(rendered, schema(options.format))
 
 
 def _in_order(pairs: pa.RecordBatch, answer: pa.Array, options: BuildOptions) -> pa.RecordBatch:

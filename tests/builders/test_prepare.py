@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -53,14 +54,21 @@ def test_rendered_columns_are_the_row_level_prompts_in_both_orders(n_images, sty
             assert row["prompt"] == conversational_prompt(text, n_images)
 
 
-def test_picked_rows_are_taken_in_order_whether_a_run_or_scattered():
+@pytest.mark.parametrize("parts", [[6], [3, 3], [1, 4, 1]])
+def test_picked_rows_are_taken_in_order_whether_a_run_or_scattered(parts):
+    """Within one part or across the parts a chunk was rendered in (`presented` renders part by part)."""
     options = BuildOptions(out=Path("unused"))
     offered = _examples(1)
-    table = render(offered, None, options)
-    for picked in ([1, 2, 3, 4], [0, 2, 5], [5]):
-        rows = presented(table, picked, ["1"] * len(picked), options).to_pylist()
+    bounds = np.cumsum([0, *parts])
+    table = pa.concat_tables([render(offered[a:b], None, options) for a, b in zip(bounds, bounds[1:])])
+    assert [batch.num_rows for batch in table.to_batches()] == parts
+    for picked in ([1, 2, 3, 4], [0, 2, 5], [5], [0, 1, 2, 3, 4, 5], [2, 3]):
+        answers = ["2", "1", "1", "2", "2", "1"][: len(picked)]
+        rows = presented(table, picked, answers, options).to_pylist()
         assert [row["id"] for row in rows] == [offered[i][3] for i in picked]
-        assert [row["response_1"] for row in rows] == [offered[i][2].better for i in picked]
+        assert [row["answer"] for row in rows] == answers
+        assert [row["response_1"] for row in rows] == [
+            offered[i][2].worse if answer == "2" else offered[i][2].better for i, answer in zip(picked, answers)]
 
 
 def test_the_easyr1_layout_is_the_body_after_an_image_placeholder():
