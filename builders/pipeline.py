@@ -94,7 +94,9 @@ def _tuned() -> Iterator[None]:
       back to the system at once, and a build that allocates and frees megabytes per batch would
       then fault each page in again."""
     threshold, pool = gc.get_threshold(), pa.default_memory_pool()
-    gc.freeze()
+    freezing = not gc.get_freeze_count()  # a caller's own freeze is left as it is
+    if freezing:
+        gc.freeze()
     gc.set_threshold(20_000, *threshold[1:])
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
@@ -105,7 +107,8 @@ def _tuned() -> Iterator[None]:
     finally:
         pa.set_memory_pool(pool)
         gc.set_threshold(*threshold)
-        gc.unfreeze()
+        if freezing:
+            gc.unfreeze()
 
 
 def _nothing_kept(sources: dict, out: Path) -> str:

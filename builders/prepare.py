@@ -205,7 +205,8 @@ def with_instruction_column(bodies: pa.Array) -> pa.Array:
 
 def _prompts(texts: pa.Array, image_counts: np.ndarray) -> pa.Array:
     """`conversational_prompt` column-wise: per row, one user message holding an image part per
-    image, then the text part."""
+    image, then the text part. `texts`: text without nulls."""
+    texts = texts.cast(pa.string())  # 32-bit offsets, read below (a large_string's are 64-bit)
     ends = np.cumsum(image_counts + 1)
     is_text = np.zeros(int(ends[-1]), dtype=bool)
     is_text[ends - 1] = True

@@ -7,6 +7,7 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import os
@@ -260,6 +261,10 @@ def main() -> None:
     """Run the CLI: a user's mistake (bad input, a bad option, an interrupt) ends in one line on stderr."""
     from typer.exceptions import TyperException
 
+    # At exit, once the command has closed its files: spare the interpreter its collection of every
+    # object left (a fifth of a second after a build, for memory the process gives back anyway).
+    # A caller that runs main() in its own process is not affected until that process exits.
+    atexit.register(gc.freeze)
     try:
         _check_hf_endpoint()
         result = app(prog_name="critic-data", standalone_mode=False)
@@ -277,9 +282,6 @@ def main() -> None:
         sys.exit(130)
     if result == 130:  # typer turns an interrupt (Ctrl-C) into exit code 130, silently
         console.print("interrupted" + ("; --out is as it was" if "build" in sys.argv[1:2] else ""))
-    # The command is done and has closed its files: spare the interpreter's exit its collection of
-    # every object left (a fifth of a second after a build, for memory the process gives back anyway).
-    gc.freeze()
     if isinstance(result, int):  # typer.Exit(code) comes back as its code outside standalone mode
         sys.exit(result)
 

@@ -72,15 +72,25 @@ EASYR1_FEATURES = {
 FORMATS = {"trl": FEATURES, "easyr1": EASYR1_FEATURES}
 
 
+def _kind(feature) -> str:
+    """Value, Image, List or struct (a dict of features): the shapes derived here, as `datasets`
+    writes them with no option set (tests/schemas/test_row.py checks the derivations against it)."""
+    kind = feature.get("_type", "struct") if isinstance(feature, dict) else None
+    keys = {"Value": {"_type", "dtype"}, "Image": {"_type"}, "List": {"_type", "feature"}}
+    if kind == "struct" or keys.get(kind) == set(feature):
+        return kind
+    raise ValueError(f"schemas/row.py derives Value, Image(), List and dicts of them, not {feature!r}")
+
+
 def _arrow_type(feature: dict) -> pa.DataType:
-    kind = feature.get("_type")
+    kind = _kind(feature)
     if kind == "Value":
         return pa.type_for_alias(feature["dtype"])
     if kind == "Image":  # as `datasets` stores an image: its encoded bytes and its file name
         return pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     if kind == "List":
         return pa.list_(_arrow_type(feature["feature"]))
-    return pa.struct([(name, _arrow_type(field)) for name, field in feature.items()])  # a dict of features
+    return pa.struct([(name, _arrow_type(field)) for name, field in feature.items()])
 
 
 def arrow_schema(features: dict) -> pa.Schema:
@@ -90,7 +100,7 @@ def arrow_schema(features: dict) -> pa.Schema:
 
 
 def _yaml(feature: dict) -> dict:
-    kind = feature.get("_type")
+    kind = _kind(feature)
     if kind == "Value":
         return {"dtype": feature["dtype"]}
     if kind == "Image":

@@ -54,6 +54,14 @@ def test_rendered_columns_are_the_row_level_prompts_in_both_orders(n_images, sty
             assert row["prompt"] == conversational_prompt(text, n_images)
 
 
+def test_prompts_read_any_string_array_as_the_row_level_prompt():
+    texts = ["ünïcode — 漢字 🙂", "plain", "x" * 300]
+    expected = [conversational_prompt(text, n) for text, n in zip(texts, (1, 3, 2))]
+    counts = np.array([1, 3, 2])
+    for array in (pa.array(texts), pa.array(texts, pa.large_string()), pa.array(["skip", *texts]).slice(1)):
+        assert prepare_module._prompts(array, counts).to_pylist() == expected
+
+
 @pytest.mark.parametrize("parts", [[6], [3, 3], [1, 4, 1]])
 def test_picked_rows_are_taken_in_order_whether_a_run_or_scattered(parts):
     """Within one part or across the parts a chunk was rendered in (`presented` renders part by part)."""

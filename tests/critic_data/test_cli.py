@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,3 +62,17 @@ def test_an_interrupted_build_says_so_and_leaves_no_output(tmp_path):
     assert process.returncode == 130
     assert stderr.strip().splitlines()[-1] == "interrupted; --out is as it was"
     assert not (tmp_path / "out").exists() and not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
+
+
+def test_main_run_in_a_process_leaves_its_garbage_collector_as_it_was(tmp_path):
+    """main() defers its exit-time gc.freeze to the process's exit: a caller running it in its own
+    process gets its collector back, and the command's files are complete."""
+    from tests.snapshots import write_vlfeedback_parquet
+
+    write_vlfeedback_parquet(tmp_path / "s", n=12)
+    script = ("import gc, sys; from critic_data.cli import main; "
+              f"sys.argv = ['critic-data', 'build', '--source', 'vlfeedback', '--input', {str(tmp_path / 's')!r}, '--out', {str(tmp_path / 'o')!r}]; "
+              "main(); print('frozen after main:', gc.get_freeze_count())")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "frozen after main: 0"
+    assert json.loads((tmp_path / "o" / "build.json").read_text())["splits"]["train"]["rows"] > 0

@@ -31,3 +31,17 @@ def test_the_written_schema_restores_the_image_features():
     restored = Features.from_arrow_schema(arrow_schema(FORMATS["trl"]))
     assert restored["images"].feature.__class__.__name__ == "Image"
     assert restored.to_dict() == FORMATS["trl"]
+
+
+@pytest.mark.parametrize("feature", [
+    {"_type": "List", "feature": Value("int32"), "length": 3},  # a fixed-size list
+    {"_type": "Image", "decode": False},
+    {"_type": "Sequence", "feature": Value("string")},
+    {"_type": "ClassLabel", "names": ["a", "b"]},
+    "string",
+])
+def test_a_shape_the_derivations_do_not_cover_is_refused_not_guessed(feature):
+    with pytest.raises(ValueError, match="derives Value, Image"):
+        arrow_schema({"column": feature})
+    with pytest.raises(ValueError, match="derives Value, Image"):
+        yaml_features({"column": feature})
