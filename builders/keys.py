@@ -19,5 +19,5 @@ def image_digest(data: bytes) -> str:
 
 
 def unit(seed: int, *parts: str) -> float:
-    """A uniform number in [0, 1) fixed by the seed and the parts."""
-    return int(digest(str(seed), *parts)[:16], 16) / 2**64
+    """A uniform number in [0, 1) fixed by the seed and the parts: the high 64 bits of their `digest`."""
+    return (xxhash.xxh3_128_intdigest("\x00".join((str(seed), *parts)).encode("utf-8") + b"\x00") >> 64) / 2**64

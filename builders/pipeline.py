@@ -2,10 +2,12 @@
 
     readers.py (rows of each source, with their images)
       -> prepare.py in worker processes (parallel.py): check images and text, split, offer pairs
-         with keys, render both presented orders
+         with keys, render their columns
       -> decide.py, in input order: ties, duplicates, length balance, labels
+      -> prepare.presented: the kept pairs in their presented order, with their prompts
       -> writer.py: Hub-style parquet shards
-    then build.json (counts.py: every row and pair accounted for), rejects.jsonl and the card.
+    then build.json (counts.py: every row and pair accounted for), rejects.jsonl and the card
+    (its charts drawn in a process of their own, `_card_process`, when there are workers).
 
 Every input row ends in exactly one place: used (it gave zero or more pairs) or rejected
 with a reason. Pairs dropped by a rule are counted by rule. Split and order are keyed
@@ -17,9 +19,12 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -66,20 +71,53 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
     with _tuned(), staged(options.out, options.overwrite, reads) as staging:
         opened = [(SOURCES[name], *resolve_snapshot(SOURCES[name], options)) for name in options.sources]
         (staging / "data").mkdir()
-        manifest = _write(opened, options, staging, progress, started)
-        if not any(stats["counts"]["pairs_kept"] for stats in manifest["sources"].values()):
-            raise UserError(_nothing_kept(manifest["sources"], options.out))
-        manifest["command"] = argv
-        # allow_nan=False: build.json stays valid JSON, whatever slipped past the options' checks
-        (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-        from critic_data.cards.dataset_card import PLOTS, card_figures, render_dataset_card
+        with _card_process(options) as card_process:
+            manifest = _write(opened, options, staging, progress, started)
+            if not any(stats["counts"]["pairs_kept"] for stats in manifest["sources"].values()):
+                raise UserError(_nothing_kept(manifest["sources"], options.out))
+            manifest["command"] = argv
+            # allow_nan=False: build.json stays valid JSON, whatever slipped past the options' checks
+            (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+            from critic_data.cards.statistics import card_statistics
 
-        # the card's figures and charts, counted from the data files just written
-        statistics, plots = card_figures(staging, manifest, staging / PLOTS)
-        card = render_dataset_card(manifest, [SOURCES[name] for name in options.sources], statistics=statistics,
-                                   plots=plots)
-        (staging / "README.md").write_text(card, encoding="utf-8")
+            # the card's figures, counted from the data files just written (in this process: polars
+            # must not run in a forked one, whose copy of polars' thread pool has no threads)
+            card = partial(_write_card, staging, manifest, options.sources, card_statistics(staging, manifest))
+            card_process.submit(card).result() if card_process else card()
     return manifest
+
+
+def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statistics: dict) -> None:
+    """The dataset card (README.md) and its charts."""
+    from critic_data.cards.dataset_card import PLOTS, card_plots, render_dataset_card
+
+    plots = card_plots(statistics, folder / PLOTS)
+    card = render_dataset_card(manifest, [SOURCES[name] for name in sources], statistics=statistics, plots=plots)
+    (folder / "README.md").write_text(card, encoding="utf-8")
+
+
+@contextmanager
+def _card_process(options: BuildOptions) -> Iterator[ProcessPoolExecutor | None]:
+    """With worker processes, a process to draw and write the card in, started with the build:
+    it imports what that needs (matplotlib, huggingface_hub: half a second of CPU) while the data
+    is written, and the card is drawn without that wait once it is. None with --num-proc 1: the
+    card is written in this process."""
+    if options.num_proc <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(1, initializer=_ready_for_the_card) as card_process:
+        card_process.submit(int)  # the pool starts its process with the first task
+        yield card_process
+
+
+def _ready_for_the_card() -> None:
+    # A lower priority: the imports run mostly on what the workers leave idle. Not the lowest: on
+    # a machine busy with other work, the card still gets a tenth of a core.
+    os.nice(10)
+    import critic_data.cards.dataset_card  # noqa: F401
+    import critic_data.cards.statistics  # noqa: F401  (its charts; its polars queries run in the build's process)
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
 
 
 @contextmanager

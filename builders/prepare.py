@@ -77,17 +77,15 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
     """Check every row of a batch, split it, and offer its pairs with their columns rendered."""
     chunk = Chunk(rejects=[], counts=Counter())
     offered = []  # (the row's index in the batch, the row, the pair, its id) of each offered pair
+    filtered, notes, formed = Counter(), Counter(), 0  # over the used rows, added to the counts at the end
     for index, item in enumerate(batch.items):
         item, digests = check(item, options)
-        chunk.counts["rows", "read"] += 1
         if isinstance(item, Reject):
             chunk.rejects.append(item)
-            chunk.counts["rejected", str(item.reason)] += 1
             continue
-        chunk.counts["rows", "used"] += 1
-        chunk.counts["pairs", "formed"] += item.pairs_formed
-        chunk.counts.update({("filtered", rule): n for rule, n in item.pairs_filtered.items()})
-        chunk.counts.update({("note", name): n for name, n in item.notes.items()})
+        formed += item.pairs_formed
+        filtered.update(item.pairs_filtered)
+        notes.update(item.notes)
         # the split is the row's (image, question) group's: every pair of a row shares it
         split = "test" if unit(options.seed, "split", *digests, item.question) < options.test_size else "train"
         image_key = thumbnail(item.images[0][0]) if len(options.sources) > 1 else None
@@ -95,6 +93,11 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
             row_id = f"{item.source}-{digest(item.source_id, pair.better, pair.worse)[:16]}"
             chunk.candidates.append(_candidate(item, pair, row_id, split, digests, image_key, options))
             offered.append((index, item, pair, row_id))
+    chunk.counts.update({("rows", "read"): len(batch.items), ("rows", "used"): len(batch.items) - len(chunk.rejects),
+                         ("pairs", "formed"): formed})
+    chunk.counts.update(("rejected", str(reject.reason)) for reject in chunk.rejects)
+    chunk.counts.update({("filtered", rule): n for rule, n in filtered.items()})
+    chunk.counts.update({("note", name): n for name, n in notes.items()})
     if offered:
         # train first, then test, each in input order (labels are paired and duplicates found per
         # split: a duplicate pair has the same image and question, hence the same split)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Pair:
+class Pair(NamedTuple):
     """Two candidate responses to one question, the better one first."""
 
     better: str

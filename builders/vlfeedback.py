@@ -107,28 +107,29 @@ def _pairs(responses: list[str], scores: list[float | None], options: BuildOptio
     if len(scored) < 2:
         return RejectReason.EMPTY_RESPONSE
 
-    filtered: Counter = Counter()
     passing, ties = [], []  # (gap, a, b), a the better of a passing pair
-    formed = 0
+    identical = not_finite = below_margin = 0
     for (score_a, text_a), (score_b, text_b) in combinations(scored, 2):
-        formed += 1
         gap = round(abs(score_a - score_b), 6)
         if text_a == text_b:
-            filtered["identical_responses"] += 1
+            identical += 1
         elif not math.isfinite(gap):  # finite scores so far apart (1e308 and -1e308) that no margin can hold it
-            filtered["gap_not_finite"] += 1
+            not_finite += 1
         elif gap == 0:
             ties.append((0.0, text_a, text_b))
         elif gap <= options.margin:
-            filtered["below_margin"] += 1
+            below_margin += 1
         else:
             passing.append((gap, text_a, text_b) if score_a > score_b else (gap, text_b, text_a))
+    filtered = Counter({rule: n for rule, n in (("identical_responses", identical), ("gap_not_finite", not_finite),
+                                                ("below_margin", below_margin)) if n})
     if options.pairs_per_prompt == "all":
         offered = passing + ties
     else:  # max-gap offers one pair: the widest passing one, else a tie (which the build keeps or drops
         # with every other tie, by --keep-ties); every other pair is not the widest
         offered = [max(passing, key=lambda pair: pair[0])] if passing else ties[:1]  # first of equals, in source order
-        filtered["not_widest"] += len(passing) + len(ties) - len(offered)
+        filtered["not_widest"] = len(passing) + len(ties) - len(offered)
+    formed = len(scored) * (len(scored) - 1) // 2
     return [Pair(a, b, gap, tie=gap == 0) for gap, a, b in offered], formed, filtered, notes
 
 

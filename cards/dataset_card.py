@@ -40,11 +40,18 @@ def card_figures(folder: Path, manifest: dict, plots: Path) -> tuple[dict, list[
     """The figures the card of the dataset `folder` shows, counted from its data files, and the
     names of their charts, written into `plots` (same data, same PNG bytes). `build` writes them
     into its output, `push` renders them again from the shards it checked."""
-    from critic_data.cards.statistics import card_statistics, write_dataset_plots
+    from critic_data.cards.statistics import card_statistics
 
     statistics = card_statistics(folder, manifest)
+    return statistics, card_plots(statistics, plots)
+
+
+def card_plots(statistics: dict, plots: Path) -> list[str]:
+    """The card's charts of `statistics` (`card_statistics`), written into `plots`: their names."""
+    from critic_data.cards.statistics import write_dataset_plots
+
     # one fixed title, not the folder's name: the charts do not depend on where the build lies
-    return statistics, [path.name for path in write_dataset_plots([("this dataset", statistics)], plots)]
+    return [path.name for path in write_dataset_plots([("this dataset", statistics)], plots)]
 
 
 def _contents(manifest: dict, statistics: dict | None) -> list[dict]:

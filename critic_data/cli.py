@@ -77,11 +77,40 @@ def build(options: BuildOptions) -> None:
     """Build a verifiable pairwise-critic dataset from one or more sources."""
     from critic_data.builders.pipeline import build as run_build
 
+    _spare_pandas_import()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # Off when stderr is not a terminal: there the bar only leaves a blank line before an error.
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         manifest = run_build(options, progress=progress, argv=["critic-data", *sys.argv[1:]])
     _print_build_summary(manifest, options.out)
+
+
+class _NoPandas:
+    """An import finder that has no pandas (`_spare_pandas_import`)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not looked for during a build", name=name)
+
+
+def _spare_pandas_import() -> None:
+    """Spare a build's process, and its workers forked from it, pandas' import (0.2 s each).
+
+    pyarrow imports pandas the first time it converts a Python list, only to ask whether the list
+    is a pandas object; a build never hands it one. Once an import of pandas has failed, pyarrow
+    skips that question for the rest of the process, and still imports pandas where a conversion
+    needs it (`to_pandas`). Done in the CLI's own process only: a program that calls
+    `pipeline.build` may hand pyarrow pandas objects later."""
+    import pyarrow as pa
+
+    if "pandas" in sys.modules:  # imported already: pyarrow has found it, nothing to spare
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])  # pyarrow looks for pandas here, once
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def _print_build_summary(manifest: dict, out: Path) -> None:

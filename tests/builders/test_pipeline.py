@@ -36,3 +36,49 @@ def test_a_build_leaves_the_process_settings_as_it_found_them(caller_froze, tmp_
         gc.unfreeze()
         gc.set_threshold(*threshold)
         pa.set_memory_pool(pool)
+
+
+def test_a_build_with_workers_finishes_in_a_process_that_has_run_polars(tmp_path):
+    """The card is drawn in a forked process (pipeline._card_process), while its figures are counted
+    with polars in the build's own: a fork of a process whose polars thread pool is running has a
+    copy of that pool without its threads, and a query there never returns. A caller that has used
+    polars (a notebook, this test suite) builds with workers all the same, and gets the charts
+    a one-process build draws."""
+    import subprocess
+    import sys
+
+    write_vlfeedback_parquet(tmp_path / "s", n=24)
+    script = f"""
+import polars as pl
+from pathlib import Path
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.pipeline import build
+pl.DataFrame({{"a": list(range(1000))}}).lazy().group_by(pl.col("a") % 7).agg(pl.len()).collect()
+for num_proc in (2, 1):
+    build(BuildOptions(out=Path({str(tmp_path)!r}) / f"out{{num_proc}}", inputs={{"vlfeedback": Path({str(tmp_path / 's')!r})}},
+                       num_proc=num_proc))
+"""
+    try:
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=120, capture_output=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a build with --num-proc 2 hung in a process that had run polars")
+    charts = sorted(path.name for path in (tmp_path / "out2" / "plots").iterdir())
+    assert charts == ["label_balance.png", "length_ratio.png", "margins.png"]
+    for name in charts:
+        assert (tmp_path / "out2" / "plots" / name).read_bytes() == (tmp_path / "out1" / "plots" / name).read_bytes()
+    assert "plots/margins.png" in (tmp_path / "out2" / "README.md").read_text(encoding="utf-8")
+
+
+def test_an_error_in_the_card_process_is_the_builds_error(tmp_path, monkeypatch):
+    """A failure while the card is drawn in its own process ends the build as it would in this one:
+    the same one line, and no output folder."""
+    from critic_data.cards import statistics
+
+    def no_matplotlib(*_args, **_kwargs):
+        raise UserError("--plots needs matplotlib; install it with `pip install matplotlib`")
+
+    monkeypatch.setattr(statistics, "write_dataset_plots", no_matplotlib)  # inherited by the forked process
+    write_vlfeedback_parquet(tmp_path / "s", n=12)
+    with pytest.raises(UserError, match="needs matplotlib"):
+        build(BuildOptions(out=tmp_path / "out", inputs={"vlfeedback": tmp_path / "s"}, num_proc=2))
+    assert not (tmp_path / "out").exists()

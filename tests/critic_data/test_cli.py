@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,34 @@ def test_an_interrupted_build_says_so_and_leaves_no_output(tmp_path):
     assert process.returncode == 130
     assert stderr.strip().splitlines()[-1] == "interrupted; --out is as it was"
     assert not (tmp_path / "out").exists() and not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
+
+
+def test_a_build_from_the_command_line_spares_pandas_import_and_leaves_pandas_usable(tmp_path):
+    """pyarrow imports pandas (0.2 s) to look for pandas objects among the Python values it converts;
+    `critic-data build` tells it pandas is absent, so neither its process nor its workers import it,
+    with the same data files. pandas is still imported where a conversion needs it."""
+    import hashlib
+
+    from tests.snapshots import write_vlfeedback_parquet
+
+    write_vlfeedback_parquet(tmp_path / "s", n=24)
+    digests = []
+    for cli in (True, False):
+        out = tmp_path / f"o{cli}"
+        build = (f"sys.argv = ['critic-data', 'build', '--source', 'vlfeedback', '--input', {str(tmp_path / 's')!r}, "
+                 f"'--out', {str(out)!r}, '--num-proc', '2']; from critic_data.cli import main; main()" if cli else
+                 "from critic_data.builders.options import BuildOptions; from critic_data.builders.pipeline import build; "
+                 f"build(BuildOptions(out=Path({str(out)!r}), inputs={{'vlfeedback': Path({str(tmp_path / 's')!r})}}, num_proc=2))")
+        script = (f"import sys; from pathlib import Path; {build}; print('pandas' in sys.modules, file=sys.stderr); "
+                  "import pyarrow as pa; print(pa.table({'a': [1, 2]}).to_pandas()['a'].sum())")
+        # -X importtime: every import of the process and of its forked workers, on stderr
+        result = subprocess.run([sys.executable, "-X", "importtime", "-c", script], capture_output=True, text=True,
+                                check=True, timeout=120)
+        during_build, _, _ = result.stderr.rpartition(f"\n{not cli}\n")
+        assert bool(re.search(r"\| +pandas\.core", during_build)) != cli
+        assert result.stdout.split()[-1] == "3"  # to_pandas works after the build
+        digests.append(hashlib.md5(b"".join(p.read_bytes() for p in sorted(out.glob("data/*.parquet")))).hexdigest())
+    assert digests[0] == digests[1]
 
 
 def test_main_run_in_a_process_leaves_its_garbage_collector_as_it_was(tmp_path):
