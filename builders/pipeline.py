@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -35,7 +36,7 @@ from critic_data.builders.counts import SPLITS, SourceCounts
 from critic_data.builders.decide import Decider
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.output import staged
-from critic_data.builders.parallel import prepared_chunks
+from critic_data.builders.parallel import ended_unexpectedly, prepared_chunks, worker_started
 from critic_data.builders.prepare import presented, schema
 from critic_data.builders.readers import SourceSpec
 from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot
@@ -83,7 +84,10 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
             # the card's figures, counted from the data files just written (in this process: polars
             # must not run in a forked one, whose copy of polars' thread pool has no threads)
             card = partial(_write_card, staging, manifest, options.sources, card_statistics(staging, manifest))
-            card_process.submit(card).result() if card_process else card()
+            try:
+                card_process.submit(card).result() if card_process else card()
+            except BrokenProcessPool:
+                raise UserError(ended_unexpectedly("the process drawing the card")) from None
     return manifest
 
 
@@ -105,19 +109,23 @@ def _card_process(options: BuildOptions) -> Iterator[ProcessPoolExecutor | None]
     if options.num_proc <= 1:
         yield None
         return
-    with ProcessPoolExecutor(1, initializer=_ready_for_the_card) as card_process:
+    with ProcessPoolExecutor(1, initializer=_ready_for_the_card, initargs=(os.getpid(),)) as card_process:
         card_process.submit(int)  # the pool starts its process with the first task
         yield card_process
 
 
-def _ready_for_the_card() -> None:
+def _ready_for_the_card(build_pid: int) -> None:
+    worker_started(build_pid)
     # A lower priority: the imports run mostly on what the workers leave idle. Not the lowest: on
     # a machine busy with other work, the card still gets a tenth of a core.
     os.nice(10)
-    import critic_data.cards.dataset_card  # noqa: F401
-    import critic_data.cards.statistics  # noqa: F401  (its charts; its polars queries run in the build's process)
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
+    try:
+        import critic_data.cards.dataset_card  # noqa: F401
+        import critic_data.cards.statistics  # noqa: F401  (its charts; its polars queries run in the build's process)
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except ImportError:  # drawing the card says what is missing, in one line
+        pass
 
 
 @contextmanager

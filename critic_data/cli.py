@@ -77,7 +77,6 @@ def build(options: BuildOptions) -> None:
     """Build a verifiable pairwise-critic dataset from one or more sources."""
     from critic_data.builders.pipeline import build as run_build
 
-    _spare_pandas_import()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # Off when stderr is not a terminal: there the bar only leaves a blank line before an error.
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
@@ -99,8 +98,8 @@ def _spare_pandas_import() -> None:
     pyarrow imports pandas the first time it converts a Python list, only to ask whether the list
     is a pandas object; a build never hands it one. Once an import of pandas has failed, pyarrow
     skips that question for the rest of the process, and still imports pandas where a conversion
-    needs it (`to_pandas`). Done in the CLI's own process only: a program that calls
-    `pipeline.build` may hand pyarrow pandas objects later."""
+    needs it (`to_pandas`). Done by `main` only, in the CLI's own process: a program that calls
+    `pipeline.build`, or the `build` command in-process, may hand pyarrow pandas objects later."""
     import pyarrow as pa
 
     if "pandas" in sys.modules:  # imported already: pyarrow has found it, nothing to spare
@@ -294,6 +293,8 @@ def main() -> None:
     # object left (a fifth of a second after a build, for memory the process gives back anyway).
     # A caller that runs main() in its own process is not affected until that process exits.
     atexit.register(gc.freeze)
+    if sys.argv[1:2] == ["build"]:
+        _spare_pandas_import()
     try:
         _check_hf_endpoint()
         result = app(prog_name="critic-data", standalone_mode=False)

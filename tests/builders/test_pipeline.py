@@ -82,3 +82,32 @@ def test_an_error_in_the_card_process_is_the_builds_error(tmp_path, monkeypatch)
     with pytest.raises(UserError, match="needs matplotlib"):
         build(BuildOptions(out=tmp_path / "out", inputs={"vlfeedback": tmp_path / "s"}, num_proc=2))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("which", ["worker", "card"])
+def test_a_build_process_that_is_killed_ends_the_build_in_one_line(which, tmp_path, monkeypatch):
+    """A worker or the card's process killed mid-build (the OOM killer, say): one line, not the
+    executor's BrokenProcessPool traceback, and --out as it was."""
+    import os
+    import signal
+
+    from critic_data.builders import parallel
+    from critic_data.cards import dataset_card
+
+    build_pid = os.getpid()
+
+    def killed_in_a_child(real):
+        def run(*args, **kwargs):
+            if os.getpid() != build_pid:  # in the forked process only
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+        return run
+
+    if which == "worker":
+        monkeypatch.setattr(parallel, "prepare", killed_in_a_child(parallel.prepare))
+    else:
+        monkeypatch.setattr(dataset_card, "card_plots", killed_in_a_child(dataset_card.card_plots))
+    write_vlfeedback_parquet(tmp_path / "s", n=24, shards=2)  # two parts: the workers are used
+    with pytest.raises(UserError, match="ended unexpectedly .*--out is as it was"):
+        build(BuildOptions(out=tmp_path / "out", inputs={"vlfeedback": tmp_path / "s"}, num_proc=2))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["s"]

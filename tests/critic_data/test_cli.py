@@ -65,6 +65,71 @@ def test_an_interrupted_build_says_so_and_leaves_no_output(tmp_path):
     assert not (tmp_path / "out").exists() and not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
 
 
+_SLOW_BUILD = ("import time, critic_data.builders.prepare as prepare; check = prepare.check_image; "
+               "prepare.check_image = lambda *a, **k: (time.sleep(0.5), check(*a, **k))[1]; "
+               "from critic_data.cli import main; import sys; sys.argv = ['critic-data'] + sys.argv[1:]; main()")
+
+
+def _slow_build_with_workers(tmp_path) -> subprocess.Popen:
+    """`critic-data build --num-proc 2` in a session of its own, each image check slowed to half a
+    second: two parts of 12 rows keep both workers busy for six seconds."""
+    from tests.snapshots import write_vlfeedback_parquet
+
+    write_vlfeedback_parquet(tmp_path / "snapshot", n=24, shards=2)
+    return subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, "build", "--source", "vlfeedback", "--input",
+                             str(tmp_path / "snapshot"), "--out", str(tmp_path / "out"), "--num-proc", "2"],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _processes_left(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_during_a_build_with_workers_is_one_line_and_ends_every_process(tmp_path):
+    """Ctrl-C reaches every process of the build (its workers and the card's process too): one line
+    from the build, no traceback from the others, none of them left running."""
+    process = _slow_build_with_workers(tmp_path)
+    time.sleep(3)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines() == ["interrupted; --out is as it was"]
+    time.sleep(1)
+    assert not _processes_left(process.pid)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_build_killed_by_sigterm_leaves_no_worker_behind(tmp_path):
+    """SIGTERM to the build's process alone: its workers and the card's process end with it,
+    instead of waiting for work forever."""
+    process = _slow_build_with_workers(tmp_path)
+    time.sleep(3)
+    process.terminate()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 10
+    while _processes_left(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_left(process.pid)
+
+
+def test_the_build_command_run_in_process_leaves_pyarrow_looking_for_pandas(tmp_path):
+    """Only `main` spares pandas' import: the `build` command invoked in-process (typer's CliRunner)
+    leaves pyarrow's pandas handling as it was for the rest of the caller's process."""
+    from tests.snapshots import write_vlfeedback_parquet
+
+    write_vlfeedback_parquet(tmp_path / "s", n=12)
+    script = ("from typer.testing import CliRunner; from critic_data.cli import app; "
+              f"result = CliRunner().invoke(app, ['build', '--source', 'vlfeedback', '--input', {str(tmp_path / 's')!r}, "
+              f"'--out', {str(tmp_path / 'o')!r}]); assert result.exit_code == 0, result.output; "
+              "import pandas as pd, pyarrow as pa; print(pa.array(pd.Categorical(['a', 'b'])).type)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip().startswith("dictionary<")  # with pandas unseen: string
+
+
 def test_a_build_from_the_command_line_spares_pandas_import_and_leaves_pandas_usable(tmp_path):
     """pyarrow imports pandas (0.2 s) to look for pandas objects among the Python values it converts;
     `critic-data build` tells it pandas is absent, so neither its process nor its workers import it,
