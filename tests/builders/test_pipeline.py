@@ -75,7 +75,7 @@ def test_an_error_in_the_card_process_is_the_builds_error(tmp_path, monkeypatch)
     from critic_data.cards import statistics
 
     def no_matplotlib(*_args, **_kwargs):
-        raise UserError("--plots needs matplotlib; install it with `pip install matplotlib`")
+        raise UserError("drawing charts (the dataset card's, --plots) needs matplotlib; install it with `pip install matplotlib`")
 
     monkeypatch.setattr(statistics, "write_dataset_plots", no_matplotlib)  # inherited by the forked process
     write_vlfeedback_parquet(tmp_path / "s", n=12)

@@ -116,6 +116,23 @@ def test_a_build_killed_by_sigterm_leaves_no_worker_behind(tmp_path):
     assert not _processes_left(process.pid)
 
 
+@pytest.mark.parametrize("num_proc", ["1", "2"])
+def test_a_build_without_a_working_matplotlib_is_one_line(num_proc, tmp_path):
+    """matplotlib that fails to import: the card cannot be drawn, in this process or in the card's
+    own; one line naming the missing library, exit 2, nothing written."""
+    from tests.snapshots import write_vlfeedback_parquet
+
+    write_vlfeedback_parquet(tmp_path / "s", n=24, shards=2)
+    (tmp_path / "broken" / "matplotlib").mkdir(parents=True)
+    (tmp_path / "broken" / "matplotlib" / "__init__.py").write_text('raise ImportError("a broken matplotlib")\n')
+    result = _run("build", "--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
+                  "--num-proc", num_proc, env={"PYTHONPATH": str(tmp_path / "broken")})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: drawing charts (the dataset card's, --plots) needs matplotlib; install it with `pip install matplotlib`"]
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_build_command_run_in_process_leaves_pyarrow_looking_for_pandas(tmp_path):
     """Only `main` spares pandas' import: the `build` command invoked in-process (typer's CliRunner)
     leaves pyarrow's pandas handling as it was for the rest of the caller's process."""
