@@ -8,7 +8,7 @@ import xxhash
 
 def digest(*parts: str) -> str:
     """A 128-bit content hash (xxh3) of the texts, each followed by a NUL byte."""
-    return xxhash.xxh3_128_hexdigest("\x00".join(parts).encode("utf-8") + b"\x00")
+    return xxhash.xxh3_128_hexdigest(_hashed(parts))
 
 
 def image_digest(data: bytes) -> str:
@@ -20,4 +20,9 @@ def image_digest(data: bytes) -> str:
 
 def unit(seed: int, *parts: str) -> float:
     """A uniform number in [0, 1) fixed by the seed and the parts: the high 64 bits of their `digest`."""
-    return (xxhash.xxh3_128_intdigest("\x00".join((str(seed), *parts)).encode("utf-8") + b"\x00") >> 64) / 2**64
+    return (xxhash.xxh3_128_intdigest(_hashed((str(seed), *parts))) >> 64) / 2**64
+
+
+def _hashed(parts: tuple[str, ...]) -> bytes:
+    """What `digest` hashes: the texts in UTF-8, each followed by a NUL byte."""
+    return "\x00".join(parts).encode("utf-8") + b"\x00"

@@ -257,7 +257,8 @@ def figure(panels: int = 1, width: float = 4.8, height: float = 3.2):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise UserError("drawing charts (the dataset card's, --plots) needs matplotlib; install it with `pip install matplotlib`") from None
+        raise UserError("drawing charts (the dataset card's, --plots) needs matplotlib; "
+                        "install it with `pip install matplotlib`") from None
     drawing = Figure(figsize=(width * panels, height), layout="constrained")
     return drawing, drawing.subplots(1, panels, sharey=True, squeeze=False)[0]
 

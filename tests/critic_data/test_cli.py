@@ -44,17 +44,18 @@ def test_a_malformed_hf_endpoint_is_one_line_before_anything_imports_it(endpoint
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "HF_ENDPOINT" in result.stderr
 
 
+# a slow image check (half a second each) keeps a build busy long enough to interrupt it
+_SLOW_BUILD = ("import time, critic_data.builders.prepare as prepare; check = prepare.check_image; "
+               "prepare.check_image = lambda *a, **k: (time.sleep(0.5), check(*a, **k))[1]; "
+               "from critic_data.cli import main; import sys; sys.argv = ['critic-data'] + sys.argv[1:]; main()")
+
+
 def test_an_interrupted_build_says_so_and_leaves_no_output(tmp_path):
     """Ctrl-C mid-build: exit 130 with one line (typer would exit silently), --out untouched."""
     from tests.snapshots import write_vlfeedback_jsonl
 
     write_vlfeedback_jsonl(tmp_path / "snapshot", n=24)
-    # a slow image check keeps the build busy long enough to interrupt it
-    slow = ("import time, critic_data.builders.images as images; check = images.check_image; "
-            "images.check_image = lambda *a, **k: (time.sleep(0.5), check(*a, **k))[1]; "
-            "import critic_data.builders.pipeline as p; p.check_image = images.check_image; "
-            "from critic_data.cli import main; import sys; sys.argv = ['critic-data'] + sys.argv[1:]; main()")
-    process = subprocess.Popen([sys.executable, "-c", slow, "build", "--source", "vlfeedback", "--input",
+    process = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, "build", "--source", "vlfeedback", "--input",
                                 str(tmp_path / "snapshot"), "--out", str(tmp_path / "out"), "--num-proc", "1"],
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(6)
@@ -63,11 +64,6 @@ def test_an_interrupted_build_says_so_and_leaves_no_output(tmp_path):
     assert process.returncode == 130
     assert stderr.strip().splitlines()[-1] == "interrupted; --out is as it was"
     assert not (tmp_path / "out").exists() and not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
-
-
-_SLOW_BUILD = ("import time, critic_data.builders.prepare as prepare; check = prepare.check_image; "
-               "prepare.check_image = lambda *a, **k: (time.sleep(0.5), check(*a, **k))[1]; "
-               "from critic_data.cli import main; import sys; sys.argv = ['critic-data'] + sys.argv[1:]; main()")
 
 
 def _slow_build_with_workers(tmp_path) -> subprocess.Popen:
