@@ -2,7 +2,7 @@
 
 One module per source tells that source's whole story (how to read it, how it pairs, what it
 rejects). The build runs in named steps, each a module: readers (what a source provides) ->
-prepare (check, split, pair, render both presented orders; in worker processes, parallel.py)
+prepare (check, split, offer pairs, render their columns; in worker processes, parallel.py)
 -> decide (ties, duplicates, length balance, labels) -> writer; pipeline.py runs them and
 writes the manifest and the card. `SOURCES` maps each `--source` name (the schema's
 SOURCE_NAMES, in build order) to its spec; the source modules are imported when it is first

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 import zipfile
 
@@ -128,16 +129,18 @@ def _jpeg_scan_start(data: bytes) -> int | None:
     """Where the first scan's entropy-coded data begins: just past the start-of-scan segment
     (walking the segment lengths libjpeg has just checked; an embedded thumbnail's markers
     sit inside an APP segment and are stepped over)."""
-    position = 2
-    while position + 4 <= len(data):
-        if data[position] != 0xFF:
+    position, last = 2, len(data) - 4  # a segment's marker and length: 4 bytes
+    while position <= last:
+        fill, marker, length = _SEGMENT_HEAD(data, position)
+        if fill != 0xFF:
             return None
-        marker = data[position + 1]
         if marker == 0xFF:  # a fill byte before a marker
             position += 1
             continue
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
         if marker == _JPEG_SOS:
             return position + 2 + length
         position += 2 + length
     return None
+
+
+_SEGMENT_HEAD = struct.Struct(">BBH").unpack_from  # 0xFF, the marker, the segment's length

@@ -84,8 +84,10 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
             chunk.rejects.append(item)
             continue
         formed += item.pairs_formed
-        filtered.update(item.pairs_filtered)
-        notes.update(item.notes)
+        for rule, n in item.pairs_filtered.items():  # not Counter.update: a row's few counts cost it more
+            filtered[rule] += n
+        for name, n in item.notes.items():
+            notes[name] += n
         # the split is the row's (image, question) group's: every pair of a row shares it
         split = "test" if unit(options.seed, "split", *digests, item.question) < options.test_size else "train"
         image_key = thumbnail(item.images[0][0]) if len(options.sources) > 1 else None

@@ -12,6 +12,8 @@ row, `all` keeps every passing pair. A gap of 0 is a tie (offered to `--keep-tie
 too wide for a float (1e308 against -1e308) is filtered as `gap_not_finite`. A row pairs its
 first MAX_COMPLETIONS completions (VLFeedback has four): the others take part in no pair and
 are counted as the note `completions_over_cap`, so no row can ask for millions of pairs.
+The parquet layout is paired a batch of rows at a time (`_pairs_of_rows`, numpy over the
+pairs), JSON Lines a row at a time (`_pairs`): the same rule, the same pairs and counts.
 
 Rejects: unparsable JSON line (or one nested past Python's recursion limit, or holding an
 integer past Python's 4300 digits), a row missing its fields or with an id of only whitespace,
@@ -31,6 +33,7 @@ from functools import partial
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -44,6 +47,10 @@ from critic_data.schemas import Reject, RejectReason
 
 NAME = "vlfeedback"
 MAX_COMPLETIONS = 64  # completions of a row that take part in pairs: at most 2016 pairs per row
+
+# What a row's completions give (`_pairs`): its pairs, how many it formed, the pairs each rule
+# filtered and per-completion notes; or the reason the row is rejected.
+Paired = tuple[list[Pair], int, dict[str, int], dict[str, int]] | RejectReason
 
 
 def _number(value) -> float | None:
@@ -83,10 +90,10 @@ def _completions(raw) -> list[dict] | None:
     return None
 
 
-def _pairs(responses: list[str], scores: list[float | None], options: BuildOptions
-           ) -> tuple[list[Pair], int, Counter, Counter] | RejectReason:
+def _pairs(responses: list[str], scores: list[float | None], options: BuildOptions) -> Paired:
     """The pairs a row offers, how many it formed, what rules filtered, and per-completion notes;
-    `responses` cleaned ("" for a response that is not text), `scores` as `_score` gives them."""
+    `responses` cleaned ("" for a response that is not text), `scores` as `_score` gives them.
+    The rule, one row at a time: `_pairs_of_rows` applies it to a batch of rows at once."""
     notes: Counter = Counter()
     if len(responses) > MAX_COMPLETIONS:
         notes["completions_over_cap"] += len(responses) - MAX_COMPLETIONS
@@ -134,33 +141,36 @@ def _pairs(responses: list[str], scores: list[float | None], options: BuildOptio
 
 
 def _example(row: dict, position: str, image: tuple[bytes, str | None] | None, options: BuildOptions,
-             scored: tuple[list[str] | None, list[float | None] | None] | None = None) -> Example | Reject:
-    """A row as an Example; `scored`: its cleaned responses and their scores, when they were
-    computed for many rows at once (responses None: the row has no list of completions)."""
+             paired: tuple[int, Paired] | None) -> Example | Reject:
+    """A row as an Example, given its number of completions and what `_pairs` makes of them
+    (None: the row has no list of completions)."""
     source_id = row.get("id")
     if not isinstance(source_id, (str, int)) or not str(source_id).strip():  # the id names the row's image
         return Reject(NAME, position, RejectReason.ROW_MALFORMED, "no id")
     source_id = str(source_id)
-    if scored is None:
-        completions = _completions(row.get("completions"))
-        scored = (None, None) if completions is None else (
-            [_response(completion) for completion in completions],
-            [_score(completion.get("annotations"), options.aspects) for completion in completions])
-    responses, scores = scored
-    if responses is not None and scores is None:  # no ratings at all: every completion is unrated
-        scores = [None] * len(responses)
-    if not isinstance(row.get("prompt"), str) or responses is None or len(scores) != len(responses):
+    if not isinstance(row.get("prompt"), str) or paired is None:
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "needs a string prompt and a list of completions")
     question = clean_question(row["prompt"])
     if not question:
         return Reject(NAME, source_id, RejectReason.EMPTY_QUESTION, "prompt is empty once <image> is removed")
     if image is None:
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"no image for id {source_id}")
-    result = _pairs(responses, scores, options)
+    completions, result = paired
     if isinstance(result, RejectReason):
-        return Reject(NAME, source_id, result, f"fewer than two usable completions out of {len(responses)}")
+        return Reject(NAME, source_id, result, f"fewer than two usable completions out of {completions}")
     pairs, formed, filtered, notes = result
     return Example(NAME, source_id, question, [image], pairs, formed, filtered, notes)
+
+
+def _one_row_paired(raw_completions, options: BuildOptions) -> tuple[int, Paired] | None:
+    """A row's number of completions and `_pairs` of them, read from the row itself (JSON Lines,
+    and parquet laid out otherwise than the Hub's struct of lists)."""
+    completions = _completions(raw_completions)
+    if completions is None:
+        return None
+    responses = [_response(completion) for completion in completions]
+    scores = [_score(completion.get("annotations"), options.aspects) for completion in completions]
+    return len(completions), _pairs(responses, scores, options)
 
 
 def _response(completion: dict) -> str:
@@ -169,34 +179,136 @@ def _response(completion: dict) -> str:
 
 
 def _parquet_rows(options: BuildOptions, file_name: str, first: int, rows: pa.Table) -> list[Example | Reject]:
-    """A ParquetReader converter: the rows' responses are cleaned and scored for all of them at once."""
-    rows, scored = _scored(rows, tuple(options.aspects))
+    """A ParquetReader converter: the rows' responses are cleaned, scored and paired for all of them at once."""
+    rows, paired = _paired(rows, options)
     return [_example(row, f"{file_name}:{first + offset}", image_from_struct(row.get("image")), options,
-                     None if scored is None else scored[offset])
+                     _one_row_paired(row.get("completions"), options) if paired is None else paired[offset])
             for offset, row in enumerate(rows.to_pylist())]
 
 
-def _scored(table: pa.Table, aspects: tuple[str, ...]) -> tuple[pa.Table, list | None]:
-    """The rows without their completions and, per row, (cleaned responses, each completion's
-    `_score`), computed over the whole table at once; the table unchanged and None, so that rows
+def _paired(table: pa.Table, options: BuildOptions) -> tuple[pa.Table, list[tuple[int, Paired] | None] | None]:
+    """The rows without their completions and, per row, its number of completions and `_pairs`
+    of them, computed over the whole table at once; the table unchanged and None, so that rows
     are read one by one, when its completions are laid out otherwise than the Hub's struct of lists."""
     try:
         completions = table["completions"].combine_chunks()
         annotations, responses = completions.field("annotations"), completions.field("response")
         total = None
-        for aspect in aspects:
+        for aspect in options.aspects:
             rating = _numbers(annotations.values.field(aspect).field("Rating"))
             total = rating if total is None else pc.add(total, rating)  # a null stays null
         texts = clean_responses(responses.values)
     except (KeyError, AttributeError, TypeError, pa.ArrowException):
         return table, None
-    means = pc.divide(total, float(len(aspects)))
+    means = pc.divide(total, float(len(options.aspects)))
     means = pc.if_else(pc.is_finite(means), means, pa.scalar(None, pa.float64()))  # as `_score`: an overflowed sum is unrated
     scores = pa.ListArray.from_arrays(annotations.offsets, means, mask=annotations.is_null())
     # a row without completions, or without their responses, has no list of completions
     missing = pc.or_kleene(completions.is_null(), responses.is_null())
     texts = pa.ListArray.from_arrays(responses.offsets, texts, mask=pc.fill_null(missing, True))
-    return table.drop_columns(["completions"]), list(zip(texts.to_pylist(), scores.to_pylist()))
+    return table.drop_columns(["completions"]), _pairs_of_rows(texts, scores, options)
+
+
+def _pairs_of_rows(texts: pa.ListArray, scores: pa.ListArray, options: BuildOptions) -> list[tuple[int, Paired] | None]:
+    """`_pairs` of every row of a batch at once, numpy over the pairs where `_pairs` loops in
+    Python (tests/builders/test_build_properties.py checks that they agree), each with the row's number
+    of completions; None for a row without a list of completions, or with more or fewer scores
+    than responses. `texts`: each row's cleaned responses (a null list: the row has none);
+    `scores`: each completion's `_score` (a null list: none is rated)."""
+    count = np.diff(texts.offsets.to_numpy())
+    has_scores = scores.is_valid().to_numpy(zero_copy_only=False)
+    listed = texts.is_valid().to_numpy(zero_copy_only=False) & (~has_scores | (np.diff(scores.offsets.to_numpy()) == count))
+    capped = np.where(listed, np.minimum(count, MAX_COMPLETIONS), 0)
+
+    # the completions that take part in pairs, in order: their row, text (an index into
+    # texts.values) and score (NaN: unrated)
+    row = np.repeat(np.arange(len(count)), capped)
+    within = np.arange(len(row)) - np.repeat(np.cumsum(capped) - capped, capped)
+    text = texts.offsets.to_numpy()[row] + within
+    score = np.full(len(row), np.nan)
+    in_list = has_scores[row]
+    score[in_list] = scores.values.to_numpy(zero_copy_only=False)[scores.offsets.to_numpy()[row[in_list]] + within[in_list]]
+    lengths = pc.binary_length(texts.values).to_numpy(zero_copy_only=False)
+    rated = ~np.isnan(score)
+    usable = np.flatnonzero(rated & (lengths[text] > 0))
+    rated_count = np.bincount(row[rated], minlength=len(count))
+    usable_count = np.bincount(row[usable], minlength=len(count))
+    first_usable = np.cumsum(usable_count) - usable_count  # each row's first entry in `usable`
+
+    tallies = np.zeros((len(count), 5), np.int64)  # per row: identical, not finite, below margin, passing, ties
+    offered = []  # (row, tie, gap, better, worse) of the pairs offered, per group of rows
+    pairing = (rated_count >= 2) & (usable_count >= 2)
+    for size in np.unique(usable_count[pairing]).tolist():  # the rows with as many usable completions, together
+        rows = np.flatnonzero(pairing & (usable_count == size))
+        first, second = np.triu_indices(size, 1)  # the order of itertools.combinations
+        a, b = (usable[first_usable[rows][:, None] + which] for which in (first, second))  # a row of pairs per row
+        with np.errstate(over="ignore"):
+            gap = _rounded(np.abs(score[a] - score[b]))
+        identical = _same_text(texts.values, lengths, text[a], text[b])
+        finite = ~identical & np.isfinite(gap)
+        tie, passing = finite & (gap == 0), finite & (gap > options.margin)
+        below = finite & (gap != 0) & ~passing
+        tallies[rows] = np.stack([m.sum(axis=1) for m in (identical, ~identical & ~finite, below, passing, tie)], axis=1)
+        a_better = score[a] > score[b]
+        better, worse = np.where(a_better, text[a], text[b]), np.where(a_better, text[b], text[a])
+        if options.pairs_per_prompt == "all":  # every passing pair, then every tie, in order
+            picks = [(*np.nonzero(passing), False), (*np.nonzero(tie), True)]
+        else:  # the widest passing pair (the first of equals), else the first tie
+            some = passing.any(axis=1)
+            tied = ~some & tie.any(axis=1)
+            picks = [(np.flatnonzero(some), np.argmax(np.where(passing, gap, -np.inf), axis=1)[some], False),
+                     (np.flatnonzero(tied), np.argmax(tie, axis=1)[tied], True)]
+        for k, column, is_tie in picks:
+            offered.append((rows[k], np.full(len(k), is_tie), gap[k, column],
+                            (text[a] if is_tie else better)[k, column], (text[b] if is_tie else worse)[k, column]))
+
+    pairs: list[list[Pair]] = [[] for _ in range(len(count))]
+    if offered:
+        row_of, tie_of, gap_of, better_of, worse_of = (np.concatenate(column) for column in zip(*offered))
+        order = np.lexsort((tie_of, row_of))  # by row, its passing pairs before its ties (a stable sort)
+        for r, is_tie, gap, better, worse in zip(row_of[order].tolist(), tie_of[order].tolist(), gap_of[order].tolist(),
+                                                 texts.values.take(better_of[order]).to_pylist(),
+                                                 texts.values.take(worse_of[order]).to_pylist()):
+            pairs[r].append(Pair(better, worse, gap, tie=is_tie))
+
+    results: list[tuple[int, Paired] | None] = []
+    for r, (n, listed_r, n_capped, n_rated, n_usable, tally) in enumerate(zip(
+            count.tolist(), listed.tolist(), capped.tolist(), rated_count.tolist(), usable_count.tolist(), tallies.tolist())):
+        if not listed_r:
+            results.append(None)
+        elif n_rated < 2:
+            results.append((n, RejectReason.RATING_UNPARSABLE))
+        elif n_usable < 2:
+            results.append((n, RejectReason.EMPTY_RESPONSE))
+        else:
+            identical, not_finite, below_margin, passing_n, ties_n = tally
+            filtered = {rule: k for rule, k in (("identical_responses", identical), ("gap_not_finite", not_finite),
+                                                ("below_margin", below_margin)) if k}
+            if options.pairs_per_prompt != "all":
+                filtered["not_widest"] = passing_n + ties_n - len(pairs[r])
+            notes = {name: k for name, k in (("completions_over_cap", n - n_capped), ("completions_unrated", n_capped - n_rated),
+                                             ("completions_empty", n_rated - n_usable)) if k}
+            results.append((n, (pairs[r], n_usable * (n_usable - 1) // 2, filtered, notes)))
+    return results
+
+
+def _rounded(gaps: np.ndarray) -> np.ndarray:
+    """`round(gap, 6)` of each gap, as Python rounds it (to the nearest decimal, exactly: numpy's
+    own `round` scales by 10**6 first, and may land on the other side of a half). A batch's gaps
+    take few distinct values: each is rounded once."""
+    values, where = np.unique(gaps, return_inverse=True)
+    return np.array([round(value, 6) for value in values.tolist()])[where.reshape(-1)].reshape(gaps.shape)
+
+
+def _same_text(values: pa.StringArray, lengths: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Whether texts `first` and `second` (indices into `values`; `lengths`: their UTF-8 lengths)
+    are the same, element-wise; only texts of one length are compared."""
+    same = lengths[first] == lengths[second]
+    where = np.flatnonzero(same)
+    if len(where):
+        equal = pc.equal(values.take(first.reshape(-1)[where]), values.take(second.reshape(-1)[where]))
+        same.reshape(-1)[where] = equal.to_numpy(zero_copy_only=False)
+    return same
 
 
 _DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"  # text every float parser reads alike
@@ -233,7 +345,7 @@ def _jsonl_row(images: Path, options: BuildOptions, position: str, row: dict) ->
         image = image_store(images).get(str(row.get("id", "")))
     except ImageFileError as error:  # not a regular file, over the size cap, damaged, ambiguous
         return Reject(NAME, str(row.get("id") or position), error.reason, error.detail)
-    return _example(row, position, image, options)
+    return _example(row, position, image, options, _one_row_paired(row.get("completions"), options))
 
 
 def open_snapshot(folder: Path, options: BuildOptions):

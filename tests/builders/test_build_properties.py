@@ -239,3 +239,68 @@ def test_parquet_parts_are_runs_of_row_groups_within_both_bounds(group_rows, row
         size = sum(metadata.row_group(g).total_byte_size for g in groups)
         assert len(groups) == 1 or (rows <= rows_per_batch and size <= part_bytes)
         first += rows
+
+
+# a completion for pairing: a cleaned response and its score (None: unrated)
+scored_completion = st.tuples(
+    st.sampled_from(["", "A cat.", "A dog.", "A cat.", "é", "x" * 40]),
+    st.one_of(st.none(), st.sampled_from([1.0, 4 / 3, 5 / 3, 2.0, 2.6, 3.0, 3.6, 5.0, 1e308, -1e308, 1e-7, 0.6 + 1e-9]),
+              st.floats(-6, 6)),
+)
+# a row: None (no list of completions), its completions, and whether its scores are a null list
+scored_row = st.one_of(st.none(), st.tuples(st.lists(scored_completion, max_size=8), st.booleans()))
+
+
+def _batch_and_rows(rows: list, leading: int) -> tuple[pa.ListArray, pa.ListArray, list]:
+    """The texts and scores list arrays of `rows` (sliced past `leading` rows, as a batch of a
+    part is), and each row's (responses, scores) as `_pairs` reads them."""
+    padding = [([("pad", 1.0)], False)] * leading
+    every = padding + rows
+    texts = pa.array([None if r is None else [t for t, _ in r[0]] for r in every], pa.list_(pa.string()))
+    scores = pa.array([None if r is None or r[1] else [s for _, s in r[0]] for r in every], pa.list_(pa.float64()))
+    one_by_one = [None if r is None else ([t for t, _ in r[0]], [None if r[1] else s for _, s in r[0]]) for r in rows]
+    return texts.slice(leading), scores.slice(leading), one_by_one
+
+
+def _plain(paired):
+    """A `_pairs_of_rows` or `_pairs` outcome with its counters as dicts."""
+    if paired is None or isinstance(paired[1], RejectReason):
+        return paired
+    n, (pairs, formed, filtered, notes) = paired
+    return n, ([tuple(p) for p in pairs], formed, dict(filtered), dict(notes))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(scored_row, max_size=10), st.integers(0, 3), st.sampled_from(["max-gap", "all"]),
+       st.sampled_from([0.0, 0.6, 1.5]))
+def test_pairs_of_a_batch_are_the_pairs_of_each_row(rows, leading, pairs_per_prompt, margin):
+    """`_pairs_of_rows` (numpy over a batch, what the parquet layout uses) gives each row what
+    `_pairs` (the rule, one row in Python, what JSON Lines uses) gives it: the same pairs in the
+    same order, margins rounded alike, the same counts, notes and rejects."""
+    from critic_data.builders.vlfeedback import _pairs, _pairs_of_rows
+
+    options = BuildOptions(out=Path("unused"), pairs_per_prompt=pairs_per_prompt, margin=margin)
+    texts, scores, one_by_one = _batch_and_rows(rows, leading)
+    expected = [None if row is None else (len(row[0]), _pairs(*row, options)) for row in one_by_one]
+    assert [_plain(p) for p in _pairs_of_rows(texts, scores, options)] == [_plain(p) for p in expected]
+
+
+@pytest.mark.parametrize("pairs_per_prompt", ["max-gap", "all"])
+def test_pairs_of_a_batch_with_rows_over_the_completion_cap_and_mismatched_lists(pairs_per_prompt):
+    """Rows of 70 and 64 completions (the cap: 64), with ties, identical responses and
+    overflowing gaps among them, and a row with more scores than responses (malformed: None)."""
+    import random
+
+    from critic_data.builders.vlfeedback import MAX_COMPLETIONS, _pairs, _pairs_of_rows
+
+    rng = random.Random(0)
+    options = BuildOptions(out=Path("unused"), pairs_per_prompt=pairs_per_prompt)
+    rows = [([(rng.choice(["a", "b", "c", "", f"r{i}"]), rng.choice([None, 1.0, 2.0, 5 / 3, 1e308, -1e308]))
+              for i in range(size)], False) for size in (70, MAX_COMPLETIONS, 3)]
+    texts, scores, one_by_one = _batch_and_rows(rows, 1)
+    expected = [(len(r[0]), _pairs(*r, options)) for r in one_by_one]
+    got = _pairs_of_rows(texts, scores, options)
+    assert [_plain(p) for p in got] == [_plain(p) for p in expected]
+    assert got[0][1][3]["completions_over_cap"] == 6
+    mismatched = pa.array([["a", "b"]], pa.list_(pa.string())), pa.array([[1.0, 2.0, 3.0]], pa.list_(pa.float64()))
+    assert _pairs_of_rows(*mismatched, options) == [None]
