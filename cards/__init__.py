@@ -3,7 +3,8 @@
 - dataset_card.py: the README.md of a built dataset, from its manifest (build.json) and the
   figures counted from its data files (statistics.py), with its charts;
 - model_card.py: the README.md of a trained checkpoint;
-- statistics.py: a built dataset's figures (polars), for the card and `critic-data inspect`.
+- statistics.py: a built dataset's figures (polars), for the card and `critic-data inspect`;
+- charts.py: their charts, and those of eval and best-of-n runs (matplotlib).
 The citations every card carries are declared here, once.
 """
 

@@ -48,7 +48,7 @@ def card_figures(folder: Path, manifest: dict, plots: Path) -> tuple[dict, list[
 
 def card_plots(statistics: dict, plots: Path) -> list[str]:
     """The card's charts of `statistics` (`card_statistics`), written into `plots`: their names."""
-    from critic_data.cards.statistics import write_dataset_plots
+    from critic_data.cards.charts import write_dataset_plots
 
     # one fixed title, not the folder's name: the charts do not depend on where the build lies
     return [path.name for path in write_dataset_plots([("this dataset", statistics)], plots)]
@@ -67,7 +67,7 @@ def _contents(manifest: dict, statistics: dict | None) -> list[dict]:
 
 def _margin_rows(statistics: dict | None) -> list[tuple[str, list[int]]]:
     """The margin histogram as table rows: (bin, pairs per scored source), empty bins left out."""
-    from critic_data.cards.statistics import bin_labels
+    from critic_data.cards.charts import bin_labels
 
     margins = (statistics or {}).get("margins") or {"edges": [], "counts": {}}
     if not margins["counts"]:

@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from critic_data import UserError
-from critic_data.cards import statistics
+from critic_data.cards import charts, statistics
 from critic_data.files import json_lines
 from critic_data.hub_client import is_repo_id
 
@@ -365,7 +365,7 @@ def print_datasets(named: list[tuple[str, dict]]) -> None:
                                            for r in s["rows"]}))
     counts = [(s["margins"] or {"counts": {}})["counts"] for _, s in named]  # per dataset: source -> count per bin
     if any(counts):
-        labels = statistics.bin_labels(statistics.MARGIN_EDGES)
+        labels = charts.bin_labels(statistics.MARGIN_EDGES)
         sources = dict.fromkeys(source for found in counts for source in found)
         shown = [(source, i) for source in sources for i in range(len(labels))
                  if any(found[source][i] for found in counts if source in found)]  # bins with pairs in either dataset
@@ -465,7 +465,7 @@ def write_run_plots(report: dict, folder: Path) -> list[Path]:
     """eval: accuracy and position bias per category; best-of-n: accuracy against N."""
     folder.mkdir(parents=True, exist_ok=True)
     if report["kind"] == "eval":
-        drawing, (accuracy, bias) = statistics.figure(2)
+        drawing, (accuracy, bias) = charts.figure(2)
         rows = report["categories"]
         names = [r["category"] for r in rows]
         accuracy.bar(names, [100 * r["accuracy"] for r in rows])
@@ -482,10 +482,10 @@ def write_run_plots(report: dict, folder: Path) -> list[Path]:
         bias.legend(fontsize=7)
         for ax in (accuracy, bias):
             ax.tick_params(axis="x", labelsize=7)
-        return [statistics.save_figure(drawing, folder / "eval.png")]
+        return [charts.save_figure(drawing, folder / "eval.png")]
     if not report["curve"]:
         return []
-    drawing, (ax,) = statistics.figure(1, width=5.0)
+    drawing, (ax,) = charts.figure(1, width=5.0)
     curve = report["curve"]
     ax.plot([p["n"] for p in curve], [100 * p["accuracy"] for p in curve], marker="o", label=f"{report['strategy']} pick")
     for key, style in (("majority_vote", ":"), ("any_candidate", "--")):
@@ -498,7 +498,7 @@ def write_run_plots(report: dict, folder: Path) -> list[Path]:
     ax.set_ylabel("accuracy %")
     ax.set_title(f"best-of-N accuracy, {report['answered']} questions", fontsize=9)
     ax.legend(fontsize=7)
-    return [statistics.save_figure(drawing, folder / "best_of_n.png")]
+    return [charts.save_figure(drawing, folder / "best_of_n.png")]
 
 
 def inspect(path: str, against: str | None = None, as_json: bool = False, plots: Path | None = None,
@@ -526,7 +526,7 @@ def inspect(path: str, against: str | None = None, as_json: bool = False, plots:
     written = []
     if plots is not None:
         try:
-            written = statistics.write_dataset_plots(named, plots) if kind == "dataset" else write_run_plots(report, plots)
+            written = charts.write_dataset_plots(named, plots) if kind == "dataset" else write_run_plots(report, plots)
         except OSError as error:
             raise UserError(f"--plots {plots}: cannot write the charts there ({error.strerror or error}); "
                             "pass a folder you can write") from None

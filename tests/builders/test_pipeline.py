@@ -72,12 +72,12 @@ for num_proc in (2, 1):
 def test_an_error_in_the_card_process_is_the_builds_error(tmp_path, monkeypatch):
     """A failure while the card is drawn in its own process ends the build as it would in this one:
     the same one line, and no output folder."""
-    from critic_data.cards import statistics
+    from critic_data.cards import charts
 
     def no_matplotlib(*_args, **_kwargs):
         raise UserError("drawing charts (the dataset card's, --plots) needs matplotlib; install it with `pip install matplotlib`")
 
-    monkeypatch.setattr(statistics, "write_dataset_plots", no_matplotlib)  # inherited by the forked process
+    monkeypatch.setattr(charts, "write_dataset_plots", no_matplotlib)  # inherited by the forked process
     write_vlfeedback_parquet(tmp_path / "s", n=12)
     with pytest.raises(UserError, match="needs matplotlib"):
         build(BuildOptions(out=tmp_path / "out", inputs={"vlfeedback": tmp_path / "s"}, num_proc=2))

@@ -143,7 +143,8 @@ IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def test_the_card_shows_the_figures_of_the_data_files_and_embeds_their_charts(cli_build, tmp_path):
-    from critic_data.cards.statistics import dataset_statistics, write_dataset_plots
+    from critic_data.cards.charts import write_dataset_plots
+    from critic_data.cards.statistics import dataset_statistics
 
     out, _ = cli_build
     manifest = manifest_of(out)

@@ -23,7 +23,8 @@ import pytest
 from PIL import Image
 
 from critic_data import UserError
-from critic_data.cards.statistics import MARGIN_EDGES, dataset_statistics, write_dataset_plots
+from critic_data.cards.charts import write_dataset_plots
+from critic_data.cards.statistics import MARGIN_EDGES, dataset_statistics
 from critic_data.inspection import best_of_n_statistics, eval_statistics, inspect, knockout_winners, write_run_plots
 from critic_data.rl.best_of_n import Match, knockout, majority_vote, round_robin, summarize
 from critic_data.rl.client import derive_seed

@@ -112,3 +112,16 @@ def test_a_build_imports_only_what_it_uses(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
     assert (tmp_path / "o" / "README.md").is_file()
     assert result.stdout.strip() == "[]"
+
+
+def test_what_the_card_process_imports_leaves_polars_out():
+    """The process that draws a build's card (pipeline._card_process) imports the card and its
+    charts while the data is written; polars (a tenth of a second of CPU) is not among them:
+    the card's statistics are counted in the build's process."""
+    import subprocess
+    import sys
+
+    script = ("import sys, critic_data.cards.charts, critic_data.cards.dataset_card, critic_data.builders.pipeline; "
+              "print('polars' in sys.modules, 'critic_data.cards.statistics' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.split() == ["False", "False"]
