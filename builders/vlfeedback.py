@@ -189,23 +189,29 @@ def _parquet_rows(options: BuildOptions, file_name: str, first: int, rows: pa.Ta
 def _paired(table: pa.Table, options: BuildOptions) -> tuple[pa.Table, list[tuple[int, Paired] | None] | None]:
     """The rows without their completions and, per row, its number of completions and `_pairs`
     of them, computed over the whole table at once; the table unchanged and None, so that rows
-    are read one by one, when its completions are laid out otherwise than the Hub's struct of lists."""
+    are read one by one (`_one_row_paired`, the same rule), when its completions are laid out
+    otherwise than the Hub's struct of lists, or a row has ratings but no list of responses
+    (read one by one, its completions' responses are empty)."""
     try:
         completions = table["completions"].combine_chunks()
         annotations, responses = completions.field("annotations"), completions.field("response")
+        if not all(pa.types.is_list(a.type) or pa.types.is_large_list(a.type) for a in (annotations, responses)):
+            return table, None  # fixed-size lists, list views: the rows read as Python lists
+        if pc.any(pc.and_(completions.is_valid(), responses.is_null())).as_py():
+            return table, None
         total = None
         for aspect in options.aspects:
-            rating = _numbers(annotations.values.field(aspect).field("Rating"))
+            # pc.struct_field, not .field(): a null annotation's child may hold a value
+            rating = _numbers(pc.struct_field(annotations.values, [aspect, "Rating"]))
             total = rating if total is None else pc.add(total, rating)  # a null stays null
         texts = clean_responses(responses.values)
+        means = pc.divide(total, float(len(options.aspects)))
+        means = pc.if_else(pc.is_finite(means), means, pa.scalar(None, pa.float64()))  # as `_score`: an overflowed sum is unrated
+        scores = pa.ListArray.from_arrays(annotations.offsets, means, mask=annotations.is_null())
+        # a row without completions has no list of completions
+        texts = pa.ListArray.from_arrays(responses.offsets, texts, mask=pc.fill_null(completions.is_null(), True))
     except (KeyError, AttributeError, TypeError, pa.ArrowException):
         return table, None
-    means = pc.divide(total, float(len(options.aspects)))
-    means = pc.if_else(pc.is_finite(means), means, pa.scalar(None, pa.float64()))  # as `_score`: an overflowed sum is unrated
-    scores = pa.ListArray.from_arrays(annotations.offsets, means, mask=annotations.is_null())
-    # a row without completions, or without their responses, has no list of completions
-    missing = pc.or_kleene(completions.is_null(), responses.is_null())
-    texts = pa.ListArray.from_arrays(responses.offsets, texts, mask=pc.fill_null(missing, True))
     return table.drop_columns(["completions"]), _pairs_of_rows(texts, scores, options)
 
 

@@ -819,3 +819,67 @@ def test_an_input_file_that_cannot_be_read_is_one_line(which, tmp_path):
     os.symlink("/proc/self/mem", path)
     line = _one_line_error(_cli(*args, "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), timeout=60))
     assert line.startswith(f"error: cannot read {path}") and "Input/output error" in line
+
+
+def _vlfeedback_parquet_of(folder: Path, completions: list, completions_type: pa.DataType) -> None:
+    """A VLFeedback parquet snapshot whose rows hold `completions`, typed `completions_type`."""
+    rows = [{"id": f"r{i}", "prompt": "What is this?", "completions": c, "image": {"bytes": jpeg(i), "path": f"r{i}.jpg"}}
+            for i, c in enumerate(completions)]
+    schema = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("completions", completions_type),
+                        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())]))])
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema), folder / "data" / "train-00000-of-00001.parquet")
+
+
+def _rated(rating) -> dict:
+    return {aspect: {"Rating": rating} for aspect in ASPECTS}
+
+
+_RATINGS = pa.struct([(aspect, pa.struct([("Rating", pa.string())])) for aspect in ASPECTS])
+
+
+def test_a_parquet_row_with_ratings_and_no_responses_is_rejected_as_json_lines_rejects_it(tmp_path):
+    """`response: null` beside two rated completions: their responses are empty, so the row is
+    `empty_response`, as the same row read from JSON Lines is (a batch holding it is paired row
+    by row)."""
+    good = {"response": ["A cat.", "A dog."], "annotations": [_rated("5"), _rated("1")]}
+    completions = [good, {"response": None, "annotations": [_rated("5"), _rated("1")]}, good]
+    _vlfeedback_parquet_of(tmp_path / "s", completions,
+                           pa.struct([("response", pa.list_(pa.string())), ("annotations", pa.list_(_RATINGS))]))
+    manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
+    rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["source_id"], r["reason"]) for r in rejects] == [("r1", "empty_response")]
+    assert manifest["sources"]["vlfeedback"]["counts"]["pairs_kept"] == 2
+
+
+@pytest.mark.parametrize("list_type", [pa.list_view, lambda t: pa.list_(t, 2), pa.large_list])
+def test_completions_stored_as_other_list_types_are_paired_alike(list_type, tmp_path):
+    """Parquet keeps fixed-size lists, list views and large lists as written: the completions are
+    read whatever list type holds them (the batch pairing takes offsets lists; others are read
+    row by row), and give the pairs of the Hub's own layout."""
+    completions = [{"response": ["A cat.", "A dog."], "annotations": [_rated("5"), _rated("1")]}] * 3
+    for name, make in (("hub", pa.list_), ("other", list_type)):
+        _vlfeedback_parquet_of(tmp_path / name, completions,
+                               pa.struct([("response", make(pa.string())), ("annotations", make(_RATINGS))]))
+        _vlf_build(tmp_path / name, tmp_path / f"{name}-out")
+    assert _data_rows(tmp_path / "other-out") == _data_rows(tmp_path / "hub-out")
+    assert len(_data_rows(tmp_path / "hub-out")) == 3
+
+
+def test_a_null_annotation_is_unrated_in_the_batch_as_row_by_row():
+    """A null annotation entry whose struct child still holds a number (an in-memory table can):
+    unrated in the batch pairing, as `_one_row_paired` reads it."""
+    from critic_data.builders.vlfeedback import _one_row_paired, _paired
+
+    ratings = pa.struct([(aspect, pa.struct([("Rating", pa.int64())])) for aspect in ASPECTS])
+    kind = pa.struct([("response", pa.list_(pa.string())), ("annotations", pa.list_(ratings))])
+    table = pa.table({"completions": pa.array([{"response": ["a", "b"], "annotations": [None, None]},
+                                               {"response": ["a", "b"], "annotations": [_rated(5), _rated(1)]}], kind)})
+    options = BuildOptions(out=Path("unused"))
+    _, paired = _paired(table, options)
+    assert paired == [_one_row_paired(row, options) for row in table["completions"].to_pylist()]
+    assert paired[0] == (2, RejectReason.RATING_UNPARSABLE)
+
+
+def _data_rows(out: Path) -> list[dict]:
+    return [row for path in sorted((out / "data").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
