@@ -32,6 +32,7 @@ from collections import Counter
 from functools import partial
 from itertools import combinations
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -217,18 +218,52 @@ def _paired(table: pa.Table, options: BuildOptions) -> tuple[pa.Table, list[tupl
 
 def _pairs_of_rows(texts: pa.ListArray, scores: pa.ListArray, options: BuildOptions) -> list[tuple[int, Paired] | None]:
     """`_pairs` of every row of a batch at once, numpy over the pairs where `_pairs` loops in
-    Python (tests/builders/test_build_properties.py checks that they agree), each with the row's number
-    of completions; None for a row without a list of completions, or with more or fewer scores
-    than responses. `texts`: each row's cleaned responses (a null list: the row has none);
+    Python (tests/builders/test_build_properties.py checks that they agree), each with the row's
+    number of completions; None for a row without a list of completions, or with more or fewer
+    scores than responses. `texts`: each row's cleaned responses (a null list: the row has none);
     `scores`: each completion's `_score` (a null list: none is rated)."""
     count = np.diff(texts.offsets.to_numpy())
     has_scores = scores.is_valid().to_numpy(zero_copy_only=False)
     listed = texts.is_valid().to_numpy(zero_copy_only=False) & (~has_scores | (np.diff(scores.offsets.to_numpy()) == count))
     capped = np.where(listed, np.minimum(count, MAX_COMPLETIONS), 0)
+    completions = _taking_part(texts, scores, has_scores, capped)
+    rated, usable = (np.bincount(completions.row[which], minlength=len(count)) for which in (completions.rated, completions.usable))
+    tallies, pairs = _offered(texts.values, completions, usable, (rated >= 2) & (usable >= 2), options)
 
-    # the completions that take part in pairs, in order: their row, text (an index into
-    # texts.values) and score (NaN: unrated)
-    row = np.repeat(np.arange(len(count)), capped)
+    results: list[tuple[int, Paired] | None] = []
+    for r, (n, is_listed, n_capped, n_rated, n_usable, tally) in enumerate(zip(
+            count.tolist(), listed.tolist(), capped.tolist(), rated.tolist(), usable.tolist(), tallies.tolist())):
+        if not is_listed:
+            results.append(None)
+        elif n_rated < 2:
+            results.append((n, RejectReason.RATING_UNPARSABLE))
+        elif n_usable < 2:
+            results.append((n, RejectReason.EMPTY_RESPONSE))
+        else:
+            identical, not_finite, below_margin, passing, ties = tally
+            filtered = {rule: k for rule, k in (("identical_responses", identical), ("gap_not_finite", not_finite),
+                                                ("below_margin", below_margin)) if k}
+            if options.pairs_per_prompt != "all":
+                filtered["not_widest"] = passing + ties - len(pairs[r])
+            notes = {name: k for name, k in (("completions_over_cap", n - n_capped), ("completions_unrated", n_capped - n_rated),
+                                             ("completions_empty", n_rated - n_usable)) if k}
+            results.append((n, (pairs[r], n_usable * (n_usable - 1) // 2, filtered, notes)))
+    return results
+
+
+class _Completions(NamedTuple):
+    """The completions of a batch that take part in pairs (each row's first MAX_COMPLETIONS), in order."""
+
+    row: np.ndarray  # the row of each
+    text: np.ndarray  # its text, an index into texts.values
+    score: np.ndarray  # its score, NaN: unrated
+    lengths: np.ndarray  # the UTF-8 length of every text of texts.values
+    rated: np.ndarray  # which are rated
+    usable: np.ndarray  # the indices of those rated with a text that is not empty
+
+
+def _taking_part(texts: pa.ListArray, scores: pa.ListArray, has_scores: np.ndarray, capped: np.ndarray) -> _Completions:
+    row = np.repeat(np.arange(len(capped)), capped)
     within = np.arange(len(row)) - np.repeat(np.cumsum(capped) - capped, capped)
     text = texts.offsets.to_numpy()[row] + within
     score = np.full(len(row), np.nan)
@@ -236,21 +271,25 @@ def _pairs_of_rows(texts: pa.ListArray, scores: pa.ListArray, options: BuildOpti
     score[in_list] = scores.values.to_numpy(zero_copy_only=False)[scores.offsets.to_numpy()[row[in_list]] + within[in_list]]
     lengths = pc.binary_length(texts.values).to_numpy(zero_copy_only=False)
     rated = ~np.isnan(score)
-    usable = np.flatnonzero(rated & (lengths[text] > 0))
-    rated_count = np.bincount(row[rated], minlength=len(count))
-    usable_count = np.bincount(row[usable], minlength=len(count))
-    first_usable = np.cumsum(usable_count) - usable_count  # each row's first entry in `usable`
+    return _Completions(row, text, score, lengths, rated, np.flatnonzero(rated & (lengths[text] > 0)))
 
-    tallies = np.zeros((len(count), 5), np.int64)  # per row: identical, not finite, below margin, passing, ties
+
+def _offered(values: pa.StringArray, completions: _Completions, usable: np.ndarray, pairing: np.ndarray,
+             options: BuildOptions) -> tuple[np.ndarray, list[list[Pair]]]:
+    """Per row (`usable`: its usable completions; `pairing`: the rows that pair), how many of
+    its pairs were identical, not finite, below the margin, passing and ties, and the pairs it
+    offers: the rows with as many usable completions are paired together, a matrix of pairs."""
+    text, score = completions.text, completions.score
+    first_usable = np.cumsum(usable) - usable  # each row's first entry in completions.usable
+    tallies = np.zeros((len(usable), 5), np.int64)
     offered = []  # (row, tie, gap, better, worse) of the pairs offered, per group of rows
-    pairing = (rated_count >= 2) & (usable_count >= 2)
-    for size in np.unique(usable_count[pairing]).tolist():  # the rows with as many usable completions, together
-        rows = np.flatnonzero(pairing & (usable_count == size))
+    for size in np.unique(usable[pairing]).tolist():
+        rows = np.flatnonzero(pairing & (usable == size))
         first, second = np.triu_indices(size, 1)  # the order of itertools.combinations
-        a, b = (usable[first_usable[rows][:, None] + which] for which in (first, second))  # a row of pairs per row
+        a, b = (completions.usable[first_usable[rows][:, None] + which] for which in (first, second))  # a row of pairs per row
         with np.errstate(over="ignore"):
             gap = _rounded(np.abs(score[a] - score[b]))
-        identical = _same_text(texts.values, lengths, text[a], text[b])
+        identical = _same_text(values, completions.lengths, text[a], text[b])
         finite = ~identical & np.isfinite(gap)
         tie, passing = finite & (gap == 0), finite & (gap > options.margin)
         below = finite & (gap != 0) & ~passing
@@ -267,35 +306,15 @@ def _pairs_of_rows(texts: pa.ListArray, scores: pa.ListArray, options: BuildOpti
         for k, column, is_tie in picks:
             offered.append((rows[k], np.full(len(k), is_tie), gap[k, column],
                             (text[a] if is_tie else better)[k, column], (text[b] if is_tie else worse)[k, column]))
-
-    pairs: list[list[Pair]] = [[] for _ in range(len(count))]
+    pairs: list[list[Pair]] = [[] for _ in range(len(usable))]
     if offered:
         row_of, tie_of, gap_of, better_of, worse_of = (np.concatenate(column) for column in zip(*offered))
         order = np.lexsort((tie_of, row_of))  # by row, its passing pairs before its ties (a stable sort)
         for r, is_tie, gap, better, worse in zip(row_of[order].tolist(), tie_of[order].tolist(), gap_of[order].tolist(),
-                                                 texts.values.take(better_of[order]).to_pylist(),
-                                                 texts.values.take(worse_of[order]).to_pylist()):
+                                                 values.take(better_of[order]).to_pylist(),
+                                                 values.take(worse_of[order]).to_pylist()):
             pairs[r].append(Pair(better, worse, gap, tie=is_tie))
-
-    results: list[tuple[int, Paired] | None] = []
-    for r, (n, listed_r, n_capped, n_rated, n_usable, tally) in enumerate(zip(
-            count.tolist(), listed.tolist(), capped.tolist(), rated_count.tolist(), usable_count.tolist(), tallies.tolist())):
-        if not listed_r:
-            results.append(None)
-        elif n_rated < 2:
-            results.append((n, RejectReason.RATING_UNPARSABLE))
-        elif n_usable < 2:
-            results.append((n, RejectReason.EMPTY_RESPONSE))
-        else:
-            identical, not_finite, below_margin, passing_n, ties_n = tally
-            filtered = {rule: k for rule, k in (("identical_responses", identical), ("gap_not_finite", not_finite),
-                                                ("below_margin", below_margin)) if k}
-            if options.pairs_per_prompt != "all":
-                filtered["not_widest"] = passing_n + ties_n - len(pairs[r])
-            notes = {name: k for name, k in (("completions_over_cap", n - n_capped), ("completions_unrated", n_capped - n_rated),
-                                             ("completions_empty", n_rated - n_usable)) if k}
-            results.append((n, (pairs[r], n_usable * (n_usable - 1) // 2, filtered, notes)))
-    return results
+    return tallies, pairs
 
 
 def _rounded(gaps: np.ndarray) -> np.ndarray:
