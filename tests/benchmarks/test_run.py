@@ -19,7 +19,10 @@ def test_the_benchmark_runs_every_stage_and_prints_its_ratios(tmp_path):
     for rows in (60, 120):
         for stage in ("floor", "datasets", "build"):
             assert re.search(rf"^\s+{rows} rows\s+{stage}\s+[\d.]+ s\s+\d+ rows/s\s+peak RSS\s+\d+ MB$", result.stdout, re.M), stage
-        assert re.search(rf"^\s+{rows}\s+[\d.]+\s+[\d.]+$", result.stdout, re.M)
+        # the ratios, and the build's time split into its rows (build.json's clock) and the rest
+        assert re.search(rf"^\s+{rows}\s+[\d.]+\s+[\d.]+\s+[\d.]+ s \+\s+[\d.]+ s$", result.stdout, re.M)
+    for stage in ("floor", "datasets", "build"):  # the fixed cost and the cost per row, fitted on the two sizes
+        assert re.search(rf"^  {stage}\s+fixed\s+-?[\d.]+ s  per 1000 rows\s+-?[\d.]+ ms$", result.stdout, re.M), stage
     assert "build peak RSS" in result.stdout
     # the stages' outputs and logs are removed, the snapshots kept for the next run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vlfeedback-120-small", "vlfeedback-60-small"]
