@@ -333,8 +333,10 @@ class ResultLog:
     """A JSON-lines file written one record at a time, so an interrupted run loses nothing it finished.
 
     Beside it, `run.json` holds the run's identity: the options that decide what a record says
-    (written with the first record). Opening an existing file needs `resume=True` and the same
-    identity, so that two runs never mix in one file. On resume every line that is a record
+    (written with the first record). Opening an existing file, or a folder that holds a `run.json`,
+    needs `resume=True` and the same identity, so that two runs never mix in one file, and a new run
+    never overwrites another's `run.json` and `summary.json`. The folder is locked (`flock`) while a
+    run writes in it: a second run into it at once is refused. On resume every line that is a record
     (`valid`) is kept as it is; any other line (cut short by an interruption, garbled) is moved,
     verbatim, to `<name>.bad-lines`, and its item is asked again: `set_aside` says how many.
     """
@@ -344,11 +346,36 @@ class ResultLog:
         self.records: list[dict] = []
         self.set_aside: dict | None = None  # {"lines", "file", "first"} when lines were moved aside
         self._handle = None  # opened at the first record: a run that produced nothing leaves nothing behind
+        self._lock_fd: int | None = None
         if path.exists() and not resume:
             raise UserError(f"{path} already exists; pass --resume to continue that run, or choose another --out")
-        if path.exists():
-            self._check_identity()
-            self._read(valid)
+        stored = path.with_name("run.json")
+        if stored.exists() and not resume:  # another kind of run (eval beside best-of-n), or its log deleted
+            raise UserError(f"{path.parent} holds another run ({stored.name}); pass --resume to continue it, "
+                            "or choose another --out")
+        try:
+            if path.parent.is_dir():
+                self._lock()  # before reading: another run may be appending
+            if stored.exists():
+                self._check_identity()
+            if path.exists():
+                self._read(valid)
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self) -> None:
+        """Hold the folder for this run alone (released when the process ends, however it ends)."""
+        import fcntl
+
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"another run is writing to {self.path.parent}; wait for it to end, or choose "
+                            "another --out") from None
+        self._lock_fd = fd
 
     def _check_identity(self) -> None:
         stored_path = self.path.with_name("run.json")
@@ -404,6 +431,8 @@ class ResultLog:
     def append(self, record: dict) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._lock_fd is None:
+                self._lock()
             self.path.with_name("run.json").write_text(json.dumps(self.identity, indent=2) + "\n", encoding="utf-8")
             # A lone surrogate (from JSON text) can only sit inside a JSON string, where backslashreplace
             # writes `\udXXX`: its JSON escape, so the line reads back as it was.
@@ -415,6 +444,10 @@ class ResultLog:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
+            self._handle = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 @dataclass
@@ -452,7 +485,17 @@ async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
     job failed the run ends in one line. The log is closed however the run ends, so what finished stays.
     """
     started = time.monotonic()
-    log = ResultLog(options.out / spec.log_name, resume=options.resume, identity=options.identity(), valid=spec.valid)
+    # An --out that cannot hold the run's files is refused now, before any request is paid for.
+    out = options.out
+    if os.path.islink(out) and not out.exists():
+        raise UserError(f"--out {out} is a link to {os.readlink(out)}, which does not exist; pass a folder")
+    existing = next(path for path in (out, *out.parents) if path.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {out}{'' if existing == out else f': {existing}'} is a file; pass a folder")
+    for name in (spec.log_name, "run.json", "summary.json"):
+        if os.path.lexists(out / name) and not (out / name).is_file():
+            raise UserError(f"--out {out}: its {name} is not a file; move that away, or choose another --out")
+    log = ResultLog(out / spec.log_name, resume=options.resume, identity=options.identity(), valid=spec.valid)
     if log.set_aside and progress is not None:
         progress.console.print(f"note: {log.note()}", highlight=False, soft_wrap=True)
     done = {spec.key(record) for record in log.records}
@@ -474,16 +517,16 @@ async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
             progress.advance(task)
             describe()
 
-    async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens,
-                          options.timeout) as client:
-        await client.check()
-        if spec.announce is not None and progress is not None:  # said before the first request that costs
-            progress.console.print(spec.announce(done), highlight=False, soft_wrap=True)
-        describe()
-        try:
+    try:
+        async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens,
+                              options.timeout) as client:
+            await client.check()
+            if spec.announce is not None and progress is not None:  # said before the first request that costs
+                progress.console.print(spec.announce(done), highlight=False, soft_wrap=True)
+            describe()
             await run_bounded(spec.jobs(done), lambda job: spec.work(client, job), window=spec.window, on_done=on_done)
-        finally:
-            log.close()
+    finally:
+        log.close()  # and the folder's lock: a caller in the same process may run again
     if failures and not log.records:
         raise UserError(f"every {spec.unit} failed ({len(failures)}); first: {failures[0]}")
     return Finished(log.records, failures, log.set_aside, round(time.monotonic() - started, 1))

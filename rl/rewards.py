@@ -39,7 +39,8 @@ def completion_text(completion) -> str:
     if isinstance(completion, list) and completion:
         content = completion[-1].get("content", "") if isinstance(completion[-1], dict) else ""
         if isinstance(content, list):  # content parts: keep the text ones
-            return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+            texts = (p.get("text") for p in content if isinstance(p, dict))
+            return "".join(text for text in texts if isinstance(text, str))
         return content if isinstance(content, str) else ""
     return ""
 

@@ -19,9 +19,13 @@ only what TRL's `trl grpo` script lacks for this task:
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import io
+import math
 import shlex
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,20 +85,67 @@ def resolve_recipe(recipe: str) -> Path:
     raise UserError(f"unknown recipe {recipe!r}: use {', '.join(shipped)} or the path of a recipe .yaml file")
 
 
+def _fits(value, hint) -> bool:
+    """Whether a recipe's YAML value can be a field of type `hint`. A string is left to the parser
+    (it converts "1e-6" and refuses "fast" in one line), except for a list field, which keeps it as it is."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, argument) for argument in arguments)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, arguments[0]) for item in value) if arguments else \
+            isinstance(value, list)
+    if isinstance(value, str):
+        return hint is not type(None)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (int, bool):
+        return type(value) is hint
+    if origin is typing.Literal or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        return False  # a choice is named by a string
+    return hint is not str  # dict, Any, ...: left to TRL
+
+
+def _check_recipe_values(path: Path) -> None:
+    """A recipe must be a mapping of option names to values of their type: TRL's parser takes YAML
+    values as they are, and a `null` or a list where a number belongs would end in a traceback later."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return  # the parser says what is wrong, in one line
+    if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
+        raise UserError(f"recipe {path.name} must be a YAML mapping of option names to values (`learning_rate: 1.0e-6`)")
+    hints = {name: hint for kind in (CriticScriptArguments, GRPOConfig, ModelConfig)
+             for name, hint in typing.get_type_hints(kind).items()}
+    wrong = [f"{key}: {value!r} is not {hints[key] if typing.get_args(hints[key]) else hints[key].__name__}"
+             for key, value in config.items() if key in hints and not _fits(value, hints[key])]
+    if wrong:
+        raise UserError(f"recipe {path.name}: {'; '.join(wrong)}")
+
+
 def parse_recipe(recipe: str, overrides: list[str]) -> tuple[CriticScriptArguments, GRPOConfig, ModelConfig]:
     """The recipe's values, overridden by TRL-style flags (`--learning_rate 5e-7`)."""
     import yaml
 
     path = resolve_recipe(recipe)
+    _check_recipe_values(path)
     parser = _Parser((CriticScriptArguments, GRPOConfig, ModelConfig), prog=f"critic-data train --recipe {recipe}",
                      allow_abbrev=False)  # a typo must be an error, not a prefix match
     try:
         script_args, training_args, model_args = parser.parse_args_and_config(["--config", str(path), *overrides])
-    except (ValueError, yaml.YAMLError) as error:  # unknown keys, bad values, cross-field checks
+    except (ValueError, TypeError, yaml.YAMLError) as error:  # unknown keys, bad values, cross-field checks
         message = " ".join(str(error).split())
         if "bf16" in message and "use_cpu" in message:
             message += "; on a machine without a GPU add --use_cpu --bf16 false --use_vllm false"
         raise UserError(f"recipe {path.name}: {message}") from None
+    if not (math.isfinite(training_args.learning_rate) and training_args.learning_rate >= 0):
+        raise UserError(f"--learning_rate {training_args.learning_rate} must be a number, 0 or more")
+    if not math.isfinite(training_args.num_train_epochs):
+        raise UserError(f"--num_train_epochs {training_args.num_train_epochs} must be a finite number; "
+                        "or set --max_steps")
     if training_args.reward_weights is None and tuple(script_args.reward_funcs) == DEFAULT_REWARDS:
         training_args.reward_weights = list(DEFAULT_WEIGHTS)
     if training_args.reward_weights is not None and len(training_args.reward_weights) != len(script_args.reward_funcs):
@@ -109,7 +160,7 @@ def parse_recipe(recipe: str, overrides: list[str]) -> tuple[CriticScriptArgumen
 def load_critic_dataset(args: CriticScriptArguments):
     """The DatasetDict of a built folder or a Hub dataset id, checked to be a critic-data dataset."""
     from datasets import load_dataset
-    from datasets.exceptions import DatasetNotFoundError
+    from datasets.exceptions import DatasetGenerationError, DatasetNotFoundError
 
     name = args.dataset_name
     if not name:
@@ -123,7 +174,10 @@ def load_critic_dataset(args: CriticScriptArguments):
     try:
         dataset = load_dataset(str(local) if local.exists() else name, name=args.dataset_config,
                                revision=None if local.exists() else args.dataset_revision)
-    except (DatasetNotFoundError, FileNotFoundError, ConnectionError, OSError, ValueError) as error:
+    except (DatasetNotFoundError, DatasetGenerationError, FileNotFoundError, ConnectionError, OSError,
+            ValueError) as error:
+        if isinstance(error, DatasetGenerationError) and error.__cause__ is not None:  # says only "An error occurred"
+            error = error.__cause__  # e.g. pyarrow's "BatchSize must be greater than 0" for a split with no rows
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load dataset {name}: {first_line}") from None
     if args.dataset_train_split not in dataset:

@@ -377,6 +377,7 @@ def test_result_log_sets_aside_lines_its_caller_does_not_accept(tmp_path):
     assert [r["id"] for r in log.records] == ["a", "b"] and log.set_aside["lines"] == 1
     assert path.read_text() == '{"id": "a"}\n{"id": "b"}\n'
     assert (tmp_path / "picks.jsonl.bad-lines").read_text() == '{"id": 3}\n'
+    log.close()  # and its lock on the folder
     again = ResultLog(path, resume=True, identity={}, valid=lambda record: isinstance(record.get("id"), str))
     assert again.set_aside is None and len(again.records) == 2  # a clean file is left as it is
 
