@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import polars as pl
 import pyarrow as pa
@@ -51,11 +51,47 @@ def read_manifest(folder: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{folder} has no build.json: not a folder made by `critic-data build`") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise UserError(f"{path} does not read as JSON ({type(error).__name__}); rebuild the dataset") from None
     if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("sources", "splits")):
         raise UserError(f"{path} is not a critic-data manifest (no sources and splits); rebuild the dataset")
+    problem = _unreadable_part(manifest)
+    if problem:
+        raise UserError(f"{path} is not a critic-data manifest ({problem}); rebuild the dataset")
     return manifest
+
+
+def _is_count(value) -> bool:
+    return type(value) is int and value >= 0  # not bool, not 7.0, not "7"
+
+
+def _unreadable_part(manifest: dict) -> str | None:
+    """What of build.json the figures read but cannot use (an edited or foreign manifest), or None.
+    Listed shards must be paths inside the folder, each listed once: a path leading elsewhere
+    (absolute, or through "..") would report another file's rows as the dataset's."""
+    if manifest.get("format", "trl") not in ("trl", "easyr1"):
+        return f"unknown format {manifest.get('format')!r}"
+    listed = []
+    for name, split in manifest["splits"].items():
+        files = split.get("files", []) if isinstance(split, dict) else None
+        if not isinstance(files, list) or not all(isinstance(path, str) for path in files):
+            return f"splits.{name}.files is not a list of paths"
+        outside = [path for path in files if PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts]
+        if outside:
+            return f"splits.{name}.files names {outside[0]}, outside the folder"
+        listed += files
+    if len(set(listed)) != len(listed):
+        return f"it lists {next(path for path in listed if listed.count(path) > 1)} more than once"
+    for name, source in manifest["sources"].items():
+        if not isinstance(source, dict) or not isinstance(source.get("counts", {}), dict):
+            return f"sources.{name}.counts is not an object"
+        if not _is_count(source.get("counts", {}).get("duplicates_dropped", 0)):
+            return f"sources.{name}.counts.duplicates_dropped is not a whole number"
+        for key in ("rejects_by_reason", "duplicates_of"):
+            counts = source.get(key, {})
+            if not isinstance(counts, dict) or not all(_is_count(n) for n in counts.values()):
+                return f"sources.{name}.{key} is not a map of whole numbers"
+    return None
 
 
 def split_files(folder: Path, manifest: dict) -> dict[str, list[Path]]:
@@ -63,9 +99,10 @@ def split_files(folder: Path, manifest: dict) -> dict[str, list[Path]]:
     files = {}
     for split, entry in manifest["splits"].items():
         paths = [folder / name for name in entry.get("files", [])]
-        missing = [str(path) for path in paths if not path.is_file()]
+        missing = [str(path) for path in paths if not path.is_file()]  # a FIFO is never opened
         if missing:
-            raise UserError(f"{missing[0]} is listed in build.json but missing; download or rebuild the whole folder")
+            raise UserError(f"{missing[0]} is listed in build.json but missing or not a regular file; download or "
+                            "rebuild the whole folder")
         if paths:
             files[split] = paths
     if not files:
@@ -75,7 +112,8 @@ def split_files(folder: Path, manifest: dict) -> dict[str, list[Path]]:
 
 def scan_text(files: dict[str, list[Path]], columns: list[str]) -> pl.LazyFrame:
     """The text columns of every split as one lazy frame with a `split` column; images are not read."""
-    return pl.concat([pl.scan_parquet(paths).select(columns).with_columns(split=pl.lit(split))
+    # glob=False: a folder named "runs[1]" or "run*" is a name, not a pattern matching other files
+    return pl.concat([pl.scan_parquet(paths, glob=False).select(columns).with_columns(split=pl.lit(split))
                       for split, paths in files.items()])
 
 
@@ -144,10 +182,11 @@ def rejects(folder: Path, manifest: dict) -> list[dict]:
     if not path.is_file():
         return counts.with_columns(example_id=pl.lit(None, pl.String), example_detail=pl.lit(None, pl.String)).to_dicts()
     try:
-        examples = (pl.scan_ndjson(path, schema=_REJECT_SCHEMA)
-                    .group_by("source", "reason", maintain_order=True)
-                    .agg(example_id=pl.first("source_id"), example_detail=pl.first("detail"))
-                    .collect())
+        with path.open("rb") as handle:  # a path would be read as a glob pattern ("run*" matching other folders)
+            examples = (pl.scan_ndjson(handle, schema=_REJECT_SCHEMA)
+                        .group_by("source", "reason", maintain_order=True)
+                        .agg(example_id=pl.first("source_id"), example_detail=pl.first("detail"))
+                        .collect())
     except pl.exceptions.PolarsError as error:
         raise UserError(f"{path} does not read as JSON lines ({' '.join(str(error).split())[:120]}); "
                         "rebuild the dataset") from None

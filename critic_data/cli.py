@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from critic_data import UserError
@@ -113,7 +114,7 @@ def _spare_pandas_import() -> None:
 
 
 def _print_build_summary(manifest: dict, out: Path) -> None:
-    table = Table(title=f"built {out}")
+    table = Table(title=escape(f"built {out}"))
     table.caption = "rows: read = used + rejected; pairs: formed = kept + filtered + duplicates"
     for column in ("source", "read", "used", "rejected", "formed", "filtered", "duplicates", "kept"):
         table.add_column(column, justify="left" if column == "source" else "right")
@@ -123,7 +124,8 @@ def _print_build_summary(manifest: dict, out: Path) -> None:
                                                 sum(c["pairs_filtered"].values()), c["duplicates_dropped"], c["pairs_kept"])))
     console.print(table)
     splits = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
-    console.print(f"splits: {splits}; {manifest['timings']['total_seconds']:.1f}s; rejects in {out / 'rejects.jsonl'}")
+    console.print(f"splits: {splits}; {manifest['timings']['total_seconds']:.1f}s; rejects in {out / 'rejects.jsonl'}",
+                  markup=False)
     # (a build that keeps no row at all is an error, so one split here has rows)
     advice = {"train": "lower --test-size to leave rows for training",
               "test": "raise --test-size for a test split, or check the rejects"}
@@ -158,12 +160,13 @@ def push(
     if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan
         raise UserError(f"--timeout {timeout:g} is not a number of seconds from 0 to {MAX_TIMEOUT:g}; pass e.g. --timeout 60")
     plan = plan_push(folder, repo_id, revision, include_rejects=include_rejects)
-    table = Table(title=f"{plan.kind.name} {folder} -> {plan.url} @ {plan.revision}{' (pull request)' if create_pr else ''}")
+    table = Table(title=escape(f"{plan.kind.name} {folder} -> {plan.url} @ {plan.revision}"
+                               f"{' (pull request)' if create_pr else ''}"))
     table.add_column("path in repo")
     table.add_column("bytes", justify="right")
     for path in sorted(plan.files):
-        table.add_row(path + (" (rendered for this repo)" if isinstance(plan.files[path], bytes) else ""), f"{plan.size(path):,}")
-    table.caption = f"not uploaded: {', '.join(plan.left_out)}" if plan.left_out else None
+        table.add_row(escape(path) + (" (rendered for this repo)" if isinstance(plan.files[path], bytes) else ""), f"{plan.size(path):,}")
+    table.caption = escape(f"not uploaded: {', '.join(plan.left_out)}") if plan.left_out else None
     console.print(table)
     if dry_run:
         console.print(f"dry run: would push {len(plan.files)} files ({plan.summary}) in one commit; nothing was sent")
@@ -171,12 +174,13 @@ def push(
     outcome = run_push(plan, private=private, create_pr=create_pr, commit_message=commit_message, force=force,
                        timeout=timeout)
     if outcome.unchanged:
-        console.print(f"nothing to do: {plan.url} @ {plan.revision} already holds this {plan.kind.name}")
+        console.print(f"nothing to do: {plan.url} @ {plan.revision} already holds this {plan.kind.name}", markup=False)
         return
     if outcome.deleted:
-        console.print(f"replaced: removed {len(outcome.deleted)} file(s) the folder no longer has ({', '.join(outcome.deleted[:3])}{', ...' if len(outcome.deleted) > 3 else ''})")
+        console.print(f"replaced: removed {len(outcome.deleted)} file(s) the folder no longer has ({', '.join(outcome.deleted[:3])}{', ...' if len(outcome.deleted) > 3 else ''})",
+                      markup=False)
     console.print(f"pushed {plan.summary} to {plan.url} @ {plan.revision}{' (new branch)' if outcome.created_branch else ''}: "
-                  f"{outcome.pr_url or outcome.commit_url}", highlight=False, soft_wrap=True)
+                  f"{outcome.pr_url or outcome.commit_url}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -223,7 +227,7 @@ def eval_(options: EvalOptions) -> None:
 
     summary = _run_with_progress(run_eval, options, options.out / "results.jsonl")
     console.print(summary_table(summary))
-    console.print(f"results in {options.out / 'results.jsonl'}, summary in {options.out / 'summary.json'}")
+    console.print(f"results in {options.out / 'results.jsonl'}, summary in {options.out / 'summary.json'}", markup=False)
     _fail_if_incomplete(summary, "requests")
 
 
@@ -234,7 +238,7 @@ def best_of_n(options: BestOfNOptions) -> None:
 
     summary = _run_with_progress(run_best_of_n, options, options.out / "picks.jsonl")
     console.print(summary_table(summary))
-    console.print(f"picks in {options.out / 'picks.jsonl'}, summary in {options.out / 'summary.json'}")
+    console.print(f"picks in {options.out / 'picks.jsonl'}, summary in {options.out / 'summary.json'}", markup=False)
     _fail_if_incomplete(summary, "questions")
 
 
@@ -244,7 +248,7 @@ def _fail_if_incomplete(summary: dict, what: str) -> None:
     if summary["failed"]:
         failed = summary["failed"]
         console.print(f"[red]error:[/red] {failed} {what if failed > 1 else what[:-1]} failed, left out of the results "
-                      f"(first: {summary['first_failure']}); fix the cause and rerun with --resume",
+                      f"(first: {escape(str(summary['first_failure']))}); fix the cause and rerun with --resume",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
@@ -299,12 +303,12 @@ def main() -> None:
         _check_hf_endpoint()
         result = app(prog_name="critic-data", standalone_mode=False)
     except UserError as error:
-        console.print(f"[red]error:[/red] {_one_line(str(error))}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(_one_line(str(error)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except TyperException as error:  # typer's usage errors: a missing or unknown option, a value of the wrong type
         context = getattr(error, "ctx", None)
         command = context.command_path if context else "critic-data"
-        console.print(f"[red]error:[/red] {_one_line(error.format_message())} (`{command} --help` lists the options)",
+        console.print(f"[red]error:[/red] {escape(_one_line(error.format_message()))} (`{escape(command)} --help` lists the options)",
                       highlight=False, soft_wrap=True)
         sys.exit(2)
     except _Interrupted as interrupted:

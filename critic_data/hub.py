@@ -422,7 +422,10 @@ def push(plan: Plan, *, private: bool = False, create_pr: bool = False, commit_m
     try:
         return _push(api, plan, private, create_pr, commit_message, force)
     except Exception as error:  # noqa: BLE001 - only errors the user can act on become one line
-        raise _explain(error, plan, timeout) from None
+        explained = _explain(error, plan, timeout)
+        if isinstance(explained, UserError) and token in str(explained):  # a server's message echoing the request
+            explained = UserError(str(explained).replace(token, "hf_***"))
+        raise explained from None
 
 
 def _push(api: HfApi, plan: Plan, private: bool, create_pr: bool, commit_message: str | None, force: bool) -> Outcome:

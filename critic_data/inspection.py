@@ -71,13 +71,21 @@ def kind_of(folder: Path) -> str:
 
 def _read_json(path: Path) -> dict:
     """A run's summary.json or run.json; {} when absent (an interrupted run has no summary)."""
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise UserError(f"{path} is not a regular file; remove it, or put the file the run wrote back")
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         raise UserError(f"{path} does not read as JSON; was the run interrupted while writing it?") from None
     return value if isinstance(value, dict) else {}
+
+
+def _run_options(folder: Path) -> dict:
+    """The options a run recorded: run.json, else an older run's summary.json `options`; {} when neither."""
+    options = _read_json(folder / "run.json") or _read_json(folder / "summary.json").get("options")
+    return options if isinstance(options, dict) else {}
 
 
 def _records(path: Path, valid) -> tuple[list[dict], int]:
@@ -181,7 +189,7 @@ def eval_statistics(folder: Path) -> dict:
     records, bad = _records(folder / "results.jsonl", _is_judgement)
     if not records:
         raise UserError(f"{folder / 'results.jsonl'} holds no judgement; was the run stopped before the first?")
-    run = _read_json(folder / "run.json") or _read_json(folder / "summary.json").get("options", {})
+    run = _run_options(folder)
     frame = pl.DataFrame({
         "id": [r["id"] for r in records],
         "category": [_category(r) for r in records],
@@ -218,7 +226,8 @@ def eval_statistics(folder: Path) -> dict:
 
 def _is_pick(record: dict) -> bool:
     return (isinstance(record.get("id"), str) and isinstance(record.get("winner_index"), int)
-            and isinstance(record.get("final_answers"), list) and all(isinstance(a, str) for a in record["final_answers"])
+            and isinstance(record.get("final_answers"), list) and record["final_answers"]
+            and all(isinstance(a, str) for a in record["final_answers"])
             and isinstance(record.get("matches"), list)
             and all(isinstance(m, dict) and isinstance(m.get("winner"), int) and isinstance(m.get("shown"), list)
                     and len(m["shown"]) == 2 and all(isinstance(i, int) for i in m["shown"]) for m in record["matches"]))
@@ -283,8 +292,8 @@ def best_of_n_statistics(folder: Path) -> dict:
     picks, bad = _records(folder / "picks.jsonl", _is_pick)
     if not picks:
         raise UserError(f"{folder / 'picks.jsonl'} holds no pick; was the run stopped before the first question?")
-    run = _read_json(folder / "run.json") or _read_json(folder / "summary.json").get("options", {})
-    n = run.get("n") or len(picks[0]["final_answers"])
+    run = _run_options(folder)
+    n = len(picks[0]["final_answers"])  # one per candidate: the N played, whatever run.json says
     strategy, seed = run.get("strategy", "knockout"), run.get("seed", 0)
     frame = pl.DataFrame({
         "id": [p["id"] for p in picks],
