@@ -284,6 +284,11 @@ class ChatClient:
 
         if isinstance(error, APIConnectionError):
             reason = " ".join(str(error.__cause__ or error).split()) or type(error).__name__
+            # httpx's (or, in newer openai, httpx2's) errors for a connection that answered, then dropped
+            if type(error.__cause__).__name__ in ("RemoteProtocolError", "ReadError"):
+                return UserError(f"the server at {self.base_url} closed the connection before its answer was complete "
+                                 f"({reason}); check that it is still running (a crash, a restart, a proxy's limit), "
+                                 "then rerun with --resume: finished items are kept")
             return UserError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({reason}); "
                              "start it (e.g. `vllm serve MODEL`) or fix --base-url")
         if isinstance(error, (AuthenticationError, PermissionDeniedError)):
@@ -327,6 +332,11 @@ async def run_bounded(jobs: Iterable, work: Callable[[object], Awaitable], windo
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def cannot_write(path: Path, error: OSError) -> UserError:
+    return UserError(f"cannot write {path} ({error.strerror or error}); what finished is kept: make room, then "
+                     "rerun with --resume")
 
 
 class ResultLog:
@@ -429,21 +439,27 @@ class ResultLog:
                 f"moved to {self.set_aside['file']}; {'their items are' if count > 1 else 'its item is'} asked again")
 
     def append(self, record: dict) -> None:
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self._lock_fd is None:
-                self._lock()
-            self.path.with_name("run.json").write_text(json.dumps(self.identity, indent=2) + "\n", encoding="utf-8")
-            # A lone surrogate (from JSON text) can only sit inside a JSON string, where backslashreplace
-            # writes `\udXXX`: its JSON escape, so the line reads back as it was.
-            self._handle = self.path.open("a", encoding="utf-8", errors="backslashreplace")
+        try:
+            if self._handle is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self._lock_fd is None:
+                    self._lock()
+                self.path.with_name("run.json").write_text(json.dumps(self.identity, indent=2) + "\n", encoding="utf-8")
+                # A lone surrogate (from JSON text) can only sit inside a JSON string, where backslashreplace
+                # writes `\udXXX`: its JSON escape, so the line reads back as it was.
+                self._handle = self.path.open("a", encoding="utf-8", errors="backslashreplace")
+            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._handle.flush()
+        except OSError as error:  # a full disk, a quota, a file size limit
+            raise cannot_write(self.path, error) from None
         self.records.append(record)
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
 
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.close()
+            try:
+                self._handle.close()
+            except OSError:  # the line a full disk cut short: --resume sets it aside
+                pass
             self._handle = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -542,6 +558,9 @@ def write_summary(options, finished: Finished, fields: dict) -> dict:
         "seconds": finished.seconds,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
     }
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    try:
+        options.out.mkdir(parents=True, exist_ok=True)
+        (options.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise cannot_write(options.out / "summary.json", error) from None
     return summary

@@ -23,6 +23,7 @@ import enum
 import hashlib
 import io
 import math
+import os
 import shlex
 import types
 import typing
@@ -126,6 +127,27 @@ def _check_recipe_values(path: Path) -> None:
         raise UserError(f"recipe {path.name}: {'; '.join(wrong)}")
 
 
+# GRPOConfig values TRL takes as they are: each out of range would fail mid-run or train something else.
+# (NaN fails every comparison, so it is refused too.)
+_RANGES = {
+    "learning_rate": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
+    "num_train_epochs": (lambda v: 0 <= v < math.inf, "a finite number, 0 or more; or set --max_steps"),
+    "max_steps": (lambda v: v == -1 or v >= 1, "-1 (train --num_train_epochs) or at least 1"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
+    "max_grad_norm": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
+    "temperature": (lambda v: 0 < v < math.inf, "above 0 (GRPO samples its completions)"),
+    "top_p": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    "beta": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
+    "epsilon": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
+    "epsilon_high": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
+    "delta": (lambda v: 1 < v < math.inf, "above 1 (a dual-clip bound: the recipes use 3.0)"),
+    "max_completion_length": (lambda v: v >= 1, "at least 1"),
+    "per_device_train_batch_size": (lambda v: v >= 1, "at least 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "at least 1"),
+    "save_steps": (lambda v: v > 0, "above 0"),
+}
+
+
 def parse_recipe(recipe: str, overrides: list[str]) -> tuple[CriticScriptArguments, GRPOConfig, ModelConfig]:
     """The recipe's values, overridden by TRL-style flags (`--learning_rate 5e-7`)."""
     import yaml
@@ -136,16 +158,20 @@ def parse_recipe(recipe: str, overrides: list[str]) -> tuple[CriticScriptArgumen
                      allow_abbrev=False)  # a typo must be an error, not a prefix match
     try:
         script_args, training_args, model_args = parser.parse_args_and_config(["--config", str(path), *overrides])
+    except ZeroDivisionError:  # TRL's own checks divide by these before anything else can look at them
+        raise UserError(f"recipe {path.name}: a batch size, step count or generation count is 0; each must be "
+                        "at least 1") from None
     except (ValueError, TypeError, yaml.YAMLError) as error:  # unknown keys, bad values, cross-field checks
         message = " ".join(str(error).split())
         if "bf16" in message and "use_cpu" in message:
             message += "; on a machine without a GPU add --use_cpu --bf16 false --use_vllm false"
         raise UserError(f"recipe {path.name}: {message}") from None
-    if not (math.isfinite(training_args.learning_rate) and training_args.learning_rate >= 0):
-        raise UserError(f"--learning_rate {training_args.learning_rate} must be a number, 0 or more")
-    if not math.isfinite(training_args.num_train_epochs):
-        raise UserError(f"--num_train_epochs {training_args.num_train_epochs} must be a finite number; "
-                        "or set --max_steps")
+    for name, (fits, what) in _RANGES.items():
+        value = getattr(training_args, name)
+        if value is not None and not fits(value):
+            raise UserError(f"--{name} {value} must be {what}")
+    if not all(math.isfinite(weight) for weight in training_args.reward_weights or ()):
+        raise UserError(f"--reward_weights {training_args.reward_weights} must be finite numbers")
     if training_args.reward_weights is None and tuple(script_args.reward_funcs) == DEFAULT_REWARDS:
         training_args.reward_weights = list(DEFAULT_WEIGHTS)
     if training_args.reward_weights is not None and len(training_args.reward_weights) != len(script_args.reward_funcs):
@@ -374,6 +400,24 @@ class CriticGRPOTrainer(GRPOTrainer):
         del saved
 
 
+def check_output_dir(out: Path, resume: str | None) -> None:
+    """A new run starts in an empty or new folder: the trainer would write over the checkpoints, weights
+    and card of a run already there (a resumed run continues in its folder)."""
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"--output_dir {out} is a link to {os.readlink(out)}, which does not exist; pass a folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output_dir {out} is a file; pass a folder")
+    try:
+        held = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
+    except OSError as error:
+        raise UserError(f"--output_dir {out} cannot be read ({error.strerror}); pass a folder you can write") from None
+    if held and not resume:
+        steps = [int(name[11:]) for name in held if name.startswith("checkpoint-") and name[11:].isdecimal()]
+        again = f"continue it with --resume_from_checkpoint {out}/checkpoint-{max(steps)}, " if steps else ""
+        raise UserError(f"--output_dir {out} already holds {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}; "
+                        f"a new run would write over it: {again}choose another --output_dir, or empty it yourself")
+
+
 class ModelCardCallback(TrainerCallback):
     """TRL writes a generic card on every save; ours replaces it and goes into each checkpoint too,
     so any checkpoint can be pushed as a model repo."""
@@ -399,6 +443,7 @@ def train(recipe: str, overrides: list[str]) -> Path:
     resume = training_args.resume_from_checkpoint
     if resume and not Path(resume).is_dir():
         raise UserError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+    check_output_dir(Path(training_args.output_dir), resume)
     rewards = [reward_function(name) for name in script_args.reward_funcs]
     dataset = load_critic_dataset(script_args)
     processor = load_processor(model_args, script_args, training_args.trust_remote_code)

@@ -84,7 +84,8 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
 @dataclass
 class Reply:
     """One scripted answer of `fake_server`: `body` with `status`, or `behaviour` "hang" (the request is
-    accepted and never answered) or "trickle" (headers, then one byte every 0.2 s, never complete)."""
+    accepted and never answered), "trickle" (headers, then one byte every 0.2 s, never complete) or "cut"
+    (headers and half of `body`, then the connection is closed)."""
 
     body: bytes = b""
     status: int = 200
@@ -150,6 +151,10 @@ def fake_server(chat: Callable[[dict], Reply], models: tuple[str, ...] | Reply =
                     return
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
+                if reply.behaviour == "cut":
+                    self.wfile.write(reply.body[:len(reply.body) // 2])
+                    self.close_connection = True
+                    return
                 self.wfile.write(reply.body)
             except OSError:
                 pass  # the client gave up on this request: that is what the test is about

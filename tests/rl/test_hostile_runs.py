@@ -14,7 +14,7 @@ from critic_data import UserError
 from critic_data.rl.client import ResultLog
 from critic_data.rl.rewards import format_reward, preference_reward
 from tests.rl.test_client_hardening import MODEL, eval_args, judge_all_first, write_mmrlhf
-from tests.serve import SECRET_KEY, fake_server, run_cli
+from tests.serve import SECRET_KEY, Reply, completion, fake_server, run_cli
 from tests.snapshots import jpeg
 
 
@@ -145,10 +145,25 @@ CPU = ["--use_cpu", "--bf16", "false", "--use_vllm", "false"]
     ("learning_rate: -1.0e-6\n", "--learning_rate -1e-06 must be a number, 0 or more"),
     ("learning_rate: .nan\n", "--learning_rate nan must be a number, 0 or more"),
     ("num_train_epochs: .inf\n", "--num_train_epochs inf must be a finite number"),
+    ("temperature: -1.0\n", "--temperature -1.0 must be above 0"),
+    ("temperature: 0.0\n", "--temperature 0.0 must be above 0"),
+    ("top_p: 1.5\n", "--top_p 1.5 must be above 0 and at most 1"),
+    ("beta: -0.01\n", "--beta -0.01 must be a number, 0 or more"),
+    ("beta: .nan\n", "--beta nan must be a number, 0 or more"),
+    ("epsilon_high: -0.3\n", "--epsilon_high -0.3 must be a number, 0 or more"),
+    ("delta: 0.5\n", "--delta 0.5 must be above 1"),
+    ("max_completion_length: 0\n", "--max_completion_length 0 must be at least 1"),
+    ("max_steps: -2\n", "--max_steps -2 must be -1 (train --num_train_epochs) or at least 1"),
+    ("save_steps: 0\n", "--save_steps 0 must be above 0"),
+    ("gradient_accumulation_steps: 0\n", "--gradient_accumulation_steps 0 must be at least 1"),
+    ("reward_weights: [0.9, .inf]\n", "--reward_weights [0.9, inf] must be finite numbers"),
+    ("per_device_train_batch_size: 0\n", "--per_device_train_batch_size 0 must be at least 1"),
+    ("generation_batch_size: 8\nper_device_train_batch_size: 0\n", "a batch size, step count or generation count is 0"),
 ])
 def test_a_recipe_value_of_the_wrong_type_or_out_of_range_is_one_line(tmp_path, text, message):
     """Before the fix the first six ended in a TypeError traceback (TRL's parser takes YAML values as
-    they are), `reward_funcs: preference` asked for rewards named 'p', 'r', ... and the last three trained."""
+    they are), `reward_funcs: preference` asked for rewards named 'p', 'r', ...; the range checks
+    trained (a batch size of 0: a ZeroDivisionError traceback)."""
     from critic_data.rl.train import parse_recipe
 
     recipe = tmp_path / "mine.yaml"
@@ -185,3 +200,79 @@ def test_a_dataset_whose_train_split_has_no_rows_is_one_line(monkeypatch, capsys
     line = _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *CPU, "--model_name_or_path", str(tmp_path / "m"),
                       "--dataset_name", str(data.parent))
     assert line.startswith(f"error: cannot load dataset {data.parent}: ") and "BatchSize" in line
+
+
+# --- train: a new run never writes over another ---------------------------------------------------------
+
+def test_an_output_dir_that_cannot_take_a_new_run_is_one_line(tmp_path):
+    from critic_data.rl.train import check_output_dir
+
+    check_output_dir(tmp_path / "new", None)  # a new folder, or an empty one, is fine
+    check_output_dir(tmp_path, None)
+    (tmp_path / "notes").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    for out, says in [(tmp_path / "notes", "is a file"), (tmp_path / "link", "which does not exist"),
+                      (tmp_path, "already holds link, notes; a new run would write over it: choose another")]:
+        with pytest.raises(UserError, match=says):
+            check_output_dir(out, None)
+    run = tmp_path / "run"
+    for name in ("checkpoint-9", "checkpoint-10", "checkpoint-x", "model.safetensors"):
+        (run / name).mkdir(parents=True)
+    with pytest.raises(UserError, match=f"continue it with --resume_from_checkpoint {run}/checkpoint-10, "):
+        check_output_dir(run, None)
+    check_output_dir(run, str(run / "checkpoint-10"))  # a resumed run continues in its folder
+
+
+# --- eval: a disk that fills, a server that drops the connection mid-answer --------------------------------
+
+def _file_size_limit(limit: int):
+    """In the child: files may not grow past `limit` bytes (writes fail with EFBIG, as on a full disk)."""
+    def apply():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_disk_that_fills_while_results_are_written_is_one_line_and_resume_finishes(tmp_path):
+    """Before the fix: an OSError traceback from the result log (and another from closing it)."""
+    import os
+    import subprocess
+    import sys
+
+    snapshot = write_mmrlhf(tmp_path / "in", [(f"Q{k}?", jpeg(k)) for k in range(8)])
+    with fake_server(judge_all_first) as server:
+        whole = run_cli(*eval_args(server.url, snapshot, tmp_path / "whole"))
+        assert whole.returncode == 0, whole.stderr
+        size = (tmp_path / "whole" / "results.jsonl").stat().st_size
+        assert (tmp_path / "whole" / "run.json").stat().st_size < size // 2
+        out = tmp_path / "run"
+        env = {**os.environ, "OPENAI_API_KEY": SECRET_KEY, "COLUMNS": "200"}
+        full = subprocess.run([sys.executable, "-m", "critic_data.cli", *eval_args(server.url, snapshot, out)],
+                              capture_output=True, text=True, env=env, timeout=300, preexec_fn=_file_size_limit(size // 2))
+        line = refused_in_one_line(full)
+        assert f"cannot write {out / 'results.jsonl'} (File too large)" in line and "rerun with --resume" in line
+        kept = (out / "results.jsonl").read_bytes()
+        assert 0 < len(kept) <= size // 2
+        resumed = run_cli(*eval_args(server.url, snapshot, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(json.loads(line)["id"] for line in
+                                                      (tmp_path / "whole" / "results.jsonl").read_text().splitlines())
+    assert (out / "results.jsonl").read_bytes().startswith(kept[:kept.rfind(b"\n") + 1])  # what finished stayed
+
+
+def test_a_server_that_drops_the_connection_mid_answer_is_named_as_such(tmp_path):
+    """Before the fix: "cannot reach the server ... start it", about a server that had just answered."""
+    snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1))])
+
+    def cut(request):
+        return Reply(completion("<think>ok</think> \\boxed{1}").body, behaviour="cut")
+
+    with fake_server(cut) as server:
+        done = run_cli(*eval_args(server.url, snapshot, tmp_path / "run", "--timeout", "3"))
+    line = refused_in_one_line(done)
+    assert "closed the connection before its answer was complete" in line and "rerun with --resume" in line
+    assert "cannot reach" not in line

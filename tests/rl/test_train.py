@@ -152,6 +152,19 @@ def test_resume_continues_from_the_checkpoint(run):
     assert "trained 4 steps" in run["second"].stderr
 
 
+def test_a_new_run_into_a_trained_folder_is_refused_and_leaves_it_as_it_was(run, tiny_qwen_dir, built_dataset):
+    """Before the fix a new run wrote its checkpoints and final weights over the trained ones."""
+    out = run["out"]
+    before = {path: path.stat().st_mtime_ns for path in out.rglob("*")}
+    again = _train(["--recipe", "critic-r1", "--model_name_or_path", str(tiny_qwen_dir), "--dataset_name",
+                    str(built_dataset), "--output_dir", str(out), *CPU, "--max_steps", "2"])
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]  # (transformers warns too)
+    assert len(errors) == 1 and f"--output_dir {out} already holds" in errors[0], again.stderr
+    assert f"--resume_from_checkpoint {out}/checkpoint-4, " in errors[0]  # the last one, by step
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == before
+
+
 def test_resume_loads_the_checkpoint_weights_not_the_base_ones(run, tiny_qwen_dir):
     """transformers' own resume matches no key of a Qwen2.5-VL checkpoint (saved as `visual.*`, held as
     `model.visual.*`) and trains on from the base weights (huggingface/transformers#43701);
