@@ -83,6 +83,9 @@ def read_questions(path: Path) -> list[Question]:
     The file is the user's own: a bad line stops the run before any work, naming the line and
     what is wrong (a run that skipped it would report numbers over other questions than asked).
     """
+    if path.exists() and not path.is_file():  # a folder, or a pipe (`--input <(...)`), which has no folder
+        raise UserError(f"--input {path} is not a regular file; save the questions to a questions.jsonl beside "
+                        "their images and pass that")
     if not path.is_file():
         raise UserError(f"--input {path}: no such file; pass a questions.jsonl (id, image, question, optional answer)")
     questions, seen = [], set()
@@ -101,9 +104,13 @@ def read_questions(path: Path) -> list[Question]:
         answer = row.get("answer")
         if isinstance(answer, bool) or not isinstance(answer, (str, int, float, type(None))):
             raise UserError(f"{where}: answer must be a string or a number")
+        if isinstance(answer, float) and not math.isfinite(answer):  # Python reads NaN and Infinity, JSON has none
+            raise UserError(f"{where}: answer must be a string or a finite number, not {answer}")
         if not all(is_text(v) for v in row.values() if isinstance(v, str)):
             raise UserError(f"{where} holds a lone surrogate (an escape like \\ud800), which is not text; fix that field")
         qid = str(row["id"])
+        if not qid.strip():  # it names the question in picks.jsonl and in every failure
+            raise UserError(f"{where}: id is blank; give each question an id")
         if qid in seen:
             raise UserError(f"{where}: id {qid!r} appears twice; ids must be unique")
         seen.add(qid)
@@ -251,7 +258,8 @@ async def _solve(client: ChatClient, question: Question, options: BestOfNOptions
         if options.max_model_len and prompt_token_bound(text, size) + options.max_tokens > options.max_model_len:
             return Match((first, second), None, coin, "too-long")
         try:
-            [completion] = await client.chat(images, text, temperature=0.0, seed=options.seed)
+            # One choice asked; a server that answers more (its own default n) is read by the first.
+            completion = (await client.chat(images, text, temperature=0.0, seed=options.seed))[0]
         except RequestFailed as error:
             if error.status == 400 and _CONTEXT_REFUSAL.search(str(error)):
                 return Match((first, second), None, coin, "too-long")

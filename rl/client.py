@@ -5,10 +5,11 @@ This module owns
   the time of each request, tenacity retries for transient failures (connection errors, 429,
   5xx), and the translation of failures into what a user can act on:
     * server unreachable (after retries), no answer within `--timeout`, key refused (401/403),
-      model or path unknown (404), a model list that is not one -> `UserError`: the run stops
-      with one line;
+      model or path unknown (404), a model list that is not one, a redirect loop -> `UserError`:
+      the run stops with one line;
     * any other refusal (400, 422, a 5xx that outlived the retries), or an HTTP 200 whose body
-      is not a chat completion (an HTML login page, invalid JSON, no choices) -> `RequestFailed`:
+      is not a chat completion (an HTML login page, invalid JSON, no choices, a body its
+      Content-Encoding does not decode) -> `RequestFailed`:
       that item is counted as failed and left out of the results, so `--resume` retries it.
 - `data_url`: an item's image decoded in full (under Pillow's pixel limit) before it is sent,
   resized on request to Qwen2-VL's `smart_resize` size for given pixel bounds.
@@ -284,6 +285,13 @@ class ChatClient:
 
         if isinstance(error, APIConnectionError):
             reason = " ".join(str(error.__cause__ or error).split()) or type(error).__name__
+            # httpx's errors for a server that did answer: a body its Content-Encoding does not decode
+            # (this item's answer is unreadable, the run goes on), a redirect loop (every request loops)
+            if type(error.__cause__).__name__ == "DecodingError":
+                return RequestFailed(f"the server answered with a body that cannot be decoded ({_shorten(reason)})")
+            if type(error.__cause__).__name__ == "TooManyRedirects":
+                return UserError(f"the server at {self.base_url} redirects for ever ({reason}); check --base-url "
+                                 "(an OpenAI-compatible endpoint, ending in /v1)")
             # httpx's (or, in newer openai, httpx2's) errors for a connection that answered, then dropped
             if type(error.__cause__).__name__ in ("RemoteProtocolError", "ReadError"):
                 return UserError(f"the server at {self.base_url} closed the connection before its answer was complete "

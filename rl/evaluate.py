@@ -26,9 +26,10 @@ The presented order is a coin fixed by (seed, item id); with
 `--both-orders` each item is judged in both orders and position consistency is reported.
 Results are appended to `OUT/results.jsonl` as they arrive; `--resume` skips what is there,
 and refuses a run whose options would give other results (`EvalOptions.identity`).
-A row that cannot be an item (not UTF-8, a field of the wrong type, no usable label or image)
-is skipped and counted under its reason; an item whose image cannot be decoded, or whose
-answer is not a chat completion, fails alone (`RequestFailed`).
+A row that cannot be an item (not UTF-8, a field of the wrong type, no usable label or image, an
+id already read) is skipped and counted under its reason; a benchmark left with no item is one
+line. An item whose image cannot be decoded, or whose answer is not a chat completion, fails
+alone (`RequestFailed`).
 
 Run it on one machine against `vllm serve CHECKPOINT` (or any OpenAI-compatible server):
     critic-data eval --base-url http://127.0.0.1:8000/v1 --model CHECKPOINT \
@@ -38,6 +39,7 @@ Run it on one machine against `vllm serve CHECKPOINT` (or any OpenAI-compatible 
 from __future__ import annotations
 
 import asyncio
+import glob
 import io
 import itertools
 import json
@@ -214,7 +216,8 @@ def _parquet_rows(folder: Path, split: str, columns: list[str]) -> tuple[int, It
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = sorted((folder / "data").glob(f"{split}-*.parquet"))
+    # The split is a name, never a pattern: --split 't*' would read the test and train shards as one.
+    files = sorted((folder / "data").glob(f"{glob.escape(split)}-*.parquet"))
     if not files:
         raise UserError(f"{folder} holds no data/{split}-*.parquet; pass the snapshot folder (and --split if needed)")
 
@@ -224,6 +227,8 @@ def _parquet_rows(folder: Path, split: str, columns: list[str]) -> tuple[int, It
 
     total = 0
     for f in files:
+        if not f.is_file():  # opening a FIFO waits for a writer, for ever
+            raise UserError(f"{f} is not a regular file; download the benchmark again")
         try:
             total += pq.ParquetFile(f).metadata.num_rows
         except (OSError, pa.ArrowException) as error:
@@ -302,7 +307,8 @@ def _vlrb_items(folder: Path, split: str, skipped: Counter) -> tuple[int, Iterat
 
     def items():
         for row in rows:
-            responses = row.get("response") or []
+            responses = row.get("response")
+            responses = responses if isinstance(responses, list) else []  # a string "ab" is not two answers
             ranking = row.get("human_ranking")
             label = labels.get(tuple(ranking)) if isinstance(ranking, list) and all(isinstance(r, int) for r in ranking) else None
             if not (is_text(row.get("query")) and row.get("id") is not None):
@@ -400,9 +406,22 @@ def load_items(options: EvalOptions, skipped: Counter) -> tuple[int, Iterator[It
             total, items = _mmrlhf_items(folder, skipped, videos=options.protocol == "paper")
         if options.protocol == "paper":
             items = _without_small_images(items, skipped)
+    items = _unique(items, skipped)
     if options.limit is not None:
         return min(total, options.limit), itertools.islice(items, options.limit)
     return total, items
+
+
+def _unique(items: Iterator[Item], skipped: Counter) -> Iterator[Item]:
+    """The items whose id is new: results are keyed by id (a repeat would be scored as the other
+    order of the first, and a resume would take it as done), so a repeated id is skipped and counted."""
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            skipped["duplicate_id"] += 1
+            continue
+        seen.add(item.id)
+        yield item
 
 
 def _without_small_images(items: Iterator[Item], skipped: Counter) -> Iterator[Item]:
@@ -556,6 +575,10 @@ async def _run(options: EvalOptions, progress) -> dict:
                    jobs=jobs, total=total * (2 if options.both_orders else 1), work=judge, record=record,
                    job_id=lambda job: job[0].id, accuracy=_accuracy, window=2 * options.concurrency)
     finished = await run_jobs(options, spec, progress)
+    if not finished.records:  # a summary of nothing, exit 0, would read as a run that worked
+        reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.items())
+        raise UserError(f"--input {options.input} has no item to judge "
+                        f"({f'rows skipped: {reasons}' if reasons else 'no rows'}); check --input, --benchmark and --split")
     return write_summary(options, finished, {
         "benchmark": options.benchmark,
         "model": options.model,

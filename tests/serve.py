@@ -85,12 +85,13 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
 class Reply:
     """One scripted answer of `fake_server`: `body` with `status`, or `behaviour` "hang" (the request is
     accepted and never answered), "trickle" (headers, then one byte every 0.2 s, never complete) or "cut"
-    (headers and half of `body`, then the connection is closed)."""
+    (headers and half of `body`, then the connection is closed); `headers` are sent beside Content-Type."""
 
     body: bytes = b""
     status: int = 200
     content_type: str = "application/json"
     behaviour: str = "answer"
+    headers: dict = field(default_factory=dict)  # more headers: Content-Encoding, Location, Retry-After
 
 
 def completion(*texts: str) -> Reply:
@@ -142,6 +143,8 @@ def fake_server(chat: Callable[[dict], Reply], models: tuple[str, ...] | Reply =
                     return
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
                 if reply.behaviour == "trickle":
                     self.send_header("Content-Length", str(10**6))
                     self.end_headers()
