@@ -75,7 +75,8 @@ class BuildOptions:
         self.inputs = {name: Path(path) for name, path in self.inputs.items()}
         if self.image_root is not None:
             self.image_root = Path(self.image_root)
-        self.aspects = tuple(_split_names([self.aspects] if isinstance(self.aspects, str) else self.aspects))
+        # each aspect once, as --source: an aspect named twice would silently count double in the mean
+        self.aspects = tuple(dict.fromkeys(_split_names([self.aspects] if isinstance(self.aspects, str) else self.aspects)))
         if isinstance(self.max_shard_bytes, str):
             self.max_shard_bytes = _parse_size(self.max_shard_bytes)
         if self.num_proc < 1:

@@ -27,7 +27,10 @@ from critic_data.builders.readers import SourceReader
 
 def prepared_chunks(reader: SourceReader, options: BuildOptions, scratch: Path) -> Iterator[Chunk]:
     """Every row of a source as prepared chunks, in input order."""
-    parts, num_proc = list(reader.parts), options.num_proc
+    parts = list(reader.parts)
+    # no more workers than parts: the others would never get work, and Python forks every worker
+    # it is asked for at once (--num-proc 10000 would start 10000 processes; past 2**31, crash)
+    num_proc = min(options.num_proc, len(parts))
     if num_proc <= 1 or len(parts) <= 1:
         for part in parts:
             for batch in reader.read_part(part):

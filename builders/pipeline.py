@@ -38,7 +38,7 @@ from critic_data.builders.options import BuildOptions
 from critic_data.builders.output import staged
 from critic_data.builders.parallel import ended_unexpectedly, prepared_chunks, worker_started
 from critic_data.builders.prepare import presented, schema
-from critic_data.builders.readers import SourceSpec
+from critic_data.builders.readers import SourceSpec, file_identity
 from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot
 from critic_data.builders.writer import SplitWriter
 
@@ -71,9 +71,11 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
     reads += [("--image-root", options.image_root)] if options.image_root is not None else []
     with _tuned(), staged(options.out, options.overwrite, reads) as staging:
         opened = [(SOURCES[name], *resolve_snapshot(SOURCES[name], options)) for name in options.sources]
+        seen = _identities([path for _, _, reader in opened for path in reader.files])
         (staging / "data").mkdir()
         with _card_process(options) as card_process:
             manifest = _write(opened, options, staging, progress, started)
+            _refuse_changed_inputs(seen, options.out)
             if not any(stats["counts"]["pairs_kept"] for stats in manifest["sources"].values()):
                 raise UserError(_nothing_kept(manifest["sources"], options.out))
             manifest["command"] = argv
@@ -89,6 +91,22 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
             except BrokenProcessPool:
                 raise UserError(ended_unexpectedly("the process drawing the card")) from None
     return manifest
+
+
+def _identities(paths: list[Path]) -> dict[Path, tuple | None]:
+    """Each input file's identity (inode, modification time, size; None when it is gone): a file
+    written to or replaced while the build reads it shows."""
+    return {path: file_identity(path) for path in paths}
+
+
+def _refuse_changed_inputs(seen: dict[Path, tuple | None], out: Path) -> None:
+    """An input that changed while it was read gave rows of neither version (its parts are byte
+    ranges and row groups found at the start), and build.json would fingerprint the old one."""
+    now = _identities(list(seen))
+    changed = [path for path in seen if now[path] != seen[path]]
+    if changed:
+        raise UserError(f"{changed[0]} changed while the build read it (written to, replaced or removed); nothing "
+                        f"was written to {out}: rerun when the input is settled")
 
 
 def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statistics: dict) -> None:

@@ -102,6 +102,7 @@ class ParquetReader:
         self.files, self.convert, self.columns, self.image_column = files, convert, columns, image_column
         self.parts: list[tuple[int, tuple[int, ...], int]] = []  # (file index, row groups, first row's index in the file)
         self.total_rows = 0
+        self.identities: list[tuple | None] = []  # each shard's identity when its row groups were listed
         for index, path in enumerate(files):
             if not path.is_file():  # a FIFO named *.parquet would block the open forever
                 raise UserError(f"{path} is not a regular file; replace it with the downloaded parquet file")
@@ -109,6 +110,7 @@ class ParquetReader:
                 metadata = pq.ParquetFile(path).metadata
             except Exception as error:  # pyarrow raises several types for a damaged file
                 raise UserError(f"cannot read {path} as parquet ({_one_line(error)}); re-download that file") from None
+            self.identities.append(file_identity(path))
             first = 0
             for groups, rows in _runs(metadata):
                 self.parts.append((index, groups, first))
@@ -122,6 +124,9 @@ class ParquetReader:
             table = _read_row_groups(path, groups, self.columns)
             table.validate(full=True)  # strings that are not UTF-8 come from a damaged page too
         except Exception as error:  # a damaged page: pyarrow raises OSError, ArrowInvalid, ...
+            if file_identity(path) != self.identities[index]:  # replaced since: its row groups are not the ones listed
+                raise UserError(f"{path} changed while the build read it (written to, replaced or removed); rerun "
+                                "when the input is settled") from None
             where = f"row group {groups[0]}" if len(groups) == 1 else f"row groups {groups[0]}-{groups[-1]}"
             raise UserError(f"cannot read {where} of {path} ({_one_line(error)}); "
                             "the file is damaged: re-download it") from None
@@ -156,8 +161,16 @@ def _each_row(convert, file_name: str, first: int, rows: pa.Table) -> list[Examp
     return [convert(f"{file_name}:{first + offset}", row) for offset, row in enumerate(rows.to_pylist())]
 
 
-def _image_lists(column: pa.Array) -> pa.Array:
-    """An Image struct column as `images` values: a one-image list per row, the file name only."""
+def _image_lists(column: pa.Array) -> pa.Array | None:
+    """An Image struct column as `images` values: a one-image list per row, the file name only.
+    None for a column of another type (plain bytes, text, a list, a struct without `bytes` or
+    with numbers there): the rows' converter then rejects each row's value with its reason."""
+    if not pa.types.is_struct(column.type) or column.type.get_field_index("bytes") < 0:
+        return None
+    try:
+        data = pc.struct_field(column, "bytes").cast(pa.binary())
+    except pa.ArrowException:  # bytes of a type that is not binary or text
+        return None
     rows = len(column)
     # as `image_from_struct`: a struct without `path` (struct<bytes>) has no file names
     paths = pc.struct_field(column, "path") if column.type.get_field_index("path") >= 0 else pa.nulls(rows)
@@ -166,7 +179,7 @@ def _image_lists(column: pa.Array) -> pa.Array:
         names = pc.if_else(pc.equal(names, ""), pa.scalar(None, pa.string()), names)
     else:  # as `image_from_struct`: a path that is not text names nothing
         names = pa.nulls(rows, pa.string())
-    image = pa.StructArray.from_arrays([pc.struct_field(column, "bytes").cast(pa.binary()), names], names=["bytes", "path"])
+    image = pa.StructArray.from_arrays([data, names], names=["bytes", "path"])
     return pa.ListArray.from_arrays(pa.array(range(rows + 1), pa.int32()), image)
 
 
@@ -196,6 +209,14 @@ def file_key(path: Path) -> tuple[int, int, int, int]:
     build opens its own: sharing the build's file offset would mix up their reads)."""
     stat = path.stat()
     return os.getpid(), stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def file_identity(path: Path) -> tuple[int, int, int] | None:
+    """A file's identity across processes (`file_key` less the process); None when it is gone."""
+    try:
+        return file_key(path)[1:]
+    except OSError:
+        return None
 
 
 @lru_cache(maxsize=8)
