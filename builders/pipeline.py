@@ -85,7 +85,8 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
 
             # the card's figures, counted from the data files just written (in this process: polars
             # must not run in a forked one, whose copy of polars' thread pool has no threads)
-            card = partial(_write_card, staging, manifest, options.sources, card_statistics(staging, manifest))
+            card = partial(_write_card, staging, manifest, options.sources, card_statistics(staging, manifest),
+                           at_once=card_process is not None)
             try:
                 card_process.submit(card).result() if card_process else card()
             except BrokenProcessPool:
@@ -109,11 +110,11 @@ def _refuse_changed_inputs(seen: dict[Path, tuple | None], out: Path) -> None:
                         f"was written to {out}: rerun when the input is settled")
 
 
-def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statistics: dict) -> None:
-    """The dataset card (README.md) and its charts."""
+def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statistics: dict, at_once: bool) -> None:
+    """The dataset card (README.md) and its charts (`at_once`: side by side, in the card's own process)."""
     from critic_data.cards.dataset_card import PLOTS, card_plots, render_dataset_card
 
-    plots = card_plots(statistics, folder / PLOTS)
+    plots = card_plots(statistics, folder / PLOTS, at_once)
     card = render_dataset_card(manifest, [SOURCES[name] for name in sources], statistics=statistics, plots=plots)
     (folder / "README.md").write_text(card, encoding="utf-8")
 
