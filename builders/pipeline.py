@@ -86,7 +86,7 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
             # the card's figures, counted from the data files just written (in this process: polars
             # must not run in a forked one, whose copy of polars' thread pool has no threads)
             card = partial(_write_card, staging, manifest, options.sources, card_statistics(staging, manifest),
-                           at_once=card_process is not None)
+                           child_setup=worker_started if card_process else None)
             try:
                 card_process.submit(card).result() if card_process else card()
             except BrokenProcessPool:
@@ -110,11 +110,12 @@ def _refuse_changed_inputs(seen: dict[Path, tuple | None], out: Path) -> None:
                         f"was written to {out}: rerun when the input is settled")
 
 
-def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statistics: dict, at_once: bool) -> None:
-    """The dataset card (README.md) and its charts (`at_once`: side by side, in the card's own process)."""
+def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statistics: dict, child_setup) -> None:
+    """The dataset card (README.md) and its charts (in the card's own process: side by side, in
+    children set up by `child_setup` as the build's workers are)."""
     from critic_data.cards.dataset_card import PLOTS, card_plots, render_dataset_card
 
-    plots = card_plots(statistics, folder / PLOTS, at_once)
+    plots = card_plots(statistics, folder / PLOTS, child_setup)
     card = render_dataset_card(manifest, [SOURCES[name] for name in sources], statistics=statistics, plots=plots)
     (folder / "README.md").write_text(card, encoding="utf-8")
 

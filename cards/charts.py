@@ -34,31 +34,29 @@ def bin_labels(edges: list[float]) -> list[str]:
     return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:])] + [f"≥{edges[-1]:g}"]
 
 
-def write_dataset_plots(named: list[tuple[str, dict]], folder: Path, at_once: bool = False) -> list[Path]:
+def write_dataset_plots(named: list[tuple[str, dict]], folder: Path, child_setup=None) -> list[Path]:
     """PNG charts of one or two datasets' statistics (side by side): label balance, margin
     histogram, better/worse length ratio by source, and the prompt-token histogram against the
     budget when the statistics hold token counts. Returns the files written.
 
-    `at_once`: each chart but the first is drawn in a forked child, beside the others (a build's
-    card process: its cores are idle by then). Only where forking is safe: a process without
-    threads (polars' pool), matplotlib imported already."""
+    With `child_setup` (called in each child with its parent's pid), each chart but the first is
+    drawn in a forked child, beside the others: a build's card process, whose cores are idle by
+    then. Only where forking is safe: a process without threads (polars' pool)."""
     folder.mkdir(parents=True, exist_ok=True)
     charts = [(folder / name, draw) for name, draw, shown in _CHARTS if shown(named)]
     drawn = [lambda path=path, draw=draw: save_figure(draw(named), path) for path, draw in charts]
-    if at_once and len(drawn) > 1 and sys.platform == "linux":
-        _in_children(drawn[1:], then=drawn[0])
+    if child_setup is not None and len(drawn) > 1 and sys.platform == "linux":
+        _in_children(drawn[1:], then=drawn[0], child_setup=child_setup)
     else:
         for job in drawn:
             job()
     return [path for path, _ in charts]
 
 
-def _in_children(jobs: list, then) -> None:
+def _in_children(jobs: list, then, child_setup) -> None:
     """Run each of `jobs` in a forked child while this process runs `then`; a job whose child
     failed runs again here, so that its error is raised as it would be without children."""
     import os
-
-    from critic_data.builders.parallel import worker_started
 
     children = []
     for job in jobs:
@@ -66,7 +64,7 @@ def _in_children(jobs: list, then) -> None:
         if pid == 0:  # the child: ends with this process, quietly on Ctrl-C, and never returns
             code = 1
             try:
-                worker_started(os.getppid())
+                child_setup(os.getppid())
                 job()
                 code = 0
             finally:
