@@ -46,6 +46,9 @@ def staged(out: Path, overwrite: bool, reads: Iterable[tuple[str, Path]]) -> Ite
     empty staging folder beside it, and move that into place when the block ends without error.
     On any error the staging folder is removed and `out` is left as it was."""
     _refuse_folders_never_replaced(out, reads)
+    above = next(path for path in out.parents if os.path.lexists(path))
+    if not above.is_dir():  # mkdir would say "File exists" (or "Not a directory")
+        raise UserError(f"--out {out}: {above} is a file, not a folder; choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with _locked(out.parent):

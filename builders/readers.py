@@ -109,6 +109,9 @@ class ParquetReader:
             try:
                 metadata = pq.ParquetFile(path).metadata
             except Exception as error:  # pyarrow raises several types for a damaged file
+                if path.name.startswith("._"):  # what macOS leaves beside each file it copies to a foreign disk
+                    raise UserError(f"{path} is a macOS metadata file (._*), not parquet; delete the ._* files in "
+                                    f"{path.parent}") from None
                 raise UserError(f"cannot read {path} as parquet ({_one_line(error)}); re-download that file") from None
             self.identities.append(file_identity(path))
             first = 0

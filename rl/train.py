@@ -27,6 +27,7 @@ import os
 import shlex
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,6 +155,9 @@ def parse_recipe(recipe: str, overrides: list[str]) -> tuple[CriticScriptArgumen
 
     path = resolve_recipe(recipe)
     _check_recipe_values(path)
+    # TRL's own default sets `gradient_checkpointing`, which transformers 5 renames `activation_checkpointing`
+    # with a FutureWarning on every run: nothing a user of the recipe can act on (the value carries over).
+    warnings.filterwarnings("ignore", message=r"`gradient_checkpointing(_kwargs)?` is deprecated", category=FutureWarning)
     parser = _Parser((CriticScriptArguments, GRPOConfig, ModelConfig), prog=f"critic-data train --recipe {recipe}",
                      allow_abbrev=False)  # a typo must be an error, not a prefix match
     try:

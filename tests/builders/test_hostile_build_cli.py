@@ -205,3 +205,14 @@ def test_an_input_written_to_while_the_build_reads_it_is_one_line_and_keeps_the_
         build(BuildOptions(out=out, inputs={"vlfeedback": folder}, overwrite=True))
     assert changed and _tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "snapshot"]  # no staging folder left
+
+
+def test_a_macos_metadata_file_beside_the_shards_is_named_as_such(tmp_path):
+    """macOS leaves `._name` (AppleDouble) beside each file copied to a foreign disk; `data/*.parquet`
+    matches them. Before: "cannot read ... as parquet; re-download that file", which does not help."""
+    write_vlfeedback_parquet(tmp_path / "vlf")
+    (tmp_path / "vlf" / "data" / "._train-00000-of-00002.parquet").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 78)
+    done = _cli("--source", "vlfeedback", "--input", str(tmp_path / "vlf"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "is a macOS metadata file (._*), not parquet; delete the ._* files in" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -194,6 +194,16 @@ def test_files_put_into_out_while_the_build_runs_are_kept(overwrite, previous, s
     assert not _siblings(tmp_path)
 
 
+@pytest.mark.parametrize("depth", [1, 2])
+def test_an_out_under_a_file_is_one_line_naming_the_file(depth, snapshot, tmp_path):
+    """Before: "cannot write beside --out ...: File exists" (or "Not a directory")."""
+    (tmp_path / "notes").write_text("mine")
+    out = tmp_path / "notes" / "o" if depth == 1 else tmp_path / "notes" / "a" / "o"
+    line = _one_line(_cli("--input", snapshot, "--out", out))
+    assert f"--out {out}: {tmp_path / 'notes'} is a file, not a folder" in line
+    assert (tmp_path / "notes").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
 @pytest.mark.parametrize("kind", ["a file", "a symlink to an empty folder", "a symlink to a build"])
 def test_an_out_that_is_a_file_or_a_symlink_is_one_line(kind, previous, snapshot, tmp_path):
     out = tmp_path / "o"
