@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from critic_data import UserError
+from critic_data.files import refuse_a_path_that_cannot_be_a_folder
 
 BUILD_FILES = ("README.md", "build.json", "rejects.jsonl")
 BUILD_FOLDERS = {"data": ".parquet", "plots": ".png"}  # the shards, the card's charts: folder -> file suffix
@@ -46,9 +47,7 @@ def staged(out: Path, overwrite: bool, reads: Iterable[tuple[str, Path]]) -> Ite
     empty staging folder beside it, and move that into place when the block ends without error.
     On any error the staging folder is removed and `out` is left as it was."""
     _refuse_folders_never_replaced(out, reads)
-    above = next(path for path in out.parents if os.path.lexists(path))
-    if not above.is_dir():  # mkdir would say "File exists" (or "Not a directory")
-        raise UserError(f"--out {out}: {above} is a file, not a folder; choose another --out")
+    refuse_a_path_that_cannot_be_a_folder("--out", out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with _locked(out.parent):
@@ -102,8 +101,6 @@ def _replaceable(out: Path, overwrite: bool) -> tuple | None:
     """What `out` holds now (see `_state`), once it is known the build may take its place."""
     if out.is_symlink():
         raise UserError(f"--out {out} is a symbolic link; pass the folder it points to, or another --out")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")

@@ -1,6 +1,6 @@
 """Reading files the user points at, bounded, and JSON Lines files: what builders/ and rl/ share.
 
-A leaf: it imports nothing of critic-data's but the reject reasons. Images are read only from
+A leaf: it imports nothing of critic-data's but UserError and the reject reasons. Images are read only from
 regular files (a FIFO would block a run, a link to /dev/zero never end), and never more than
 MAX_IMAGE_BYTES; a local input is fingerprinted cheaply enough for multi-GB archives.
 """
@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from critic_data import UserError
 from critic_data.schemas.rejects import RejectReason
 
 _SAMPLE = 1 << 20  # fingerprint: size + the first and last MiB of each file
@@ -57,6 +58,17 @@ def read_image_file(path: Path) -> bytes:
     if len(data) > MAX_IMAGE_BYTES:
         raise over_cap(path.name)
     return data
+
+
+def refuse_a_path_that_cannot_be_a_folder(option: str, path: Path) -> None:
+    """The folder a command writes in must be one, or a name where one can be made: not a file, not
+    under one, not a link to nothing (mkdir would say "File exists" or "Not a directory")."""
+    if os.path.islink(path) and not os.path.exists(path):  # os.path: False, not an error, for a name too long
+        raise UserError(f"{option} {path} is a link to {os.readlink(path)}, which does not exist; pass a folder")
+    above = next(folder for folder in (path, *path.parents) if os.path.lexists(folder))
+    if not above.is_dir():
+        raise UserError(f"{option} {path}{'' if above == path else f': {above}'} is a file, not a folder; "
+                        f"choose another {option}")
 
 
 def _why(error: Exception) -> str:

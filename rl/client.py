@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from critic_data import UserError
-from critic_data.files import json_lines
+from critic_data.files import json_lines, refuse_a_path_that_cannot_be_a_folder
 from critic_data.rl.options import DEFAULT_TIMEOUT, RUN_ATTEMPTS
 
 API_KEY_ENV = "OPENAI_API_KEY"
@@ -511,11 +511,7 @@ async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
     started = time.monotonic()
     # An --out that cannot hold the run's files is refused now, before any request is paid for.
     out = options.out
-    if os.path.islink(out) and not out.exists():
-        raise UserError(f"--out {out} is a link to {os.readlink(out)}, which does not exist; pass a folder")
-    existing = next(path for path in (out, *out.parents) if path.exists())
-    if not existing.is_dir():
-        raise UserError(f"--out {out}{'' if existing == out else f': {existing}'} is a file; pass a folder")
+    refuse_a_path_that_cannot_be_a_folder("--out", out)
     for name in (spec.log_name, "run.json", "summary.json"):
         if os.path.lexists(out / name) and not (out / name).is_file():
             raise UserError(f"--out {out}: its {name} is not a file; move that away, or choose another --out")

@@ -23,7 +23,6 @@ import enum
 import hashlib
 import io
 import math
-import os
 import shlex
 import types
 import typing
@@ -36,6 +35,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, TrlParser
 from transformers import TrainerCallback
 
 from critic_data import UserError, package_version
+from critic_data.files import refuse_a_path_that_cannot_be_a_folder
 from critic_data.hub_client import is_repo_id
 from critic_data.cards.model_card import write_model_card
 from critic_data.rl.rewards import DEFAULT_REWARDS, DEFAULT_WEIGHTS, reward_function
@@ -407,10 +407,7 @@ class CriticGRPOTrainer(GRPOTrainer):
 def check_output_dir(out: Path, resume: str | None) -> None:
     """A new run starts in an empty or new folder: the trainer would write over the checkpoints, weights
     and card of a run already there (a resumed run continues in its folder)."""
-    if out.is_symlink() and not out.exists():
-        raise UserError(f"--output_dir {out} is a link to {os.readlink(out)}, which does not exist; pass a folder")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output_dir {out} is a file; pass a folder")
+    refuse_a_path_that_cannot_be_a_folder("--output_dir", out)
     try:
         held = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
     except OSError as error:

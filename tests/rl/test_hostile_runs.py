@@ -212,6 +212,7 @@ def test_an_output_dir_that_cannot_take_a_new_run_is_one_line(tmp_path):
     (tmp_path / "notes").write_text("mine")
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
     for out, says in [(tmp_path / "notes", "is a file"), (tmp_path / "link", "which does not exist"),
+                      (tmp_path / "notes" / "run", f"{tmp_path / 'notes'} is a file, not a folder"),
                       (tmp_path, "already holds link, notes; a new run would write over it: choose another")]:
         with pytest.raises(UserError, match=says):
             check_output_dir(out, None)
