@@ -1,7 +1,9 @@
 """LLaVA-Critic-113k, pairwise config (`lmms-lab/llava-critic-113k`).
 
-Layout (SOURCES.md): `pairwise/train-0000K-of-00005.parquet`; columns `id` (e.g.
-`vlfeedback_1`), `source`, `conversations` (a human turn and a gpt turn) and `image`.
+Layout: the repository holds `pairwise/train-0000K-of-00005.parquet` beside the pointwise
+config's `pointwise/train-0000K-of-00006.parquet`, which is not read (nor fetched). Pairwise
+columns: `id` (e.g. `vlfeedback_1`), `source`, `conversations` (a human turn and a gpt turn)
+and `image`.
 
 The human turn is a judge prompt: `<image>`, one of ~30 instruction templates with
 evaluation criteria, the question, and the two responses labelled `The first response:` /

@@ -1,7 +1,7 @@
 """LLaVA-RLHF human preferences (`zhiqings/LLaVA-Human-Preference-10K`).
 
-Layout (SOURCES.md): one JSON array, `llava_7b_v1_preference.json`. The images are COCO
-train2017 files that the user supplies with `--image-root` (`<image_root>/<image>`).
+Layout: the repository holds one JSON array, `llava_7b_v1_preference.json`, and no images:
+they are COCO train2017 files that the user supplies with `--image-root` (`<image_root>/<image>`).
 
 Row: `id`, `image`, `conversations` (human/gpt turns, possibly wrapped in one extra list;
 the last turn is a gpt placeholder that the two candidates replace), `output_1`,
@@ -154,7 +154,7 @@ def open_snapshot(folder: Path, options: BuildOptions) -> _Reader:
 SOURCE = SourceSpec(
     name=NAME,
     hub_repo="zhiqings/LLaVA-Human-Preference-10K",
-    hub_files=("*.json",),
+    hub_files=(FILE,),
     # apache-2.0 on the Hub, CC BY-NC 4.0 on the project page: the stricter one holds.
     license="cc-by-nc-4.0",
     homepage="https://llava-rlhf.github.io",

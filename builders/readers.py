@@ -72,7 +72,11 @@ class SourceSpec:
 
     name: str
     hub_repo: str
-    hub_files: tuple[str, ...]  # allow_patterns when fetching from the Hub
+    # The files fetched from `hub_repo` (allow_patterns), at whatever revision is asked for: only
+    # those the reader reads. A source read from several revisions' layouts (VLFeedback's main and
+    # its parquet conversion, refs/convert/parquet) lists them all: each revision holds its own
+    # only, and a commit pinned from either needs no telling which branch it came from.
+    hub_files: tuple[str, ...]
     license: str
     homepage: str
     citation: str

@@ -1,9 +1,9 @@
 """RLHF-V (`openbmb/RLHF-V-Dataset`): human-corrected responses to detailed image questions.
 
-Layout (SOURCES.md): one parquet at the repo root, `RLHF-V-Dataset.parquet` (any
-`*.parquet` at the root or under `data/` is read). Columns: `image` (struct bytes/path),
-`text` (a JSON string `{"question", "chosen", "rejected"}`), `idx`, `ds_name`,
-`origin_dataset`, `origin_split` (opaque), `image_path`.
+Layout: the repository holds one parquet at its root, `RLHF-V-Dataset.parquet`, beside its
+README.md (any `*.parquet` at the root or under `data/` of a local folder is read). Columns:
+`image` (struct bytes/path), `text` (a JSON string `{"question", "chosen", "rejected"}`),
+`idx`, `ds_name`, `origin_dataset`, `origin_split` (opaque), `image_path`.
 
 Pairing: `chosen` is a human correction of `rejected`, so chosen is always better; there
 are no scores (margin is null) and no ties. The two are near-duplicates by design.
@@ -62,7 +62,7 @@ def open_snapshot(folder: Path, options: BuildOptions) -> ParquetReader:
 SOURCE = SourceSpec(
     name=NAME,
     hub_repo="openbmb/RLHF-V-Dataset",
-    hub_files=("*.parquet",),
+    hub_files=("RLHF-V-Dataset.parquet",),
     license="cc-by-nc-4.0",
     homepage="https://rlhf-v.github.io",
     citation="""@article{yu2023rlhf,

@@ -1,8 +1,14 @@
 """VLFeedback (`MMInstruction/VLFeedback`): four GPT-4V-rated completions per prompt.
 
-Layouts read (SOURCES.md): `vlfeedback_80k.jsonl` with images in `merged_images.zip`
-(`merged_images/<id>.jpg`, or that folder unzipped), or the parquet copy `data/*.parquet`
-(completions as a struct of lists, the image embedded). Parquet wins when both are present.
+Layouts read. The repository's main branch holds `vlfeedback_80k.jsonl` with the images in
+`merged_images.zip` (`merged_images/<id>.jpg`; that folder unzipped is read too), beside files
+the build does not read (`instruction_source.jsonl`, the loading script `VLFeedback.py`). The
+Hub's parquet conversion (revision `refs/convert/parquet`) holds `default/train/NNNN.parquet`,
+the image embedded in the column the loading script names `img_path`; other users' re-uploads
+hold `data/*.parquet` with an `image` column. Both parquet copies store the completions as a
+struct of lists. Parquet wins when a folder holds both; the manifest's `layout` says which was
+read (`parquet`, `converted-parquet` or `jsonl`). An image column that is not an Image struct
+(`struct<bytes, path>`) is no crash: its rows are rejected as `image_missing`.
 
 Pairing, as its authors and LLaVA-Critic did: a completion's score is the mean of its
 numeric aspect ratings (`--aspects`); a completion with a rating that is not a number (or
@@ -37,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from critic_data import UserError
 from critic_data.builders.options import BuildOptions
@@ -179,10 +186,11 @@ def _response(completion: dict) -> str:
     return clean_response(response) if isinstance(response, str) else ""
 
 
-def _parquet_rows(options: BuildOptions, file_name: str, first: int, rows: pa.Table) -> list[Example | Reject]:
+def _parquet_rows(options: BuildOptions, image_column: str, file_name: str, first: int,
+                  rows: pa.Table) -> list[Example | Reject]:
     """A ParquetReader converter: the rows' responses are cleaned, scored and paired for all of them at once."""
     rows, paired = _paired(rows, options)
-    return [_example(row, f"{file_name}:{first + offset}", image_from_struct(row.get("image")), options,
+    return [_example(row, f"{file_name}:{first + offset}", image_from_struct(row.get(image_column)), options,
                      _one_row_paired(row.get("completions"), options) if paired is None else paired[offset])
             for offset, row in enumerate(rows.to_pylist())]
 
@@ -358,10 +366,27 @@ def _numbers(ratings: pa.Array) -> pa.Array:
     return pc.if_else(pc.is_finite(values), values, pa.scalar(None, pa.float64()))
 
 
-def _parquet_columns(options: BuildOptions) -> list[str]:
+def _parquet_columns(options: BuildOptions, image_column: str) -> list[str]:
     """Only what pairing needs: GPT-4V's rationales are never even read from parquet."""
     ratings = [f"completions.annotations.list.element.{aspect}.Rating" for aspect in options.aspects]
-    return ["id", "prompt", "completions.response", *ratings, "image"]
+    return ["id", "prompt", "completions.response", *ratings, image_column]
+
+
+# Parquet copies, the first found wins: (folder of the shards, the manifest's name for the layout)
+PARQUET_LAYOUTS = (("data", "parquet"), ("default/train", "converted-parquet"))
+
+
+def _image_column(shard: Path) -> str:
+    """`image` (re-uploads), or `img_path` where a shard has only that (the Hub's conversion keeps
+    the loading script's name). A shard that cannot be read is named by ParquetReader, which
+    checks first that it is a regular file: a FIFO would block this read forever."""
+    if not shard.is_file():
+        return "image"
+    try:
+        names = pq.read_schema(shard).names
+    except Exception:  # pyarrow raises several types for a damaged file
+        return "image"
+    return "img_path" if "img_path" in names and "image" not in names else "image"
 
 
 def _jsonl_row(images: Path, options: BuildOptions, position: str, row: dict) -> Example | Reject:
@@ -374,9 +399,13 @@ def _jsonl_row(images: Path, options: BuildOptions, position: str, row: dict) ->
 
 
 def open_snapshot(folder: Path, options: BuildOptions):
-    parquet = sorted((folder / "data").glob("*.parquet"))
-    if parquet:
-        return ParquetReader(parquet, partial(_parquet_rows, options), _parquet_columns(options))
+    for shards, layout in PARQUET_LAYOUTS:
+        if parquet := sorted((folder / shards).glob("*.parquet")):
+            image_column = _image_column(parquet[0])
+            reader = ParquetReader(parquet, partial(_parquet_rows, options, image_column),
+                                   _parquet_columns(options, image_column), image_column=image_column)
+            reader.layout = layout
+            return reader
     jsonl = folder / "vlfeedback_80k.jsonl"
     if not jsonl.is_file():
         found = sorted(folder.glob("*.jsonl"))
@@ -396,15 +425,17 @@ def open_snapshot(folder: Path, options: BuildOptions):
         return JsonLinesReader(NAME, jsonl, [jsonl, images] if images.is_file() else [jsonl],
                                partial(_jsonl_row, images, options))
     raise UserError(
-        f"{folder} does not look like a VLFeedback snapshot: expected data/*.parquet, "
-        "or vlfeedback_80k.jsonl with merged_images.zip"
+        f"{folder} does not look like a VLFeedback snapshot: expected vlfeedback_80k.jsonl with merged_images.zip "
+        "(main), default/train/*.parquet (revision refs/convert/parquet) or data/*.parquet"
     )
 
 
 SOURCE = SourceSpec(
     name=NAME,
     hub_repo="MMInstruction/VLFeedback",
-    hub_files=("data/*.parquet",),
+    # main's files and its parquet conversion's: a revision holds one of them (a commit pinned from
+    # either is read alike); instruction_source.jsonl and the loading script are not read
+    hub_files=("vlfeedback_80k.jsonl", "merged_images.zip", "default/train/*.parquet"),
     license="unknown",  # the card states none
     homepage="https://vlf-silkie.github.io",
     citation="""@article{li2023silkie,

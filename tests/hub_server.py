@@ -13,8 +13,10 @@ Test hooks:
   regex answer `status` (None: every matching request, until `clear_failures()`).
 - `answer(pattern, body, content_type, status, times)`: the same, answering `body` instead: a proxy's
   login page, or garbage, where the Hub would answer JSON.
-- `put_files(repo_type, repo_id, files)`: commit files straight into a public repo (what a
-  download test reads), returning the commit id.
+- `put_files(repo_type, repo_id, files, branch=...)`: commit files straight into a public repo
+  (what a download test reads), returning the commit id. A branch that does not exist yet starts
+  with no files: `refs/convert/parquet`, the Hub's parquet conversion, is served as the Hub serves
+  it (a revision URL-encoded as `refs%2Fconvert%2Fparquet`, listed among the refs' `converts`).
 - `requests`: every request seen, as (method, path, status).
 
 Run by hand with `python -m tests.hub_server [PORT]` (token `hf_test_write`).
@@ -230,16 +232,17 @@ class LocalHub:
             self.repos[(repo_type, repo_id)] = repo
         return {"url": url, "name": repo_id, "id": repo_id}
 
-    def put_files(self, repo_type: str, repo_id: str, files: dict[str, bytes], title: str = "upload") -> str:
-        """Commit `files` to main of the public repo `repo_id` (created if missing); return the commit id."""
+    def put_files(self, repo_type: str, repo_id: str, files: dict[str, bytes], title: str = "upload",
+                  branch: str = "main") -> str:
+        """Commit `files` to `branch` of the public repo `repo_id` (created if missing); return the commit id."""
         with self._lock:
             repo = self.repos.setdefault((repo_type, repo_id), Repo(repo_type, repo_id, private=False))
-            head = repo.resolve("main")
+            head = repo.resolve(branch) if branch in repo.refs else None
             blobs = dict(head.files) if head else {}
             for path, data in files.items():
                 lfs = self.is_lfs(path, len(data), data[:1024])
                 blobs[path] = Blob(self.store(data), len(data), lfs, "" if lfs else git_blob_oid(data))
-            return self.new_commit(repo, "main", head, blobs, title).oid
+            return self.new_commit(repo, branch, head, blobs, title).oid
 
     def is_lfs(self, path: str, size: int, sample: bytes) -> bool:
         return any(fnmatch.fnmatch(path.rsplit("/", 1)[-1], p) for p in LFS_PATTERNS) or size >= LFS_THRESHOLD \
@@ -486,8 +489,8 @@ class _Handler(BaseHTTPRequestHandler):
         def ref(name, oid):
             return {"name": name, "ref": name if name.startswith("refs/") else f"refs/heads/{name}", "targetCommit": oid}
 
-        answer = {"branches": [ref(n, o) for n, o in repo.refs.items() if not n.startswith("refs/pr/")],
-                  "tags": [], "converts": []}
+        answer = {"branches": [ref(n, o) for n, o in repo.refs.items() if not n.startswith(("refs/pr/", "refs/convert/"))],
+                  "tags": [], "converts": [ref(n, o) for n, o in repo.refs.items() if n.startswith("refs/convert/")]}
         if self._query().get("include_prs"):
             answer["pullRequests"] = [ref(n, o) for n, o in repo.refs.items() if n.startswith("refs/pr/")]
         self._json(200, answer)

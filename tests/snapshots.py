@@ -1,4 +1,6 @@
-"""Format-exact miniature snapshots of the sources, with the quirks of SOURCES.md planted.
+"""Format-exact miniature snapshots of the sources, with their known quirks planted; and each
+source's Hub repository as it is laid out today, files the build does not read included
+(`write_*_repo`), for the tests that fetch from a local Hub.
 
 Used by the tests, and by `python -m tests.snapshots sample/` to regenerate the bundled
 sample that `make demo` builds.
@@ -127,6 +129,56 @@ def write_vlfeedback_parquet(folder: Path, n: int = 24, seed: int = 0, quirks: b
     """The parquet copy: `data/train-0000K-of-0000N.parquet`, completions as a struct of lists."""
     (folder / "data").mkdir(parents=True, exist_ok=True)
     rows = vlfeedback_rows(n, seed, quirks)
+    records = _vlfeedback_records(rows, quirks)
+    per_shard = -(-len(records) // shards)
+    for k in range(shards):
+        chunk = records[k * per_shard:(k + 1) * per_shard]
+        pq.write_table(pa.Table.from_pylist(chunk), folder / "data" / f"train-{k:05d}-of-{shards:05d}.parquet",
+                       row_group_size=5)  # several row groups: parts of several groups when ROWS_PER_BATCH is patched low
+    return rows
+
+
+def write_vlfeedback_converted(folder: Path, n: int = 24, seed: int = 0, shards: int = 2, image_column: str = "img_path",
+                               image=None) -> list[dict]:
+    """The Hub's parquet conversion of VLFeedback (revision `refs/convert/parquet`):
+    `default/train/NNNN.parquet`, the image in the loading script's `img_path` Image column.
+    `image(index, value)`, when given, turns a row's Image struct (None: no image) into the
+    column's value: a type the conversion might have given it (a path string, raw bytes)."""
+    (folder / "default" / "train").mkdir(parents=True, exist_ok=True)
+    rows = vlfeedback_rows(n, seed, quirks=True)
+    records = _vlfeedback_records(rows, quirks=True)
+    for index, record in enumerate(records):
+        value = record.pop("image")
+        record[image_column] = value if image is None else image(index, value)
+    per_shard = -(-len(records) // shards)
+    for k in range(shards):
+        pq.write_table(pa.Table.from_pylist(records[k * per_shard:(k + 1) * per_shard]),
+                       folder / "default" / "train" / f"{k:04d}.parquet", row_group_size=5)
+    return rows
+
+
+def write_vlfeedback_repo(folder: Path, n: int = 24, seed: int = 0) -> list[dict]:
+    """MMInstruction/VLFeedback's main branch: `vlfeedback_80k.jsonl`, `merged_images.zip`, and
+    what the build does not read: `instruction_source.jsonl`, the loading script, the card."""
+    rows = write_vlfeedback_jsonl(folder, n, seed)
+    with (folder / "instruction_source.jsonl").open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps({"id": row["id"], "source": row["id"].rsplit("-", 1)[0]}) + "\n")
+    (folder / "VLFeedback.py").write_text(
+        'import datasets\n\n\nclass VLFeedback(datasets.GeneratorBasedBuilder):\n'
+        '    """Yields id, prompt, models, completions and the image as img_path."""\n')
+    _write_repo_card(folder, "VLFeedback")
+    return rows
+
+
+def _write_repo_card(folder: Path, title: str) -> None:
+    """The README.md and .gitattributes every Hub repository holds."""
+    (folder / "README.md").write_text(f"---\nlicense: other\n---\n# {title}\n")
+    (folder / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+
+
+def _vlfeedback_records(rows: list[dict], quirks: bool) -> list[dict]:
+    """Rows as the parquet copies store them: completions as a struct of lists, the image embedded."""
     records = []
     for i, row in enumerate(rows):
         completions = row["completions"]
@@ -143,18 +195,9 @@ def write_vlfeedback_parquet(folder: Path, n: int = 24, seed: int = 0, quirks: b
             },
             "image": None if data is None else {"bytes": data, "path": f"{row['id']}.jpg"},
         })
-    per_shard = -(-len(records) // shards)
-    for k in range(shards):
-        chunk = records[k * per_shard:(k + 1) * per_shard]
-        pq.write_table(pa.Table.from_pylist(chunk), folder / "data" / f"train-{k:05d}-of-{shards:05d}.parquet",
-                       row_group_size=5)  # several row groups: parts of several groups when ROWS_PER_BATCH is patched low
-    return rows
+    return records
 
 
-if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "sample")
-    write_vlfeedback_jsonl(target / "vlfeedback", n=48, seed=7)
-    print(f"wrote {target}/vlfeedback")
 
 
 # --- RLHF-V -------------------------------------------------------------------------------
@@ -286,3 +329,48 @@ def write_llava_critic(folder: Path, n: int = 12, seed: int = 0, duplicate_of: d
         pq.write_table(pa.Table.from_pylist(records[k * per_shard:(k + 1) * per_shard]),
                        folder / "pairwise" / f"train-{k:05d}-of-{shards:05d}.parquet")
     return expected
+
+
+def write_llava_critic_pointwise(folder: Path, n: int = 12, shards: int = 6) -> None:
+    """`pointwise/train-0000K-of-0000N.parquet`: one response scored per row (not read)."""
+    (folder / "pointwise").mkdir(parents=True, exist_ok=True)
+    records = [{"id": f"pointwise_{i}", "source": "vlfeedback",
+                "conversations": [{"from": "human", "value": f"<image>\nRate this response: Answer {i}."},
+                                  {"from": "gpt", "value": f"The response deserves a score of {1 + i % 10}."}],
+                "image": {"bytes": jpeg(700 + i), "path": None}} for i in range(n)]
+    per_shard = -(-n // shards)
+    for k in range(shards):
+        pq.write_table(pa.Table.from_pylist(records[k * per_shard:(k + 1) * per_shard]),
+                       folder / "pointwise" / f"train-{k:05d}-of-{shards:05d}.parquet")
+
+
+def write_llava_critic_repo(folder: Path) -> list[dict]:
+    """lmms-lab/llava-critic-113k: the pairwise config's 5 shards beside the pointwise config's 6, and the card."""
+    expected = write_llava_critic(folder, n=15, shards=5)
+    write_llava_critic_pointwise(folder)
+    _write_repo_card(folder, "LLaVA-Critic-113k")
+    return expected
+
+
+def write_rlhf_v_repo(folder: Path) -> list[dict]:
+    """openbmb/RLHF-V-Dataset: `RLHF-V-Dataset.parquet` at the root, and the card."""
+    texts = write_rlhf_v(folder)
+    _write_repo_card(folder, "RLHF-V-Dataset")
+    return texts
+
+
+def write_llava_rlhf_repo(folder: Path, image_root: Path) -> list[dict]:
+    """zhiqings/LLaVA-Human-Preference-10K: `llava_7b_v1_preference.json` and the card; the COCO
+    images it names go to `image_root`, which the user supplies."""
+    rows = write_llava_rlhf(folder, image_root)
+    _write_repo_card(folder, "LLaVA-Human-Preference-10K")
+    return rows
+
+
+if __name__ == "__main__":  # `python -m tests.snapshots DIR`: a miniature of every source, laid out as its Hub repo
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "out/mini")
+    write_vlfeedback_repo(target / "vlfeedback", n=48, seed=7)  # seed 7: the bundled sample/vlfeedback's rows
+    write_rlhf_v_repo(target / "rlhf_v")
+    write_llava_rlhf_repo(target / "llava_rlhf", target / "coco-train2017")
+    write_llava_critic_repo(target / "llava_critic")
+    print(f"wrote {target}/: vlfeedback, rlhf_v, llava_rlhf (images in coco-train2017), llava_critic")
