@@ -7,6 +7,7 @@ Keys are tuples naming what was counted:
     ("filtered", rule)                      pairs dropped by a rule (source modules and decide)
     ("note", name)                          per-row facts worth counting (e.g. unrated completions)
     ("duplicates", source)                  pairs dropped as copies of a pair kept from `source` (decide)
+    ("conflicts", source)                   of those, the copies whose label disagrees with the kept one's
     ("kept", split, answer)                 pairs kept (decide)
     ("kept_by_origin", origin)              kept pairs by the dataset a re-judged pair comes from
 Every input row ends in exactly one place (used or rejected); every formed pair in one
@@ -41,6 +42,7 @@ class SourceCounts(Counter):
                 "pairs_kept": self.total("kept"),
             },
             "duplicates_of": self.by("duplicates"),
+            "conflicting_duplicates_of": self.by("conflicts"),
             "rejects_by_reason": self.by("rejected"),
             "notes": self.by("note"),
             "label_balance": labels,

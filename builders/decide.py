@@ -3,7 +3,8 @@
 It sees every candidate of a build in input order (sources in build order), so its decisions
 never depend on worker count: ties kept or dropped (the one place ties are decided, by
 --keep-ties), duplicates dropped (exact copies, and across sources copies by content),
---balance-length, and the presented order, which balances the labels.
+--balance-length, the presented order, which balances the labels, and each kept row's id, unique
+in the dataset.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ class Decider:
 
     A duplicate is a pair whose exact key (image bytes, question, responses) was kept before,
     or, in a build of several sources, whose content (`duplicates.py`) an earlier source kept.
+    The copy kept first keeps its label: the earlier source's in build order (LLaVA-Critic re-judged
+    the others' pairs: the original annotation wins), within a source the earlier row's. A
+    duplicate whose label disagrees with the kept copy's (the other response preferred, or a tie
+    against a preference) is counted apart, as a conflict, per source pair.
+
+    A row's id (source, source id and responses, hashed) is unique but for input rows that share a
+    source id and responses with another image or question: the first kept keeps it, a later one
+    takes an id made from its exact key (numbered, should even that be taken). Input order decides
+    which is first: ids are stable across runs and worker counts.
+
     Labels are balanced to within one row per (source, split) without a second pass: kept
     pairs are taken in couples in input order; the first of a couple is ordered by its keyed
     hash, the second gets the other label.
@@ -49,7 +60,8 @@ class Decider:
 
     def __init__(self, options: BuildOptions):
         self.options = options
-        self.seen: dict[str, str] = {}  # exact key -> source of the pair kept
+        self.seen: dict[str, tuple[str, int]] = {}  # exact key -> source of the pair kept, the response it prefers
+        self.ids: set[str] = set()  # of the rows kept
         self.earlier_sources = CrossSourceIndex()
         self.pending_label: dict[tuple[str, str], str | None] = defaultdict(lambda: None)
         self.lengths: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))  # kept (L, S)
@@ -59,19 +71,17 @@ class Decider:
         copies = [None] * len(candidates)
         if candidates and candidates[0].content is not None:
             copies = self.earlier_sources.earlier_copies([c.content[0] for c in candidates],
-                                                         [c.content[1] for c in candidates])
+                                                         [c.content[2] for c in candidates])
         return [self._answer(candidate, copy, counts) for candidate, copy in zip(candidates, copies)]
 
     def source_done(self) -> None:
         self.earlier_sources.seal()
 
-    def _answer(self, candidate: Candidate, earlier_copy: str | None, counts: SourceCounts) -> str | None:
+    def _answer(self, candidate: Candidate, earlier_copy: tuple[str, int] | None, counts: SourceCounts) -> str | None:
         if candidate.tie and not self.options.ties_allowed(sum(counts["kept", split, "tie"] for split in SPLITS)):
             counts["filtered", "tie_dropped"] += 1  # the one place ties are decided
             return None
-        kept_copy = self.seen.get(candidate.key) or earlier_copy
-        if kept_copy is not None:
-            counts["duplicates", kept_copy] += 1
+        if self._is_duplicate(candidate, earlier_copy, counts):
             return None
         if self.options.balance_length and candidate.longer:
             # before the pair is marked seen: a later copy of a pair dropped here is not a duplicate
@@ -82,10 +92,11 @@ class Decider:
                 counts["filtered", "length_balance"] += 1
                 return None
             self.lengths[slot] = longer, shorter
-        self.seen[candidate.key] = candidate.source
+        self.seen[candidate.key] = candidate.source, candidate.preferred
         if candidate.content is not None:
-            text, image = candidate.content
-            self.earlier_sources.add(text, candidate.source, image)
+            text, preferred, image = candidate.content
+            self.earlier_sources.add(text, candidate.source, image, preferred)
+        candidate.id = self._unique_id(candidate)
         if candidate.origin is not None:
             counts["kept_by_origin", candidate.origin] += 1
         if candidate.tie:
@@ -100,3 +111,30 @@ class Decider:
                 self.pending_label[slot] = None
         counts["kept", candidate.split, answer] += 1
         return answer
+
+    def _is_duplicate(self, candidate: Candidate, earlier_copy: tuple[str, int] | None, counts: SourceCounts) -> bool:
+        """Whether a copy of the pair was kept (counted by the source that kept it, and as a
+        conflict when the copies' labels disagree)."""
+        exact = self.seen.get(candidate.key)
+        if exact is not None:
+            (source, preferred), own = exact, candidate.preferred
+        elif earlier_copy is not None:
+            (source, preferred), own = earlier_copy, candidate.content[1]
+        else:
+            return False
+        counts["duplicates", source] += 1
+        if preferred != own:
+            counts["conflicts", source] += 1
+        return True
+
+    def _unique_id(self, candidate: Candidate) -> str:
+        """The kept pair's id, or, when a kept row has it already, one made from its exact key."""
+        row_id = candidate.id
+        if row_id in self.ids:
+            row_id = base = f"{candidate.source}-{candidate.key[:16]}"
+            number = 1
+            while row_id in self.ids:
+                number += 1
+                row_id = f"{base}-{number}"
+        self.ids.add(row_id)
+        return row_id

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from critic_data import UserError, option
+from critic_data.files import published_path
 from critic_data.schemas import SOURCE_NAMES
 from critic_data.schemas.prompts import PROMPT_STYLES
 
@@ -32,37 +33,44 @@ class BuildOptions:
 
     out: Path = option(help="Output dataset folder (Hub layout).")
     sources: tuple[str, ...] = option(("vlfeedback",), f"Source(s) to build: {', '.join(SOURCE_NAMES)}, or all. "
-                                      "Repeatable or comma-separated.", flag="--source", type=list[str], required=True)
+                                      "Repeatable or comma-separated.", flag="--source", type=list[str], required=True,
+                                      metavar="|".join((*SOURCE_NAMES, "all")))
     # source name -> local snapshot folder; a source without one is fetched from the Hub
     inputs: dict[str, Path] = option(help="Local snapshot folder: DIR for one source, SOURCE=DIR for several. Without it "
                                      "the source is fetched from the Hub.", factory=dict, flag="--input", type=list[str],
-                                     cli_default=[])
+                                     cli_default=[], metavar="dir|source=dir")
     image_root: Path | None = option(None, "Folder of COCO train2017 images (llava_rlhf).")
     revision: str | None = option(None, "Hub revision to fetch when no --input is given.")
     seed: int = option(0, "Seed for the presented order and the split.")
     margin: float = option(0.6, "Keep a scored pair when its score gap exceeds this.")
-    pairs_per_prompt: str = option("max-gap", "max-gap: the widest pair per row; all: every pair over the margin.")
+    pairs_per_prompt: str = option("max-gap", "max-gap: the widest pair per row; all: every pair over the margin.",
+                                   metavar="max-gap|all")
     aspects: tuple[str, ...] = option(VLFEEDBACK_ASPECTS, "VLFeedback rating aspects averaged into a score (repeatable "
-                                      "or comma-separated).", type=list[str], cli_default=list(VLFEEDBACK_ASPECTS))
+                                      "or comma-separated).", type=list[str], cli_default=list(VLFEEDBACK_ASPECTS),
+                                      metavar="aspect,...")
     keep_ties: int | str = option(0, "Keep up to N tied pairs per source, or all of them, labelled 'tie' (default 0: "
-                                  "drop ties).", type=str, cli_default="0")
+                                  "drop ties).", type=str, cli_default="0", metavar="count|all")
     prompt_style: str = option("critic-data", "Critic prompt body: critic-data (ours) or llava-critic (LLaVA-Critic's "
                                "pairwise judge template, the official RL set's); both end in the official think/boxed "
-                               "instruction.")
+                               "instruction.", metavar="|".join(PROMPT_STYLES))
     balance_length: bool = option(False, "Per source and split, drop the fewest pairs (each decided in input order) so "
                                   "that the pairs whose better response is the longer one (more characters) and those "
                                   "whose better response is the shorter one differ by at most √n, n being their sum "
                                   "(the longer-better share is 50% ± 50%/√n: as even as n fair coin flips come out two "
                                   "times in three; equal lengths count as neither). Dropped pairs are counted as "
                                   "pairs_filtered.length_balance.")
-    test_size: float = option(0.02, "Fraction of (image, question) groups in the test split.")
+    # None: resolved in __post_init__ (the manifest records the value used)
+    test_size: float | None = option(None, "Fraction of (image, question) groups in the test split. Default: 0.02; 0 "
+                                     "with --prompt-style llava-critic, the official RL set's, which LLaVA-Critic-R1 "
+                                     "trained on whole.", show_default=False)
     max_shard_bytes: int = option(500 * 1024 * 1024, "Roll over to a new parquet shard past this size.",
-                                  flag="--max-shard-size", type=str, cli_default="500MB")
+                                  flag="--max-shard-size", type=str, cli_default="500MB", metavar="size")
     max_image_pixels: int = option(DEFAULT_MAX_PIXELS, "Reject images with more pixels than this.")
     image_check: str = option("structure", "structure: headers parse and the data is complete (fast); decode: also "
-                              "decode every image.")
+                              "decode every image.", metavar="|".join(IMAGE_CHECKS))
     format: str = option("trl", "trl: conversational prompt for TRL (default); easyr1: what LLaVA-Critic-R1's EasyR1 "
-                         "fork reads (image, question, answer).", flag="--format")
+                         "fork reads (image, question, answer).", flag="--format",
+                         metavar="trl|easyr1")
     overwrite: bool = option(False, "Replace --out if it holds a previous critic-data build (and nothing else).")
     num_proc: int = option(1, "Worker processes that read, check and pair the input (the output does not depend on "
                            "it).", cli_default=os.cpu_count() or 1, manifest=False)
@@ -83,6 +91,8 @@ class BuildOptions:
             raise UserError(f"--num-proc must be at least 1, not {self.num_proc}")
         if self.pairs_per_prompt not in ("max-gap", "all"):
             raise UserError(f"--pairs-per-prompt must be 'max-gap' or 'all', not {self.pairs_per_prompt!r}")
+        if self.test_size is None:  # the official composition (README) is then one command, its split included
+            self.test_size = 0.0 if self.prompt_style == "llava-critic" else 0.02
         if not 0.0 <= self.test_size < 1.0:
             raise UserError(f"--test-size must be in [0, 1), not {self.test_size}")
         if self.image_check not in IMAGE_CHECKS:
@@ -138,12 +148,13 @@ class BuildOptions:
         return math.isqrt(pairs)
 
     def to_manifest(self) -> dict:
-        """The resolved options that shape the data, JSON-ready (paths as strings)."""
+        """The resolved options that shape the data, JSON-ready (paths as `published_path` writes
+        them: build.json is published with the data)."""
         resolved = {name: value for name, value in asdict(self).items()
                     if self.__dataclass_fields__[name].metadata["cli"].get("manifest", True)}
-        resolved["out"] = str(self.out)
-        resolved["inputs"] = {name: str(path) for name, path in self.inputs.items()}
-        resolved["image_root"] = None if self.image_root is None else str(self.image_root)
+        resolved["out"] = published_path(self.out)
+        resolved["inputs"] = {name: published_path(path) for name, path in self.inputs.items()}
+        resolved["image_root"] = None if self.image_root is None else published_path(self.image_root)
         resolved["sources"] = list(self.sources)
         resolved["aspects"] = list(self.aspects)
         return resolved

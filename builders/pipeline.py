@@ -39,21 +39,23 @@ from critic_data.builders.output import staged
 from critic_data.builders.parallel import ended_unexpectedly, prepared_chunks, worker_started
 from critic_data.builders.prepare import presented, schema
 from critic_data.builders.readers import SourceSpec, file_identity
-from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot
+from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot, published_command
 from critic_data.builders.writer import SplitWriter
 
 
 def resolve_snapshot(spec: SourceSpec, options: BuildOptions) -> tuple[Snapshot, object]:
-    """Open a source's local snapshot (or fetch it); return it with its reader."""
+    """Open a source's local snapshot (or fetch it); return it with its reader. The manifest's
+    origin of either says which of the source's layouts was read."""
     folder = options.inputs.get(spec.name)
     if folder is None:
         folder = fetch_from_hub(spec.hub_repo, options.revision, list(spec.hub_files))
         reader = spec.open(folder, options)
-        return Snapshot(folder, hub_origin(spec.hub_repo, folder, options.revision)), reader
-    if not folder.is_dir():
+        snapshot = Snapshot(folder, hub_origin(spec.hub_repo, folder, options.revision))
+    elif not folder.is_dir():
         raise UserError(f"--input {folder} is not a folder; pass the local snapshot of {spec.hub_repo}")
-    reader = spec.open(folder, options)
-    snapshot = local_snapshot(folder, reader.files)
+    else:
+        reader = spec.open(folder, options)
+        snapshot = local_snapshot(folder, reader.files)
     snapshot.origin["layout"] = reader.layout
     return snapshot, reader
 
@@ -78,11 +80,14 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
             _refuse_changed_inputs(seen, options.out)
             if not any(stats["counts"]["pairs_kept"] for stats in manifest["sources"].values()):
                 raise UserError(_nothing_kept(manifest["sources"], options.out))
-            manifest["command"] = argv
+            paths = [options.out, *options.inputs.values(), *([options.image_root] if options.image_root else [])]
+            manifest["command"] = None if argv is None else published_command(argv, paths)
             # allow_nan=False: build.json stays valid JSON, whatever slipped past the options' checks
             (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
             from critic_data.cards.statistics import card_statistics
 
+            if progress is not None:  # a pause of its own after the rows' bars: say what it is
+                progress.add_task("writing the card", total=None)
             # the card's figures, counted from the data files just written (in this process: polars
             # must not run in a forked one, whose copy of polars' thread pool has no threads)
             card = partial(_write_card, staging, manifest, options.sources, card_statistics(staging, manifest),
@@ -236,7 +241,8 @@ def _run_source(reader, options: BuildOptions, scratch: Path, decider: Decider, 
         for split, writer in writers.items():
             picked = [i for i, (c, a) in enumerate(zip(chunk.candidates, answers)) if a and c.split == split]
             if picked:
-                writer.write(presented(table, picked, [answers[i] for i in picked], options))
+                writer.write(presented(table, picked, [answers[i] for i in picked], options,
+                                       [chunk.candidates[i].id for i in picked]))
     return counts
 
 

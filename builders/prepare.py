@@ -21,13 +21,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from critic_data.builders.duplicates import text_key, thumbnail
+from critic_data.builders.duplicates import content_key, thumbnail
 from critic_data.builders.images import check_image
 from critic_data.builders.keys import digest, image_digest, unit
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import RowBatch
 from critic_data.builders.records import Example, Pair
-from critic_data.schemas import FORMATS, Reject, RejectReason, arrow_schema, validate_columns
+from critic_data.schemas import FORMATS, IMAGE_PLACEHOLDER, Reject, RejectReason, arrow_schema, validate_columns
 from critic_data.schemas.prompts import FORMAT_INSTRUCTION, TEMPLATES
 
 
@@ -41,8 +41,13 @@ class Candidate:
     order: float  # keyed hash deciding the presented order (first of a couple)
     tie: bool
     origin: str | None = None  # the dataset a re-judged pair comes from (counted per kept pair)
-    content: tuple[int, bytes | None] | None = None  # text key and image thumbnail (builds of several sources)
+    # text key, the response it prefers, and image thumbnail (builds of several sources)
+    content: tuple[int, int, bytes | None] | None = None
     longer: int = 0  # 1: the better response has more characters than the worse, -1: fewer, 0: as many, or a tie
+    # the response the pair prefers, comparable between exact copies: 0 a tie, 1 the better one
+    # sorts before the worse one, 2 after it (content copies compare `content_key`'s own)
+    preferred: int = 1
+    id: str = ""  # the row's id; the ordered step renames a pair whose id a kept pair has already
 
 
 @dataclass
@@ -162,10 +167,14 @@ def _text_problem(item: Example) -> tuple[RejectReason, str] | None:
 def _candidate(item: Example, pair: Pair, row_id: str, split: str, digests: list[str], image_key: bytes | None,
                options: BuildOptions) -> Candidate:
     key = digest(*digests, item.question, *sorted((pair.better, pair.worse)))
+    preferred = 0 if pair.tie else 1 if pair.better < pair.worse else 2
     # a pair re-published by a later source is found by content (duplicates.py)
-    content = (text_key(item.question, pair.better, pair.worse), image_key) if len(options.sources) > 1 else None
+    content = None
+    if len(options.sources) > 1:
+        content = (*content_key(item.question, pair.better, pair.worse, pair.tie), image_key)
     longer = 0 if pair.tie else (len(pair.better) > len(pair.worse)) - (len(pair.better) < len(pair.worse))
-    return Candidate(item.source, key, split, unit(options.seed, "order", row_id), pair.tie, item.origin, content, longer)
+    return Candidate(item.source, key, split, unit(options.seed, "order", row_id), pair.tie, item.origin, content, longer,
+                     preferred, row_id)
 
 
 def render(offered: list[tuple[int, Example, Pair, str]], images: pa.Array | None, options: BuildOptions) -> pa.Table:
@@ -234,12 +243,15 @@ def schema(output_format: str) -> pa.Schema:
     return arrow_schema(FORMATS[output_format])
 
 
-def presented(table: pa.Table, picked: list[int], answers: list[str], options: BuildOptions) -> pa.Table:
+def presented(table: pa.Table, picked: list[int], answers: list[str], options: BuildOptions,
+              ids: list[str] | None = None) -> pa.Table:
     """Candidates `picked` (ascending indices) of a chunk's table as output rows, each in the
     presented order its answer names ("1": the better response first), its prompt rendered in
-    that order. Done part by part (the table's batches, as `prepare` rendered them): the text of
-    a part fits an Arrow array, that of a whole chunk may not."""
+    that order; `ids`: the rows' ids as the ordered step decided them (else the table's). Done
+    part by part (the table's batches, as `prepare` rendered them): the text of a part fits an
+    Arrow array, that of a whole chunk may not."""
     picked, answer, rendered, first = np.asarray(picked), pa.array(answers, pa.string()), [], 0
+    row_ids = None if ids is None else pa.array(ids, pa.string())
     for part in table.to_batches():
         start, end = np.searchsorted(picked, (first, first + part.num_rows))
         rows = picked[start:end] - first
@@ -252,20 +264,22 @@ def presented(table: pa.Table, picked: list[int], answers: list[str], options: B
             part = part.slice(int(rows[0]), len(rows))
         else:
             part = part.take(pa.array(rows, pa.int64()))
-        rendered.append(_in_order(part, answer.slice(start, end - start), options))
+        part_ids = part["id"] if row_ids is None else row_ids.slice(start, end - start)
+        rendered.append(_in_order(part, answer.slice(start, end - start), part_ids, options))
     return pa.Table.from_batches(rendered, schema(options.format))
 
 
-def _in_order(pairs: pa.RecordBatch, answer: pa.Array, options: BuildOptions) -> pa.RecordBatch:
-    """Rows of `render`'s columns in the output schema, the responses in the order `answer` names."""
+def _in_order(pairs: pa.RecordBatch, answer: pa.Array, ids: pa.Array, options: BuildOptions) -> pa.RecordBatch:
+    """Rows of `render`'s columns in the output schema, with these ids, the responses in the order
+    `answer` names."""
     second_first = pc.equal(answer, "2")
     first = pc.if_else(second_first, pairs["worse"], pairs["better"])
     second = pc.if_else(second_first, pairs["better"], pairs["worse"])
     body = _bodies(options.template(), pairs["question"], first, second)
-    columns = {name: pairs[name] for name in ("id", "source", "source_id", "margin", "template")}
-    columns["answer"] = answer
+    columns = {name: pairs[name] for name in ("source", "source_id", "margin", "template")}
+    columns.update(id=ids, answer=answer)
     if options.format == "easyr1":  # the fork reads `<image>` then the body; it adds the instruction itself
-        columns.update(image=pairs["images"], question=pc.binary_join_element_wise("<image>", body, ""))
+        columns.update(image=pairs["images"], question=pc.binary_join_element_wise(IMAGE_PLACEHOLDER, body, ""))
     else:
         counts = pc.list_value_length(pairs["images"]).to_numpy(zero_copy_only=False)
         columns.update(images=pairs["images"], question=pairs["question"], response_1=first, response_2=second,

@@ -1,4 +1,11 @@
-"""Text hygiene shared by every source: what must never reach a question or a response."""
+"""Text hygiene shared by every source: what must never reach a question or a response.
+
+`<image>` is removed from both: it is the image placeholder of the sources' chat formats (LLaVA's),
+never content. Left in a text, it would be one placeholder too many where it is read as one: the
+EasyR1 fork splits its prompt at every `<image>` (a row then asks for two images and has one), and
+LLaVA-style processors expand it into image features. Other spellings (`<Image>`, `<img>`, MMMU's
+`<image 1>`) are plain text to both, and can be what a text means (HTML's `<img>` tag): kept.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from critic_data.schemas.prompts import strip_control_tokens
-from critic_data.schemas import RejectReason
+from critic_data.schemas import IMAGE_PLACEHOLDER, RejectReason
 
 # Browsing debris left in GPT-4V answers, e.g. 【3†source】 (always inside 【...】 brackets).
 _CITATION = re.compile(r"【[^【】]{0,40}】")
-_IMAGE_TOKEN = re.compile(r"<image>\s*")
+_IMAGE_TOKEN = re.compile(re.escape(IMAGE_PLACEHOLDER) + r"\s*")
 _BLANK_RUNS = re.compile(r"(?<![ \t])[ \t]++\n")  # starts only where a run starts: each run read once
 # What `str.strip()` removes (every character whose `isspace()` is true), and the invisible
 # characters it keeps: zero-width space, non-joiner and joiner, word joiner, byte-order mark.
@@ -34,7 +41,7 @@ def _without_citations(text: str) -> str:
 
 
 def _without_image_tokens(text: str) -> str:
-    return _remove(_IMAGE_TOKEN, text) if "<image>" in text else text
+    return _remove(_IMAGE_TOKEN, text) if IMAGE_PLACEHOLDER in text else text
 
 
 def _until_stable(text: str, *removals) -> str:
@@ -50,10 +57,10 @@ def _until_stable(text: str, *removals) -> str:
 
 
 def clean_response(text: str) -> str:
-    """A candidate response without citation debris, chat-control markers (`<|im_end|>`) and
-    surrounding whitespace (zero-width characters included)."""
-    if "<|" in text or "【" in text:  # the cheap test first: almost no response holds either
-        text = _until_stable(text, strip_control_tokens, _without_citations)
+    """A candidate response without citation debris, chat-control markers (`<|im_end|>`), `<image>`
+    placeholders and surrounding whitespace (zero-width characters included)."""
+    if "<|" in text or "【" in text or IMAGE_PLACEHOLDER in text:  # the cheap test first: almost no response holds one
+        text = _until_stable(text, strip_control_tokens, _without_citations, _without_image_tokens)
     if " \n" in text or "\t\n" in text:
         text = _BLANK_RUNS.sub("\n", text)
     return text.strip(_BLANK)
@@ -77,11 +84,12 @@ def clean_responses(texts: pa.Array) -> pa.Array:
 
 
 def _special(texts: pa.StringArray) -> np.ndarray:
-    """Which texts (no nulls) may hold `<|`, `【` or a blank before a line break: those `clean_response`
-    must see. Each literal is searched on its own (a regular expression finds a literal fast, an
-    alternation or a class slowly), the blanks in the array's bytes: a text is marked when a line
-    break in it follows a space or a tab (the space may end the text before: marked anyway)."""
+    """Which texts (no nulls) may hold `<|`, `【`, `<image>` or a blank before a line break: those
+    `clean_response` must see. Each literal is searched on its own (a regular expression finds a
+    literal fast, an alternation or a class slowly), the blanks in the array's bytes: a text is marked
+    when a line break in it follows a space or a tab (the space may end the text before: marked anyway)."""
     special = pc.or_(pc.match_substring_regex(texts, r"<\|"), pc.match_substring_regex(texts, "【"))
+    special = pc.or_(special, pc.match_substring_regex(texts, IMAGE_PLACEHOLDER))
     special = special.to_numpy(zero_copy_only=False)
     if not len(texts):
         return special

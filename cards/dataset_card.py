@@ -17,6 +17,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from critic_data.cards import LLAVA_CRITIC_CITATION, LLAVA_CRITIC_R1_CITATION
 from critic_data.schemas import FORMATS, yaml_features
+from critic_data.schemas.prompts import TEMPLATES
 
 # Least to most restrictive; a build's licence is that of its most restrictive source.
 _LICENSE_ORDER = ("apache-2.0", "unknown", "cc-by-nc-4.0")
@@ -77,6 +78,21 @@ def _margin_rows(statistics: dict | None) -> list[tuple[str, list[int]]]:
     return [(label, list(counts)) for label, counts in rows if any(counts)]
 
 
+def _against_the_official_set(manifest: dict) -> dict | None:
+    """What a build of LLaVA-Critic-113k in the official RL set's prompt style does otherwise than that
+    set (the figures the card's comparison needs); None for other builds."""
+    critic = manifest["sources"].get("llava_critic")
+    if manifest["options"].get("prompt_style") != "llava-critic" or critic is None:
+        return None
+    counts, reasons = critic["counts"], critic.get("rejects_by_reason", {})
+    unparsable = reasons.get("prompt_unparsable", 0) + reasons.get("verdict_unparsable", 0)
+    return {"test_rows": manifest["splits"].get("test", {}).get("rows", 0), "unparsable": unparsable,
+            "rejected_otherwise": counts["rows_rejected"] - unparsable, "duplicates": counts["duplicates_dropped"],
+            "filtered": sum(counts["pairs_filtered"].values()),
+            "label_sentence": TEMPLATES[manifest["template"]].rsplit("\n", 1)[-1],
+            "other_sources": [name for name in manifest["sources"] if name != "llava_critic"]}
+
+
 def render_dataset_card(manifest: dict, specs: list, repo_id: str | None = None, statistics: dict | None = None,
                         plots: list[str] = ()) -> str:
     """The README.md of a built dataset folder, given the specs of its sources (in the manifest's
@@ -126,6 +142,7 @@ def render_dataset_card(manifest: dict, specs: list, repo_id: str | None = None,
         split_rows={name: split["rows"] for name, split in splits.items()},
         statistics=statistics,
         margin_rows=_margin_rows(statistics),
+        official=_against_the_official_set(manifest),
         plots={name: f"{PLOTS}/{name}" for name in plots},
         # Quoted so that it can be pasted back into a shell (e.g. --aspects "Visual Faithfulness").
         command=shlex.join(manifest["command"]) if manifest.get("command") else None,

@@ -87,7 +87,7 @@ def _unreadable_part(manifest: dict) -> str | None:
             return f"sources.{name}.counts is not an object"
         if not _is_count(source.get("counts", {}).get("duplicates_dropped", 0)):
             return f"sources.{name}.counts.duplicates_dropped is not a whole number"
-        for key in ("rejects_by_reason", "duplicates_of"):
+        for key in ("rejects_by_reason", "duplicates_of", "conflicting_duplicates_of"):
             counts = source.get(key, {})
             if not isinstance(counts, dict) or not all(_is_count(n) for n in counts.values()):
                 return f"sources.{name}.{key} is not a map of whole numbers"

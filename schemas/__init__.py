@@ -12,11 +12,12 @@ from critic_data.schemas.row import (
     EASYR1_FEATURES,
     FEATURES,
     FORMATS,
+    IMAGE_PLACEHOLDER,
     SOURCE_NAMES,
     arrow_schema,
     validate_columns,
     yaml_features,
 )
 
-__all__ = ["ANSWERS", "ARROW_SCHEMA", "COLUMNS", "EASYR1_FEATURES", "FEATURES", "FORMATS", "SOURCE_NAMES", "Reject",
-           "RejectReason", "arrow_schema", "validate_columns", "yaml_features"]
+__all__ = ["ANSWERS", "ARROW_SCHEMA", "COLUMNS", "EASYR1_FEATURES", "FEATURES", "FORMATS", "IMAGE_PLACEHOLDER",
+           "SOURCE_NAMES", "Reject", "RejectReason", "arrow_schema", "validate_columns", "yaml_features"]

@@ -22,6 +22,10 @@ SOURCE_NAMES = ("vlfeedback", "rlhf_v", "llava_rlhf", "llava_critic")
 # "tie" only appears in builds run with --keep-ties, whose rows use the tie-aware template.
 ANSWERS = ("1", "2", "tie")
 
+# Where an image goes in a text: the placeholder of the sources' chat formats (LLaVA's), and the one
+# the easyr1 layout's question starts with. No other text of a row holds it.
+IMAGE_PLACEHOLDER = "<image>"
+
 
 def Value(dtype: str) -> dict:  # noqa: N802 - named after the `datasets` feature it serialises
     return {"dtype": dtype, "_type": "Value"}
@@ -127,6 +131,10 @@ def validate_columns(columns: dict) -> None:
         text = columns[column]
         if text.null_count or pc.any(pc.or_(pc.equal(pc.utf8_length(text), 0), pc.utf8_is_space(text))).as_py():
             raise ValueError(f"{column} must be a non-empty string")
+    for column in ("question", "response_1", "response_2"):
+        # the prompt carries its own image parts; the easyr1 question its one `<image>`
+        if pc.any(pc.match_substring(columns[column], IMAGE_PLACEHOLDER)).as_py():
+            raise ValueError(f"{column} holds the image placeholder {IMAGE_PLACEHOLDER}")
     if not pc.all(pc.is_in(columns["source"], pa.array(SOURCE_NAMES))).as_py():
         raise ValueError(f"source must be one of {SOURCE_NAMES}")
     if pc.any(pc.equal(columns["response_1"], columns["response_2"])).as_py():

@@ -84,7 +84,7 @@ markup = st.lists(st.sampled_from(["【", "】", "3†source", "<image>", "<ima"
 def test_cleaning_leaves_no_marker_and_is_idempotent(text):
     response, question = clean_response(text), clean_question(text)
     assert clean_response(response) == response and clean_question(question) == question
-    assert "<image>" not in question
+    assert "<image>" not in question and "<image>" not in response
     assert "【3†source】" not in response
     assert not re.search(r"<\|\w+\|>", response) and not re.search(r"<\|\w+\|>", question)
 
@@ -114,6 +114,8 @@ def test_clean_text_examples():
     assert clean_response("a <|im【3†source】_end|>b") == "a b"
     assert clean_question("Is <|image_pad|>this a cat?") == "Is this a cat?"
     assert clean_response("x <| y |> z") == "x <| y |> z"  # not a marker: left as written
+    assert clean_response("<image>\nA cat <image> on a mat<ima<image>ge>.") == "A cat on a mat."
+    assert clean_response("HTML's <img> tag, <Image>, <image 1>") == "HTML's <img> tag, <Image>, <image 1>"  # not placeholders
 
 
 def _png(size=(40, 30)) -> bytes:

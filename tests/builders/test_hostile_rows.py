@@ -883,3 +883,65 @@ def test_a_null_annotation_is_unrated_in_the_batch_as_row_by_row():
 
 def _data_rows(out: Path) -> list[dict]:
     return [row for path in sorted((out / "data").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+def _rlhf_v_rows(folder: Path, rows: list[tuple]) -> None:
+    """An RLHF-V snapshot of (idx, image, question[, chosen, rejected]) rows; the responses are the same
+    two when not given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = [dict(zip(("question", "chosen", "rejected"), (*row[2:], "A red bus.", "A cat.")[:3])) for row in rows]
+    pq.write_table(pa.Table.from_pylist([
+        {"ds_name": "RLHF-V", "image": {"bytes": row[1], "path": None}, "text": json.dumps(text), "origin_dataset": "x",
+         "origin_split": "{}", "idx": row[0], "image_path": ""} for row, text in zip(rows, texts)]),
+        folder / "RLHF-V-Dataset.parquet")
+
+
+def _ids(out: Path) -> list[str]:
+    return [i for path in sorted((out / "data").glob("*.parquet")) for i in pq.read_table(path, columns=["id"])["id"].to_pylist()]
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_rows_sharing_a_source_id_and_responses_get_ids_unique_in_the_dataset(num_proc, tmp_path, monkeypatch):
+    """Forty rows with one source id and the same responses, each with another image (and some with
+    another question): forty pairs, forty ids (`eval --benchmark built` keys rows by id), the same
+    whatever the worker count. The other rows keep their ids, and one of the forty the id each has alone."""
+    monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 7)
+    shared = [(7, jpeg(i), "What is shown?") for i in range(30)] + [(7, jpeg(0), f"What is shown {i}?") for i in range(10)]
+    others = [(100 + i, jpeg(1000 + i), "What is shown?") for i in range(5)]
+    for name, rows in (("all", others[:2] + shared + others[2:]), ("alone", others[:2] + shared[:1] + others[2:])):
+        _rlhf_v_rows(tmp_path / name, rows)
+        build(BuildOptions(out=tmp_path / f"{name}-out", sources=("rlhf_v",), inputs={"rlhf_v": tmp_path / name},
+                           test_size=0.3, num_proc=num_proc))
+    ids = _ids(tmp_path / "all-out")
+    assert len(ids) == 45 and len(set(ids)) == 45
+    assert set(_ids(tmp_path / "alone-out")) < set(ids)
+    # ids are as stable as the rest of the data: a build with another worker count writes the same bytes
+    build(BuildOptions(out=tmp_path / "again", sources=("rlhf_v",), inputs={"rlhf_v": tmp_path / "all"}, test_size=0.3,
+                       num_proc=3 - num_proc))
+    assert [p.read_bytes() for p in sorted((tmp_path / "again" / "data").glob("*"))] == [
+        p.read_bytes() for p in sorted((tmp_path / "all-out" / "data").glob("*"))]
+
+
+def test_image_placeholders_leave_every_text_column_and_the_easyr1_question_holds_one(tmp_path):
+    """`<image>` in a response reached response_1/2, the TRL prompt, and the easyr1 question, which the
+    EasyR1 fork splits at every `<image>`: two placeholders for one image. It is cleaned from
+    responses as from questions; a response it was all of is empty, two it told apart are identical."""
+    rows = [(0, jpeg(0), "<image>\nWhat is shown?", "<image>\nA red bus.", "A cat <image> on a mat<ima<image>ge>."),
+            (1, jpeg(1), "What is shown?<image>", "A bus.", "<image>"),
+            (2, jpeg(2), "What is shown?", "A bus.<image>", "A bus."),
+            (3, jpeg(3), "How is it written?", "With <img>, <Image> or <image 1>.", "With a pen.")]  # not placeholders
+    _rlhf_v_rows(tmp_path / "s", rows)
+    for layout in ("trl", "easyr1"):
+        out = tmp_path / layout
+        manifest = build(BuildOptions(out=out, sources=("rlhf_v",), inputs={"rlhf_v": tmp_path / "s"}, format=layout,
+                                      test_size=0.0))
+        _, rejects = _outcome(manifest, out, "rlhf_v", 4)
+        assert rejects == {"1": "empty_response", "2": "identical_responses"}
+        table = pq.read_table(out / "data" / "train-00000-of-00001.parquet").to_pylist()
+        if layout == "easyr1":
+            assert [row["question"].count("<image>") for row in table] == [1, 1]
+            assert all(row["question"].startswith("<image>") for row in table)
+            continue
+        responses = {row["source_id"]: {row["response_1"], row["response_2"]} for row in table}
+        assert responses == {"0": {"A red bus.", "A cat on a mat."}, "3": {"With <img>, <Image> or <image 1>.", "With a pen."}}
+        assert not any("<image>" in json.dumps(row["prompt"]) + row["question"] for row in table)

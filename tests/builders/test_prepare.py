@@ -114,6 +114,7 @@ def test_templates_have_no_surrounding_whitespace_so_the_body_needs_no_trim(temp
     (lambda item, pair: Pair(pair.better, pair.worse, float("nan")), "margin"),
     (lambda item, pair: Pair(pair.better, pair.worse, -1.0), "margin"),
     (lambda item, pair: Pair(" ", pair.worse, 1.0), "response_1"),
+    (lambda item, pair: Pair(pair.better, "A <image> cat.", 1.0), "response_2 holds the image placeholder"),
 ])
 def test_a_row_that_breaks_the_schema_is_a_bug_not_a_row(broken, message):
     options = BuildOptions(out=Path("unused"))

@@ -27,7 +27,7 @@ from critic_data.builders import SOURCES
 from critic_data.cards.dataset_card import build_license, render_dataset_card
 from critic_data.hub import source_specs
 from critic_data.schemas import FORMATS
-from tests.snapshots import write_rlhf_v, write_vlfeedback_jsonl
+from tests.snapshots import write_llava_critic, write_rlhf_v, write_vlfeedback_jsonl
 
 RESOURCES = Path(datasets.__file__).parent / "utils" / "resources"  # the Hub's allowed metadata values
 
@@ -97,9 +97,10 @@ def test_body_reports_the_build(cli_build):
         assert SOURCES[name].citation.strip() in text
     assert "@article{xiong2024llavacritic" in text and "@article{wang2025llavacriticr1" in text
 
-    # The exact command, quoted so that pasting it into a shell runs the same build.
+    # The exact command, quoted so that pasting it into a shell runs the same build; its paths by
+    # the folders' names only (they lie outside the working directory: a card names no local path).
     command = re.search(r"## How it was built\n\n```bash\n(.*)\n```", text).group(1)
-    assert shlex.split(command) == argv
+    assert shlex.split(command) == [word.replace(f"{out.parent}/", "") for word in argv]
     for key, value in manifest["options"].items():
         assert f"| `{key}` | `{value}` |" in text
 
@@ -244,3 +245,36 @@ def test_a_card_rendered_without_figures_has_no_statistics_section(built_dataset
     text = render_dataset_card(manifest_of(built_dataset), source_specs(manifest_of(built_dataset)))
     assert "## Statistics" not in text and not IMAGE_LINK.findall(text)
     assert "(counted from the data files)" not in text
+
+
+def test_the_official_composition_trains_on_every_row_and_its_card_says_what_differs_from_the_official_set(tmp_path):
+    """`--prompt-style llava-critic` is the official RL set's style, which LLaVA-Critic-R1 trained on whole:
+    its default --test-size is 0, so the README's one command gives no test split. The card lists what
+    still differs (rows dropped, the presented order, the label sentence); other builds hold out 2%."""
+    from critic_data.builders.options import BuildOptions
+
+    write_llava_critic(tmp_path / "critic", n=40)
+    command = [str(Path(sys.executable).parent / "critic-data"), "build", "--source", "llava_critic", "--input",
+               str(tmp_path / "critic"), "--keep-ties", "all", "--prompt-style", "llava-critic", "--num-proc", "1"]
+    for out, extra in (("official", []), ("held-out", ["--test-size", "0.5"])):
+        result = subprocess.run([*command, "--out", str(tmp_path / out), *extra], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    official = manifest_of(tmp_path / "official")
+    assert official["options"]["test_size"] == 0.0 and official["splits"]["test"]["rows"] == 0
+    assert [p.name for p in (tmp_path / "official" / "data").iterdir()] == ["train-00000-of-00001.parquet"]
+    card = " ".join((tmp_path / "official" / "README.md").read_text().split())
+    assert "## Compared with the official RL set" in card
+    assert "**Split**: none: every row is in `train`, as in the official run" in card
+    assert "**Rows dropped**: 1 rows whose judge prompt or verdict does not parse" in card  # the row of no verdict
+    assert ('"The final answer is 1 if the first response is better, 2 if the second response is better, tie if they '
+            'are equally good."') in card
+    assert "**Presented order**" in card and "**Ties**: kept, labelled `tie`" in card
+    held_out = manifest_of(tmp_path / "held-out")
+    assert held_out["splits"]["test"]["rows"] > 0
+    assert f"{held_out['splits']['test']['rows']} rows (`--test-size 0.5`) are held out as `test`" in " ".join(
+        (tmp_path / "held-out" / "README.md").read_text().split())
+    # other prompt styles keep their 2%, and say nothing of the official set
+    assert BuildOptions(out=tmp_path / "x").test_size == 0.02
+    assert BuildOptions(out=tmp_path / "x", prompt_style="llava-critic", test_size=0.1).test_size == 0.1
+    ours = {**official, "options": {**official["options"], "prompt_style": "critic-data"}}
+    assert "official RL set" not in render_dataset_card(ours, source_specs(ours))
