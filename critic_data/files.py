@@ -2,7 +2,8 @@
 
 A leaf: it imports nothing of critic-data's but UserError and the reject reasons. Images are read only from
 regular files (a FIFO would block a run, a link to /dev/zero never end), and never more than
-MAX_IMAGE_BYTES; a local input is fingerprinted cheaply enough for multi-GB archives.
+MAX_IMAGE_BYTES; a local input is fingerprinted cheaply enough for multi-GB archives, and named in
+what is published (build.json, cards) without the user's folders (`published_path`).
 """
 
 from __future__ import annotations
@@ -103,3 +104,18 @@ def json_lines(path: Path) -> Iterator[tuple[int, bytes, object]]:
         except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             value = error
         yield number, raw, value
+
+
+def published_path(path: Path | str) -> str:
+    """How a published file (build.json, a card) names a local path, which as it is on this
+    machine holds the user's name and folders: relative to the working directory when it lies
+    inside it (as typed in a project folder, so a recorded command reads back there), else its
+    base name alone. A working directory above the home folder (`/`, `/home`) gives base names
+    too: a path relative to it would still name the user. Content fingerprints, not the path,
+    say which data it was."""
+    absolute, cwd = os.path.abspath(path), os.getcwd()
+    home = os.path.abspath(os.path.expanduser("~"))
+    above_home = cwd != home and os.path.commonpath([cwd, home]) == cwd
+    if os.path.commonpath([absolute, cwd]) == cwd and not above_home:
+        return os.path.relpath(absolute, cwd)
+    return os.path.basename(absolute) or absolute  # "/" has no base name, and names no one

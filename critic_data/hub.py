@@ -19,8 +19,11 @@ This module owns what a push sends and the rules that keep it safe:
   folder (no link out of it, no FIFO); build.json holds what a push and the card read, of the
   right types; a dataset's shards are the parquet files build.json lists, with the build's
   schema, build.json's counts are theirs, and each holds the bytes the build wrote (the
-  xxh3_128 build.json records; older builds have none: a warning); a checkpoint's
-  .safetensors headers read; --revision is a branch name. OS and editor leftovers
+  xxh3_128 build.json records; older builds have none: a warning; `check_shard_bytes`, the rule
+  `inspect` checks too); a checkpoint's .safetensors headers read and each file is as long as
+  its header says, and a weight index names only shards that are pushed, each holding the
+  tensors it is said to; no text file pushed (card, build.json, configs) names the home folder
+  or the folder being pushed; --revision is a branch name. OS and editor leftovers
   (`.DS_Store`, `Thumbs.db`, `*~`) are left out, and listed as such.
 - Failures: every request waits at most `--timeout` seconds for the Hub. A timeout is final;
   connection errors, 408, 429 and 5xx are retried with exponential backoff (tenacity), at most
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import stat
 import tempfile
@@ -130,7 +134,35 @@ def plan_push(folder: Path, repo_id: str, revision: str | None = None, include_r
         _plan_dataset(plan, include_rejects)
     else:
         _plan_checkpoint(plan)
+    _refuse_local_paths(plan)
     return plan
+
+
+# Files read as text by whoever opens the repo: the card, build.json, configs, tokenizer files.
+TEXT_SUFFIXES = (".md", ".json", ".jsonl", ".txt", ".yaml", ".yml", ".jinja")
+
+
+def _refuse_local_paths(plan: Plan) -> None:
+    """The last line of defence of "nothing published holds a local path": a text file the push
+    would publish that names the user's home folder or the folder being pushed stops the push
+    (build.json and the card name local paths only relatively, `critic_data.files.published_path`;
+    a hand-edited file or another tool's can still hold them). A path is matched as a whole
+    name: /home/al does not match /home/alice."""
+    home = os.path.abspath(os.path.expanduser("~"))
+    places = dict.fromkeys([os.path.abspath(plan.folder), str(plan.folder.resolve())], "the folder being pushed")
+    if home != "/":  # a home of "/" would match every path
+        places.setdefault(home, "your home folder")
+    alternatives = b"|".join(re.escape(os.fsencode(place)) for place in sorted(places, key=len, reverse=True))
+    pattern = re.compile(b"(?:" + alternatives + rb")(?![\w.-])")
+    # the folder's own files first: a card rendered for the push names a path only if build.json does
+    for path, source in sorted(plan.files.items(), key=lambda item: (isinstance(item[1], bytes), item[0])):
+        if path.endswith(TEXT_SUFFIXES):
+            found = pattern.search(source if isinstance(source, bytes) else source.read_bytes())
+            if found:
+                place = os.fsdecode(found.group())
+                raise UserError(f"{path} holds the local path {place} ({places[place]}); nothing was sent. A published "
+                                "file must not name this machine's folders: rebuild with this critic-data, or remove "
+                                "the path from the file")
 
 
 def _detect(folder: Path) -> Kind:
@@ -193,10 +225,6 @@ def _read_manifest(folder: Path, repo_id: str) -> dict:
             _whole(split["bytes"], f"splits.{name}.bytes")
             if not isinstance(split["files"], list) or not all(isinstance(path, str) for path in split["files"]):
                 raise ValueError(f"splits.{name}.files is not a list of paths")
-            hashes = split.get("xxh3_128")
-            if hashes is not None and not (isinstance(hashes, dict) and all(
-                    isinstance(digest, str) and _XXH3_128.fullmatch(digest) for digest in hashes.values())):
-                raise ValueError(f"splits.{name}.xxh3_128 is not a map of paths to xxh3_128 hex digests")
         render_dataset_card(manifest, source_specs(manifest), repo_id=repo_id)
     except KeyError as error:
         _not_a_manifest(folder, f"{error.args[0]!r} is missing")
@@ -217,7 +245,6 @@ def source_specs(manifest: dict) -> list:
 
 
 def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
-    from critic_data.builders.writer import file_xxh3_128
     from critic_data.cards.dataset_card import PLOTS, card_figures, render_dataset_card
     from critic_data.schemas import FORMATS
 
@@ -231,35 +258,21 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
         _mismatch(folder, f"it lists {sorted(p for p in listed if listed.count(p) > 1)[0]} more than once")
     # Publish exactly the build: a shard missing from the folder, or a stray one the card's
     # `data/{split}-*` patterns would load, means the folder is not what build.json describes.
-    held = {split: [0, 0] for split in splits}  # rows, bytes
+    held = dict.fromkeys(splits, 0)  # rows
     for split, (files, _, _) in splits.items():
         for path in files:
             if not fnmatch(path, f"data/{split}-*"):
                 _mismatch(folder, f"{path} is listed as a {split} shard, but the card loads that split from data/{split}-*")
             shard = _file_inside(folder, path, "build.json")
-            held[split][0] += _shard_rows(shard, path, folder, features, manifest["format"])
-            held[split][1] += shard.stat().st_size
-    for split, (_, rows, size) in splits.items():
-        if [rows, size] != held[split]:
-            _mismatch(folder, f"build.json says the {split} split has {rows} rows in {size} bytes, its shards hold "
-                              f"{held[split][0]} rows in {held[split][1]} bytes")
+            held[split] += _shard_rows(shard, path, folder, features, manifest["format"])
+    for split, (_, rows, _) in splits.items():
+        if rows != held[split]:
+            _mismatch(folder, f"build.json says the {split} split has {rows} rows, its shards hold {held[split]} rows")
     stray = sorted(path for path in _files(folder / "data", folder) if path not in listed and not _is_junk(path))
     if stray:
         _mismatch(folder, f"{', '.join(stray)} is not listed in it")
     _check_counts(folder, counts, sum(rows for _, rows, _ in splits.values()))
-    # Last, as it reads every byte: the shards hold what the build wrote, not a same-sized
-    # file of another build (other labels) or a damaged copy.
-    hashes = {name: split.get("xxh3_128") for name, split in manifest["splits"].items()}
-    if None in hashes.values():
-        log.warning("%s records no content hash of its shards (a build of an older critic-data): they cannot be "
-                    "checked to be the files the build wrote; rebuild to have them checked", folder / "build.json")
-    for split, digests in hashes.items():
-        differs = sorted(set(splits[split][0] if digests is None else digests) ^ set(splits[split][0]))
-        if differs:
-            _mismatch(folder, f"its {split} split's content hashes (xxh3_128) and files differ on {differs[0]}")
-    for path, digest in (item for digests in hashes.values() if digests for item in digests.items()):
-        if file_xxh3_128(folder / path) != digest:
-            raise UserError(f"{path} is not the file this build wrote (content hash differs); rebuild or restore it")
+    check_shard_bytes(folder, manifest)  # last, as it reads every byte
 
     # The card and its charts are rendered again from the shards just checked (as README.md is
     # for the repo id), not taken from plots/: what the Hub shows is always the figures of the
@@ -297,6 +310,50 @@ def _check_label_balance(folder: Path, manifest: dict, statistics: dict) -> None
         if said.get(key, {}) != held.get(key, {}):
             _mismatch(folder, f"its label balance of {key[0]} {key[1]} is {said.get(key, {})}, its shards hold "
                               f"{held.get(key, {})}")
+
+
+def check_shard_bytes(folder: Path, manifest: dict) -> None:
+    """The shards build.json lists hold the bytes the build wrote: each split's size, and each
+    shard's xxh3_128, so that neither a same-sized shard of another build (other labels) nor a
+    damaged copy passes for this build's (a build of an older critic-data records no hashes: a
+    warning). What `push` publishes and what `inspect` reports are checked by this one rule; it
+    reads every byte. Raises UserError naming the first split or shard that differs."""
+    from critic_data.builders.writer import file_xxh3_128
+
+    splits = {name: split.get("files", []) for name, split in manifest["splits"].items()}
+    hashes = {name: split.get("xxh3_128") for name, split in manifest["splits"].items()}
+    for name, digests in hashes.items():
+        if digests is not None and not (isinstance(digests, dict) and all(
+                isinstance(digest, str) and _XXH3_128.fullmatch(digest) for digest in digests.values())):
+            _not_a_manifest(folder, f"splits.{name}.xxh3_128 is not a map of paths to xxh3_128 hex digests")
+    for name, files in splits.items():
+        size = 0
+        for path in files:
+            try:
+                info = (folder / path).stat()
+            except OSError:
+                _differs(folder, f"{path}, listed in it, is missing or unreadable")
+            if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read forever
+                _differs(folder, f"{path} is not a regular file")
+            size += info.st_size
+        if manifest["splits"][name].get("bytes") != size:
+            _differs(folder, f"it says the {name} split has {manifest['splits'][name].get('bytes')} bytes, its shards "
+                             f"hold {size} bytes")
+    if None in hashes.values():
+        log.warning("%s records no content hash of its shards (a build of an older critic-data): they cannot be "
+                    "checked to be the files the build wrote; rebuild to have them checked", folder / "build.json")
+    for name, digests in hashes.items():
+        differs = sorted(set(splits[name] if digests is None else digests) ^ set(splits[name]))
+        if differs:
+            _differs(folder, f"its {name} split's content hashes (xxh3_128) and files differ on {differs[0]}")
+    for path, digest in (item for digests in hashes.values() if digests for item in digests.items()):
+        if file_xxh3_128(folder / path) != digest:
+            raise UserError(f"{path} is not the file this build wrote (content hash differs); rebuild or restore it")
+
+
+def _differs(folder: Path, problem: str) -> NoReturn:
+    raise UserError(f"{folder} does not match its build.json: {problem}; rebuild it, or restore the files the build "
+                    "wrote")
 
 
 def _mismatch(folder: Path, problem: str) -> NoReturn:
@@ -395,20 +452,55 @@ def _plan_checkpoint(plan: Plan) -> None:
             raise UserError(f"{source} is not a regular file; nothing was sent. Remove it and push again")
         else:
             plan.files[path] = source
-            if path.endswith(".safetensors"):
-                _check_safetensors(source)
+    tensors = {path: _safetensors_tensors(source) for path, source in plan.files.items() if path.endswith(".safetensors")}
+    _check_weight_indexes(plan, tensors)
     if "README.md" not in plan.files:
         log.warning("%s has no README.md: the model repo will have no model card", plan.folder)
     plan.summary = f"{len(plan.files)} files"
 
 
-def _check_safetensors(path: Path) -> None:
+def _safetensors_tensors(path: Path) -> set[str]:
+    """The tensor names of a safetensors file, once its header reads and the file is as long as
+    the header says: 8 bytes of header length, the header, then the data up to the last tensor's
+    end. A copy cut short (an interrupted save or download) has a header that still reads."""
     try:
-        parse_local_safetensors_file_metadata(path)
-    except (SafetensorsParsingError, OSError, ValueError, TypeError, AttributeError) as error:
+        metadata = parse_local_safetensors_file_metadata(path)
+        with path.open("rb") as handle:
+            header = int.from_bytes(handle.read(8), "little")
+        declared = 8 + header + max((int(info.data_offsets[1]) for info in metadata.tensors.values()), default=0)
+    except (SafetensorsParsingError, OSError, ValueError, TypeError, AttributeError, IndexError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{path} is not a readable safetensors file ({first}); nothing was sent. Save the "
                         "checkpoint again") from None
+    size = path.stat().st_size
+    if size != declared:
+        raise UserError(f"{path} holds {size} bytes where its header declares {declared} "
+                        f"({'cut short' if size < declared else 'bytes after its data'}); nothing was sent. Save or "
+                        "copy the checkpoint again")
+    return set(metadata.tensors)
+
+
+def _check_weight_indexes(plan: Plan, tensors: dict[str, set[str]]) -> None:
+    """Each weight index the push publishes (`*.safetensors.index.json`, `*.bin.index.json`)
+    names shards it publishes too, and a safetensors shard holds the tensors it is said to hold:
+    a model published with a shard missing does not load."""
+    for path in sorted(p for p in plan.files if p.endswith((".safetensors.index.json", ".bin.index.json"))):
+        source = plan.folder / path
+        try:
+            weight_map = json.loads(source.read_bytes())["weight_map"]
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+                raise TypeError
+        except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{source} is not a weight index (a weight_map of tensor names to files); nothing was "
+                            "sent. Save the checkpoint again") from None
+        for tensor, shard in weight_map.items():
+            shard_path = os.path.normpath(os.path.join(os.path.dirname(path), shard))  # shards lie beside their index
+            if shard_path not in plan.files:
+                raise UserError(f"{source} names {shard}, which is not in {plan.folder} (or is left out of the push); "
+                                "nothing was sent. Copy every shard into the folder, or save the checkpoint again")
+            if shard_path in tensors and tensor not in tensors[shard_path]:
+                raise UserError(f"{source} says {shard} holds {tensor}, which it does not; nothing was sent. Save the "
+                                "checkpoint again")
 
 
 def push(plan: Plan, *, private: bool = False, create_pr: bool = False, commit_message: str | None = None,

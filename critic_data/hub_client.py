@@ -1,5 +1,6 @@
 """What every command that talks to the Hub shares: the names it takes (repo ids and revisions,
-checked the same way by build, train, eval, inspect and push before any request is sent) and the
+checked the same way by build, train, eval, inspect and push before any request is sent; a
+dataset or model argument that is no local path, asked of the Hub once by train, eval and inspect) and the
 HTTP client huggingface_hub sends through (timeouts, one line for an answer that is not the Hub's).
 A leaf: it imports nothing of critic-data's but UserError.
 """
@@ -7,6 +8,8 @@ A leaf: it imports nothing of critic-data's but UserError.
 from __future__ import annotations
 
 import re
+import shlex
+from pathlib import Path
 
 import httpx2
 from huggingface_hub import constants, set_client_factory
@@ -28,6 +31,42 @@ def is_repo_id(name: str) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def check_hub_repo(name: str, given: str, repo_type: str = "dataset") -> None:
+    """Refuse, in one line, a dataset (or model) argument that is no local path and only reads as a
+    Hub id: a mistyped path looks like OWNER/NAME too (`ou/run1` for `out/run1`), and sent to the
+    Hub as it is it would end in retries and a message about the Hub, not about the folder. `given`
+    is how the command line wrote it (`--input ou/run1`).
+
+    One request (`repo_info`, no retry, bounded by HF_HUB_ETAG_TIMEOUT): a repo the Hub has passes;
+    one it says it has not is refused. A Hub that cannot be asked (no network) refuses the name,
+    saying how to get the repo, unless the Hub cache holds a copy of it, which the caller's loader
+    may use: huggingface_hub's own loaders would retry every file for minutes first. With
+    HF_HUB_OFFLINE nothing is asked: the caller's loader looks in its own caches, without network."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.file_download import repo_folder_name
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    missing = f"{given}: no such folder, and"
+    try:
+        HfApi().repo_info(name, repo_type=repo_type, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except RepositoryNotFoundError:
+        raise UserError(f"{missing} the Hub ({constants.ENDPOINT}) has no {repo_type} {name} (or it is private and "
+                        "your token cannot read it); check the path") from None
+    except (httpx2.HTTPError, OSError, ValueError) as error:  # unreachable, timed out, refused, not JSON
+        if (Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name, repo_type=repo_type)).is_dir():
+            return
+        download = shlex.join(["hf", "download", name, *(["--repo-type", repo_type] if repo_type != "model" else [])])
+        raise UserError(f"{missing} the Hub ({constants.ENDPOINT}) could not be asked for a {repo_type} {name} "
+                        f"({type(error).__name__}) and none is in the Hub cache, so it cannot be fetched; where there "
+                        f"is network, run `{download} --local-dir DIR` and pass DIR (or download it into the Hub cache "
+                        "and run with HF_HUB_OFFLINE=1), or check the path and HF_ENDPOINT") from None
+
+
+check_hub_dataset = check_hub_repo  # the name its callers (train, eval, inspect) import
 
 
 # A git branch name, in a subset every Hub accepts: parts of letters, digits and . _ - +, none

@@ -1,17 +1,21 @@
 """`critic-data inspect PATH`: what a dataset teaches, or where a critic fails, before GPU-days go into it.
 
 PATH is told apart by the files in it:
-- a dataset folder (`build.json`; or a Hub dataset id, downloaded into the Hub cache first):
-  the figures of `critic_data.cards.statistics`; `--against OTHER` puts a second dataset's
-  beside them; `--processor MODEL` adds each row's prompt tokens as the trainer counts them
+- a dataset folder (`build.json`; or a Hub dataset id, downloaded into the Hub cache first, once
+  the Hub says it has it: a mistyped folder reads as OWNER/NAME too, `check_hub_dataset`): its
+  shards checked to be the ones build.json records (`critic_data.hub.check_shard_bytes`, the
+  rule push applies), then the figures of `critic_data.cards.statistics`; `--against OTHER`
+  puts a second dataset's beside them; `--processor MODEL` adds each row's prompt tokens as the trainer counts them
   (`critic_data.rl.train.prompt_lengths`, the recipe's pixel bounds), how many rows
   `--max-prompt-length` would drop, and the length bias in tokens;
-- an eval run (`results.jsonl`): accuracy per category with counts, position bias (how often
-  the verdict is "1" or "2" against how often the truth is), the unparsed rate, and for
+- an eval run (`results.jsonl`): accuracy per category with counts, with unparsed verdicts
+  counted wrong and as half credit (`critic_data.rl.evaluate.half_credit`), position bias (how
+  often the verdict is "1" or "2" against how often the truth is), the unparsed rate, and for
   `--both-orders` runs the position consistency per category (`eval_statistics`);
 - a best-of-n run (`picks.jsonl`): accuracy of the pick, the first sample and the majority
   vote, and accuracy against N for every power of two up to N, replayed from the recorded
   matches (`best_of_n_statistics`).
+Every accuracy carries its Wilson 95% interval (`<name>_ci95`, `critic_data.rl.client.wilson_interval`).
 The report is the command's output, so it goes to stdout (`--json`: one JSON object instead,
 for scripts); errors go to stderr as one line. `--plots DIR` writes PNG charts.
 """
@@ -31,9 +35,10 @@ from rich.text import Text
 from critic_data import UserError
 from critic_data.cards import charts, statistics
 from critic_data.files import json_lines
-from critic_data.hub_client import is_repo_id
+from critic_data.hub_client import check_hub_dataset, is_repo_id
+from critic_data.rl.client import percent, wilson_interval
+from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH
 
-DEFAULT_MAX_PROMPT_LENGTH = 6142  # the recipes' max_prompt_length
 # stdout: the report is what the command produces; wide when written to a file, not cut at 80 columns
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -47,6 +52,7 @@ def resolve(path: str) -> Path:
         return folder
     if folder.exists() or not is_repo_id(path):
         raise UserError(f"{path} is not a folder (nor a Hub dataset id OWNER/NAME)")
+    check_hub_dataset(path, path)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -159,7 +165,10 @@ def prompt_tokens(folder: Path, manifest: dict, model: Path, budget: int) -> tup
 
 
 def dataset_report(folder: Path, model: Path | None, budget: int) -> dict:
+    from critic_data.hub import check_shard_bytes
+
     manifest = statistics.read_manifest(folder)
+    check_shard_bytes(folder, manifest)  # figures of another build's shard would be reported as this one's
     report = {"kind": "dataset", **statistics.dataset_statistics(folder, manifest)}
     if model is not None:
         report["prompt_tokens"], report["length_bias_tokens"] = prompt_tokens(folder, manifest, model, budget)
@@ -185,24 +194,30 @@ def _category(record: dict) -> str:
 
 
 def eval_statistics(folder: Path) -> dict:
-    """Accuracy, position bias, unparsed rate and (both orders) position consistency per category."""
+    """Accuracy (unparsed wrong, and unparsed half), position bias, unparsed rate and (both orders)
+    position consistency per category."""
+    from critic_data.rl.evaluate import half_credit
+
     records, bad = _records(folder / "results.jsonl", _is_judgement)
     if not records:
         raise UserError(f"{folder / 'results.jsonl'} holds no judgement; was the run stopped before the first?")
     run = _run_options(folder)
+    judged = [{"verdict": r["verdict"] if isinstance(r["verdict"], str) else None, "expected": str(r["expected"]),
+               "correct": r["correct"]} for r in records]
     frame = pl.DataFrame({
         "id": [r["id"] for r in records],
         "category": [_category(r) for r in records],
         "first": [r["presented"][0] for r in records],
-        "expected": [str(r["expected"]) for r in records],
-        "verdict": [r["verdict"] if isinstance(r["verdict"], str) else None for r in records],
-        "correct": [r["correct"] for r in records],
+        "expected": [j["expected"] for j in judged],
+        "verdict": [j["verdict"] for j in judged],
+        "correct": [j["correct"] for j in judged],
+        "credit": [half_credit(j) for j in judged],
     }, schema_overrides={"verdict": pl.String}).lazy()
     several = frame.select(pl.col("category").n_unique()).collect().item() > 1
     both = pl.concat([frame, frame.with_columns(category=pl.lit("all"))]) if several else frame  # plus an "all" row
     table = both.group_by("category").agg(
         judgements=pl.len(), items=pl.col("id").n_unique(), accuracy=pl.col("correct").mean(),
-        unparsed_rate=pl.col("verdict").is_null().mean(),
+        accuracy_unparsed_half=pl.col("credit").mean(), unparsed_rate=pl.col("verdict").is_null().mean(),
         said_1=pl.col("verdict").eq_missing("1").mean(), said_2=pl.col("verdict").eq_missing("2").mean(),
         truth_1=(pl.col("expected") == "1").mean(), truth_2=(pl.col("expected") == "2").mean())
     # The source response a verdict names (1 or 2, or "tie"): consistent when both orders name the same.
@@ -217,9 +232,11 @@ def eval_statistics(folder: Path) -> dict:
                         position_consistency=((pl.col("named") == 2) & (pl.col("kinds") == 1)).mean()))
     table = (table.join(consistency, on="category", how="left")
              .sort(pl.col("category") == "all", "category").collect())
+    categories = [{**row, **{f"{key}_ci95": wilson_interval(row[key], row["judgements"])
+                             for key in ("accuracy", "accuracy_unparsed_half")}} for row in table.to_dicts()]
     return {"kind": "eval", "folder": str(folder), "benchmark": run.get("benchmark"),
             "both_orders": bool(run.get("both_orders")) or table["both_orders_items"].is_not_null().any(),
-            "judgements": len(records), "lines_left_out": bad, "categories": table.to_dicts()}
+            "judgements": len(records), "lines_left_out": bad, "ci_method": "wilson", "categories": categories}
 
 
 # --- best-of-n runs ----------------------------------------------------------------------------
@@ -314,6 +331,8 @@ def best_of_n_statistics(folder: Path) -> dict:
         return report
     report["accuracy"] = answered.select(pl.col("best_of_n", "first_sample", "majority_vote", "any_candidate")
                                          .cast(pl.Float64).mean()).to_dicts()[0]
+    report["accuracy_ci95"] = {name: wilson_interval(value, answered.height) for name, value in report["accuracy"].items()}
+    report["ci_method"] = "wilson"
     sizes = [2 ** k for k in range(n.bit_length()) if 2 ** k <= n] + ([] if n & (n - 1) == 0 else [n])
     with_answer = [p for p in picks if "answer" in p]
     if strategy == "knockout":  # a bracket is replayed round by round: one question at a time
@@ -332,7 +351,8 @@ def best_of_n_statistics(folder: Path) -> dict:
     curve = (winners.join(replayed.select("id", "gold", "final_answers"), on="id")
              .with_columns(correct=pl.col("final_answers").list.get(pl.col("winner")) == pl.col("gold"))
              .group_by("size").agg(questions=pl.len(), accuracy=pl.col("correct").mean()).sort("size"))
-    report["curve"] = curve.rename({"size": "n"}).to_dicts()
+    report["curve"] = [{**point, "accuracy_ci95": wilson_interval(point["accuracy"], point["questions"])}
+                       for point in curve.rename({"size": "n"}).to_dicts()]
     if replayed.height < answered.height:
         report["curve_note"] = (f"{answered.height - replayed.height} question(s) whose matches do not replay to the "
                                 "recorded pick are left out of the curve")
@@ -387,11 +407,11 @@ def print_datasets(named: list[tuple[str, dict]]) -> None:
     if any(s["length_bias"] for _, s in named):
         def bias_rows(s):
             return {(r["source"], unit): [str(r["pairs"]), _pct(r["better_longer_share"]), f"{r['median_ratio']:.2f}",
-                                          f"{r['quantiles'][1]:.2f}-{r['quantiles'][3]:.2f}"]
+                                          f"{r['quantiles'][0]:.2f}-{r['quantiles'][-1]:.2f}"]
                     for unit, key in (("chars", "length_bias"), ("tokens", "length_bias_tokens"))
                     for r in s.get(key) or []}
         console.print(_side_by_side("length bias: better response vs worse (ties left out)", named,
-                                    ["source", "unit"], ["pairs", "better longer %", "median ratio", "ratio p25-p75"],
+                                    ["source", "unit"], ["pairs", "better longer %", "median ratio", "ratio p10-p90"],
                                     bias_rows))
     if any(s["format"] == "easyr1" for _, s in named):
         console.print("margins and length bias: not in the easyr1 layout (no responses, no margin)")
@@ -406,7 +426,8 @@ def print_datasets(named: list[tuple[str, dict]]) -> None:
             if s.get("prompt_tokens"):
                 tokens = s["prompt_tokens"]
                 dropped = sum(r["over_budget"] for r in tokens["by_source"])
-                console.print(f"{name}: --max-prompt-length {tokens['budget']} would drop {dropped} rows "
+                console.print(f"{name}: --max-prompt-length {tokens['budget']} counted in tokens (train's "
+                              f"prompt_length_unit: tokens) would drop {dropped} rows "
                               f"(processor of {tokens['model']})", highlight=False, markup=False)
     console.print(_side_by_side("duplicates dropped", named, ["source"], ["pairs", "copy kept by"],
                                 lambda s: {(r["source"],): [str(r["dropped"]), ", ".join(f"{k} {v}" for k, v in r["of"].items()) or "-"]
@@ -434,18 +455,23 @@ def _image_rows(stats: dict) -> dict:
 def print_eval(report: dict) -> None:
     table = Table(title=escape(f"eval {report['folder']} ({report['benchmark'] or 'benchmark unknown'}): "
                                f"{report['judgements']} judgements"), title_justify="left")
-    columns = ["category", "judged", "items", "acc %", "unparsed %", 'said "1" %', 'truth "1" %', 'said "2" %',
-               'truth "2" %'] + (["consistent %", "both-order items"] if report["both_orders"] else [])
+    columns = ["category", "judged", "items", "acc % (95% CI)", "acc % unparsed 1/2 (95% CI)", "unparsed %",
+               'said "1" %', 'truth "1" %', 'said "2" %', 'truth "2" %'] + (
+                   ["consistent %", "both-order items"] if report["both_orders"] else [])
     for column in columns:
         table.add_column(column, justify="left" if column == "category" else "right")
     for row in report["categories"]:
-        cells = [row["category"], str(row["judgements"]), str(row["items"]), _pct(row["accuracy"]),
+        cells = [row["category"], str(row["judgements"]), str(row["items"]),
+                 percent(row["accuracy"], row["accuracy_ci95"]),
+                 percent(row["accuracy_unparsed_half"], row["accuracy_unparsed_half_ci95"]),
                  _pct(row["unparsed_rate"]), _pct(row["said_1"]), _pct(row["truth_1"]), _pct(row["said_2"]),
                  _pct(row["truth_2"])]
         if report["both_orders"]:
             cells += [_pct(row["position_consistency"]), str(row["both_orders_items"] or 0)]
         table.add_row(*map(Text, cells))
-    table.caption = 'position bias: a critic that favours a position says "1" (or "2") more often than the truth is'
+    table.caption = ('acc: an unparsed verdict is wrong; unparsed 1/2: it scores half, as lmms-eval\'s coin does on '
+                     'average. 95% CI: Wilson. position bias: a critic that favours a position says "1" (or "2") more '
+                     'often than the truth is')
     console.print(table)
     if report["lines_left_out"]:
         console.print(f"{report['lines_left_out']} line(s) of results.jsonl are not judgements and were left out")
@@ -455,13 +481,14 @@ def print_best_of_n(report: dict) -> None:
     table = Table(title=escape(f"best-of-{report['n']} ({report['strategy']}) {report['folder']}: "
                                f"{report['questions']} questions, {report['answered']} with an answer"), title_justify="left")
     table.add_column("selection")
-    table.add_column("acc %", justify="right")
+    table.add_column("acc % (95% CI)", justify="right")
     for name, value in (report["accuracy"] or {}).items():
-        table.add_row(name.replace("_", " "), _pct(value))
+        table.add_row(name.replace("_", " "), percent(value, report["accuracy_ci95"][name]))
     for point in report["curve"] or []:
-        table.add_row(f"best of {point['n']} (replayed, {point['questions']} questions)", _pct(point["accuracy"]))
+        table.add_row(f"best of {point['n']} (replayed, {point['questions']} questions)",
+                      percent(point["accuracy"], point["accuracy_ci95"]))
     table.caption = (f"unparsed judgements {report['unparsed_judgements']}, over --max-model-len "
-                     f"{report['too_long_matches']}")
+                     f"{report['too_long_matches']}; 95% CI: Wilson")
     console.print(table)
     for note in (report["curve_note"],
                  f"{report['lines_left_out']} line(s) of picks.jsonl are not picks and were left out"
@@ -471,43 +498,16 @@ def print_best_of_n(report: dict) -> None:
 
 
 def write_run_plots(report: dict, folder: Path) -> list[Path]:
-    """eval: accuracy and position bias per category; best-of-n: accuracy against N."""
+    """eval: accuracy and position bias per category; best-of-n: accuracy against N (no chart
+    without a curve)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if report["kind"] == "eval":
-        drawing, (accuracy, bias) = charts.figure(2)
-        rows = report["categories"]
-        names = [r["category"] for r in rows]
-        accuracy.bar(names, [100 * r["accuracy"] for r in rows])
-        for i, r in enumerate(rows):
-            accuracy.annotate(f"n={r['judgements']}", (i, 100 * r["accuracy"]), ha="center", va="bottom", fontsize=7)
-        accuracy.set_ylabel("%")
-        accuracy.set_title("accuracy per category", fontsize=9)
-        width = 0.2
-        for k, (key, label) in enumerate((("said_1", 'said "1"'), ("truth_1", 'truth "1"'),
-                                          ("said_2", 'said "2"'), ("truth_2", 'truth "2"'))):
-            bias.bar([i + (k - 1.5) * width for i in range(len(rows))], [100 * r[key] for r in rows], width=width, label=label)
-        bias.set_xticks(range(len(rows)), names)
-        bias.set_title("position bias: verdicts vs truth", fontsize=9)
-        bias.legend(fontsize=7)
-        for ax in (accuracy, bias):
-            ax.tick_params(axis="x", labelsize=7)
-        return [charts.save_figure(drawing, folder / "eval.png")]
-    if not report["curve"]:
+    if report["kind"] == "best-of-n" and not report["curve"]:
         return []
-    drawing, (ax,) = charts.figure(1, width=5.0)
-    curve = report["curve"]
-    ax.plot([p["n"] for p in curve], [100 * p["accuracy"] for p in curve], marker="o", label=f"{report['strategy']} pick")
-    for key, style in (("majority_vote", ":"), ("any_candidate", "--")):
-        ax.axhline(100 * report["accuracy"][key], linestyle=style, color="grey", linewidth=1,
-                   label=f"{key.replace('_', ' ')} (N={report['n']})")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([p["n"] for p in curve], [str(p["n"]) for p in curve])
-    ax.minorticks_off()
-    ax.set_xlabel("N (candidates)")
-    ax.set_ylabel("accuracy %")
-    ax.set_title(f"best-of-N accuracy, {report['answered']} questions", fontsize=9)
-    ax.legend(fontsize=7)
-    return [charts.save_figure(drawing, folder / "best_of_n.png")]
+    name, draw = ("eval.png", charts.eval_chart) if report["kind"] == "eval" else ("best_of_n.png", charts.best_of_n_chart)
+    shown = [Path(report["folder"]).name, report.get("benchmark") or "", report.get("strategy") or "",
+             *(row["category"] for row in report.get("categories") or [])]
+    with charts.plain_text(" ".join(shown)):
+        return [charts.save_figure(draw(report), folder / name)]
 
 
 def inspect(path: str, against: str | None = None, as_json: bool = False, plots: Path | None = None,
@@ -515,7 +515,7 @@ def inspect(path: str, against: str | None = None, as_json: bool = False, plots:
     """Compute, print (or print as JSON) and plot the figures of PATH; return them."""
     if max_prompt_length is not None and processor is None:
         raise UserError("--max-prompt-length needs --processor MODEL: prompt tokens are counted with the model's processor")
-    budget = DEFAULT_MAX_PROMPT_LENGTH if max_prompt_length is None else max_prompt_length
+    budget = OFFICIAL_MAX_PROMPT_LENGTH if max_prompt_length is None else max_prompt_length
     if budget < 1:
         raise UserError(f"--max-prompt-length must be at least 1, not {budget}")
     folder = resolve(path)
@@ -534,8 +534,14 @@ def inspect(path: str, against: str | None = None, as_json: bool = False, plots:
         report = eval_statistics(folder) if kind == "eval" else best_of_n_statistics(folder)
     written = []
     if plots is not None:
+        # A published chart names its datasets: each panel is titled by its folder's name (the
+        # tables' A and B are named by the lines above them), by the paths given when both are one.
+        titles = [Path(given).name or given for given in (path, against)[:len(named)]] if kind == "dataset" else []
+        if len(set(titles)) < len(titles):
+            titles = [path, against]
         try:
-            written = charts.write_dataset_plots(named, plots) if kind == "dataset" else write_run_plots(report, plots)
+            written = (charts.write_dataset_plots([(title, stats) for title, (_, stats) in zip(titles, named)], plots)
+                       if kind == "dataset" else write_run_plots(report, plots))
         except OSError as error:
             raise UserError(f"--plots {plots}: cannot write the charts there ({error.strerror or error}); "
                             "pass a folder you can write") from None

@@ -29,7 +29,7 @@ from critic_data.inspection import best_of_n_statistics, eval_statistics, inspec
 from critic_data.rl.best_of_n import Match, knockout, majority_vote, round_robin, summarize
 from critic_data.rl.client import derive_seed
 from critic_data.rl.evaluate import expected_verdict, score
-from tests.snapshots import RLHF_V_FAULTS, _completion, jpeg, write_rlhf_v
+from tests.snapshots import RLHF_V_FAULTS, _completion, jpeg, write_llava_critic, write_rlhf_v
 
 CLI = [sys.executable, "-m", "critic_data.cli"]
 
@@ -125,6 +125,16 @@ def test_length_bias_per_source(designed):
     assert bias["rlhf_v"]["pairs"] == 7
 
 
+def test_inspect_and_the_card_print_the_same_length_ratio_percentiles(designed, capsys):
+    """One set of percentiles everywhere: the card's ratio column and inspect's table are both p10-p90."""
+    inspect(str(designed))
+    table = capsys.readouterr().out
+    assert "p10-p90" in table and "p25" not in table
+    assert "ratio p10–p90" in (designed / "README.md").read_text()
+    # vlfeedback's ratios 0.5 1 2 3 3: p10 0.70, p90 3.00 (p25-p75 would print 1.00-3.00)
+    assert "0.70-3.00" in table
+
+
 def test_duplicates_and_rejects_by_reason_with_one_example(designed):
     stats = dataset_statistics(designed)
     assert stats["duplicates"] == [{"source": "vlfeedback", "dropped": 1, "of": {"vlfeedback": 1}},
@@ -160,6 +170,38 @@ def test_a_damaged_or_missing_shard_is_one_line(designed, tmp_path, damage):
     with pytest.raises(UserError, match="does not read|listed in build.json but missing") as raised:
         dataset_statistics(copy)
     assert "\n" not in str(raised.value)
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory) -> tuple[Path, Path]:
+    """Two builds of one LLaVA-Critic snapshot, seeds 1 and 11: same-size train shards, other labels."""
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build
+
+    root = tmp_path_factory.mktemp("seeds")
+    write_llava_critic(root / "snapshot")
+    for seed in (1, 11):
+        build(BuildOptions(out=root / f"s{seed}", sources=("llava_critic",), inputs={"llava_critic": root / "snapshot"},
+                           seed=seed))
+    return root / "s1", root / "s11"
+
+
+@pytest.mark.parametrize("swap", ["another build's shard of the same size", "the test shard"])
+def test_a_shard_that_is_not_the_one_build_json_records_is_one_line(two_seeds, tmp_path, swap):
+    import shutil
+
+    first, other = two_seeds
+    shard = "data/train-00000-of-00001.parquet"
+    folder = shutil.copytree(first, tmp_path / "mixed")
+    shutil.copy(other / shard if swap.startswith("another") else first / "data/test-00000-of-00001.parquet", folder / shard)
+    assert dataset_statistics(folder)["rows"]  # the figures alone would report it as this dataset's
+    result = _cli(str(folder))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stdout == "", result.stderr
+    line = " ".join(result.stderr.split())
+    if swap.startswith("another"):
+        assert line.endswith(f"{shard} is not the file this build wrote (content hash differs); rebuild or restore it")
+    else:
+        assert f"{folder} does not match its build.json: it says the train split has" in line
 
 
 def test_image_sizes_and_images_per_row_from_headers(designed):
@@ -469,4 +511,58 @@ def test_a_hub_id_is_downloaded_then_inspected(designed, tmp_path):
     assert [(r["reason"], r["count"], r["example_id"]) for r in printed["rejects"]] == \
         [(r["reason"], r["count"], None) for r in local["rejects"]]
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
-    assert "could not download dataset critic/absent" in missing.stderr
+    assert "critic/absent: no such folder, and the Hub" in missing.stderr and "has no dataset critic/absent" in missing.stderr
+
+
+# --- comparable numbers: unparsed verdicts both ways, every accuracy with its interval ------------
+
+def test_eval_reports_unparsed_as_wrong_and_as_half_with_wilson_intervals(tmp_path):
+    from critic_data.rl.client import percent, wilson_interval
+
+    records = [
+        _judgement("g1", "1", (1, 2), "1", category="general"),  # right
+        _judgement("g2", "1", (2, 1), None, category="general"),  # unparsed: 0, or 1/2
+        _judgement("g3", "tie", (2, 1), None, category="general"),  # unparsed on a tie: 0 either way
+        _judgement("h1", "1", (1, 2), "2", category="hallucination"),  # wrong
+        _judgement("h2", "2", (1, 2), None, category="hallucination"),  # unparsed: 0, or 1/2
+    ]
+    folder = _write_run(tmp_path / "run", "results.jsonl", records, {"benchmark": "vl-rewardbench"})
+    report = eval_statistics(folder)
+    rows = {r["category"]: r for r in report["categories"]}
+    assert report["ci_method"] == "wilson"
+    expected = {"general": (1 / 3, 1.5 / 3), "hallucination": (0.0, 0.25), "all": (1 / 5, 2 / 5)}
+    for category, (accuracy, half) in expected.items():
+        row = rows[category]
+        assert (row["accuracy"], row["accuracy_unparsed_half"]) == pytest.approx((accuracy, half)), category
+        assert row["accuracy_ci95"] == pytest.approx(wilson_interval(accuracy, row["judgements"]))
+        assert row["accuracy_unparsed_half_ci95"] == pytest.approx(wilson_interval(half, row["judgements"]))
+    summary = score(records, "vl-rewardbench")  # inspect and the run's summary say the same
+    assert rows["all"]["accuracy_unparsed_half"] == pytest.approx(summary["accuracy_unparsed_half"])
+    assert rows["all"]["accuracy_ci95"] == pytest.approx(summary["accuracy_ci95"])
+    printed = _cli(str(folder))
+    assert printed.returncode == 0, printed.stderr
+    table = " ".join(printed.stdout.replace("│", " ").split())
+    assert "acc % (95% CI)" in table and "acc % unparsed 1/2 (95% CI)" in table and "Wilson" in table
+    assert percent(rows["all"]["accuracy"], rows["all"]["accuracy_ci95"]) in table
+    assert percent(rows["all"]["accuracy_unparsed_half"], rows["all"]["accuracy_unparsed_half_ci95"]) in table
+
+
+def test_best_of_n_accuracies_and_curve_carry_wilson_intervals(tmp_path):
+    from critic_data.rl.client import percent, wilson_interval
+
+    folder = write_best_of_n_run(tmp_path / "run", "knockout")
+    report = best_of_n_statistics(folder)
+    assert report["ci_method"] == "wilson"
+    for name, value in report["accuracy"].items():
+        assert report["accuracy_ci95"][name] == pytest.approx(wilson_interval(value, 3))
+    for point in report["curve"]:
+        assert point["accuracy_ci95"] == pytest.approx(wilson_interval(point["accuracy"], point["questions"]))
+    summary = json.loads((folder / "summary.json").read_text())  # the run's own summary: the same intervals
+    assert summary["ci_method"] == "wilson" and summary["accuracy_ci95"].keys() == report["accuracy_ci95"].keys()
+    assert all(summary["accuracy_ci95"][name] == pytest.approx(report["accuracy_ci95"][name]) for name in summary["accuracy_ci95"])
+    printed = _cli(str(folder))
+    assert printed.returncode == 0, printed.stderr
+    table = " ".join(printed.stdout.replace("│", " ").split())
+    assert "acc % (95% CI)" in table and "Wilson" in table
+    assert percent(report["accuracy"]["best_of_n"], report["accuracy_ci95"]["best_of_n"]) in table
+    assert percent(report["curve"][0]["accuracy"], report["curve"][0]["accuracy_ci95"]) in table

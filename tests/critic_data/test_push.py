@@ -518,6 +518,78 @@ def test_a_checkpoint_whose_weights_do_not_read_is_refused(tiny_qwen_dir, hub, e
     assert hub.requests == []
 
 
+@pytest.mark.parametrize("damage", ["cut short", "cut inside the last tensor", "bytes after the data"])
+def test_a_checkpoint_whose_weights_are_not_as_long_as_their_header_says_is_refused(tiny_qwen_dir, hub, env, tmp_path,
+                                                                                    damage):
+    """The header of a copy cut short still reads: the size it declares is what tells."""
+    folder = shutil.copytree(tiny_qwen_dir, tmp_path / "run")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"cut short": data[: len(data) // 2], "cut inside the last tensor": data[:-1],
+                         "bytes after the data": data + b"\x00" * 8}[damage])
+    line = " ".join(one_error_line(cli(env, folder, "--repo-id", REPO)).split())
+    assert str(weights) in line and "header declares" in line and "nothing was sent" in line
+    assert hub.requests == []
+
+
+def _sharded(tiny_qwen_dir: Path, folder: Path) -> dict:
+    """The tiny checkpoint with its weights in two shards and their index; returns the index."""
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(tiny_qwen_dir, folder)
+    tensors = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, held in shards.items():
+        save_file({name: tensors[name] for name in held}, folder / shard)
+    index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())},
+             "weight_map": {name: shard for shard, held in shards.items() for name in held}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return index
+
+
+def test_a_sharded_checkpoint_is_pushed_whole(tiny_qwen_dir, hub, env, tmp_path):
+    folder = tmp_path / "run"
+    _sharded(tiny_qwen_dir, folder)
+    result = cli(env, folder, "--repo-id", REPO)
+    assert result.returncode == 0, result.stderr
+    assert {"model.safetensors.index.json", "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors"} <= files_at(hub, repo_type="model")
+
+
+def _edit_index(folder: Path, edit) -> None:
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    edit(index)
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+INDEX_DAMAGE = {
+    "a shard missing": (lambda f: (f / "model-00002-of-00002.safetensors").unlink(), "names model-00002-of-00002"),
+    "a shard left out of the push": (lambda f: (f / "runs").mkdir() or shutil.move(
+        f / "model-00002-of-00002.safetensors", f / "runs"), "names model-00002-of-00002"),
+    "a shard named outside the folder": (lambda f: _edit_index(f, lambda i: i["weight_map"].update(
+        {name: "../model-00002-of-00002.safetensors" for name, shard in i["weight_map"].items()
+         if shard.startswith("model-00002")})), "names ../model-00002-of-00002"),
+    "a tensor said to be in the other shard": (lambda f: _edit_index(f, lambda i: i["weight_map"].update(
+        {"lm_head.weight": "model-00002-of-00002.safetensors" if i["weight_map"]["lm_head.weight"].startswith(
+            "model-00001") else "model-00001-of-00002.safetensors"})), "holds lm_head.weight, which it does not"),
+    "no weight_map": (lambda f: _edit_index(f, lambda i: i.pop("weight_map")), "is not a weight index"),
+    "not JSON": (lambda f: (f / "model.safetensors.index.json").write_text("{"), "is not a weight index"),
+}
+
+
+@pytest.mark.parametrize("damage", INDEX_DAMAGE)
+def test_a_checkpoint_whose_weight_index_does_not_match_its_shards_is_refused(tiny_qwen_dir, hub, env, tmp_path, damage):
+    folder = tmp_path / "run"
+    _sharded(tiny_qwen_dir, folder)
+    make, named = INDEX_DAMAGE[damage]
+    make(folder)
+    line = " ".join(one_error_line(cli(env, folder, "--repo-id", REPO)).split())
+    assert "model.safetensors.index.json" in line and named in line and "nothing was sent" in line, line
+    assert hub.requests == []
+
+
 # --- An endpoint that is not the Hub, and one that never answers (issue 10, sections 3 and 5) -------
 
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><form>corporate proxy</form></body></html>"
