@@ -35,10 +35,12 @@ TAGS = ["critic", "reward-model", "multimodal", "grpo", "trl", "llava-critic-r1"
 def render_model_card(info: dict, step: int | None = None) -> str:
     """The README.md of a trained critic folder, from the facts `critic-data train` collected.
 
-    `info` keys: model_name, base_model, base_model_revision, base_model_on_hub, base_model_license,
+    `info` keys: model_name, base_model, base_model_revision, base_model_on_hub, base_model_fingerprint,
+    base_model_fingerprint_method, base_model_license, pixels (training and base (min, max) pixel bounds),
     dataset (name, on_hub, revision, fingerprint, fingerprint_method, license, rows_used, rows_dropped,
-    max_prompt_length), recipe (name, path), rewards [(name, weight)], hyperparameters, command,
-    versions, max_steps.
+    max_prompt_length, prompt_length_unit), recipe (name, shipped, file, fingerprint), rewards
+    [(name, weight)], hyperparameters, command, versions, max_steps. None of them names a local path:
+    a local base model or dataset goes by its folder's name.
     """
     dataset = info["dataset"]
     # Hub metadata may only name Hub repos: a local path as base_model or dataset fails validation.
@@ -56,6 +58,10 @@ def render_model_card(info: dict, step: int | None = None) -> str:
         model_name=info["model_name"],
         base_model=info["base_model"],
         base_model_revision=info.get("base_model_revision"),
+        base_model_on_hub=info["base_model_on_hub"],
+        base_model_fingerprint=info.get("base_model_fingerprint"),
+        base_model_fingerprint_method=info.get("base_model_fingerprint_method"),
+        pixels=info["pixels"],
         dataset=dataset,
         recipe=info["recipe"],
         rewards=[{"name": name, "weight": weight} for name, weight in info["rewards"]],

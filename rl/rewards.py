@@ -9,7 +9,7 @@ The official reward (si0wang/LLaVA-Critic-R1@6fd42d1, EasyR1/examples/reward_fun
   compared after MathRuler's normalisation (`1.0`, `01`, `{1}`, `\\text{1}`, a full-width `１` all
   equal "1"; "Response 1" does not).
 
-    r = 0.9 * preference_reward + 0.1 * format_reward        (alpha = 0.9, METHOD.md)
+    r = 0.9 * preference_reward + 0.1 * format_reward        (math.py:32-40: format_weight 0.1)
 
 Both follow TRL's reward signature `f(completions, **columns) -> list[float]`: `completions` holds
 strings or conversational message lists; every other dataset column arrives as a keyword argument.

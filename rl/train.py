@@ -10,19 +10,25 @@ only what TRL's `trl grpo` script lacks for this task:
 - pixel bounds (`min_pixels`, `max_pixels`), applied to the processor *and* to the images
   themselves: a colocated vLLM builds its own processor from the model folder, so only
   pre-sized images guarantee that trainer and vLLM count the same image tokens;
-- a prompt budget (`max_prompt_length`): TRL 1.16 no longer truncates prompts (truncation would
-  cut image tokens and fail with "Image features and image tokens do not match"), so longer rows
-  are dropped before training, counted with the model's own processor, and the count is logged;
+- the official prompt filter (`max_prompt_length`, `prompt_length_unit`): rows whose chat-template
+  string is longer than 6142 characters are dropped before training, as the official run dropped
+  them; `--prompt_length_unit tokens` counts text + expanded image tokens with the model's own
+  processor instead. TRL 1.16 does not truncate prompts (truncation would cut image tokens and fail
+  with "Image features and image tokens do not match"); the dropped count is logged;
 - rewards by registry name (`critic_data.rl.rewards.REWARDS`);
-- a model card in the output folder and in every checkpoint, ready for `critic-data push`.
+- a model card in the output folder and in every checkpoint, ready for `critic-data push`: each
+  holds the base model's processor as loaded (as the official checkpoints do; the training pixel
+  bounds are in the card), and nothing published names a local absolute path.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 import hashlib
 import io
 import math
+import os
 import shlex
 import types
 import typing
@@ -35,19 +41,15 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, TrlParser
 from transformers import TrainerCallback
 
 from critic_data import UserError, package_version
-from critic_data.files import refuse_a_path_that_cannot_be_a_folder
-from critic_data.hub_client import is_repo_id
+from critic_data.files import published_path, refuse_a_path_that_cannot_be_a_folder
+from critic_data.hub_client import check_hub_dataset, check_hub_repo, is_repo_id
+from critic_data.rl import RECIPES_DIR, recipes
 from critic_data.cards.model_card import write_model_card
+from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH, PROMPT_LENGTH_UNITS
 from critic_data.rl.rewards import DEFAULT_REWARDS, DEFAULT_WEIGHTS, reward_function
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
 REQUIRED_COLUMNS = ("prompt", "images", "answer")
 console = Console(stderr=True)
-
-
-def recipes() -> dict[str, Path]:
-    """The shipped recipes by name."""
-    return {path.stem: path for path in sorted(RECIPES_DIR.glob("*.yaml"))}
 
 
 @dataclass
@@ -62,7 +64,14 @@ class CriticScriptArguments(ScriptArguments):
     min_pixels: int = field(default=262_144, metadata={"help": "Images with fewer pixels are upscaled."})
     max_pixels: int = field(default=4_194_304, metadata={"help": "Images with more pixels are downscaled."})
     max_prompt_length: int = field(
-        default=6142, metadata={"help": "Rows whose prompt (text + image tokens) is longer are dropped before training."}
+        default=OFFICIAL_MAX_PROMPT_LENGTH,
+        metadata={"help": "Rows whose prompt is longer (in --prompt_length_unit) are dropped before training."},
+    )
+    prompt_length_unit: str = field(
+        default="characters",
+        metadata={"help": "characters: the official filter, the chat-template string's length with one placeholder "
+                          "per image. tokens: text tokens + each image's tokens under the pixel bounds.",
+                  "choices": list(PROMPT_LENGTH_UNITS)},
     )
 
     def __post_init__(self):
@@ -70,6 +79,9 @@ class CriticScriptArguments(ScriptArguments):
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels} and {self.max_pixels}")
         if self.max_prompt_length <= 0:
             raise ValueError(f"max_prompt_length must be positive, got {self.max_prompt_length}")
+        if self.prompt_length_unit not in PROMPT_LENGTH_UNITS:
+            raise ValueError(f"prompt_length_unit must be one of {', '.join(PROMPT_LENGTH_UNITS)}, "
+                             f"got {self.prompt_length_unit!r}")
 
 
 class _Parser(TrlParser):
@@ -138,11 +150,13 @@ _RANGES = {
     "max_grad_norm": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
     "temperature": (lambda v: 0 < v < math.inf, "above 0 (GRPO samples its completions)"),
     "top_p": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    # TRL documents 0 as "no top-k filtering"; vLLM reads -1 so too, but transformers' sampler refuses it
+    "top_k": (lambda v: v >= 0, "0 (no top-k filtering) or a number of tokens"),
     "beta": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
     "epsilon": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
     "epsilon_high": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
     "delta": (lambda v: 1 < v < math.inf, "above 1 (a dual-clip bound: the recipes use 3.0)"),
-    "max_completion_length": (lambda v: v >= 1, "at least 1"),
+    "max_completion_length": (lambda v: v >= 1, "at least 1"),  # and below the model's context: see train()
     "per_device_train_batch_size": (lambda v: v >= 1, "at least 1"),
     "gradient_accumulation_steps": (lambda v: v >= 1, "at least 1"),
     "save_steps": (lambda v: v > 0, "above 0"),
@@ -201,6 +215,8 @@ def load_critic_dataset(args: CriticScriptArguments):
     local = Path(name).expanduser()
     if not local.exists() and not is_repo_id(name):
         raise UserError(f"no dataset folder at {name}; build one with `critic-data build --out {name}`")
+    if not local.exists():
+        check_hub_dataset(name, f"--dataset_name {name}")
     try:
         dataset = load_dataset(str(local) if local.exists() else name, name=args.dataset_config,
                                revision=None if local.exists() else args.dataset_revision)
@@ -216,6 +232,14 @@ def load_critic_dataset(args: CriticScriptArguments):
     if missing:
         raise UserError(f"dataset {name} is not a critic-data dataset: no column {', '.join(missing)}")
     return dataset
+
+
+def check_hub_model(name: str | None) -> None:
+    """A model named by its Hub id (no such folder here) is asked of the Hub once, bounded, before the
+    dataset loads: without a network, or with the model missing, the run ends in one line that says
+    what to do, not after minutes of huggingface_hub's retries for each of the processor's files."""
+    if name and not Path(name).expanduser().exists() and is_repo_id(name):
+        check_hub_repo(name, f"--model_name_or_path {name}", repo_type="model")
 
 
 def load_processor(model_args: ModelConfig, script_args: CriticScriptArguments, trust_remote_code: bool):
@@ -240,6 +264,29 @@ def load_processor(model_args: ModelConfig, script_args: CriticScriptArguments, 
     return processor
 
 
+def load_base_processor(model_args: ModelConfig, trust_remote_code: bool):
+    """The base model's processor as loaded, pixel bounds and padding side its own: what every saved
+    folder ships. Called after `load_processor`, which has said in one line why a model cannot load."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
+                                         trust_remote_code=trust_remote_code)
+
+
+def check_completion_budget(model_args: ModelConfig, max_completion_length: int, trust_remote_code: bool) -> None:
+    """A completion budget must leave the prompt room in the model's context: a larger one fails only at
+    the first rollout, after the data and the model have loaded."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
+                                        trust_remote_code=trust_remote_code)
+    positions = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if positions is not None and max_completion_length >= positions:
+        raise UserError(f"--max_completion_length {max_completion_length} must be below the "
+                        f"{positions} positions of {model_args.model_name_or_path}'s context, which holds the "
+                        "prompt too")
+
+
 def fit_image(image, processor):
     """The image resized exactly as the processor would resize it (a no-op for the processor afterwards)."""
     from PIL import Image
@@ -255,22 +302,26 @@ def fit_image(image, processor):
     return image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
 
 
-def prompt_lengths(dataset, processor, chat_template_kwargs: dict | None = None) -> list[int | None]:
-    """Prompt tokens per row as the trainer will see them: the chat-templated text with every image
-    placeholder expanded to the image's token count under the processor's pixel bounds. Sizes come
-    from image headers (no pixel decoding), counts from the processor itself. None: an image the
-    processor cannot take (e.g. aspect ratio above 200)."""
+def prompt_lengths(dataset, processor, chat_template_kwargs: dict | None = None,
+                   unit: str = "tokens") -> list[int | None]:
+    """Each row's prompt length in `unit`: "tokens" as the trainer will see them (the chat-templated
+    text with every image placeholder expanded to the image's token count under the processor's pixel
+    bounds, counted by the processor itself); "characters" of the chat-templated string with one
+    placeholder per image, the official filter's measure. Image sizes come from image headers (no
+    pixel decoding). None: an image the processor cannot take (e.g. aspect ratio above 200), in either
+    unit (training on it would fail)."""
     from datasets import Image, List
     from PIL import Image as PILImage
 
-    tokenizer = processor.tokenizer
     image_token_id = processor.image_token_id
     view = dataset.select_columns(["prompt", "images"]).cast_column("images", List(Image(decode=False)))
     lengths: list[int | None] = []
     for batch in view.iter(batch_size=256):
         texts = [processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False,
                                                **(chat_template_kwargs or {})) for prompt in batch["prompt"]]
-        for ids, images in zip(tokenizer(texts, add_special_tokens=False)["input_ids"], batch["images"], strict=True):
+        ids = (processor.tokenizer(texts, add_special_tokens=False)["input_ids"] if unit == "tokens"
+               else [None] * len(texts))  # the character rule needs no tokenizer pass
+        for text, text_ids, images in zip(texts, ids, batch["images"], strict=True):
             try:
                 sizes = []
                 for image in images:
@@ -281,19 +332,21 @@ def prompt_lengths(dataset, processor, chat_template_kwargs: dict | None = None)
             except (ValueError, OSError):
                 lengths.append(None)
                 continue
-            lengths.append(len(ids) - ids.count(image_token_id) + sum(image_tokens))
+            lengths.append(len(text) if unit == "characters"
+                           else len(text_ids) - text_ids.count(image_token_id) + sum(image_tokens))
     return lengths
 
 
-def within_budget(dataset, processor, budget: int, split: str, chat_template_kwargs: dict | None, log: bool):
-    """The rows whose prompt fits the budget; the dropped count is logged."""
-    lengths = prompt_lengths(dataset, processor, chat_template_kwargs)
+def within_budget(dataset, processor, budget: int, split: str, chat_template_kwargs: dict | None, log: bool,
+                  unit: str = "tokens"):
+    """The rows whose prompt fits the budget (in `unit`); the dropped count is logged."""
+    lengths = prompt_lengths(dataset, processor, chat_template_kwargs, unit)
     keep = [i for i, n in enumerate(lengths) if n is not None and n <= budget]
     too_long = sum(1 for n in lengths if n is not None and n > budget)
     unusable = lengths.count(None)
     if log:
         longest = max((n for n in lengths if n is not None), default=0)
-        console.print(f"{split}: dropped {too_long} of {len(lengths)} rows whose prompt exceeds {budget} tokens "
+        console.print(f"{split}: dropped {too_long} of {len(lengths)} rows whose prompt exceeds {budget} {unit} "
                       f"(longest {longest}); {unusable} rows with an image the processor cannot take; "
                       f"{len(keep)} rows kept", highlight=False, soft_wrap=True)
     return dataset.select(keep), len(lengths) - len(keep)
@@ -311,22 +364,39 @@ def sized_images(dataset, processor):
 # --------------------------------------------------------------------------- provenance for the model card
 
 
-def dataset_provenance(args: CriticScriptArguments) -> dict:
-    """Hub id + resolved commit, or local folder + content fingerprint of its data files."""
-    from huggingface_hub import DatasetCard
+# What is published names no local folder: a user's paths (home directory, user name) stay private.
+# A local dataset or base model is recorded by its folder's name and a fingerprint of its content.
+FINGERPRINT_METHOD = "blake2b over each {kind} file's path and blake2b(size, first MiB, last MiB)"
 
+
+def folder_fingerprint(folder: Path, pattern: str) -> str:
+    """One digest of the files under `folder` matching `pattern`: their paths and `fingerprint`s."""
     from critic_data.files import fingerprint
+
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(folder.rglob(pattern)):
+        digest.update(f"{path.relative_to(folder)}:{fingerprint(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def shareable(value):
+    """A local absolute path as published files name it (`published_path`); any other value as it is."""
+    if isinstance(value, str) and os.path.isabs(os.path.expanduser(value)):
+        return published_path(os.path.expanduser(value))
+    return value
+
+
+def dataset_provenance(args: CriticScriptArguments) -> dict:
+    """Hub id + resolved commit, or local folder name + content fingerprint of its data files."""
+    from huggingface_hub import DatasetCard
 
     local = Path(args.dataset_name).expanduser()
     if local.exists():
-        digest = hashlib.blake2b(digest_size=16)
-        for path in sorted(local.rglob("*.parquet")):
-            digest.update(f"{path.relative_to(local)}:{fingerprint(path)}\n".encode())
         card = local / "README.md"
         license_ = DatasetCard.load(card).data.license if card.is_file() else None
-        return {"name": str(local.resolve()), "on_hub": False, "revision": None, "fingerprint": digest.hexdigest(),
-                "fingerprint_method": "blake2b over each parquet file's path and blake2b(size, first MiB, last MiB)",
-                "license": license_}
+        return {"name": local.resolve().name, "on_hub": False, "revision": None,
+                "fingerprint": folder_fingerprint(local, "*.parquet"),
+                "fingerprint_method": FINGERPRINT_METHOD.format(kind="parquet"), "license": license_}
     try:
         from huggingface_hub import HfApi
 
@@ -349,8 +419,18 @@ def _base_model_license(name: str) -> str | None:
         return None
 
 
-def card_info(recipe: Path, overrides: list[str], script_args, training_args, model_args, dataset: dict) -> dict:
+def recipe_provenance(recipe: Path) -> dict:
+    """A shipped recipe by its name; a user's own by its file name and a fingerprint of its bytes."""
+    if recipe.resolve().parent == RECIPES_DIR.resolve():
+        return {"name": recipe.stem, "shipped": True, "file": recipe.name, "fingerprint": None}
+    return {"name": recipe.stem, "shipped": False, "file": recipe.name,
+            "fingerprint": hashlib.blake2b(recipe.read_bytes(), digest_size=16).hexdigest()}
+
+
+def card_info(recipe: Path, overrides: list[str], script_args, training_args, model_args, dataset: dict,
+              base_pixels: tuple[int, int]) -> dict:
     base = model_args.model_name_or_path
+    local_base = Path(base).expanduser()
     hyperparameters = {}
     for name in (
         "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "optim",
@@ -361,27 +441,41 @@ def card_info(recipe: Path, overrides: list[str], script_args, training_args, mo
         value = getattr(training_args, name)
         hyperparameters[name] = getattr(value, "value", value)  # enums (SchedulerType.CONSTANT) as their value
     hyperparameters.update(min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels,
-                           max_prompt_length=script_args.max_prompt_length)
+                           max_prompt_length=script_args.max_prompt_length,
+                           prompt_length_unit=script_args.prompt_length_unit)
+    recipe_record = recipe_provenance(recipe)
+    arguments = [(argument.partition("=") if argument.startswith("--") else ("", "", argument))
+                 for argument in overrides]  # `--flag PATH` and `--flag=PATH`
     return {
-        "model_name": Path(training_args.output_dir).name,
-        "base_model": base,
+        "model_name": Path(training_args.output_dir).resolve().name,
+        "base_model": base if not local_base.exists() else local_base.resolve().name,
         "base_model_revision": model_args.model_revision,
-        "base_model_on_hub": not Path(base).exists(),
+        "base_model_on_hub": not local_base.exists(),
+        "base_model_fingerprint": folder_fingerprint(local_base, "*.safetensors") if local_base.is_dir() else None,
         "base_model_license": _base_model_license(base),
-        "dataset": {**dataset, "max_prompt_length": script_args.max_prompt_length},
-        "recipe": {"name": recipe.stem, "path": str(recipe)},
+        "base_model_fingerprint_method": FINGERPRINT_METHOD.format(kind="safetensors"),
+        "pixels": {"training": (script_args.min_pixels, script_args.max_pixels), "base": base_pixels},
+        "dataset": {**dataset, "max_prompt_length": script_args.max_prompt_length,
+                    "prompt_length_unit": script_args.prompt_length_unit},
+        "recipe": recipe_record,
         "rewards": list(zip(script_args.reward_funcs,
                             training_args.reward_weights or [1.0] * len(script_args.reward_funcs), strict=True)),
         "hyperparameters": hyperparameters,
-        "command": shlex.join(["critic-data", "train", "--recipe", recipe.stem if recipe.parent == RECIPES_DIR
-                               else str(recipe), *overrides]),
+        "command": shlex.join(["critic-data", "train", "--recipe",
+                               recipe_record["name"] if recipe_record["shipped"] else recipe_record["file"],
+                               *(flag + equals + shareable(value) for flag, equals, value in arguments)]),
         "versions": {name: package_version(name) for name in ("critic-data", "trl", "transformers", "torch", "vllm")},
         "max_steps": training_args.max_steps if training_args.max_steps > 0 else None,
     }
 
 
 class CriticGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose resume loads the checkpoint's weights.
+    """GRPOTrainer whose resume loads the checkpoint's weights, and whose saved folders are ready to publish.
+
+    Each save (checkpoint or final) holds `published_processor`, the base model's processor as loaded,
+    instead of the training one with the recipe's pixel bounds: the official checkpoints ship the base
+    model's, and a server of a checkpoint would otherwise upscale every small image to 512x512. Its
+    `training_args.bin` names no local folder (`critic-data push` publishes it).
 
     transformers' Trainer resumes by loading the saved state dict as it is, but Qwen2.5-VL saves its
     weights under their original names (`visual.*`, `model.layers.*`) and holds them under others
@@ -391,6 +485,25 @@ class CriticGRPOTrainer(GRPOTrainer):
     DeepSpeed and FSDP resume from their own sharded state, and PEFT adapters keep their names: those
     are left to the Trainer.
     """
+
+    def __init__(self, *args, published_processor=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.published_processor = published_processor
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        import torch
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        super()._save(output_dir, state_dict)
+        if not self.args.should_save:
+            return
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        if self.published_processor is not None:
+            self.published_processor.save_pretrained(folder)
+        shared = copy.copy(self.args)  # the run itself goes on with its own paths
+        for name, value in vars(self.args).items():
+            setattr(shared, name, shareable(value))
+        torch.save(shared, os.path.join(folder, TRAINING_ARGS_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         from transformers import PreTrainedModel
@@ -405,17 +518,23 @@ class CriticGRPOTrainer(GRPOTrainer):
 
 
 def check_output_dir(out: Path, resume: str | None) -> None:
-    """A new run starts in an empty or new folder: the trainer would write over the checkpoints, weights
-    and card of a run already there (a resumed run continues in its folder)."""
+    """A run writes into an empty or new folder, or, resumed, into its checkpoint's own run folder: the
+    trainer writes checkpoints, weights and a card over whatever else a folder holds (a dataset's README,
+    another run)."""
     refuse_a_path_that_cannot_be_a_folder("--output_dir", out)
     try:
         held = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
     except OSError as error:
         raise UserError(f"--output_dir {out} cannot be read ({error.strerror}); pass a folder you can write") from None
+    listed = f"{', '.join(held[:3])}{', ...' if len(held) > 3 else ''}"
+    if held and resume and out.resolve() != Path(resume).resolve().parent:
+        raise UserError(f"--output_dir {out} already holds {listed}, and it is not the run folder of "
+                        f"--resume_from_checkpoint {resume}: continue in {Path(resume).parent} "
+                        "or in a new, empty folder")
     if held and not resume:
         steps = [int(name[11:]) for name in held if name.startswith("checkpoint-") and name[11:].isdecimal()]
         again = f"continue it with --resume_from_checkpoint {out}/checkpoint-{max(steps)}, " if steps else ""
-        raise UserError(f"--output_dir {out} already holds {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}; "
+        raise UserError(f"--output_dir {out} already holds {listed}; "
                         f"a new run would write over it: {again}choose another --output_dir, or empty it yourself")
 
 
@@ -446,8 +565,11 @@ def train(recipe: str, overrides: list[str]) -> Path:
         raise UserError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
     check_output_dir(Path(training_args.output_dir), resume)
     rewards = [reward_function(name) for name in script_args.reward_funcs]
+    check_hub_model(model_args.model_name_or_path)
     dataset = load_critic_dataset(script_args)
     processor = load_processor(model_args, script_args, training_args.trust_remote_code)
+    check_completion_budget(model_args, training_args.max_completion_length, training_args.trust_remote_code)
+    base_processor = load_base_processor(model_args, training_args.trust_remote_code)
 
     main = training_args.process_index == 0
     splits, dropped = {}, 0
@@ -456,9 +578,11 @@ def train(recipe: str, overrides: list[str]) -> Path:
         wanted.append(script_args.dataset_test_split)
     for split in wanted:
         kept, n_dropped = within_budget(dataset[split], processor, script_args.max_prompt_length, split,
-                                        training_args.chat_template_kwargs, log=main)
+                                        training_args.chat_template_kwargs, log=main,
+                                        unit=script_args.prompt_length_unit)
         if len(kept) == 0:
-            raise UserError(f"no {split} row fits --max_prompt_length {script_args.max_prompt_length}")
+            raise UserError(f"no {split} row fits --max_prompt_length {script_args.max_prompt_length} "
+                            f"({script_args.prompt_length_unit})")
         splits[split] = sized_images(kept, processor)
         dropped += n_dropped if split == script_args.dataset_train_split else 0
     train_split = splits[script_args.dataset_train_split]
@@ -470,7 +594,9 @@ def train(recipe: str, overrides: list[str]) -> Path:
     info = None
     if main:  # only the main process writes cards
         provenance = {**dataset_provenance(script_args), "rows_used": len(train_split), "rows_dropped": dropped}
-        info = card_info(path, overrides, script_args, training_args, model_args, provenance)
+        base_size = base_processor.image_processor.size
+        info = card_info(path, overrides, script_args, training_args, model_args, provenance,
+                         base_pixels=(base_size["shortest_edge"], base_size["longest_edge"]))
 
     training_args.model_init_kwargs = {
         "revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
@@ -484,6 +610,7 @@ def train(recipe: str, overrides: list[str]) -> Path:
         eval_dataset=splits.get(script_args.dataset_test_split) if len(wanted) > 1 else None,
         processing_class=processor,
         callbacks=[ModelCardCallback(info)],
+        published_processor=base_processor,
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )

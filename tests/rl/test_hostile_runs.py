@@ -7,6 +7,7 @@ nothing lost, no request sent when the run cannot be written.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -148,6 +149,9 @@ CPU = ["--use_cpu", "--bf16", "false", "--use_vllm", "false"]
     ("temperature: -1.0\n", "--temperature -1.0 must be above 0"),
     ("temperature: 0.0\n", "--temperature 0.0 must be above 0"),
     ("top_p: 1.5\n", "--top_p 1.5 must be above 0 and at most 1"),
+    ("top_k: -3\n", "--top_k -3 must be 0 (no top-k filtering) or a number of tokens"),
+    ("top_k: -1\n", "--top_k -1 must be 0 (no top-k filtering)"),  # vLLM's "off"; transformers' sampler refuses it
+    ("prompt_length_unit: words\n", "prompt_length_unit must be one of characters, tokens, got 'words'"),
     ("beta: -0.01\n", "--beta -0.01 must be a number, 0 or more"),
     ("beta: .nan\n", "--beta nan must be a number, 0 or more"),
     ("epsilon_high: -0.3\n", "--epsilon_high -0.3 must be a number, 0 or more"),
@@ -222,6 +226,31 @@ def test_an_output_dir_that_cannot_take_a_new_run_is_one_line(tmp_path):
     with pytest.raises(UserError, match=f"continue it with --resume_from_checkpoint {run}/checkpoint-10, "):
         check_output_dir(run, None)
     check_output_dir(run, str(run / "checkpoint-10"))  # a resumed run continues in its folder
+
+
+def test_a_resumed_run_writes_only_into_its_own_run_folder_or_a_new_one(tmp_path):
+    """Before the fix a resume skipped the check: `--output_dir /` or a dataset folder got checkpoints,
+    weights and a model card written over its README."""
+    from critic_data.rl.train import check_output_dir
+
+    run = tmp_path / "run"
+    (run / "checkpoint-10").mkdir(parents=True)
+    (run / "model.safetensors").write_text("weights")
+    resume = str(run / "checkpoint-10")
+    check_output_dir(run, resume)
+    check_output_dir(tmp_path / "run" / ".." / "run", resume)  # the same folder, spelled otherwise
+    check_output_dir(tmp_path / "elsewhere", resume)  # a new folder
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty", resume)
+    dataset = tmp_path / "dataset"
+    (dataset / "data").mkdir(parents=True)
+    (dataset / "README.md").write_text("my card")
+    for out in (dataset, run / "checkpoint-10", tmp_path, Path("/")):
+        if out == run / "checkpoint-10":
+            (out / "optimizer.pt").write_text("state")
+        with pytest.raises(UserError, match=f"is not the run folder of --resume_from_checkpoint {resume}: "
+                                            f"continue in {run} or in a new, empty folder"):
+            check_output_dir(out, resume)
 
 
 # --- eval: a disk that fills, a server that drops the connection mid-answer --------------------------------

@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH
 from critic_data.rl.train import RECIPES_DIR, parse_recipe, recipes
 
 ACCELERATE_DIR = RECIPES_DIR / "accelerate"
-CRITIC_DATA_KEYS = {"min_pixels", "max_pixels", "max_prompt_length"}  # keys TRL 1.16 has no field for
+CRITIC_DATA_KEYS = {"min_pixels", "max_pixels", "max_prompt_length", "prompt_length_unit"}  # TRL 1.16 has no field
 
 OFFICIAL = "si0wang/LLaVA-Critic-R1@6fd42d1"
 CONFIG = f"{OFFICIAL}:EasyR1/examples/config.yaml"
 SCRIPT = f"{OFFICIAL}:EasyR1/examples/qwen2_5_vl_7b_llava_critic_grpo.sh"
+DATASET_PY = f"{OFFICIAL}:EasyR1/verl/utils/dataset.py"
 ACTOR = f"{OFFICIAL}:EasyR1/verl/workers/actor/config.py"
 ALGOS = f"{OFFICIAL}:EasyR1/verl/trainer/core_algos.py"
 
@@ -36,6 +38,7 @@ FIDELITY = {
     "temperature": (1.0, f"{CONFIG}:56"),
     "top_p": (0.99, f"{CONFIG}:57"),
     "top_k": (0, f"{OFFICIAL}:EasyR1/verl/workers/rollout/config.py:28 (top_k -1: off; TRL's 0 is off)"),
+    "min_p": (None, "EasyR1 sets none"),
     "repetition_penalty": (1.0, "EasyR1 sets none"),
     "max_completion_length": (2048, f"{CONFIG}:8 (max_response_length)"),
     "mask_truncated_completions": (False, "EasyR1 trains on truncated completions too"),
@@ -49,6 +52,12 @@ FIDELITY = {
     "scale_rewards": ("group", f"{ALGOS}:169-172 ((r - group mean) / (group std + eps))"),
     "num_iterations": (1, f"{ACTOR}:85 (ppo_epochs)"),
     "vllm_importance_sampling_correction": (False, "EasyR1 has no rollout-vs-trainer reweighting"),
+    "multi_objective_aggregation": ("sum_then_normalize", f"{ALGOS}:169-172 (one weighted reward, group-normalised)"),
+    "entropy_coef": (0.0, f"{SCRIPT}:25 (worker.actor.is_entropy_reg=False; dp_actor.py:336-339)"),
+    "use_adaptive_entropy": (False, "EasyR1 has no entropy control"),
+    "top_entropy_quantile": (1.0, "EasyR1 trains on every completion token"),
+    "off_policy_mask_threshold": (None, "EasyR1 masks no off-policy token"),
+    "sync_ref_model": (False, f"{CONFIG}:22-24 (a fixed reference model)"),
     "reward_weights": ([0.9, 0.1], f"{OFFICIAL}:EasyR1/examples/reward_function/math.py (format_weight 0.1)"),
     "reward_funcs": (["preference", "format"], f"{OFFICIAL}:EasyR1/examples/reward_function/math.py"),
     "per_device_train_batch_size": (4, f"{SCRIPT}:27 (micro_batch_size_per_device_for_update)"),
@@ -68,11 +77,16 @@ FIDELITY = {
     "vllm_max_model_length": (8192, f"{CONFIG}:60"),
     "min_pixels": (262_144, f"{CONFIG}:16"),
     "max_pixels": (4_194_304, f"{CONFIG}:15"),
-    "max_prompt_length": (6142, f"{SCRIPT}:24"),
+    "max_prompt_length": (OFFICIAL_MAX_PROMPT_LENGTH, f"{SCRIPT}:24"),
+    "prompt_length_unit": ("characters", f"{DATASET_PY}:167-172 (len() of apply_chat_template's string)"),
 }
+# Values a TRL release could change without a word: each recipe states them itself (a default is not enough).
+PINNED_IN_RECIPES = ("use_bias_correction_kl", "vllm_importance_sampling_correction", "multi_objective_aggregation",
+                     "top_k", "entropy_coef", "use_adaptive_entropy", "max_prompt_length", "prompt_length_unit")
 PER_RECIPE = {
     "critic-r1": {"model_name_or_path": "Qwen/Qwen2.5-VL-7B-Instruct", "learning_rate": 1e-6},
-    # METHOD.md (the paper) gives R1+ half the rate; the fork's thinklite script keeps config.yaml's 1e-6
+    # LLaVA-VL/LLaVA-NeXT@20530d1 llava-critic-r1/EasyR1/examples/thinklite_vl_7b_llava_critic_grpo.sh:14 sets
+    # worker.actor.optim.lr=5.0e-7; the fork's own copy of that script leaves config.yaml's 1e-6
     "critic-r1-plus": {"model_name_or_path": "russwang/ThinkLite-VL-7B", "learning_rate": 5e-7},
 }
 
@@ -97,6 +111,60 @@ def test_recipe_effective_config_equals_the_official_one(name):
     assert training.generation_batch_size // training.num_generations == 256
     assert training.per_device_train_batch_size * 8 * training.gradient_accumulation_steps // 8 == 128
     assert training.output_dir == f"out/{name}"
+
+
+@pytest.mark.parametrize("name", sorted(PER_RECIPE))
+def test_recipe_states_what_a_trl_release_could_change(name):
+    stated = yaml.safe_load(recipes()[name].read_text())
+    assert set(PINNED_IN_RECIPES) <= set(stated), set(PINNED_IN_RECIPES) - set(stated)
+
+
+@pytest.mark.parametrize("path", [*sorted(RECIPES_DIR.glob("*.yaml")), RECIPES_DIR.parent / "rewards.py",
+                                  Path(__file__)], ids=lambda p: p.name)
+def test_sources_are_cited_by_public_paths_not_by_notes_outside_the_repository(path):
+    """A citation of a document that is not in the repository cannot be checked by a reader."""
+    root = RECIPES_DIR.parents[1]
+    in_repository = {p.name for p in root.rglob("*.md") if ".venv" not in p.parts}
+    cited = set(re.findall(r"\b[\w-]+\.md\b", path.read_text()))
+    assert cited <= in_repository, cited - in_repository
+
+
+def test_what_trl_hard_codes_is_pinned_and_its_distance_to_easyr1_bounded():
+    """Two values of the official loss cannot be set in TRL 1.16; these checks fail when a TRL release
+    changes them, and bound what they change. The advantage: EasyR1 divides by (group std + 1e-6)
+    (core_algos.py:139,172), TRL by (std + 1e-4), both with the unbiased std. With rewards in
+    {0, 0.1, 0.9, 1} and groups of 8 the smallest non-zero std is 0.0354, so TRL's advantages are at most
+    0.28% smaller. The k3 KL: EasyR1 clamps it to [-10, 10] (core_algos.py:420-423); TRL does not. k3 >= 0,
+    so only +10 binds, in both directions of log(ref/policy): above 2.6109 (the reference 13.6 times
+    as likely as the policy) and below -11.0000 (60,000 times less likely)."""
+    import inspect
+    import itertools
+
+    import torch
+    from trl import GRPOTrainer
+    from trl.trainer.utils import nanstd
+
+    source = " ".join(inspect.getsource(GRPOTrainer._generate_and_score_completions).split())
+    assert "advantages = advantages / (std_rewards + 1e-4)" in source
+    assert "std_rewards = nanstd(rewards.view(-1, num_generations), dim=1)" in source
+    group = torch.tensor([1.0] * 7 + [0.9])
+    assert torch.isclose(nanstd(group), group.std())  # unbiased, as EasyR1's torch.std
+    stds = {round(torch.tensor(rewards).std().item(), 6)
+            for rewards in itertools.combinations_with_replacement([0.0, 0.1, 0.9, 1.0], 8)} - {0.0}
+    smallest = min(stds)
+    assert 0.0353 < smallest < 0.0354
+    assert 0.0027 < 1 - (smallest + 1e-6) / (smallest + 1e-4) < 0.0028
+
+    loss = " ".join(inspect.getsource(GRPOTrainer._compute_loss).split())
+    k3 = "torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps) - 1"
+    assert k3 in loss and "per_token_kl = torch.clamp" not in loss and "per_token_kl.clamp" not in loss
+    log_ratio = torch.linspace(-14, 4, 180_001, dtype=torch.float64)  # log(ref / policy)
+    trl = torch.exp(log_ratio) - log_ratio - 1
+    easyr1 = torch.clamp(trl, min=-10, max=10)
+    differs = log_ratio[trl != easyr1]
+    assert differs[differs > 0].min() == pytest.approx(2.6109, abs=1e-4)
+    assert differs[differs < 0].max() == pytest.approx(-11.0, abs=1e-4)
+    assert bool((trl >= 0).all())  # the lower clamp never binds
 
 
 def _header(path: Path) -> str:

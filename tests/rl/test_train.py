@@ -1,6 +1,7 @@
 """`critic-data train` end to end on CPU: a tiny Qwen2.5-VL built offline, a dataset built by
 `critic-data build`, two real GRPO steps with the critic-r1 recipe, a checkpoint and a model card,
-then two more steps resumed from that checkpoint. Plus the prompt budget and user errors."""
+then two more steps resumed from that checkpoint. Plus the prompt filter (the official character rule
+and the token rule), what a saved folder publishes, and user errors."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ def true_prompt_lengths(dataset, processor) -> list[int]:
     return lengths
 
 
+def official_prompt_lengths(dataset, processor) -> list[int]:
+    """The official filter's measure, as EasyR1's `_filter_overlong_prompts` takes it: len() of what the
+    processor's chat template returns for the row's messages (a string: one placeholder per image)."""
+    texts = [processor.apply_chat_template(row["prompt"], add_generation_prompt=True) for row in dataset]
+    assert all(isinstance(text, str) for text in texts)
+    return [len(text) for text in texts]
+
+
 def _processor(model_dir, min_pixels=262_144, max_pixels=4_194_304):
     from trl import ModelConfig
 
@@ -57,10 +66,11 @@ def _train(args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def budget(tiny_qwen_dir, built_dataset) -> tuple[int, int]:
-    """A prompt budget that drops the longest quarter of the train rows, and how many rows that is."""
+    """A prompt budget in characters (the recipes' unit) that drops the longest quarter of the train rows,
+    and how many rows that is."""
     from datasets import load_dataset
 
-    lengths = sorted(true_prompt_lengths(load_dataset(str(built_dataset))["train"], _processor(tiny_qwen_dir)))
+    lengths = sorted(official_prompt_lengths(load_dataset(str(built_dataset))["train"], _processor(tiny_qwen_dir)))
     limit = lengths[len(lengths) * 3 // 4]
     return limit, sum(n > limit for n in lengths)
 
@@ -111,31 +121,65 @@ def test_checkpoint_holds_hf_weights_processor_and_card(run):
     checkpoint = run["out"] / "checkpoint-2"
     for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "optimizer.pt"):
         assert (checkpoint / name).is_file(), name
-    processor = AutoProcessor.from_pretrained(checkpoint)
-    # the recipe's pixel bounds travel with the checkpoint, so serving it sizes images as in training
-    assert (processor.image_processor.size["shortest_edge"], processor.image_processor.size["longest_edge"]) == (
-        262_144, 4_194_304)
     card = ModelCard.load(checkpoint / "README.md")
     assert "critic" in card.data.tags and card.data.pipeline_tag == "image-text-to-text"
     assert card.data.base_model is None  # a local base model is not a Hub id: prose only
     assert "weights after **2** optimiser steps" in run["card_after_two"]
 
 
+def test_saved_folders_keep_the_base_processor_and_the_card_names_the_training_bounds(run, tiny_qwen_dir):
+    """Before the fix every checkpoint kept the training processor (min 512x512 pixels), so a server of
+    it upscaled small images; the official checkpoints keep the base model's processor."""
+    from transformers import AutoProcessor
+
+    def bounds(folder):
+        size = AutoProcessor.from_pretrained(folder).image_processor.size
+        return size["shortest_edge"], size["longest_edge"]
+
+    assert bounds(tiny_qwen_dir) == (56 * 56, 56 * 56)
+    for folder in (run["out"], run["out"] / "checkpoint-2", run["out"] / "checkpoint-4"):
+        assert bounds(folder) == bounds(tiny_qwen_dir), folder
+        card = (folder / "README.md").read_text()
+        assert "every image was resized to between 262144 and 4194304\npixels" in card
+        assert "\"min_pixels\": 262144, \"max_pixels\": 4194304" in card and "(3136 to 3136 pixels)" in card
+
+
+def test_nothing_push_would_publish_names_a_local_path(run, tiny_qwen_dir, built_dataset, tmp_path_factory):
+    """Before the fix the card held the dataset's, the base model's and the recipe's absolute paths, and
+    the command line; training_args.bin held the output folder's."""
+    from critic_data.hub import plan_push
+
+    private = {str(tmp_path_factory.getbasetemp()), str(built_dataset.resolve()), str(tiny_qwen_dir.resolve()),
+               str(ROOT), str(Path.home())}
+    for folder in (run["out"], run["out"] / "checkpoint-2"):
+        published = plan_push(folder, "someone/critic").files
+        assert {"README.md", "training_args.bin", "config.json", "processor_config.json"} <= set(published)
+        for name, path in published.items():
+            content = path.read_bytes()
+            assert not [p for p in private if p.encode() in content], (folder, name)
+
+
 def test_model_card_records_the_run(run, tiny_qwen_dir, built_dataset, budget):
     text = (run["out"] / "README.md").read_text()
-    assert f"`{tiny_qwen_dir}`" in text and str(built_dataset.resolve()) in text
-    assert "dataset fingerprint | `" in text
-    assert f"{budget[1]} dropped (prompt longer than {budget[0]} tokens)" in text
+    assert f"| base model | `{tiny_qwen_dir.name}` (a local folder) |" in text
+    assert f"| dataset | `{built_dataset.name}` (a local folder) |" in text
+    assert "dataset fingerprint | `" in text and "base model fingerprint | `" in text
+    assert f"{budget[1]} dropped (prompt longer than {budget[0]} characters)" in text
+    assert "Recipe: `critic-r1`, shipped with critic-data" in text
     assert "`preference` × 0.9" in text and "`format` × 0.1" in text
     assert "| `learning_rate` | `1e-06` |" in text and "| `loss_type` | `bnpo` |" in text
     assert "| `lr_scheduler_type` | `constant` |" in text
-    assert "critic-data train --recipe critic-r1 --model_name_or_path" in text and "--max_steps 4" in text
+    assert (f"critic-data train --recipe critic-r1 --model_name_or_path {tiny_qwen_dir.name} --dataset_name "
+            f"{built_dataset.name} --output_dir critic ") in text and "--max_steps 4" in text
     assert "@article{wang2025llavacriticr1" in text
     assert "weights after **4** optimiser steps of 4" in text
 
 
 def test_prompt_budget_drop_is_logged(run, budget):
-    assert f"train: dropped {budget[1]} of " in run["first"].stderr
+    import re
+
+    assert re.search(rf"train: dropped {budget[1]} of \d+ rows whose prompt exceeds {budget[0]} characters ",
+                     run["first"].stderr)
     assert budget[1] > 0
 
 
@@ -163,6 +207,28 @@ def test_a_new_run_into_a_trained_folder_is_refused_and_leaves_it_as_it_was(run,
     assert len(lines) == 1 and lines[0].startswith(f"error: --output_dir {out} already holds"), again.stderr
     assert f"--resume_from_checkpoint {out}/checkpoint-4, " in lines[0]  # the last one, by step
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == before
+
+
+def test_a_resume_into_a_folder_that_is_not_its_run_folder_is_refused_and_leaves_it_as_it_was(
+        run, tiny_qwen_dir, built_dataset, tmp_path):
+    """Before the fix a resume skipped the folder check and wrote checkpoints, weights and a model card
+    over whatever --output_dir held (a dataset's README here)."""
+    other = tmp_path / "my-dataset"
+    (other / "data").mkdir(parents=True)
+    (other / "README.md").write_text("---\nlicense: mit\n---\n# my dataset\n")
+    (other / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 rows PAR1")
+    before = {path: path.read_bytes() for path in other.rglob("*") if path.is_file()}
+    checkpoint = run["out"] / "checkpoint-2"
+    again = _train(["--recipe", "critic-r1", "--model_name_or_path", str(tiny_qwen_dir), "--dataset_name",
+                    str(built_dataset), "--output_dir", str(other), *CPU, "--max_steps", "4",
+                    "--resume_from_checkpoint", str(checkpoint)])
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --output_dir {other} already holds README.md, data"), \
+        again.stderr
+    assert f"continue in {run['out']} or in a new, empty folder" in lines[0]
+    assert {path: path.read_bytes() for path in other.rglob("*") if path.is_file()} == before
+    assert sorted(path.name for path in other.iterdir()) == ["README.md", "data"]
 
 
 def test_resume_loads_the_checkpoint_weights_not_the_base_ones(run, tiny_qwen_dir):
@@ -205,7 +271,8 @@ def test_trl_grpo_runs_a_shipped_recipe_only_with_the_readme_edits(tmp_path, tin
     unchanged = subprocess.run([str(trl), "grpo", "--config", str(recipe), *tiny, "--output_dir", str(tmp_path / "a")],
                                env=env, capture_output=True, text=True, timeout=600)
     assert "unrecognized arguments: --min_pixels" in unchanged.stderr
-    edited = re.sub(r"^(min_pixels|max_pixels|max_prompt_length):.*\n", "", recipe.read_text(), flags=re.M)
+    edited = re.sub(r"^(min_pixels|max_pixels|max_prompt_length|prompt_length_unit):.*\n", "", recipe.read_text(),
+                    flags=re.M)
     edited = edited.replace("reward_funcs: [preference, format]", "reward_funcs: [critic_data.rl.rewards.preference_reward, "
                             "critic_data.rl.rewards.format_reward]")
     assert edited.count("critic_data.rl.rewards.") == 2 and "\nmax_pixels:" not in edited
@@ -245,6 +312,38 @@ def test_images_are_fitted_to_the_pixel_bounds(tiny_qwen_dir, built_dataset):
         assert processor.image_processor(images=[resized])["image_grid_thw"].equal(grid)
         assert default.image_processor(images=[resized])["image_grid_thw"].equal(grid)
         assert fitted["answer"] == original["answer"] and fitted["prompt"] == original["prompt"]
+
+
+def test_the_character_and_the_token_rules_each_keep_rows_the_other_drops(tiny_qwen_dir, built_dataset):
+    """The official filter counts the template string's characters (one placeholder per image); the token
+    rule counts text tokens + each image's tokens. A large image with a short prompt passes the first and
+    not the second; a long prompt of common words with a small image the reverse."""
+    from datasets import Dataset, Features, Image, List, load_dataset
+    from PIL import Image as PILImage
+
+    from critic_data.rl.train import prompt_lengths, within_budget
+
+    rows = load_dataset(str(built_dataset))["train"].select(range(3))
+    long_text = " ".join(["The image shows a red bicycle, two cats on a sofa, a bowl of fruit."] * 40)
+    prompts = [rows[0]["prompt"], _with_text(rows[1]["prompt"], long_text), rows[2]["prompt"]]
+    images = [[PILImage.new("RGB", (1800, 1800), "red")], [PILImage.new("RGB", (64, 48))], rows[2]["images"]]
+    features = Features({"id": rows.features["id"], "prompt": rows.features["prompt"], "images": List(Image())})
+    dataset = Dataset.from_dict({"id": rows["id"], "prompt": prompts, "images": images}, features=features)
+    processor = _processor(tiny_qwen_dir)
+    characters, tokens = official_prompt_lengths(dataset, processor), true_prompt_lengths(dataset, processor)
+    assert prompt_lengths(dataset, processor, unit="characters") == characters
+    assert prompt_lengths(dataset, processor, unit="tokens") == tokens
+    budget = 2000
+    assert characters[0] < budget < tokens[0] and tokens[1] < budget < characters[1]  # they disagree both ways
+    assert characters[2] < budget and tokens[2] < budget
+    for unit, kept_ids in (("characters", [rows[0]["id"], rows[2]["id"]]), ("tokens", [rows[1]["id"], rows[2]["id"]])):
+        kept, dropped = within_budget(dataset, processor, budget, "train", None, log=False, unit=unit)
+        assert (kept["id"], dropped) == (kept_ids, 1), unit
+
+
+def _with_text(prompt: list[dict], text: str) -> list[dict]:
+    return [{**message, "content": [{**part, "text": text} if part["type"] == "text" else part
+                                    for part in message["content"]]} for message in prompt]
 
 
 def test_budget_drops_long_prompts_and_images_the_processor_cannot_take(tiny_qwen_dir, built_dataset):
@@ -308,10 +407,15 @@ def test_user_errors_are_one_line(monkeypatch, capsys, tmp_path, tiny_qwen_dir, 
     pq.write_table(pa.table({"prompt": ["hi"], "completion": ["yo"]}), plain / "train-00000-of-00001.parquet")
     assert "not a critic-data dataset: no column images, answer" in _cli_error(
         monkeypatch, capsys, "--recipe", "critic-r1", *base, "--dataset_name", str(plain.parent))
+    short = ["--max_completion_length", "24"]  # the recipe's 2048 fill the tiny model's whole context
     assert "train rows are fewer than the 256 prompts of one rollout" in _cli_error(
-        monkeypatch, capsys, "--recipe", "critic-r1", *base, *data)
-    assert "no train row fits --max_prompt_length 10" in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1",
-                                                                    *base, *data, "--max_prompt_length", "10")
+        monkeypatch, capsys, "--recipe", "critic-r1", *base, *data, *short)
+    assert "no train row fits --max_prompt_length 10 (characters)" in _cli_error(
+        monkeypatch, capsys, "--recipe", "critic-r1", *base, *data, *short, "--max_prompt_length", "10")
+    for too_long in ("999999999999", "2048"):  # the tiny model's context: 2048 positions
+        assert (f"--max_completion_length {too_long} must be below the 2048 positions of {tiny_qwen_dir}'s context"
+                in _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *base, *data, "--max_completion_length",
+                              too_long))
 
 
 def test_env_prints_the_versions_that_matter():
@@ -324,3 +428,37 @@ def test_env_prints_the_versions_that_matter():
     assert fields["torch"].strip() == torch.__version__ and fields["trl"].strip() == trl.__version__
     for name in ("python", "CUDA", "transformers", "accelerate", "vllm", "deepspeed"):
         assert fields[name].strip(), name
+
+
+@pytest.mark.parametrize("hub", ["closed port", "silent server"])
+@pytest.mark.parametrize("what", ["model", "dataset"])
+def test_without_a_network_a_hub_model_or_dataset_ends_in_one_line_within_seconds(what, hub, tmp_path, tiny_qwen_dir,
+                                                                                  built_dataset):
+    """A Hub id that is neither a folder here nor in the (empty) Hub cache, with a Hub that refuses
+    connections or accepts them and never answers: one line that says how to get it, in seconds
+    (huggingface_hub alone retried each of the processor's files for minutes, in 69 lines)."""
+    import socket
+    import time
+
+    from tests.serve import free_port
+
+    model, dataset = (("someone/critic-base", str(built_dataset)) if what == "model"
+                      else (str(tiny_qwen_dir), "someone/critic-set"))
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("HF_HUB_", "HF_HOME"))}
+    with socket.socket() as silent:  # the kernel accepts its connections; nothing ever reads or answers them
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1] if hub == "silent server" else free_port()
+        env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf-home"), HF_HUB_ETAG_TIMEOUT="3")
+        started = time.monotonic()
+        result = subprocess.run([str(CLI), "train", "--recipe", "critic-r1", "--model_name_or_path", model,
+                                 "--dataset_name", dataset, "--output_dir", str(tmp_path / "out"), *CPU[:5]],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    named = "someone/critic-base" if what == "model" else "someone/critic-set"
+    assert f"could not be asked for a {what} {named}" in result.stderr and "none is in the Hub cache" in result.stderr
+    assert f"`hf download {named}" in result.stderr and "HF_HUB_OFFLINE=1" in result.stderr
+    assert elapsed < 25, elapsed
+    assert not (tmp_path / "out").exists()
