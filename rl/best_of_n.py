@@ -24,7 +24,8 @@ Rules stated once:
   content of its last \\boxed{} (the whole text when it has none), normalised by
   `normalize_answer`. Majority vote takes the most frequent final answer, the earliest on a tie.
   With gold answers, accuracy compares normalised strings exactly, for the pick, the first
-  sample, the majority vote, and any candidate (the ceiling any selector can reach).
+  sample, the majority vote, and any candidate (the ceiling any selector can reach); each with
+  its Wilson 95% interval (`accuracy_ci95`).
 N samples are asked for in one request with `n`; a server that ignores `n` gets the rest as
 single requests with their own derived seeds. Each question's pick is appended to
 `OUT/picks.jsonl` as it completes; `--resume` skips questions already there, and refuses a
@@ -32,7 +33,8 @@ run whose options would pick otherwise (`BestOfNOptions.identity`).
 Bounded: a question costs N samples + N-1 (knockout) or N(N-1) (round-robin) judgements, at
 most `MAX_REQUESTS_PER_QUESTION` (round-robin up to N = 64, knockout up to N = 2048): a guard
 against a mistyped --n, since round-robin's cost grows with the square. The count is printed
-before the first request.
+before the first request; the progress bar counts the requests made (the N samples take one
+where the server honours `n`; a match over --max-model-len takes none).
 
     critic-data best-of-n --base-url http://127.0.0.1:8000/v1 --model CHECKPOINT \
         --input questions.jsonl --n 16 --strategy knockout --out runs/bon16
@@ -55,7 +57,7 @@ from critic_data import UserError
 from critic_data import files as image_files
 from critic_data.files import json_lines
 from critic_data.rl.client import (IMAGE_PATCH, ChatClient, RequestFailed, RunSpec, data_url, derive_seed, is_text,
-                                   run_jobs, write_summary)
+                                   percent, run_jobs, wilson_interval, write_summary)
 from critic_data.rl.options import BestOfNOptions, requests_per_question
 from critic_data.rl.rewards import last_boxed, parse_verdict
 from critic_data.schemas.prompts import DEFAULT_TEMPLATE, render_critic_prompt, strip_control_tokens, with_instruction
@@ -298,7 +300,7 @@ async def _solve(client: ChatClient, question: Question, options: BestOfNOptions
 
 def summarize(picks: list[dict]) -> dict:
     """Counts and, over questions with a gold answer, accuracy of the pick, the first sample,
-    the majority vote and of any candidate."""
+    the majority vote and of any candidate, with their Wilson 95% intervals."""
     played = sum(p["matches_played"] for p in picks)
     unparsed = sum(p["unparsed"] for p in picks)
     answered = [p for p in picks if "answer" in p]
@@ -314,6 +316,9 @@ def summarize(picks: list[dict]) -> dict:
         summary["accuracy"] = {name: sum(p[f"{key}_correct"] for p in answered) / len(answered)
                                for name, key in (("best_of_n", "pick"), ("first_sample", "first"),
                                                  ("majority_vote", "majority"), ("any_candidate", "any"))}
+        summary["accuracy_ci95"] = {name: wilson_interval(value, len(answered))
+                                    for name, value in summary["accuracy"].items()}
+        summary["ci_method"] = "wilson"
     return summary
 
 
@@ -333,20 +338,25 @@ def run_best_of_n(options: BestOfNOptions, progress=None) -> dict:
 async def _run(options: BestOfNOptions, progress) -> dict:
     questions = read_questions(options.input)
 
+    samples, judgements = requests_per_question(options.n, options.strategy)
+
     def announce(done: set) -> str:
-        samples, judgements = requests_per_question(options.n, options.strategy)
         todo = sum(q.id not in done for q in questions)
+        ignored = f"; {todo * (samples + judgements)} if the server ignores n" if samples > 1 else ""
         return (f"best-of-{options.n} {options.strategy}: {todo} question{'s' if todo != 1 else ''} x "
-                f"({samples} samples + {judgements} judgements) = {todo * (samples + judgements)} requests")
+                f"(1 request for {samples} sample{'s' if samples > 1 else ''} + {judgements} judgements) = "
+                f"{todo * (1 + judgements)} requests{ignored}")
 
     # A question fans out into N samples and up to N(N-1) judgements, all under the client's
-    # request bound; a few questions in flight keep the server busy between rounds.
+    # request bound; a few questions in flight keep the server busy between rounds. The progress
+    # bar counts requests, planned as a server that honours `n` takes them (vllm serve).
     spec = RunSpec(name=f"best-of-{options.n}", unit="question", log_name="picks.jsonl", valid=_is_pick,
                    key=lambda pick: pick["id"], jobs=lambda done: (q for q in questions if q.id not in done),
                    total=len(questions), work=lambda client, question: _solve(client, question, options),
                    record=lambda question, pick: pick, job_id=lambda question: question.id,
                    accuracy=lambda picks: summarize(picks).get("accuracy", {}).get("best_of_n"),
-                   window=max(1, math.ceil(options.concurrency / options.n)) + 1, announce=announce)
+                   window=max(1, math.ceil(options.concurrency / options.n)) + 1, announce=announce,
+                   requests_per_job=1 + judgements)
     finished = await run_jobs(options, spec, progress)
     return write_summary(options, finished, {"model": options.model, "n": options.n, "strategy": options.strategy,
                                              **summarize(finished.records)})
@@ -356,7 +366,8 @@ def summary_table(summary: dict):
     """A short rich table of the headline numbers."""
     from rich.table import Table
 
-    table = Table(title=f"best-of-{summary['n']} ({summary['strategy']}): {summary['model']}")
+    table = Table(title=f"best-of-{summary['n']} ({summary['strategy']}): {summary['model']}",
+                  caption="(low-high): Wilson 95% interval" if "accuracy" in summary else None)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("questions", str(summary["questions"]))
@@ -366,7 +377,8 @@ def summary_table(summary: dict):
     if summary.get("too_long_matches"):
         table.add_row("matches over --max-model-len (coin)", str(summary["too_long_matches"]))
     for name, value in summary.get("accuracy", {}).items():
-        table.add_row(f"{name.replace('_', ' ')} acc % (n={summary['answered']})", f"{100 * value:.1f}")
+        table.add_row(f"{name.replace('_', ' ')} acc % (n={summary['answered']})",
+                      percent(value, summary["accuracy_ci95"][name]))
     if summary["failed"]:
         table.add_row("failed questions", str(summary["failed"]))
     return table

@@ -2,12 +2,13 @@
 
 This module owns
 - `ChatClient`: one `openai.AsyncOpenAI` client with a bound on requests in flight, a bound on
-  the time of each request, tenacity retries for transient failures (connection errors, 429,
-  5xx), and the translation of failures into what a user can act on:
+  the time of each request, tenacity retries for transient failures (connection errors, 408,
+  429, 5xx), and the translation of failures into what a user can act on:
     * server unreachable (after retries), no answer within `--timeout`, key refused (401/403),
       model or path unknown (404), a model list that is not one, a redirect loop -> `UserError`:
       the run stops with one line;
-    * any other refusal (400, 422, a 5xx that outlived the retries), or an HTTP 200 whose body
+    * any other refusal (400, 422 and every other 4xx, at once: asked again, the server gives
+      the same answer; a 408, 429 or 5xx that outlived the retries), or an HTTP 200 whose body
       is not a chat completion (an HTML login page, invalid JSON, no choices, a body its
       Content-Encoding does not decode) -> `RequestFailed`:
       that item is counted as failed and left out of the results, so `--resume` retries it.
@@ -19,6 +20,7 @@ This module owns
   identity beside it (`run.json`) so that a resume cannot mix two runs.
 - `derive_seed`: every random choice (answer order, a coin for an unreadable verdict, the
   server-side sampling seed) is a function of (seed, stable key), never of completion order.
+- `wilson_interval`: the 95% interval every accuracy of a run is reported with (`percent` prints both).
 
 The API key comes from `OPENAI_API_KEY` (any placeholder works for a server started without
 one, as `vllm serve` is by default) and is never printed or written.
@@ -28,7 +30,7 @@ request's attempts and the waits between them: `--timeout` seconds (default 300,
 2048-token completion on a busy server), at most `RUN_ATTEMPTS` attempts. A request that gets no
 answer by the deadline stops the run: a server that does not answer one request in that time is
 stuck or overloaded, and failing item after item would keep the run going for hours. A request
-the server kept refusing (5xx, 429) fails that item with the server's answer, also when the
+the server kept refusing (5xx, 408, 429) fails that item with the server's answer, also when the
 deadline cuts its last retry short.
 """
 
@@ -81,6 +83,31 @@ def derive_seed(seed: int, *parts: object) -> int:
     """A non-negative 31-bit integer fixed by the seed and the parts (a stable per-item random number)."""
     digest = hashlib.blake2b(repr((seed, *parts)).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 33
+
+
+# The normal quantile of 0.975 (scipy.stats.norm.ppf(0.975)): a two-sided 95% interval.
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(proportion: float, n: int) -> list[float] | None:
+    """The Wilson score 95% interval [low, high] of a proportion observed over `n` trials (None
+    when n is 0). Unlike proportion ± 1.96·SE it stays inside [0, 1] and does not collapse to a
+    point at 0% or 100%, which small benchmark categories reach. A proportion of fractional
+    successes (half credit for an unparsed verdict) is taken as it is."""
+    if n <= 0:
+        return None
+    z2 = Z_95 * Z_95
+    centre = (proportion + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z_95 / (1 + z2 / n) * math.sqrt(proportion * (1 - proportion) / n + z2 / (4 * n * n))
+    # at 0% and 100% one bound is the proportion itself, which rounding would move off by 1e-17
+    return [max(0.0, min(proportion, centre - half)), min(1.0, max(proportion, centre + half))]
+
+
+def percent(value: float | None, interval: list[float] | None = None) -> str:
+    """A proportion as a percentage, then its interval when given: "62.5 (30.6-86.3)"; "-" for none."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" + (f" ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})" if interval else "")
 
 
 def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -246,15 +273,21 @@ class ChatClient:
 
     async def _call(self, make: Callable[[], Awaitable], attempts: int):
         """`make()`'s raw response, retried on transient failures, all within `self.timeout` seconds."""
-        from openai import APIConnectionError, APIError, APITimeoutError, InternalServerError, RateLimitError
-        from tenacity import (AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_before_delay,
+        from openai import APIConnectionError, APIError, APIStatusError, APITimeoutError
+        from tenacity import (AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay,
                               wait_exponential_jitter)
+
+        def transient(error: BaseException) -> bool:
+            # 408 and 429 say "not now"; any other 4xx refuses the request itself, and asked again
+            # the server gives the same answer: that item fails at once
+            return isinstance(error, APIConnectionError) or (
+                isinstance(error, APIStatusError) and (error.status_code in (408, 429) or error.status_code >= 500))
 
         deadline = asyncio.get_running_loop().time() + self.timeout
         retrying = AsyncRetrying(
             stop=stop_after_attempt(attempts) | stop_before_delay(self.timeout),  # no wait runs past the deadline
             wait=wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
-            retry=retry_if_exception_type((APIConnectionError, RateLimitError, InternalServerError)),
+            retry=retry_if_exception(transient),
             reraise=True,
         )
         failed = None  # the last failure retried, if the deadline then cuts an attempt short
@@ -272,7 +305,7 @@ class ChatClient:
                 raise UserError(f"the server at {self.base_url} did not answer within {self.timeout:g} s; check that "
                                 "it is not stuck or overloaded, or raise --timeout (finished items are kept for "
                                 "--resume)") from None
-            # else it answered (5xx, 429) or refused the connection, then ran out of time while retried
+            # else it answered (5xx, 408, 429) or refused the connection, then ran out of time while retried
         except APIError:
             pass  # `failed` holds it
         raise self._failure(failed) from None
@@ -484,13 +517,47 @@ class RunSpec:
     valid: Callable[[dict], bool]  # whether a line of that file is a record (kept on --resume)
     key: Callable[[dict], object]  # the job a finished record stands for
     jobs: Callable[[set], Iterable]  # the jobs still to do, given the keys already done
-    total: int  # jobs in all, for the progress bar
+    total: int  # jobs in all; the progress bar counts requests: total x requests_per_job
     work: Callable[[ChatClient, object], Awaitable]  # one job -> its result
     record: Callable[[object, object], dict]  # (job, result) -> the record written
     job_id: Callable[[object], str]  # a job's id, to name it in a failure
     accuracy: Callable[[list[dict]], float | None]  # shown on the progress line
     window: int  # jobs in flight at once
     announce: Callable[[set], str] | None = None  # a line said before the first request
+    requests_per_job: int = 1  # the requests a job is planned to make (the bar's total is corrected as jobs end)
+
+
+class _CountedRequests:
+    """The run's ChatClient as one job sees it: each request the job makes moves the progress bar.
+
+    The bar's total holds the job's planned requests; it grows by each request beyond the plan (a
+    server that ignores `n` is asked again for the rest), and `settle` takes out those never made
+    (a match too long to send, a job that failed first), so a finished run's bar counts every
+    request it made, and only those."""
+
+    def __init__(self, client: ChatClient, progress, task, planned: int):
+        self._client, self._progress, self._task, self._left = client, progress, task, planned
+
+    async def chat(self, *args, **kwargs) -> list[str]:
+        try:
+            texts = await self._client.chat(*args, **kwargs)
+        except RequestFailed:  # refused: made all the same
+            self._made()
+            raise
+        self._made()
+        return texts
+
+    def _made(self) -> None:
+        self._left -= 1
+        self._progress.update(self._task, advance=1, total=self._total() + (1 if self._left < 0 else 0))
+
+    def settle(self) -> None:
+        if self._left > 0:
+            self._progress.update(self._task, total=self._total() - self._left)
+        self._left = 0
+
+    def _total(self) -> float:
+        return next(task.total for task in self._progress.tasks if task.id == self._task)
 
 
 @dataclass
@@ -520,7 +587,8 @@ async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
         progress.console.print(f"note: {log.note()}", highlight=False, soft_wrap=True)
     done = {spec.key(record) for record in log.records}
     failures: list[str] = []
-    task = progress.add_task(spec.name, total=spec.total, completed=len(done)) if progress else None
+    task = progress.add_task(spec.name, total=spec.total * spec.requests_per_job,
+                             completed=len(done) * spec.requests_per_job) if progress else None
 
     def describe() -> None:
         if progress is not None:
@@ -533,9 +601,16 @@ async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
             failures.append(f"{spec.job_id(job)}: {failure}")
         else:
             log.append(spec.record(job, result))
-        if progress is not None:
-            progress.advance(task)
-            describe()
+        describe()
+
+    async def work(client: ChatClient, job):
+        if progress is None:
+            return await spec.work(client, job)
+        counted = _CountedRequests(client, progress, task, spec.requests_per_job)
+        try:
+            return await spec.work(counted, job)
+        finally:
+            counted.settle()
 
     try:
         async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens,
@@ -544,7 +619,7 @@ async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
             if spec.announce is not None and progress is not None:  # said before the first request that costs
                 progress.console.print(spec.announce(done), highlight=False, soft_wrap=True)
             describe()
-            await run_bounded(spec.jobs(done), lambda job: spec.work(client, job), window=spec.window, on_done=on_done)
+            await run_bounded(spec.jobs(done), lambda job: work(client, job), window=spec.window, on_done=on_done)
     finally:
         log.close()  # and the folder's lock: a caller in the same process may run again
     if failures and not log.records:

@@ -12,14 +12,22 @@ critic, scoring the verdicts, and the summary the papers report:
 
 Two protocols (`--protocol`):
 - `critic-data` (default): every item is rendered with the critic prompt and its think/boxed
-  instruction (`render_critic_prompt`, the template the critic was trained on), sent with its
-  image(s) as they are stored, and the verdict is read with `parse_verdict`, the rule
-  `preference_reward` uses. MM-RLHF video rows are skipped: the template shows one image.
+  instruction (`render_critic_prompt`, the template the critic was trained on: a built row's own
+  `template`; on the two benchmarks the `--prompt-style` the critic's training set was built with,
+  `pairwise-v2` for critic-data, `llava-critic-v1` for llava-critic), sent with its image(s) as
+  they are stored, and the verdict is read with `parse_verdict`, the rule `preference_reward`
+  uses. MM-RLHF video rows are skipped: the template shows one image.
 - `paper`: the official critic-eval scripts of LLaVA-Critic-R1 (`PAPER_PROMPT` and the constants
   beside it, each with its source line): their system turn and prompt, the think/boxed
   instruction appended unless `--no-thinking`, images resized to their pixel bounds, images
   under 28 px skipped, MM-RLHF video rows judged from up to 32 sampled frames, `max_tokens`
   4096 / 2048; the verdict read by `paper_verdict` (our reading: no official scorer exists).
+Scoring: an unparsed verdict counts as wrong in `accuracy` (and in every figure built on it),
+and as half a right answer in `accuracy_unparsed_half`: the expected score of lmms-eval's
+VL-RewardBench scorer, which answers an unreadable judgement with a coin (`parse_pred_ans`; on a
+"tie" label a coin over 1/2 is never right, so there it scores 0). Every accuracy carries its
+Wilson 95% interval (`<name>_ci95`, `wilson_interval`); the macro accuracy's combines the
+categories' Wilson intervals by MOVER (`macro_accuracy`).
 Each item's image paths must stay inside the snapshot folder and name regular files under the
 image size cap (`_snapshot_image`); any other row is skipped and counted.
 The presented order is a coin fixed by (seed, item id); with
@@ -53,13 +61,14 @@ from pathlib import Path, PurePosixPath
 
 from critic_data import UserError
 from critic_data.files import ImageFileError, json_lines, read_image_file
-from critic_data.hub_client import is_repo_id
-from critic_data.rl.client import ChatClient, RunSpec, data_url, derive_seed, is_text, run_jobs, write_summary
+from critic_data.hub_client import check_hub_dataset, is_repo_id
+from critic_data.rl.client import (ChatClient, RunSpec, data_url, derive_seed, is_text, percent, run_jobs,
+                                   wilson_interval, write_summary)
 from critic_data.rl.options import PAPER_MAX_TOKENS, EvalOptions
 from critic_data.rl.rewards import last_boxed, normalize_completion, parse_verdict
 from critic_data.schemas import RejectReason
-from critic_data.schemas.prompts import (DEFAULT_TEMPLATE, FORMAT_INSTRUCTION, TEMPLATES, render_critic_prompt,
-                                         strip_control_tokens)
+from critic_data.schemas.prompts import (DEFAULT_TEMPLATE, FORMAT_INSTRUCTION, PROMPT_STYLES, TEMPLATES,
+                                         render_critic_prompt, strip_control_tokens)
 
 MMRLHF_FILE = "mm_reward_bench.jsonl"
 
@@ -254,6 +263,7 @@ def _built_rows(source: str, split: str) -> tuple[int, Iterator[dict]]:
         return _parquet_rows(folder, split, columns)
     if not is_repo_id(source):
         raise UserError(f"--input {source}: no such folder, and not a Hub dataset id (OWNER/NAME)")
+    check_hub_dataset(source, f"--input {source}")
     import datasets
 
     try:
@@ -299,7 +309,7 @@ def _built_items(source: str, split: str, skipped: Counter) -> tuple[int, Iterat
     return total, items()
 
 
-def _vlrb_items(folder: Path, split: str, skipped: Counter) -> tuple[int, Iterator[Item]]:
+def _vlrb_items(folder: Path, split: str, skipped: Counter, template: str) -> tuple[int, Iterator[Item]]:
     columns = ["id", "query", "response", "image", "human_ranking", "query_source"]
     total, rows = _parquet_rows(folder, split, columns)
     # human_ranking is a rank per response: [0, 1] = the first is preferred, [1, 0] = the second.
@@ -326,7 +336,7 @@ def _vlrb_items(folder: Path, split: str, skipped: Counter) -> tuple[int, Iterat
                 skipped[error.reason.value] += 1
                 continue
             yield Item(id=str(row["id"]), images=[image], question=row["query"], responses=tuple(responses),
-                       label=label, extra={"category": vlrb_category(str(row["id"])),
+                       label=label, template=template, extra={"category": vlrb_category(str(row["id"])),
                                            "query_source": row.get("query_source")})
 
     return total, items()
@@ -340,7 +350,7 @@ def _mmrlhf_keywords(row: dict) -> list[str]:
     return [keyword for keyword in MMRLHF_CATEGORIES if keyword in text]
 
 
-def _mmrlhf_items(folder: Path, skipped: Counter, videos: bool) -> tuple[int, Iterator[Item]]:
+def _mmrlhf_items(folder: Path, skipped: Counter, videos: bool, template: str) -> tuple[int, Iterator[Item]]:
     path = folder / MMRLHF_FILE
     if not path.is_file():
         raise UserError(f"{folder} holds no {MMRLHF_FILE}; pass a local yifanzhang114/MM-RLHF-RewardBench snapshot")
@@ -385,7 +395,8 @@ def _mmrlhf_items(folder: Path, skipped: Counter, videos: bool) -> tuple[int, It
                 skipped[error.reason.value] += 1
                 continue
             yield Item(id=f"{group}#{k}", images=images, question=prompt, responses=(chosen, rejected),
-                       label="1", frames=bool(video), extra={"group": group, "keywords": _mmrlhf_keywords(row)})
+                       label="1", template=template, frames=bool(video),
+                       extra={"group": group, "keywords": _mmrlhf_keywords(row)})
 
     return total, items()
 
@@ -400,10 +411,12 @@ def load_items(options: EvalOptions, skipped: Counter) -> tuple[int, Iterator[It
             repo = "MMInstruction/VL-RewardBench" if options.benchmark == "vl-rewardbench" else "yifanzhang114/MM-RLHF-RewardBench"
             raise UserError(f"--input {folder} is not a folder; download the benchmark with "
                             f"`hf download {repo} --repo-type dataset --local-dir {folder}`")
+        # the template of the critic's training rows (--protocol paper sends its own prompt instead)
+        template = PROMPT_STYLES[options.prompt_style or "critic-data"][0]  # the benchmarks hold no tie
         if options.benchmark == "vl-rewardbench":
-            total, items = _vlrb_items(folder, options.split, skipped)
+            total, items = _vlrb_items(folder, options.split, skipped, template)
         else:
-            total, items = _mmrlhf_items(folder, skipped, videos=options.protocol == "paper")
+            total, items = _mmrlhf_items(folder, skipped, options.protocol == "paper", template)
         if options.protocol == "paper":
             items = _without_small_images(items, skipped)
     items = _unique(items, skipped)
@@ -475,6 +488,37 @@ def _accuracy(records: list[dict]) -> float | None:
     return sum(r["correct"] for r in records) / len(records) if records else None
 
 
+def half_credit(record: dict) -> float:
+    """A judgement's score when an unparsed verdict gets half credit: 1 right, 0 wrong, and with
+    no verdict the chance that lmms-eval's coin over "1" / "2" names the expected one (1/2; 0 on
+    a "tie" label, which the coin never names)."""
+    if record["verdict"] is None:
+        return 0.5 if record["expected"] in ("1", "2") else 0.0
+    return float(record["correct"])
+
+
+def _accuracies(records: list[dict]) -> dict:
+    """`accuracy` (unparsed verdicts wrong) and `accuracy_unparsed_half`, each with its Wilson interval."""
+    if not records:
+        return dict.fromkeys(("accuracy", "accuracy_ci95", "accuracy_unparsed_half", "accuracy_unparsed_half_ci95"))
+    right, half = _accuracy(records), sum(map(half_credit, records)) / len(records)
+    return {"accuracy": right, "accuracy_ci95": wilson_interval(right, len(records)),
+            "accuracy_unparsed_half": half, "accuracy_unparsed_half_ci95": wilson_interval(half, len(records))}
+
+
+def _macro(categories: list[dict], key: str) -> dict:
+    """The mean of the categories' `key` and its 95% interval, combined from theirs by MOVER
+    (Zou & Donner 2008, a sum of independent proportions: the mean -/+ the root of the summed
+    squared distances to each category's Wilson bound, over their number)."""
+    k = len(categories)
+    if not k:
+        return {f"macro_{key}": None, f"macro_{key}_ci95": None}
+    mean = sum(c[key] for c in categories) / k
+    below = math.sqrt(sum((c[key] - c[f"{key}_ci95"][0]) ** 2 for c in categories)) / k
+    above = math.sqrt(sum((c[f"{key}_ci95"][1] - c[key]) ** 2 for c in categories)) / k
+    return {f"macro_{key}": mean, f"macro_{key}_ci95": [max(0.0, mean - below), min(1.0, mean + above)]}
+
+
 def _mmrlhf_categories(records: list[dict], groups: dict[str, list[dict]]) -> dict:
     """Accuracy and Acc+ per keyword, as the official scorer counts them
     (cal_performance_mmreweard_bench.py:29-76): a row counts in its first keyword; an id whose rows
@@ -489,16 +533,18 @@ def _mmrlhf_categories(records: list[dict], groups: dict[str, list[dict]]) -> di
         rows = [r for r in records if r.get("keywords", [])[:1] == [keyword]]
         ids = [rs for rs in groups.values() if any(keyword in r.get("keywords", []) for r in rs)]
         if rows:
-            credited = sum(all(r["correct"] for r in rs) and first(rs) == keyword for rs in ids)
-            categories[keyword] = {"n": len(rows), "accuracy": _accuracy(rows), "acc_plus": credited / len(ids),
-                                   "ids": len(ids)}
+            acc_plus = sum(all(r["correct"] for r in rs) and first(rs) == keyword for rs in ids) / len(ids)
+            categories[keyword] = {"n": len(rows), **_accuracies(rows), "acc_plus": acc_plus,
+                                   "acc_plus_ci95": wilson_interval(acc_plus, len(ids)), "ids": len(ids)}
     return categories
 
 
 def score(records: list[dict], benchmark: str) -> dict:
     """The metrics of a set of results (one record per judgement), as the papers report them.
 
-    Unparsed verdicts count as wrong; `unparsed_rate` says how many there were.
+    Unparsed verdicts count as wrong (`accuracy`, Acc+, both-orders) and as half credit
+    (`accuracy_unparsed_half`); `unparsed_rate` says how many there were. Each accuracy `x` has
+    its 95% interval in `x_ci95`.
     """
     by_item: dict[str, list[dict]] = defaultdict(list)
     for record in records:
@@ -506,7 +552,8 @@ def score(records: list[dict], benchmark: str) -> dict:
     metrics: dict = {
         "n": len(records),
         "items": len(by_item),
-        "accuracy": _accuracy(records),
+        **_accuracies(records),
+        "ci_method": "wilson",
         "unparsed_rate": sum(r["verdict"] is None for r in records) / len(records) if records else None,
     }
     twice = [pair for pair in by_item.values() if len(pair) == 2]
@@ -515,19 +562,22 @@ def score(records: list[dict], benchmark: str) -> dict:
         metrics["position_consistency"] = sum(
             _picked(a) is not None and _picked(a) == _picked(b) for a, b in twice) / len(twice)
         metrics["both_orders_correct"] = sum(a["correct"] and b["correct"] for a, b in twice) / len(twice)
+        metrics["both_orders_correct_ci95"] = wilson_interval(metrics["both_orders_correct"], len(twice))
     if benchmark == "vl-rewardbench":
         groups: dict[str, list[dict]] = defaultdict(list)
         for record in records:
             groups[record.get("category", "other")].append(record)
-        metrics["categories"] = {name: {"n": len(rs), "accuracy": _accuracy(rs)} for name, rs in sorted(groups.items())}
-        present = [_accuracy(groups[name]) for name in VLRB_GROUPS if groups.get(name)]
-        metrics["macro_accuracy"] = sum(present) / len(present) if present else None
+        metrics["categories"] = {name: {"n": len(rs), **_accuracies(rs)} for name, rs in sorted(groups.items())}
+        present = [metrics["categories"][name] for name in VLRB_GROUPS if groups.get(name)]
+        metrics |= _macro(present, "accuracy") | _macro(present, "accuracy_unparsed_half")
+        metrics["macro_ci_method"] = "mover over the categories' wilson intervals"
     if benchmark == "mm-rlhf":
         groups = defaultdict(list)
         for record in records:
             groups[record["group"]].append(record)
-        metrics["acc"] = metrics["accuracy"]
+        metrics["acc"], metrics["acc_ci95"] = metrics["accuracy"], metrics["accuracy_ci95"]
         metrics["acc_plus"] = sum(all(r["correct"] for r in rs) for rs in groups.values()) / len(groups) if groups else None
+        metrics["acc_plus_ci95"] = wilson_interval(metrics["acc_plus"], len(groups)) if groups else None
         metrics["ids"] = len(groups)
         metrics["categories"] = _mmrlhf_categories(records, groups)
     return metrics
@@ -584,34 +634,40 @@ async def _run(options: EvalOptions, progress) -> dict:
         "model": options.model,
         "protocol": options.protocol,
         "thinking": options.thinking,
+        "prompt_style": options.prompt_style,  # None: a built dataset's rows name theirs; --protocol paper
         **score(finished.records, options.benchmark),
         "skipped": dict(skipped),
     })
 
 
 def summary_table(summary: dict):
-    """A short rich table of the headline metrics."""
+    """A short rich table of the headline metrics, each accuracy with its 95% interval."""
     from rich.table import Table
 
-    def pct(value) -> str:
-        return "-" if value is None else f"{100 * value:.1f}"
+    def accuracy_rows(label: str, figures: dict, key: str = "accuracy", n: int | None = None) -> None:
+        """`key` with unparsed verdicts wrong, then with them scoring half."""
+        table.add_row(f"{label} %" + (f" (n={n})" if n else ""), percent(figures[key], figures[f"{key}_ci95"]))
+        table.add_row(f"{label} % ({f'n={n}, ' if n else ''}unparsed = 1/2)",
+                      percent(figures[f"{key}_unparsed_half"], figures[f"{key}_unparsed_half_ci95"]))
 
-    table = Table(title=f"{summary['benchmark']} ({summary['protocol']} protocol): {summary['model']}")
+    table = Table(title=f"{summary['benchmark']} ({summary['protocol']} protocol): {summary['model']}",
+                  caption="(low-high): Wilson 95% interval. unparsed = 1/2: an unparsed verdict scores half, "
+                          "as lmms-eval's coin does on average")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("judgements", str(summary["n"]))
-    table.add_row("accuracy %", pct(summary["accuracy"]))
+    accuracy_rows("accuracy", summary)
     if "acc_plus" in summary:
-        table.add_row(f"acc+ % (ids={summary['ids']})", pct(summary["acc_plus"]))
+        table.add_row(f"acc+ % (ids={summary['ids']})", percent(summary["acc_plus"], summary.get("acc_plus_ci95")))
     for name, group in summary.get("categories", {}).items():
-        table.add_row(f"  {name} % (n={group['n']})", pct(group["accuracy"]))
+        accuracy_rows(f"  {name}", group, n=group["n"])
         if "acc_plus" in group:
-            table.add_row(f"  {name} acc+ % (ids={group['ids']})", pct(group["acc_plus"]))
+            table.add_row(f"  {name} acc+ % (ids={group['ids']})", percent(group["acc_plus"], group.get("acc_plus_ci95")))
     if "macro_accuracy" in summary:
-        table.add_row("macro accuracy %", pct(summary["macro_accuracy"]))
+        accuracy_rows("macro accuracy", summary, "macro_accuracy")
     if "position_consistency" in summary:
-        table.add_row("position consistency %", pct(summary["position_consistency"]))
-    table.add_row("unparsed %", pct(summary["unparsed_rate"]))
+        table.add_row("position consistency %", percent(summary["position_consistency"]))
+    table.add_row("unparsed %", percent(summary["unparsed_rate"]))
     if summary["failed"]:
         table.add_row("failed requests", str(summary["failed"]))
     if summary["skipped"]:

@@ -1,4 +1,5 @@
-"""The options of `critic-data eval` and `critic-data best-of-n`: one dataclass each, declared once.
+"""The options of `critic-data eval` and `critic-data best-of-n`: one dataclass each, declared once;
+and the official run's prompt filter, which `critic-data train` and `critic-data inspect` share.
 
 Each field is the option's name, type and default, and its metadata the help text, so the CLI
 (critic_data/cli.py), Python callers and the run's summary all read the same declaration. The
@@ -12,11 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from critic_data import UserError, option
+from critic_data.schemas.prompts import PROMPT_STYLES
+
+# The official prompt filter (si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/verl/utils/dataset.py:167-172, bound from
+# EasyR1/examples/qwen2_5_vl_7b_llava_critic_grpo.sh:24): a row is dropped when its chat-template string, with
+# one placeholder per image, is longer than 6142 CHARACTERS (`apply_chat_template` returns a string there).
+OFFICIAL_MAX_PROMPT_LENGTH = 6142
+PROMPT_LENGTH_UNITS = ("characters", "tokens")  # characters: the official rule; tokens: text + expanded image tokens
 
 RUN_ATTEMPTS = 6  # ~16 s of back-off in total: rides out a server restart or a burst of 429s
 DEFAULT_TIMEOUT = 300.0
 TIMEOUT_HELP = (f"Seconds a request may take, retries included (at most {RUN_ATTEMPTS} attempts, after connection "
-                "errors, 429 and 5xx); a server that does not answer in time stops the run.")
+                "errors, 408, 429 and 5xx); a server that does not answer in time stops the run.")
 SERVER_HELP = "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (`vllm serve`). Key: $OPENAI_API_KEY."
 
 BENCHMARKS = ("built", "vl-rewardbench", "mm-rlhf")
@@ -48,7 +56,8 @@ class EvalOptions:
 
     base_url: str = option(help=SERVER_HELP)
     model: str = option(help="Model name as the server knows it (vllm: the served name; transformers serve: the folder).")
-    benchmark: str = option(help=f"{', '.join(BENCHMARKS)}: a critic-data dataset, or a benchmark's local snapshot.")
+    benchmark: str = option(help=f"{', '.join(BENCHMARKS)}: a critic-data dataset, or a benchmark's local snapshot.",
+                            metavar="|".join(BENCHMARKS))
     input: str = option(help="built: dataset folder or Hub id; vl-rewardbench / mm-rlhf: local snapshot folder.")
     out: Path = option(help="Folder for results.jsonl and summary.json.")
     split: str = option("test", "Split to read (built, vl-rewardbench).")
@@ -65,11 +74,15 @@ class EvalOptions:
     timeout: float = option(DEFAULT_TIMEOUT, TIMEOUT_HELP)
     protocol: str = option("critic-data", "critic-data: the template the critic was trained on. paper: LLaVA-Critic-R1's "
                            "official critic-eval scripts (system turn, their prompt, pixel bounds, 28-px skip, video "
-                           "frames, max tokens); vl-rewardbench and mm-rlhf only.")
+                           "frames, max tokens); vl-rewardbench and mm-rlhf only.", metavar="|".join(PROTOCOLS))
     thinking: bool | None = option(None, "--protocol paper: append the official think/boxed instruction to the prompt, "
                                    "as the scripts' --is-thinking does. Default on: the official run script passes "
                                    "--is-thinking to every evaluation it runs (eval_llama32v/evaluation_llama32v.sh:17).",
                                    flag="--thinking/--no-thinking", show_default=False)
+    prompt_style: str | None = option(None, "--protocol critic-data on vl-rewardbench and mm-rlhf: the critic prompt "
+                                      "body, the --prompt-style the critic's training set was built with: critic-data "
+                                      "(default) or llava-critic. A built dataset's rows name their own template.",
+                                      show_default=False, metavar="|".join(PROMPT_STYLES))
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
@@ -83,12 +96,26 @@ class EvalOptions:
             raise UserError("--no-thinking applies to --protocol paper; the critic-data template always ends in "
                             "the think/boxed instruction the critic was trained with")
         self.thinking = self.thinking is not False
+        self._check_prompt_style()
         if self.max_tokens is None:
             self.max_tokens = PAPER_MAX_TOKENS[self.benchmark] if self.protocol == "paper" else DEFAULT_MAX_TOKENS
         if self.limit is not None and self.limit < 1:
             raise UserError("--limit must be at least 1")
         _check_common(self)
         self.out = Path(self.out)
+
+    def _check_prompt_style(self) -> None:
+        """Resolve --prompt-style: critic-data by default where it applies; refused where it does not."""
+        if self.prompt_style is not None and self.prompt_style not in PROMPT_STYLES:
+            raise UserError(f"--prompt-style {self.prompt_style!r} is not known; choose from {', '.join(PROMPT_STYLES)}")
+        if self.prompt_style is not None and self.benchmark == "built":
+            raise UserError("--prompt-style applies to vl-rewardbench and mm-rlhf: a built dataset's rows are "
+                            "rendered with the template each names (its `template` column), the one trained on")
+        if self.prompt_style is not None and self.protocol == "paper":
+            raise UserError("--prompt-style applies to --protocol critic-data; --protocol paper sends the official "
+                            "scripts' own prompt")
+        if self.benchmark != "built" and self.protocol == "critic-data":
+            self.prompt_style = self.prompt_style or "critic-data"
 
     def identity(self) -> dict:
         """The options a result depends on; a resume must repeat them (concurrency, timeout, limit
@@ -97,7 +124,7 @@ class EvalOptions:
         return {"benchmark": self.benchmark, "input": str(source.resolve()) if source.exists() else self.input,
                 "split": self.split, "model": self.model, "seed": self.seed, "both_orders": self.both_orders,
                 "temperature": self.temperature, "max_tokens": self.max_tokens, "protocol": self.protocol,
-                "thinking": self.thinking}
+                "thinking": self.thinking, "prompt_style": self.prompt_style}
 
 
 @dataclass
@@ -110,7 +137,8 @@ class BestOfNOptions:
     n: int = option(help=f"Candidates sampled per question: at least 2, and samples + judgements at most "
                       f"{MAX_REQUESTS_PER_QUESTION} per question (round-robin: --n 64 or less).", flag="--n")
     out: Path = option(help="Folder for picks.jsonl and summary.json.")
-    strategy: str = option("knockout", "knockout (N-1 matches) or round-robin (N(N-1) ordered matches).")
+    strategy: str = option("knockout", "knockout (N-1 matches) or round-robin (N(N-1) ordered matches).",
+                           metavar="|".join(STRATEGIES))
     concurrency: int = option(8, "Requests in flight at once.")
     max_tokens: int = option(2048, "Completion budget per candidate and per judgement.")
     temperature: float = option(SAMPLE_TEMPERATURE, "Sampling temperature for candidates (judgements are greedy). Default "

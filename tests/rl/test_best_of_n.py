@@ -121,9 +121,13 @@ def test_a_control_token_in_a_candidate_cannot_break_the_judge_request(server, m
             return await client.chat([data_url(jpeg(350))], text, temperature=0.0, seed=0)
 
     assert len(asyncio.run(ask(prompt))) == 1
-    monkeypatch.setattr("critic_data.rl.client.RUN_ATTEMPTS", 1)  # the refusal is for good: no need to wait
-    with pytest.raises(RequestFailed, match="HTTP 5"):  # what happened to a question before the markers were left out
+    # What happened to a question before the markers were left out: the server refuses the request
+    # (transformers serve 5.24 with a 500, 5.25 with a 400), which fails that question alone ...
+    monkeypatch.setattr("critic_data.rl.client.RUN_ATTEMPTS", 1)  # a 5xx would be retried: no need to wait
+    with pytest.raises(RequestFailed) as refused:
         asyncio.run(ask(prompt.replace("A red bike.", candidate)))
+    assert refused.value.status is not None  # the server's refusal, not an unreadable answer
+    assert len(asyncio.run(ask(prompt))) == 1  # ... and the run goes on: the next request is answered
 
 
 def test_round_robin_plays_every_ordered_pair(server, tmp_path):
@@ -257,8 +261,8 @@ def test_a_judge_with_known_preferences_picks_the_best_candidate(tmp_path, strat
         done = run_cli("best-of-n", "--base-url", server.url, "--model", "fake-model", "--input", str(questions),
                        "--n", "4", "--strategy", strategy, "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert f"best-of-4 {strategy}: 2 questions x (4 samples + {matches} judgements) = {2 * (4 + matches)} requests" \
-        in done.stderr  # said before the first request
+    assert (f"best-of-4 {strategy}: 2 questions x (1 request for 4 samples + {matches} judgements) = "
+            f"{2 * (1 + matches)} requests; {2 * (4 + matches)} if the server ignores n") in done.stderr  # before the first
     picks = {p["id"]: p for p in _lines(out / "picks.jsonl")}
     for pick in picks.values():
         assert pick["final_answers"] == ["3", "7", "1", "9"]
@@ -536,3 +540,51 @@ def test_question_images_must_be_regular_files_under_the_size_cap(tmp_path, monk
     (tmp_path / "elsewhere.jpg").write_bytes(jpeg(2))
     path.write_text(json.dumps({"id": "a", "image": "../elsewhere.jpg", "question": "q"}) + "\n")
     assert [q.image.name for q in read_questions(path)] == ["elsewhere.jpg"]
+
+
+def _progress_of_a_run(tmp_path, chat, rows, **options):
+    """A best-of-n run in this process under a progress bar: (the bar's task, the chat requests the server got)."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from critic_data.rl.best_of_n import run_best_of_n
+    from critic_data.rl.options import BestOfNOptions
+
+    questions = write_questions(tmp_path / "in", rows)
+    with fake_server(chat) as server, Progress(console=Console(file=io.StringIO(), force_terminal=True)) as progress:
+        run_best_of_n(BestOfNOptions(base_url=server.url, model="fake-model", input=questions, out=tmp_path / "run",
+                                     **options), progress=progress)
+        chats = sum(path.endswith("/chat/completions") for path, _ in server.requests)
+    [task] = progress.tasks
+    return task, chats
+
+
+@pytest.mark.parametrize("strategy, matches", [("knockout", 3), ("round-robin", 12)])
+def test_progress_counts_the_requests_of_a_server_that_honours_n(tmp_path, strategy, matches):
+    """N=4: one sampling request and the matches per question, announced and counted as such (the bar
+    counted questions: 2 of 2 while 2 x (1 + matches) requests were made)."""
+    task, chats = _progress_of_a_run(tmp_path, by_number, QUESTIONS[:2], n=4, strategy=strategy)
+    assert chats == 2 * (1 + matches)
+    assert task.total == task.completed == chats
+
+
+def test_progress_counts_the_requests_of_a_server_that_ignores_n(tmp_path):
+    """A server answering one candidate per request is asked N times per question: the bar's total grows
+    to the requests made."""
+    def one_choice(request):
+        return by_number({**request, "n": 1}) if "[Response 1]" not in prompt_of(request) else by_number(request)
+
+    task, chats = _progress_of_a_run(tmp_path, one_choice, QUESTIONS[:2], n=4)
+    assert chats == 2 * (4 + 3)
+    assert task.total == task.completed == chats
+
+
+def test_progress_leaves_out_a_match_that_is_not_sent(tmp_path):
+    """q1's match is over --max-model-len: decided by a coin, never sent, not counted as a request."""
+    rows = [{**QUESTIONS[0]}, {"id": "q1", "image": "img/1.jpg", "question": "LONG question?"}]
+    task, chats = _progress_of_a_run(tmp_path, reasoning_sampler(long=4000), rows, n=2, max_tokens=512,
+                                     max_model_len=4096, judge_sees_thinking=True)
+    assert chats == 2 + 1
+    assert task.total == task.completed == chats

@@ -416,3 +416,31 @@ def test_resume_of_a_best_of_n_run_with_another_n_is_refused(tmp_path):
             run(n=3, strategy="round-robin", resume=True)
         assert "--n was 2, now 3" in str(refused.value) and '--strategy was "knockout", now "round-robin"' in str(refused.value)
         assert run(resume=True, concurrency=1)["questions"] == 1
+
+
+# --- a refusal is retried only when asking again can change the answer ----------------------------
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_a_4xx_refusal_fails_its_item_at_once_and_the_run_goes_on(tmp_path, status):
+    """A 4xx other than 408 and 429 refuses the request itself (transformers serve 5.25 answers an
+    image-token mismatch with 400; a body too large, a field the server does not know): asked again,
+    the same request gets the same answer. The item fails on the first refusal; the others are judged."""
+    snapshot = write_mmrlhf(tmp_path / "in", [("Fine?", jpeg(1)), ("REFUSED?", jpeg(2)), ("Fine?", jpeg(3))])
+    refusal = Reply(b'{"error": {"message": "not this request"}}', status=status)
+    with fake_server(lambda request: refusal if "REFUSED" in prompt_of(request) else judge_right(request)) as server:
+        summary = run_eval(options(server.url, snapshot, tmp_path / "run"))
+    refused = [body for path, body in server.requests if body is not None and "REFUSED" in prompt_of(body)]
+    assert len(refused) == 1  # not retried
+    assert summary["failed"] == 1 and summary["first_failure"] == f"g1#0: HTTP {status}: not this request"
+    assert sorted(r["id"] for r in lines(tmp_path / "run" / "results.jsonl")) == ["g0#0", "g2#0"]
+
+
+def test_a_408_is_asked_again_like_a_429(tmp_path):
+    """408 Request Timeout says "not now" (a proxy in front of the server gave up waiting), as 429
+    does: asked again, the request is answered. Before: the item failed on the first 408."""
+    snapshot = write_mmrlhf(tmp_path / "in", [("Fine?", jpeg(1))])
+    answers = iter([Reply(b'{"error": {"message": "request timeout"}}', status=408)])
+    with fake_server(lambda request: next(answers, None) or judge_right(request)) as server:
+        summary = run_eval(options(server.url, snapshot, tmp_path / "run"))
+    assert sum(body is not None for _, body in server.requests) == 2
+    assert summary["failed"] == 0 and summary["n"] == 1 and summary["accuracy"] == 1.0

@@ -315,7 +315,8 @@ def test_vl_rewardbench_scores_and_macro_accuracy():
     metrics = score(records, "vl-rewardbench")
     assert metrics["n"] == 9 and metrics["accuracy"] == pytest.approx(5 / 9)
     assert metrics["unparsed_rate"] == pytest.approx(1 / 9)
-    assert metrics["categories"]["hallucination"] == {"n": 4, "accuracy": 0.25}
+    hallucination = metrics["categories"]["hallucination"]
+    assert (hallucination["n"], hallucination["accuracy"]) == (4, 0.25)
     assert metrics["macro_accuracy"] == pytest.approx((1 + 0.25 + 0.5) / 3)
 
 
@@ -441,3 +442,94 @@ def test_a_refused_key_and_an_unserved_model_are_one_line(strict_server, built_d
     unserved = run_cli(*args, "--model", "other", "--out", str(tmp_path / "b"), env={"OPENAI_API_KEY": "right-key"})
     assert unserved.returncode == 2 and "does not serve model 'other'; it serves served-model" in unserved.stderr
     assert "right-key" not in unserved.stderr
+
+
+# --- comparable numbers: unparsed verdicts scored both ways, every accuracy with its interval ------
+
+def test_unparsed_verdicts_count_as_wrong_and_as_half_credit():
+    """`accuracy` counts an unparsed verdict wrong, as LLaVA-Critic-R1's scripts do; lmms-eval's
+    VL-RewardBench scorer answers it with a coin over "1" / "2", whose expected score is 1/2 (and 0
+    on a tie label, which the coin never names): `accuracy_unparsed_half`, per category and macro too."""
+    records = [
+        _record("g0", "1", (1, 2), "1", category="general"), _record("g1", "1", (1, 2), None, category="general"),
+        _record("h0", "2", (2, 1), None, category="hallucination"), _record("h1", "2", (1, 2), "1", category="hallucination"),
+        _record("r0", "tie", (1, 2), None, category="reasoning"), _record("r1", "1", (2, 1), "2", category="reasoning"),
+    ]
+    metrics = score(records, "vl-rewardbench")
+    assert metrics["accuracy"] == pytest.approx(2 / 6) and metrics["accuracy_unparsed_half"] == pytest.approx(3 / 6)
+    assert {name: (c["accuracy"], c["accuracy_unparsed_half"]) for name, c in metrics["categories"].items()} == {
+        "general": (0.5, 0.75), "hallucination": (0.0, 0.25), "reasoning": (0.5, 0.5)}
+    assert metrics["macro_accuracy"] == pytest.approx((0.5 + 0.0 + 0.5) / 3)
+    assert metrics["macro_accuracy_unparsed_half"] == pytest.approx((0.75 + 0.25 + 0.5) / 3)
+    mm = score([_record("a#0", "1", (1, 2), None, group="a", keywords=["mcq"]),
+                _record("b#0", "1", (2, 1), "2", group="b", keywords=["mcq"])], "mm-rlhf")
+    assert (mm["acc"], mm["accuracy_unparsed_half"], mm["categories"]["mcq"]["accuracy_unparsed_half"]) == (0.5, 0.75, 0.75)
+
+
+def test_the_wilson_interval_solves_its_defining_equation():
+    """Wilson's bounds are the proportions p at which the observed one lies 1.96 standard errors
+    away: (observed - p)^2 = z^2 p (1 - p) / n. Known values: 8 of 10 gives 49.0-94.3%, 0 of 10 gives 0-27.8%."""
+    from critic_data.rl.client import Z_95, wilson_interval
+
+    assert wilson_interval(0.8, 10) == pytest.approx([0.4902, 0.9433], abs=5e-5)
+    assert wilson_interval(0.0, 10) == pytest.approx([0.0, 0.2775], abs=5e-5)
+    for observed, n in [(0.8, 10), (0.5, 3), (0.0, 7), (1.0, 1), (0.37, 1000), (2.5 / 6, 6)]:
+        low, high = wilson_interval(observed, n)
+        assert 0 <= low <= observed <= high <= 1
+        for bound in (low, high):
+            assert (observed - bound) ** 2 == pytest.approx(Z_95 ** 2 * bound * (1 - bound) / n, abs=1e-12)
+    assert wilson_interval(0.5, 0) is None
+
+
+def test_every_accuracy_in_the_summary_carries_its_interval():
+    from critic_data.rl.client import wilson_interval
+
+    records = ([_record(f"g{i}", "1", (1, 2), "1" if i < 3 else None, category="general") for i in range(5)]
+               + [_record(f"h{i}", "2", (1, 2), "2" if i < 1 else "1", category="hallucination") for i in range(4)])
+    metrics = score(records, "vl-rewardbench")
+    assert metrics["ci_method"] == "wilson"
+    for figures, n in [(metrics, 9), (metrics["categories"]["general"], 5), (metrics["categories"]["hallucination"], 4)]:
+        for key in ("accuracy", "accuracy_unparsed_half"):
+            assert figures[f"{key}_ci95"] == pytest.approx(wilson_interval(figures[key], n))
+    # the macro mean's interval combines the categories' (MOVER): wider than none of them alone
+    general, hallucination = metrics["categories"]["general"], metrics["categories"]["hallucination"]
+    below = ((general["accuracy"] - general["accuracy_ci95"][0]) ** 2
+             + (hallucination["accuracy"] - hallucination["accuracy_ci95"][0]) ** 2) ** 0.5 / 2
+    above = ((general["accuracy_ci95"][1] - general["accuracy"]) ** 2
+             + (hallucination["accuracy_ci95"][1] - hallucination["accuracy"]) ** 2) ** 0.5 / 2
+    assert metrics["macro_accuracy_ci95"] == pytest.approx([metrics["macro_accuracy"] - below,
+                                                            metrics["macro_accuracy"] + above])
+    low, high = metrics["macro_accuracy_unparsed_half_ci95"]
+    assert low < metrics["macro_accuracy_unparsed_half"] < high
+    twice = [_record("a#0", "1", (1, 2), "1", group="a", keywords=["mcq"]), _record("a#0", "1", (2, 1), "2", group="a", keywords=["mcq"]),
+             _record("b#0", "1", (1, 2), "1", group="b", keywords=["mcq"]), _record("b#0", "1", (2, 1), "1", group="b", keywords=["mcq"]),
+             _record("b#1", "1", (1, 2), "1", group="b", keywords=["long"])]
+    mm = score(twice, "mm-rlhf")
+    assert mm["acc_ci95"] == mm["accuracy_ci95"] == pytest.approx(wilson_interval(4 / 5, 5))
+    assert mm["acc_plus_ci95"] == pytest.approx(wilson_interval(1 / 2, 2))  # over ids
+    assert mm["categories"]["mcq"]["acc_plus_ci95"] == pytest.approx(wilson_interval(1 / 2, 2))
+    assert mm["both_orders_correct_ci95"] == pytest.approx(wilson_interval(1 / 2, 2))  # over items judged twice
+
+
+def test_the_summary_and_its_table_report_both_scorings_with_intervals(vlrb_snapshot, tmp_path):
+    """Through the command: a judge that gives no verdict on two of the eight items."""
+    def judge(request):
+        text = prompt_of(request)
+        return completion("I cannot tell." if "picture 2?" in text or "picture 5?" in text else "\\boxed{1}")
+
+    with fake_server(judge) as server:
+        done = run_cli("eval", "--base-url", server.url, "--model", "fake-model", "--benchmark", "vl-rewardbench",
+                       "--input", str(vlrb_snapshot), "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    records = _lines(tmp_path / "run" / "results.jsonl")
+    assert summary["n"] == 8 and summary["unparsed_rate"] == 2 / 8
+    assert summary["accuracy_unparsed_half"] == pytest.approx(sum(r["correct"] for r in records) / 8 + 0.5 * 2 / 8)
+    assert summary["ci_method"] == "wilson" and summary["prompt_style"] == "critic-data"
+    table = " ".join(done.stderr.split())
+    for label in ("accuracy %", "accuracy % (unparsed = 1/2)", "macro accuracy %", "macro accuracy % (unparsed = 1/2)"):
+        assert label in table
+    from critic_data.rl.client import percent
+
+    assert percent(summary["accuracy"], summary["accuracy_ci95"]) in table
+    assert percent(summary["macro_accuracy_unparsed_half"], summary["macro_accuracy_unparsed_half_ci95"]) in table

@@ -204,7 +204,8 @@ def test_vl_rewardbench_macro_is_the_mean_over_the_categories_present():
                 "verdict": "1" if correct else "2", "correct": correct, "category": category}
     records = [record("general", True), record("general", False), record("reasoning", True)]
     metrics = score(records, "vl-rewardbench")
-    assert metrics["categories"] == {"general": {"n": 2, "accuracy": 0.5}, "reasoning": {"n": 1, "accuracy": 1.0}}
+    assert {name: (c["n"], c["accuracy"]) for name, c in metrics["categories"].items()} == {
+        "general": (2, 0.5), "reasoning": (1, 1.0)}
     assert metrics["macro_accuracy"] == pytest.approx(0.75)  # lmms-eval averages the categories that occur
 
 
@@ -278,7 +279,8 @@ def test_mm_rlhf_paper_protocol_scores_every_row_as_the_official_scorer(tmp_path
     assert summary["skipped"] == {} and summary["n"] == 10 and summary["failed"] == 0
     assert summary["acc"] == pytest.approx(7 / 10)
     assert summary["acc_plus"] == pytest.approx(4 / 7) and summary["ids"] == 7
-    assert summary["categories"] == {
+    assert {name: {key: c[key] for key in ("n", "accuracy", "acc_plus", "ids")}
+            for name, c in summary["categories"].items()} == {
         "mcq": {"n": 3, "accuracy": pytest.approx(2 / 3), "acc_plus": 0.5, "ids": 2},
         "long": {"n": 2, "accuracy": 0.5, "acc_plus": 0.0, "ids": 1},
         "short": {"n": 2, "accuracy": 1.0, "acc_plus": 1.0, "ids": 2},
@@ -312,8 +314,10 @@ def test_mm_rlhf_scorer_on_a_known_table():
     metrics = score(records, "mm-rlhf")
     assert metrics["acc"] == 0.75 and metrics["acc_plus"] == pytest.approx(2 / 3)
     # a row counts in its first category; an all-right id in the first category any of its rows names
-    assert metrics["categories"] == {"long": {"n": 1, "accuracy": 1.0, "acc_plus": 1.0, "ids": 1},
-                                     "video": {"n": 2, "accuracy": 0.5, "acc_plus": pytest.approx(1 / 3), "ids": 3}}
+    assert {name: {key: c[key] for key in ("n", "accuracy", "acc_plus", "ids")}
+            for name, c in metrics["categories"].items()} == {
+        "long": {"n": 1, "accuracy": 1.0, "acc_plus": 1.0, "ids": 1},
+        "video": {"n": 2, "accuracy": 0.5, "acc_plus": pytest.approx(1 / 3), "ids": 3}}
 
 
 # --- image paths stay inside the snapshot, read bounded -------------------------------------------
@@ -358,3 +362,55 @@ def test_vl_rewardbench_image_paths_outside_the_snapshot_are_skipped(tmp_path):
         summary = run_eval(EvalOptions(base_url=server.url, model=MODEL, benchmark="vl-rewardbench", input=str(root),
                                        out=tmp_path / "run"))
     assert summary["skipped"] == {"image_path_unsafe": 2} and summary["n"] == 1
+
+
+# --- --prompt-style: the benchmarks in the template the critic was trained on --------------------
+
+def test_prompt_style_llava_critic_renders_the_benchmarks_with_its_template(tmp_path):
+    """A critic trained on `build --prompt-style llava-critic` rows is judged in that template (before:
+    always pairwise-v2's [Question] / [Response 1] body); the style is recorded in summary.json."""
+    from critic_data.schemas.prompts import render_critic_prompt
+
+    root = write_vlrb(tmp_path / "vlrb", [("mmmu_pro_1", {"bytes": png((300, 300)), "path": "a.png"})])
+    mmrlhf = write_mmrlhf(tmp_path / "mmrlhf")
+    with fake_server(lambda request: completion("\\boxed{1}")) as server:
+        done = run_cli("eval", "--base-url", server.url, "--model", MODEL, "--benchmark", "vl-rewardbench", "--input",
+                       str(root), "--out", str(tmp_path / "run"), "--prompt-style", "llava-critic")
+        assert done.returncode == 0, done.stderr
+        [request] = chats(server)
+        run_eval(EvalOptions(base_url=server.url, model=MODEL, benchmark="mm-rlhf", input=str(mmrlhf),
+                             out=tmp_path / "mm", prompt_style="llava-critic"))
+        mm_requests = chats(server)[1:]
+    [record] = lines(tmp_path / "run" / "results.jsonl")
+    first, second = (["CHOSEN-0.", "REJECTED-0."][i - 1] for i in record["presented"])
+    assert prompt_of(request) == render_critic_prompt("llava-critic-v1", "What is {x} in picture 0?", first, second)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["prompt_style"] == "llava-critic"
+    assert len(mm_requests) == 9 and all("The first response: [" in prompt_of(r) and "[Response 1]" not in prompt_of(r)
+                                         for r in mm_requests)
+    assert json.loads((tmp_path / "mm" / "summary.json").read_text())["prompt_style"] == "llava-critic"
+
+
+def test_a_resume_under_another_prompt_style_is_refused(tmp_path):
+    root = write_vlrb(tmp_path / "vlrb", [("mmmu_pro_1", {"bytes": png((300, 300)), "path": "a.png"}),
+                                          ("mmmu_pro_2", {"bytes": png((300, 300)), "path": "b.png"})])
+    with fake_server(lambda request: completion("\\boxed{1}")) as server:
+        summary = run_eval(EvalOptions(base_url=server.url, model=MODEL, benchmark="vl-rewardbench", input=str(root),
+                                       out=tmp_path / "run", limit=1))
+        assert summary["prompt_style"] == "critic-data"  # the default, recorded
+        with pytest.raises(UserError, match='--prompt-style was "critic-data", now "llava-critic"'):
+            run_eval(EvalOptions(base_url=server.url, model=MODEL, benchmark="vl-rewardbench", input=str(root),
+                                 out=tmp_path / "run", resume=True, prompt_style="llava-critic"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--benchmark", "built", "--input", "BUILT"], "--prompt-style applies to vl-rewardbench and mm-rlhf"),
+    (["--benchmark", "vl-rewardbench", "--input", ".", "--protocol", "paper"], "--prompt-style applies to --protocol critic-data"),
+])
+def test_prompt_style_where_it_does_not_apply_is_one_line(built_dataset, tmp_path, args, message):
+    args = [str(built_dataset) if arg == "BUILT" else arg for arg in args]
+    done = run_cli("eval", "--base-url", "http://127.0.0.1:9/v1", "--model", MODEL, "--out", str(tmp_path / "run"),
+                   "--prompt-style", "llava-critic", *args)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: ") and message in done.stderr and "Traceback" not in done.stderr
+    with pytest.raises(UserError, match="--prompt-style 'llava' is not known; choose from critic-data, llava-critic"):
+        EvalOptions(base_url="", model="", benchmark="vl-rewardbench", input=".", out=tmp_path, prompt_style="llava")
