@@ -23,23 +23,47 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.markup import escape
 from rich.table import Table
 
-from critic_data import UserError
+from critic_data import UserError, __version__
 from critic_data.builders.options import BuildOptions
 from critic_data.rl.options import BestOfNOptions, EvalOptions
 
 app = typer.Typer(
     name="critic-data",
     help="Verifiable preference-RL datasets for multimodal critics: build, push, train, eval, best-of-n.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # click's plain help: rich's option table cuts option names short at 80 columns ("--pairs-per-prom…")
+    rich_markup_mode=None,
+    context_settings={
+        # TRL's spelling is ours too, as `train` takes both: --num_proc is --num-proc, best_of_n is best-of-n
+        "token_normalize_func": lambda name: name.replace("_", "-"),
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": sys.maxsize,  # as wide as the terminal (click stops at 80 columns)
+    },
 )
 console = Console(stderr=True)
+# The packages of the `rl` extra (pyproject.toml): `train` and `inspect --processor` need them.
+TRAINING_EXTRA = ("torch", "torchvision", "transformers", "trl", "accelerate")
+# The name TRL gives an option of ours, taken beside it (a TRL user's `--output_dir` on `build`).
+TRL_NAMES = {"out": "--output-dir"}
 
 
-@app.callback()
-def _root() -> None:
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"critic-data {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
+) -> None:
     """Verifiable preference-RL datasets for multimodal critics."""
+    if ctx.invoked_subcommand is None:  # a bare `critic-data`: its usage, as click answers a missing command
+        typer.echo(ctx.get_help(), err=True)
+        raise typer.Exit(2)
 
 
 def _options_command(name: str, options_class):
@@ -51,13 +75,16 @@ def _options_command(name: str, options_class):
     for spec in dataclasses.fields(options_class):
         cli = spec.metadata["cli"]
         flags = [cli["flag"]] if "flag" in cli else []
+        if spec.name in TRL_NAMES:
+            flags = [f"--{spec.name.replace('_', '-')}", TRL_NAMES[spec.name]]
         missing = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
         if missing or cli.get("required"):
             default = inspect.Parameter.empty
         else:
             default = cli.get("cli_default", spec.default)
         annotation = Annotated[cli.get("type", hints[spec.name]),
-                               typer.Option(*flags, help=spec.metadata["help"], show_default=cli.get("show_default", True))]
+                               typer.Option(*flags, help=spec.metadata["help"], show_default=cli.get("show_default", True),
+                                            metavar=f"<{cli['metavar']}>" if "metavar" in cli else None)]
         parameters.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                             annotation=annotation))
 
@@ -75,7 +102,7 @@ def _options_command(name: str, options_class):
 
 @_options_command("build", BuildOptions)
 def build(options: BuildOptions) -> None:
-    """Build a verifiable pairwise-critic dataset from one or more sources."""
+    """Build a verifiable pairwise-critic dataset from its sources."""
     from critic_data.builders.pipeline import build as run_build
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -154,7 +181,9 @@ def push(
     dry_run: Annotated[bool, typer.Option(help="List what would be uploaded and where; contact nothing.")] = False,
     timeout: Annotated[float, typer.Option(help=PUSH_TIMEOUT_HELP)] = 60.0,
 ) -> None:
-    """Publish a dataset or a checkpoint folder to the Hugging Face Hub in one commit."""
+    """Publish a dataset or a checkpoint to the Hub in one commit.
+
+    A folder made by `critic-data build`, or a checkpoint folder made by `critic-data train`."""
     from critic_data.hub import MAX_TIMEOUT, plan_push, push as run_push
 
     if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan
@@ -183,15 +212,68 @@ def push(
                   f"{outcome.pr_url or outcome.commit_url}", highlight=False, soft_wrap=True, markup=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# What `train --help` lists besides --recipe: the recipe fields most runs change. Their values are
+# read from the shipped recipes as the help is shown, so the help cannot drift from the files.
+TRAIN_OPTIONS = {
+    "model_name_or_path": "The model to train: a Hub id, or a local folder.",
+    "dataset_name": "Required: a folder built by `critic-data build`, or a Hub dataset id.",
+    "dataset_revision": "The branch, tag or commit of a Hub --dataset_name; unset, main.",
+    "output_dir": "Where checkpoints, the weights and the model card are written (a new or empty folder).",
+    "max_steps": "Optimiser steps to train; unset (-1), --num_train_epochs decides.",
+    "num_train_epochs": "Passes over the train split, unless --max_steps is set.",
+    "per_device_train_batch_size": "Completions per device in each forward and backward pass.",
+    "gradient_accumulation_steps": "Passes per optimiser step.",
+    "num_generations": "Completions sampled per prompt (the GRPO group).",
+    "use_vllm": "Sample with vLLM; false samples with transformers (slower; the only way without a GPU).",
+    "vllm_mode": "colocate: vLLM on the training GPUs; server: a `vllm serve` at --vllm_server_base_url.",
+    "report_to": "Where the metrics go: none, wandb, tensorboard, trackio.",
+    "max_prompt_length": "Rows whose prompt is longer (in --prompt_length_unit) are dropped before training.",
+    "prompt_length_unit": "characters: the official filter's measure; tokens: text and image tokens under the "
+                          "pixel bounds.",
+    "min_pixels": "Images with fewer pixels are upscaled (for the trainer and vLLM alike).",
+    "max_pixels": "Images with more pixels are downscaled.",
+}
+
+
+class _TrainCommand(typer.core.TyperCommand):
+    """`train`'s help: --recipe, then TRAIN_OPTIONS with the shipped recipes' values; TRL is not imported."""
+
+    def format_options(self, ctx, formatter) -> None:
+        import yaml
+
+        from critic_data.rl import recipes
+
+        super().format_options(ctx, formatter)
+        shipped = {name: yaml.safe_load(path.read_text(encoding="utf-8")) for name, path in recipes().items()}
+        rows = []
+        for option, help_ in TRAIN_OPTIONS.items():
+            # as a command line takes them (`--use_vllm false`); the term column is never wrapped
+            values = [str(recipe[option]).lower() if isinstance(recipe.get(option), bool)
+                      else str(recipe.get(option, "(unset)")) for recipe in shipped.values()]
+            rows.append((f"--{option} {values[0] if len(set(values)) == 1 else ' | '.join(values)}", help_))
+        with formatter.section("Recipe options most runs change"):
+            formatter.write_text(f"Each with its value in the recipes ({' | '.join(shipped)} where they differ). "
+                                 f"Any recipe field takes its TRL flag name: `critic-data train --recipe "
+                                 f"{next(iter(shipped))} -h` lists them all.")
+            formatter.write_paragraph()
+            formatter.write_dl(rows)
+
+
+# `-h` is TRL's: it lists every flag of the recipe
+@app.command(cls=_TrainCommand,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["--help"]})
 def train(
     ctx: typer.Context,
     recipe: Annotated[str, typer.Option(help="critic-r1, critic-r1-plus, or the path of a recipe .yaml file.")],
 ) -> None:
     """Train a critic with TRL GRPO. Any recipe field can be overridden with TRL's flag names
-    (--model_name_or_path, --dataset_name, --learning_rate, --max_steps, --use_vllm, --output_dir, ...);
-    `-h` after --recipe lists them all."""
-    from critic_data.rl.train import train as run_train
+    (--model_name_or_path, --dataset_name, --learning_rate, --max_steps, --use_vllm, --output_dir, ...)."""
+    try:
+        from critic_data.rl.train import train as run_train
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] not in TRAINING_EXTRA:
+            raise
+        raise UserError("critic-data train needs the training extra: pip install 'critic-data[rl]'") from None
 
     run_train(recipe, list(ctx.args))
 
@@ -203,9 +285,11 @@ def inspect_(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")] = False,
     plots: Annotated[Path | None, typer.Option(help="Write PNG charts into this folder.")] = None,
     processor: Annotated[Path | None, typer.Option(help="A local model folder: count each row's prompt tokens with its processor, as the trainer does (needs the rl extra: torch, transformers).")] = None,
-    max_prompt_length: Annotated[int | None, typer.Option(help="With --processor: the prompt budget whose drops to count (default 6142, the recipes').", show_default=False)] = None,
+    max_prompt_length: Annotated[int | None, typer.Option(help="With --processor: the prompt budget whose drops to count (default: the recipes' 6142, counted in tokens).", show_default=False)] = None,
 ) -> None:
-    """See what a dataset teaches (labels, margins, length bias, images, rejects) or where a critic fails (eval, best-of-n)."""
+    """See what a dataset teaches, or where a critic fails.
+
+    A dataset's labels, margins, length bias, images and rejects; an eval or best-of-n run's failures."""
     from critic_data.inspection import inspect as run_inspect
 
     run_inspect(path, against=against, as_json=json_, plots=plots, processor=processor, max_prompt_length=max_prompt_length)
@@ -213,7 +297,9 @@ def inspect_(
 
 @app.command()
 def env() -> None:
-    """Print the versions that matter for a bug report (python, torch + CUDA, transformers, trl, vllm, ...)."""
+    """Print the versions that matter for a bug report.
+
+    python, torch + CUDA, transformers, trl, vllm, ..."""
     from critic_data.env import environment
 
     for name, value in environment().items():
@@ -222,7 +308,9 @@ def env() -> None:
 
 @_options_command("eval", EvalOptions)
 def eval_(options: EvalOptions) -> None:
-    """Measure how well a critic judges: accuracy on labelled pairs through an OpenAI-compatible server."""
+    """Measure a critic's accuracy on labelled pairs.
+
+    The critic judges through an OpenAI-compatible server (`vllm serve`, `transformers serve`)."""
     from critic_data.rl.evaluate import run_eval, summary_table
 
     summary = _run_with_progress(run_eval, options, options.out / "results.jsonl")
@@ -233,7 +321,9 @@ def eval_(options: EvalOptions) -> None:
 
 @_options_command("best-of-n", BestOfNOptions)
 def best_of_n(options: BestOfNOptions) -> None:
-    """Self-critic Best-of-N: sample N answers, let the same model judge them pairwise, keep the winner."""
+    """Best-of-N: let a model pick the best of its own N answers.
+
+    Sample N answers, let the same model judge them pairwise, keep the winner."""
     from critic_data.rl.best_of_n import run_best_of_n, summary_table
 
     summary = _run_with_progress(run_best_of_n, options, options.out / "picks.jsonl")
@@ -308,8 +398,9 @@ def main() -> None:
     except TyperException as error:  # typer's usage errors: a missing or unknown option, a value of the wrong type
         context = getattr(error, "ctx", None)
         command = context.command_path if context else "critic-data"
-        console.print(f"[red]error:[/red] {escape(_one_line(error.format_message()))} (`{escape(command)} --help` lists the options)",
-                      highlight=False, soft_wrap=True)
+        listed = "options" if context and context.parent else "commands and options"  # the root's help: its commands
+        console.print(f"[red]error:[/red] {escape(_one_line(error.format_message()))} (`{escape(command)} --help` "
+                      f"lists the {listed})", highlight=False, soft_wrap=True)
         sys.exit(2)
     except _Interrupted as interrupted:
         console.print(str(interrupted), highlight=False, soft_wrap=True)
