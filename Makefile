@@ -1,28 +1,46 @@
 # Two commands do all the set-up on a fresh clone:  `make demo`  and  `make test`.
+#   make demo     the data side only (no torch): builds the bundled VLFeedback sample
+#   make test     everything the tests need (training stack, a real server), then the suite
+# Both install the versions in constraints.txt, the set the suite passes with; `make lock` refreshes it.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# torch/torchvision are pinned to the pair this workplace serves from its local wheel store
-# (PyPI's CPU torchvision does not load beside the CPU-only torch wheel); see README.
-TORCH  := torch==2.14.1 torchvision==0.29.1
+# setuptools says "Editable installation ... be careful with folders named like the package" on every
+# editable install: information, not a problem of ours; every other warning still shows.
+PIP    := PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(BIN)/pip install --quiet \
+          --disable-pip-version-check -c constraints.txt
 
-.PHONY: install demo test bench clean
+.PHONY: install install-data demo test lock clean
 
-install: $(BIN)/.installed
+install: $(VENV)/.installed-test
+install-data: $(VENV)/.installed-data
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[test]"
+
+$(VENV)/.installed-data: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
 	touch $@
 
-demo: install
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e ".[test]"
+	touch $(VENV)/.installed-data $@
+
+demo: install-data
 	rm -rf out/vlfeedback-sample
 	$(BIN)/critic-data build --source vlfeedback --input sample/vlfeedback --out out/vlfeedback-sample --seed 0
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Re-resolve the newest versions pyproject.toml allows in a scratch environment, and record them.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+	{ sed -n '1,2p' constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^critic-data'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) out build dist *.egg-info

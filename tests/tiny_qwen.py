@@ -98,3 +98,9 @@ def _video_processor():
 
     return Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2,
                                  temporal_patch_size=2)
+
+
+if __name__ == "__main__":  # `python -m tests.tiny_qwen DIR`: the README's quickstart model for CPU smoke runs
+    import sys
+
+    print(f"wrote a tiny random Qwen2.5-VL to {build_tiny_qwen(Path(sys.argv[1] if len(sys.argv) > 1 else 'out/tiny-qwen'))}")

@@ -11,8 +11,11 @@ SUBPACKAGES = ("critic_data", "critic_data.builders", "critic_data.schemas", "cr
 
 
 def test_wheel_holds_every_subpackage_and_the_card_template(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    # No packaging warnings: setuptools' are raised as BuildBackendWarning (e.g. a data folder left out of `packages`).
+    assert "BuildBackendWarning" not in built.stdout + built.stderr, built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("critic_data-*.whl")
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
