@@ -18,8 +18,8 @@ The figures (`dataset_statistics`):
   reason from rejects.jsonl when the folder has it);
 - image sizes and images per row.
 The `--format easyr1` layout has no responses and no margin: those figures are None there.
-`card_statistics` is the part the dataset card shows (rows and labels, margins, length bias):
-`build` counts it from the shards it wrote, `push` from the shards it checked.
+`card_statistics` is the part the dataset card shows (rows and labels, margins, length bias,
+and one example row): `build` counts it from the shards it wrote, `push` from the shards it checked.
 
 This module knows files and the manifest only (no builders/ or rl/ import): a caller hands it
 a local folder (a Hub dataset is downloaded first).
@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from critic_data import UserError
+from critic_data.schemas import IMAGE_PLACEHOLDER
 
 MARGIN_EDGES = [0.5 * k for k in range(9)]  # 0, 0.5, ..., 4.0: VLFeedback's ratings are 1-5, gaps at most 4
 RATIO_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -251,11 +252,31 @@ def dataset_statistics(folder: Path, manifest: dict | None = None) -> dict:
 
 def card_statistics(folder: Path, manifest: dict) -> dict:
     """The figures a dataset card shows (rows and labels per source and split, margins, length
-    bias), from the shards' text columns alone: no image byte and no rejects.jsonl is read (a
+    bias) and its example row, from the shards' text columns alone: no image byte and no rejects.jsonl is read (a
     push reads no file of the folder but build.json and the shards it checked), and nothing in
     them depends on where the folder is (the card of a build is the same wherever it lies)."""
     with _reading(Path(folder)):
-        return _text_figures(manifest, split_files(Path(folder), manifest))
+        files = split_files(Path(folder), manifest)
+        return {**_text_figures(manifest, files), "example": example_row(files, manifest)}
+
+
+def example_row(files: dict[str, list[Path]], manifest: dict) -> dict:
+    """The row a card shows as an example: the first of the first non-empty split (train before
+    test, in build.json's order), so every card of the same shards shows the same row. `text` is
+    what the model is shown: the prompt's user message, an image as `<image>`, then its text (the
+    easyr1 layout's question, which starts with `<image>`); the TRL layout's `question`,
+    `response_1` and `response_2` are the texts inside it."""
+    trl = manifest.get("format", "trl") == "trl"
+    columns = ["id", "source", "source_id", "answer", "template", "question",
+               *(["prompt", "response_1", "response_2", "margin"] if trl else [])]
+    split, paths = next(iter(files.items()))
+    row = scan_text({split: paths}, columns).head(1).collect().to_dicts()[0]
+    if trl:
+        row["text"] = "\n".join(IMAGE_PLACEHOLDER if part["type"] == "image" else part["text"] or ""
+                                for message in row.pop("prompt") for part in message["content"])
+    else:  # the question is the whole critic prompt
+        row["text"], row["margin"] = row.pop("question"), None
+    return row
 
 
 @contextmanager

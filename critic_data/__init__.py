@@ -1,6 +1,6 @@
 """critic-data: verifiable preference-RL datasets for multimodal critics."""
 
-from dataclasses import MISSING, field
+from dataclasses import MISSING, field, fields
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -33,3 +33,11 @@ def option(default=MISSING, help: str = "", factory=None, **cli):  # noqa: A002 
     fields: one declaration per option."""
     metadata = {"help": help, "cli": cli}
     return field(default_factory=factory, metadata=metadata) if factory else field(default=default, metadata=metadata)
+
+
+def cli_flags(options_class) -> dict[str, str]:
+    """The command-line flag of each field of an options dataclass, as the user types it: its
+    `flag`, else the field's name with dashes (`pairs_per_prompt` -> `--pairs-per-prompt`, the
+    rule by which typer names the options critic_data/cli.py makes from these fields)."""
+    return {spec.name: spec.metadata["cli"].get("flag", "--" + spec.name.replace("_", "-"))
+            for spec in fields(options_class)}

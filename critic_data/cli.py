@@ -25,7 +25,7 @@ from rich.table import Table
 
 from critic_data import UserError, __version__
 from critic_data.builders.options import BuildOptions
-from critic_data.rl.options import BestOfNOptions, EvalOptions
+from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH, BestOfNOptions, EvalOptions
 
 app = typer.Typer(
     name="critic-data",
@@ -184,32 +184,56 @@ def push(
     """Publish a dataset or a checkpoint to the Hub in one commit.
 
     A folder made by `critic-data build`, or a checkpoint folder made by `critic-data train`."""
-    from critic_data.hub import MAX_TIMEOUT, plan_push, push as run_push
+    from huggingface_hub import constants
+    from huggingface_hub.utils import disable_progress_bars
+
+    from critic_data.hub import MAX_TIMEOUT, plan_push, push as run_push, require_token
 
     if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan
         raise UserError(f"--timeout {timeout:g} is not a number of seconds from 0 to {MAX_TIMEOUT:g}; pass e.g. --timeout 60")
     plan = plan_push(folder, repo_id, revision, include_rejects=include_rejects)
-    table = Table(title=escape(f"{plan.kind.name} {folder} -> {plan.url} @ {plan.revision}"
-                               f"{' (pull request)' if create_pr else ''}"))
-    table.add_column("path in repo")
-    table.add_column("bytes", justify="right")
-    for path in sorted(plan.files):
-        table.add_row(escape(path) + (" (rendered for this repo)" if isinstance(plan.files[path], bytes) else ""), f"{plan.size(path):,}")
-    table.caption = escape(f"not uploaded: {', '.join(plan.left_out)}") if plan.left_out else None
-    console.print(table)
     if dry_run:
+        console.print(_push_table(plan, create_pr))
         console.print(f"dry run: would push {len(plan.files)} files ({plan.summary}) in one commit; nothing was sent")
         return
+    require_token()  # before the plan is shown: a push that cannot be sent shows nothing but how to log in
+    # tqdm's redraws (\r, cursor moves) garble a log file or a CI log: plain lines say what is sent
+    # instead. HF_HUB_DISABLE_PROGRESS_BARS=0 asks for the bars everywhere.
+    if not sys.stderr.isatty() and constants.HF_HUB_DISABLE_PROGRESS_BARS is not False:
+        disable_progress_bars()
     outcome = run_push(plan, private=private, create_pr=create_pr, commit_message=commit_message, force=force,
-                       timeout=timeout)
+                       timeout=timeout, announce=lambda changed: _announce_upload(plan, create_pr, changed))
     if outcome.unchanged:
-        console.print(f"nothing to do: {plan.url} @ {plan.revision} already holds this {plan.kind.name}", markup=False)
+        console.print(f"nothing to do: {plan.url} @ {plan.revision} already holds this {plan.kind.name}; no commit made",
+                      markup=False, highlight=False, soft_wrap=True)
         return
     if outcome.deleted:
         console.print(f"replaced: removed {len(outcome.deleted)} file(s) the folder no longer has ({', '.join(outcome.deleted[:3])}{', ...' if len(outcome.deleted) > 3 else ''})",
                       markup=False)
     console.print(f"pushed {plan.summary} to {plan.url} @ {plan.revision}{' (new branch)' if outcome.created_branch else ''}: "
                   f"{outcome.pr_url or outcome.commit_url}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _push_table(plan, create_pr: bool) -> Table:
+    """What a push publishes where: each file with its size, and what the folder holds that is not sent."""
+    table = Table(title=escape(f"{plan.kind.name} {plan.folder} -> {plan.url} @ {plan.revision}"
+                               f"{' (pull request)' if create_pr else ''}"))
+    table.add_column("path in repo")
+    table.add_column("bytes", justify="right")
+    for path in sorted(plan.files):
+        table.add_row(escape(path) + (" (rendered for this repo)" if isinstance(plan.files[path], bytes) else ""), f"{plan.size(path):,}")
+    table.caption = escape(f"not uploaded: {', '.join(plan.left_out)}") if plan.left_out else None
+    return table
+
+
+def _announce_upload(plan, create_pr: bool, changed: list[str]) -> None:
+    """The plan, then one plain line that the upload starts (what a log keeps of it: progress
+    bars are only drawn on a terminal)."""
+    console.print(_push_table(plan, create_pr))
+    unchanged = len(plan.files) - len(changed)
+    console.print(f"uploading {len(changed)} files ({sum(plan.size(path) for path in changed):,} bytes) in one commit"
+                  + (f"; {unchanged} unchanged, already on the Hub" if unchanged else ""),
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 # What `train --help` lists besides --recipe: the recipe fields most runs change. Their values are
@@ -285,7 +309,7 @@ def inspect_(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")] = False,
     plots: Annotated[Path | None, typer.Option(help="Write PNG charts into this folder.")] = None,
     processor: Annotated[Path | None, typer.Option(help="A local model folder: count each row's prompt tokens with its processor, as the trainer does (needs the rl extra: torch, transformers).")] = None,
-    max_prompt_length: Annotated[int | None, typer.Option(help="With --processor: the prompt budget whose drops to count (default: the recipes' 6142, counted in tokens).", show_default=False)] = None,
+    max_prompt_length: Annotated[int | None, typer.Option(help=f"With --processor: the prompt budget whose drops to count (default: the recipes' {OFFICIAL_MAX_PROMPT_LENGTH}, counted in tokens).", show_default=False)] = None,
 ) -> None:
     """See what a dataset teaches, or where a critic fails.
 

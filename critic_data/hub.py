@@ -9,7 +9,8 @@ This module owns what a push sends and the rules that keep it safe:
   included, minus trainer leftovers.
 - How: one commit (`HfApi.create_commit`), so a failure at any point publishes nothing. Files
   of the same kind that the new content does not contain (old shards, old weights) are deleted
-  in that same commit, so the revision holds exactly the pushed content.
+  in that same commit, so the revision holds exactly the pushed content. A revision that already
+  holds it gets no commit.
 - Safety: a revision whose payload (data shards, or weights) differs from the folder's is not
   replaced unless `--force`; `--revision NEW` publishes beside it on a new branch and
   `--create-pr` only proposes the change. The commit names the revision's head it was checked
@@ -42,6 +43,7 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePath
@@ -245,34 +247,13 @@ def source_specs(manifest: dict) -> list:
 
 
 def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
+    from critic_data import cli_flags
+    from critic_data.builders.options import BuildOptions
     from critic_data.cards.dataset_card import PLOTS, card_figures, render_dataset_card
-    from critic_data.schemas import FORMATS
 
     folder = plan.folder
     manifest = _read_manifest(folder, plan.repo_id)
-    splits = {name: (split["files"], split["rows"], split["bytes"]) for name, split in manifest["splits"].items()}
-    counts = {name: source["counts"] for name, source in manifest["sources"].items()}
-    features = FORMATS[manifest["format"]]  # as datasets serialises Features
-    listed = [path for files, _, _ in splits.values() for path in files]
-    if len(set(listed)) != len(listed):
-        _mismatch(folder, f"it lists {sorted(p for p in listed if listed.count(p) > 1)[0]} more than once")
-    # Publish exactly the build: a shard missing from the folder, or a stray one the card's
-    # `data/{split}-*` patterns would load, means the folder is not what build.json describes.
-    held = dict.fromkeys(splits, 0)  # rows
-    for split, (files, _, _) in splits.items():
-        for path in files:
-            if not fnmatch(path, f"data/{split}-*"):
-                _mismatch(folder, f"{path} is listed as a {split} shard, but the card loads that split from data/{split}-*")
-            shard = _file_inside(folder, path, "build.json")
-            held[split] += _shard_rows(shard, path, folder, features, manifest["format"])
-    for split, (_, rows, _) in splits.items():
-        if rows != held[split]:
-            _mismatch(folder, f"build.json says the {split} split has {rows} rows, its shards hold {held[split]} rows")
-    stray = sorted(path for path in _files(folder / "data", folder) if path not in listed and not _is_junk(path))
-    if stray:
-        _mismatch(folder, f"{', '.join(stray)} is not listed in it")
-    _check_counts(folder, counts, sum(rows for _, rows, _ in splits.values()))
-    check_shard_bytes(folder, manifest)  # last, as it reads every byte
+    rows = _check_shards(folder, manifest)
 
     # The card and its charts are rendered again from the shards just checked (as README.md is
     # for the repo id), not taken from plots/: what the Hub shows is always the figures of the
@@ -281,10 +262,10 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
         statistics, plots = card_figures(folder, manifest, Path(scratch))
         charts = {f"{PLOTS}/{name}": (Path(scratch) / name).read_bytes() for name in plots}
     _check_label_balance(folder, manifest, statistics)
-    plan.files = {path: folder / path for path in listed}
+    plan.files = {path: folder / path for split in manifest["splits"].values() for path in split["files"]}
     plan.files["build.json"] = folder / "build.json"
     plan.files["README.md"] = render_dataset_card(manifest, source_specs(manifest), plan.repo_id, statistics,
-                                                  plots).encode("utf-8")
+                                                  plots, option_flags=cli_flags(BuildOptions)).encode("utf-8")
     plan.files.update(charts)
     if include_rejects and ((folder / "rejects.jsonl").exists() or (folder / "rejects.jsonl").is_symlink()):
         plan.files["rejects.jsonl"] = _file_inside(folder, "rejects.jsonl", "--include-rejects")
@@ -294,8 +275,37 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
                if p.name != "data" and not (p.name == PLOTS and p.is_dir())]
     entries += _files(folder / "data", folder) + _files(folder / PLOTS, folder)
     plan.left_out = sorted(path for path in entries if path not in plan.files and path != "README.md")
-    rows = {name: rows for name, (_, rows, _) in splits.items()}
     plan.summary = f"{sum(rows.values())} rows (" + ", ".join(f"{n} {r}" for n, r in rows.items()) + ")"
+
+
+def _check_shards(folder: Path, manifest: dict) -> dict[str, int]:
+    """The rows of each split, once the folder's shards are checked to be exactly the build
+    build.json describes: its listed files, schema, row counts, accounting and bytes."""
+    from critic_data.schemas import FORMATS
+
+    splits = {name: (split["files"], split["rows"]) for name, split in manifest["splits"].items()}
+    features = FORMATS[manifest["format"]]  # as datasets serialises Features
+    listed = [path for files, _ in splits.values() for path in files]
+    if len(set(listed)) != len(listed):
+        _mismatch(folder, f"it lists {sorted(p for p in listed if listed.count(p) > 1)[0]} more than once")
+    # Publish exactly the build: a shard missing from the folder, or a stray one the card's
+    # `data/{split}-*` patterns would load, means the folder is not what build.json describes.
+    held = dict.fromkeys(splits, 0)  # rows
+    for split, (files, _) in splits.items():
+        for path in files:
+            if not fnmatch(path, f"data/{split}-*"):
+                _mismatch(folder, f"{path} is listed as a {split} shard, but the card loads that split from data/{split}-*")
+            shard = _file_inside(folder, path, "build.json")
+            held[split] += _shard_rows(shard, path, folder, features, manifest["format"])
+    for split, (_, rows) in splits.items():
+        if rows != held[split]:
+            _mismatch(folder, f"build.json says the {split} split has {rows} rows, its shards hold {held[split]} rows")
+    stray = sorted(path for path in _files(folder / "data", folder) if path not in listed and not _is_junk(path))
+    if stray:
+        _mismatch(folder, f"{', '.join(stray)} is not listed in it")
+    _check_counts(folder, {name: source["counts"] for name, source in manifest["sources"].items()}, sum(held.values()))
+    check_shard_bytes(folder, manifest)  # last, as it reads every byte
+    return held
 
 
 def _check_label_balance(folder: Path, manifest: dict, statistics: dict) -> None:
@@ -503,16 +513,28 @@ def _check_weight_indexes(plan: Plan, tensors: dict[str, set[str]]) -> None:
                                 "checkpoint again")
 
 
-def push(plan: Plan, *, private: bool = False, create_pr: bool = False, commit_message: str | None = None,
-         force: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Outcome:
-    """Publish `plan` in one commit. Raises UserError with one line for anything the user can fix."""
+def require_token() -> str:
+    """The token a push sends: HF_TOKEN, or the login `hf auth login` saved."""
     token = get_token()
     if not token:
-        raise UserError("no Hugging Face token: set HF_TOKEN to a token with write access, or run `hf auth login`")
+        raise UserError("no Hugging Face token: run `hf auth login`, or set HF_TOKEN to a token with write access; "
+                        "nothing was sent")
+    return token
+
+
+Announce = Callable[[list[str]], None]  # told the paths to upload (new or changed), before the upload starts
+
+
+def push(plan: Plan, *, private: bool = False, create_pr: bool = False, commit_message: str | None = None,
+         force: bool = False, timeout: float = DEFAULT_TIMEOUT, announce: Announce | None = None) -> Outcome:
+    """Publish `plan` in one commit, or none when the revision already holds exactly this content.
+    `announce` is told what will be uploaded once the revision is checked, before the upload.
+    Raises UserError with one line for anything the user can fix."""
+    token = require_token()
     use_timeout(timeout, owned=True)
     api = HfApi(token=token)
     try:
-        return _push(api, plan, private, create_pr, commit_message, force)
+        return _push(api, plan, private, create_pr, commit_message, force, announce)
     except Exception as error:  # noqa: BLE001 - only errors the user can act on become one line
         explained = _explain(error, plan, timeout)
         if isinstance(explained, UserError) and token in str(explained):  # a server's message echoing the request
@@ -520,7 +542,8 @@ def push(plan: Plan, *, private: bool = False, create_pr: bool = False, commit_m
         raise explained from None
 
 
-def _push(api: HfApi, plan: Plan, private: bool, create_pr: bool, commit_message: str | None, force: bool) -> Outcome:
+def _push(api: HfApi, plan: Plan, private: bool, create_pr: bool, commit_message: str | None, force: bool,
+          announce: Announce | None) -> Outcome:
     repo_type, revision = plan.kind.repo_type, plan.revision
     # private=None leaves the visibility to the namespace's default when --private is not given.
     _call(api.create_repo, plan.repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True)
@@ -540,6 +563,12 @@ def _push(api: HfApi, plan: Plan, private: bool, create_pr: bool, commit_message
         _refuse_if_different(plan, remote, additions)
     stale = [path for path in filter_repo_objects(sorted(remote), allow_patterns=list(plan.kind.replaces))
              if path not in plan.files]
+    changed = [path for path, addition in additions.items() if path not in remote or not _same(remote[path], addition)]
+    if not (changed or stale):  # no commit, and none of huggingface_hub's progress bars or warnings
+        return Outcome(commit_url=f"{plan.url}/commit/{head}", pr_url=None, created_branch=created_branch, deleted=[],
+                       unchanged=True)
+    if announce is not None:
+        announce(changed)
     operations = [*additions.values(), *(CommitOperationDelete(path_in_repo=path) for path in stale)]
     info = _call(api.create_commit, plan.repo_id, operations, repo_type=repo_type, revision=revision,
                  commit_message=commit_message or f"critic-data {__version__}: {plan.kind.name}, {plan.summary}",
@@ -555,20 +584,20 @@ def _refuse_if_different(plan: Plan, remote: dict, additions: dict[str, CommitOp
         return
     local = list(filter_repo_objects(sorted(plan.files), allow_patterns=list(plan.kind.payload)))
     differs = sorted(set(published) ^ set(local))
-    for path in set(published) & set(local):
-        entry, addition = remote[path], additions[path]
-        if entry.lfs is not None:
-            same = entry.lfs.sha256 == addition.upload_info.sha256.hex()  # hashed once, reused by the upload
-        else:
-            with addition.as_file() as handle:
-                same = entry.blob_id == git_hash(handle.read())
-        if not same:
-            differs.append(path)
+    differs += [path for path in set(published) & set(local) if not _same(remote[path], additions[path])]
     if differs:
         raise UserError(
             f"{plan.repo_id} ({plan.kind.repo_type}) at revision {plan.revision} already holds a different {plan.kind.name} "
             f"({len(differs)} file(s) differ, e.g. {sorted(differs)[0]}); pass --revision NEW_BRANCH to publish beside it, "
             "--create-pr to propose it, or --force to replace it")
+
+
+def _same(entry: RepoFile, addition: CommitOperationAdd) -> bool:
+    """Whether the remote file holds the bytes the push would upload."""
+    if entry.lfs is not None:
+        return entry.lfs.sha256 == addition.upload_info.sha256.hex()  # hashed once, reused by the upload
+    with addition.as_file() as handle:
+        return entry.blob_id == git_hash(handle.read())
 
 
 def _causes(error: BaseException | None):

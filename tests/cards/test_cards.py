@@ -23,7 +23,9 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
+from critic_data import cli_flags
 from critic_data.builders import SOURCES
+from critic_data.builders.options import BuildOptions
 from critic_data.cards.dataset_card import build_license, render_dataset_card
 from critic_data.hub import source_specs
 from critic_data.schemas import FORMATS
@@ -101,8 +103,8 @@ def test_body_reports_the_build(cli_build):
     # the folders' names only (they lie outside the working directory: a card names no local path).
     command = re.search(r"## How it was built\n\n```bash\n(.*)\n```", text).group(1)
     assert shlex.split(command) == [word.replace(f"{out.parent}/", "") for word in argv]
-    for key, value in manifest["options"].items():
-        assert f"| `{key}` | `{value}` |" in text
+    for key in manifest["options"]:  # by their flags (test_the_options_are_named_by_the_flags_the_user_types)
+        assert f"| `{cli_flags(BuildOptions)[key]}` |" in text
 
     assert 'load_dataset("OWNER/NAME")' in text  # a local build does not know its repo yet
     assert "critic-data train --recipe critic-r1 --dataset_name OWNER/NAME" in text
@@ -278,3 +280,228 @@ def test_the_official_composition_trains_on_every_row_and_its_card_says_what_dif
     assert BuildOptions(out=tmp_path / "x", prompt_style="llava-critic", test_size=0.1).test_size == 0.1
     ours = {**official, "options": {**official["options"], "prompt_style": "critic-data"}}
     assert "official RL set" not in render_dataset_card(ours, source_specs(ours))
+
+
+# --- a card worth publishing: an example, its uses and limits, its words, its flags (issue 23) --------
+
+def card_markdown(text: str):
+    """The card's body (after its YAML header) as markdown-it reads it: CommonMark, HTML allowed, with
+    GitHub's tables, as the Hub shows it."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table"), text.split("\n---\n", 1)[1]
+
+
+def example_block(text: str) -> str:
+    """The text of the code block under the card's "An example row" heading."""
+    parser, body = card_markdown(text)
+    tokens = parser.parse(body)
+    start = next(i for i, t in enumerate(tokens) if t.type == "inline" and t.content == "An example row")
+    return next(t for t in tokens[start:] if t.type == "fence").content.removesuffix("\n")
+
+
+def first_train_row(folder: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    shard = manifest_of(folder)["splits"]["train"]["files"][0]
+    return pq.read_table(folder / shard, columns=["id", "source_id", "prompt", "answer", "margin"]).slice(0, 1).to_pylist()[0]
+
+
+def test_the_card_shows_the_first_train_row_as_the_model_sees_it(cli_build):
+    out, _ = cli_build
+    text = (out / "README.md").read_text(encoding="utf-8")
+    row = first_train_row(out)
+    parts = row["prompt"][0]["content"]
+    assert [part["type"] for part in parts] == ["image", "text"]
+    shown = example_block(text)
+    # the image as <image>, then the prompt's text whole (short: wrapped for the page, never cut)
+    assert shown.startswith("<image>\n") and "[…" not in shown
+    assert shown.split() == ["<image>", *parts[1]["text"].split()]
+    assert f"`{row['id']}`" in text and f"`{row['source_id']}`" in text
+    assert f"Its `answer` is `{row['answer']}` (score margin {row['margin']:.2f})" in text
+    # the same row however the card is rendered: again from the same shards, for a push
+    from critic_data.hub import plan_push
+
+    pushed = plan_push(out, "someone/critic-set").files["README.md"].decode()
+    assert pushed.replace("someone/critic-set", "OWNER/NAME") == text
+
+
+HOSTILE = ("a | b || c\n---\n# Injected heading\n<script>alert(1)</script>\n```\n````\n~~~\n| x | y |\n|---|---|\n"
+           "[link](javascript:alert(1)) ![pixel](http://example.com/x.png) <!-- open comment $$x$$ \\boxed{2} &amp; "
+           "<details><summary>x</summary>\n\x1b[2J\x07 bell")
+
+
+def hostile_snapshot(folder: Path) -> None:
+    """A VLFeedback snapshot whose every question and response is made of what breaks Markdown and
+    HTML, one response a very long line, another very many lines (each text its row's own)."""
+    write_vlfeedback_jsonl(folder, n=16, seed=5, quirks=False)
+    path = folder / "vlfeedback_80k.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        row["prompt"] = f"{HOSTILE} question of {row['id']}?"
+        for k, completion in enumerate(row["completions"]):
+            filler = (f"{'word ' * 900}\n" if k % 2 else "\n".join(f"line {i} ``" for i in range(150)))
+            completion["response"] = f"{HOSTILE}\nresponse {k} of {row['id']}\n{filler}\n```"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def card_structure(text: str) -> list[tuple]:
+    """The card's blocks as markdown-it reads them (headings with their text, tables, lists, code),
+    without the text of paragraphs and code blocks."""
+    parser, body = card_markdown(text)
+    tokens = parser.parse(body)
+    return [(t.type, t.tag, tokens[i + 1].content if t.type == "heading_open" else None)
+            for i, t in enumerate(tokens) if t.type not in ("inline", "text")]
+
+
+def test_hostile_texts_in_the_example_row_cannot_break_the_card(tmp_path):
+    from critic_data.builders.pipeline import build
+    from critic_data.cards.dataset_card import EXAMPLE_LINES, EXAMPLE_WIDTH
+
+    write_vlfeedback_jsonl(tmp_path / "plain", n=16, seed=5, quirks=False)
+    hostile_snapshot(tmp_path / "hostile")
+    for name in ("plain", "hostile"):
+        build(BuildOptions(out=tmp_path / f"{name}-out", inputs={"vlfeedback": tmp_path / name}, test_size=0.25))
+    plain = (tmp_path / "plain-out" / "README.md").read_text(encoding="utf-8")
+    text = (tmp_path / "hostile-out" / "README.md").read_text(encoding="utf-8")
+
+    # The same blocks as the card of plain texts: no heading, table, list, rule or HTML of their own,
+    # and the example's text inside its one code block.
+    assert card_structure(text) == card_structure(plain)
+    parser, body = card_markdown(text)
+    assert not [t for t in parser.parse(body) if t.type in ("html_block", "html_inline")]
+    for inline in (t for t in parser.parse(body) if t.type == "inline"):
+        assert not [child for child in inline.children if child.type == "html_inline"], inline.content
+    html = parser.render(body)
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<details" not in html and 'href="javascript' not in html and 'src="http://example.com' not in html
+    assert "\x1b" not in text and "\x07" not in text  # a terminal showing the card runs no escape
+
+    shown = example_block(text)
+    assert "<script>alert(1)</script>" in shown and "# Injected heading" in shown and "| x | y |" in shown
+    # Each long text cut on its own where marked, so that both responses show (one of very many
+    # lines, one of a very long line), and the instruction that ends the prompt; every line at most
+    # EXAMPLE_WIDTH characters, at most EXAMPLE_LINES lines.
+    row = first_train_row(tmp_path / "hostile-out")
+    question, first, second = re.split(r"\n\[(?:Response 1|Response 2)\]\n", shown.split("\n[Question]\n", 1)[1])
+    for text_shown in (question, first, second):
+        assert text_shown.startswith("a | b || c\n---\n# Injected heading")
+    assert f"question of {row['source_id']}?" in question
+    for response in (first, second):
+        assert re.search(rf"response \d of {row['source_id']}\b", response)
+        assert len(re.findall(r"\[… [\d,]+ more characters\]", response)) == 1
+    assert shown.endswith("The final answer MUST BE put in \\boxed{}.")
+    lines = shown.split("\n")
+    assert len(lines) <= EXAMPLE_LINES + 1 and max(map(len, lines)) <= EXAMPLE_WIDTH
+    assert len(text) < len(plain) + 10_000  # a row of texts of any length gives a card of about this size
+
+    # The easyr1 layout's question holds the whole prompt: too long, its middle lines are left out.
+    build(BuildOptions(out=tmp_path / "easyr1", inputs={"vlfeedback": tmp_path / "hostile"}, format="easyr1"))
+    easyr1 = (tmp_path / "easyr1" / "README.md").read_text(encoding="utf-8")
+    shown = example_block(easyr1)
+    lines = shown.split("\n")
+    assert lines[0].startswith("<image>You are shown") and re.fullmatch(r"\[… [\d,]+ more lines\]", lines[EXAMPLE_LINES * 3 // 4])
+    assert len(lines) == EXAMPLE_LINES + 1 and max(map(len, lines)) <= EXAMPLE_WIDTH
+    assert shown.endswith("2 if Response 2 is better.")
+    assert "<script" not in card_markdown(easyr1)[0].render(card_markdown(easyr1)[1])
+
+
+def test_the_card_says_what_the_data_is_for_who_labelled_it_and_what_may_overlap_a_benchmark(tmp_path):
+    """Only of the sources in the build: their labellers, licences and benchmark overlap."""
+    from critic_data.builders.pipeline import build
+    from tests.snapshots import write_llava_rlhf
+
+    write_vlfeedback_jsonl(tmp_path / "vlf", n=30, seed=1)
+    write_rlhf_v(tmp_path / "rlhfv", n=12, seed=1)
+    write_llava_rlhf(tmp_path / "rlhf", tmp_path / "coco", n=12, seed=1)
+    write_llava_critic(tmp_path / "critic", n=12, seed=1)
+    inputs = {"vlfeedback": tmp_path / "vlf", "rlhf_v": tmp_path / "rlhfv", "llava_rlhf": tmp_path / "rlhf",
+              "llava_critic": tmp_path / "critic"}
+    out = tmp_path / "out"
+    build(BuildOptions(out=out, sources=tuple(inputs), inputs=inputs, image_root=tmp_path / "coco", test_size=0.2))
+    manifest = manifest_of(out)
+
+    def section(text: str) -> str:
+        return " ".join(text.split("## Intended use and limitations\n", 1)[1].split("\n## ", 1)[0].split())
+
+    every = section((out / "README.md").read_text(encoding="utf-8"))
+    assert "training and evaluating multimodal critics with verifiable rewards" in every
+    for name, judge in (("vlfeedback", "GPT-4V"), ("llava_critic", "GPT-4o")):
+        assert f"- {name}: GPT-labelled: {judge}" in every
+    for name in ("rlhf_v", "llava_rlhf"):
+        assert f"- {name}: human:" in every
+    for name in inputs:
+        assert f"- {name}: `{SOURCES[name].license}`;" in every
+    assert "VL-RewardBench" in every and "rows of vlfeedback, rlhf_v, llava_critic may hold" in every
+    # the biases it names are the figures the card measured
+    from critic_data.cards.statistics import card_statistics
+
+    for row in card_statistics(out, manifest)["length_bias"]:
+        assert (f"{row['source']} {100 * row['better_longer'] / row['pairs']:.1f}% / "
+                f"{100 * row['worse_longer'] / row['pairs']:.1f}%") in every
+    train = [r for r in card_statistics(out, manifest)["rows"] if r["split"] == "train"]
+    assert f"train {sum(r['answer_1'] for r in train)} / {sum(r['answer_2'] for r in train)}" in every
+
+    def of(names: list[str]) -> str:  # the card of a build of these sources only
+        one = {**manifest, "sources": {name: manifest["sources"][name] for name in names}}
+        return section(render_dataset_card(one, [SOURCES[name] for name in names]))
+
+    humans = of(["llava_rlhf"])
+    assert "- llava_rlhf: human:" in humans and "GPT" not in humans and "OpenAI" not in humans
+    assert "VL-RewardBench" not in humans and "vlfeedback" not in humans and "rlhf_v" not in humans
+    assert "`cc-by-nc-4.0`" in humans and "`apache-2.0`" not in humans
+    corrected = of(["rlhf_v"])
+    assert "VL-RewardBench" in corrected and "rows of rlhf_v may hold" in corrected and "GPT" not in corrected
+    assert "GPT-4o" in of(["llava_critic"]) and "GPT-4V" not in of(["llava_critic"])
+
+
+def test_the_card_explains_the_words_of_its_tables_and_only_those(cli_build):
+    from critic_data.cards.dataset_card import COUNT_TERMS, REASON_TERMS, RULE_TERMS
+    from critic_data.schemas.rejects import RejectReason
+
+    out, _ = cli_build
+    manifest = manifest_of(out)
+    text = (out / "README.md").read_text(encoding="utf-8")
+    glossary = text.split("What the words of these tables mean:\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    explained = [re.match(r"- (\*\*(.+?)\*\*|`(.+?)`): ", line).group(2, 3) for line in glossary]
+    words = [word for word, _ in explained if word]
+    codes = [code for _, code in explained if code]
+    header = re.search(r"\| source \| rows read \|.*\|", text).group(0)
+    assert words == [word for word in COUNT_TERMS if f"| {word} |" in header] == list(COUNT_TERMS)
+    shown = {code for stats in manifest["sources"].values()
+             for code in (*stats["counts"]["pairs_filtered"], *stats["rejects_by_reason"])}
+    assert shown and set(codes) == shown and len(codes) == len(shown)
+    assert "length_balance" not in codes and "image_ambiguous" not in text  # not in this build: not explained
+    assert set(REASON_TERMS) == set(RejectReason)  # every reason a build can count has its words
+    assert {"below_margin", "not_widest", "tie_dropped", "length_balance"} <= set(RULE_TERMS)
+
+
+def test_the_options_are_named_by_the_flags_the_user_types(cli_build):
+    import typer
+
+    from critic_data.cli import app
+
+    out, _ = cli_build
+    manifest = manifest_of(out)
+    text = (out / "README.md").read_text(encoding="utf-8")
+    table = re.search(r"\| option \| value \|\n\|---\|---\|\n((?:\|.*\|\n)+)", text).group(1)
+    rows = dict(re.fullmatch(r"\| `(.+?)` \| (.+) \|", line).groups() for line in table.splitlines())
+    # every flag is one `critic-data build` takes, each option of build.json is there by its flag
+    build_command = typer.main.get_command(app).commands["build"]
+    taken = {opt for param in build_command.params for opt in param.opts}
+    assert set(rows) <= taken and len(rows) == len(manifest["options"])
+    assert rows["--source"] == "`vlfeedback,rlhf_v`" and rows["--input"].startswith("`vlfeedback=vlf rlhf_v=")
+    assert rows["--aspects"] == "`Helpfulness,Visual Faithfulness`"  # as typed, comma-separated
+    assert rows["--pairs-per-prompt"] == "`max-gap`" and rows["--keep-ties"] == "`0`"
+    assert rows["--max-shard-size"] == f"`{manifest['options']['max_shard_bytes']}`"
+    assert rows["--revision"] == "not set" and rows["--balance-length"] == "`off`"
+    assert "pairs_per_prompt" not in table and "`keep_ties`" not in text
+
+
+def test_an_option_value_cannot_break_the_options_table(built_dataset):
+    manifest = copy.deepcopy(manifest_of(built_dataset))
+    manifest["options"]["out"] = "runs|`x``\n# heading"
+    text = render_dataset_card(manifest, source_specs(manifest), option_flags=cli_flags(BuildOptions))
+    parser, body = card_markdown(text)
+    assert "<td><code>runs|`x`` # heading</code></td>" in parser.render(body)
+    assert card_structure(text) == card_structure(render_dataset_card(manifest_of(built_dataset), source_specs(manifest)))

@@ -782,3 +782,54 @@ def test_a_revision_to_read_from_may_be_any_ref_name(revision, ok):
     else:
         with pytest.raises(UserError, match="--revision .* is not a revision"):
             check_revision(revision, branch=False)
+
+
+# --- what a new user sees: a log without progress bars, a no-op in one line, no token before the plan ----------
+def _push_logged(env: dict, *args: str) -> tuple[int, bytes]:
+    """A push as CI runs it: stderr into a file, huggingface_hub's progress bars left to its default (on)."""
+    env = {name: value for name, value in env.items() if name != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    with open(Path(env["HF_HOME"]).parent / f"push-{uuid.uuid4().hex}.log", "w+b") as log:
+        result = subprocess.run([CLI, "push", *map(str, args)], env=env, stdout=subprocess.DEVNULL, stderr=log,
+                                timeout=120)
+        log.seek(0)
+        return result.returncode, log.read()
+
+
+def test_a_push_logged_to_a_file_writes_plain_lines_and_no_progress_bars(built_dataset, hub, env):
+    returncode, log = _push_logged(env, built_dataset, "--repo-id", REPO)
+    assert returncode == 0, log
+    assert b"\x1b[" not in log and b"\r" not in log, log  # no cursor moves or colours, no redrawn lines
+    lines = log.decode().splitlines()
+    published = {path: blob for path, blob in hub.repo("dataset", REPO).resolve("main").files.items()
+                 if path != ".gitattributes"}
+    size = sum(blob.size for blob in published.values())
+    assert f"uploading {len(published)} files ({size:,} bytes) in one commit" in lines, log
+    assert lines[-1].startswith(f"pushed 53 rows (train 41, test 12) to {hub.url}/datasets/{REPO} @ main: "), log
+
+
+@pytest.mark.parametrize("args", [(), ("--revision", "v2")])
+def test_pushing_the_same_build_again_prints_one_line_and_makes_no_commit(built_dataset, hub, env, args):
+    assert cli(env, built_dataset, "--repo-id", REPO, *args).returncode == 0
+    commits = hits(hub, "POST", "/commit/")
+    returncode, log = _push_logged(env, built_dataset, "--repo-id", REPO, *args)
+    assert returncode == 0, log
+    revision = args[-1] if args else "main"
+    line = f"nothing to do: {hub.url}/datasets/{REPO} @ {revision} already holds this dataset; no commit made"
+    assert log.decode().splitlines() == [line]
+    assert hits(hub, "POST", "/commit/") == commits
+
+
+def test_a_missing_token_is_reported_before_the_plan_and_nothing_is_sent(built_dataset, hub, tmp_path):
+    env = client_env(tmp_path, hub.url, token=None)
+    Path(env["HF_HOME"]).mkdir()  # a home without a saved login
+    result = cli(env, built_dataset, "--repo-id", REPO)
+    line = one_error_line(result)
+    assert "hf auth login" in line and "HF_TOKEN" in line
+    assert result.stderr == line + "\n" and result.stdout == ""  # nothing of the plan
+    assert hub.requests == []
+    assert cli(env, built_dataset, "--repo-id", REPO, "--dry-run").returncode == 0  # a dry run needs no token
+
+    (Path(env["HF_HOME"]) / "token").write_text(WRITE_TOKEN)  # what `hf auth login` saves
+    pushed = cli(env, built_dataset, "--repo-id", REPO)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "README.md" in files_at(hub)
