@@ -9,12 +9,23 @@ in the dataset.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from typing import NamedTuple
 
-from critic_data.builders.counts import SPLITS, SourceCounts
 from critic_data.builders.duplicates import CrossSourceIndex
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.prepare import Candidate
+
+
+_DROPPED = (None, None)  # a dropped candidate's label and row id
+
+
+class Decisions(NamedTuple):
+    """What the ordered step decided about a chunk's candidates, in their order."""
+
+    answers: list[str | None]  # each candidate's label ("1", "2", "tie"); None: dropped by a rule
+    ids: list[str | None]  # each kept candidate's row id, unique in the dataset
+    counts: Counter  # the pairs dropped (by rule, as duplicates) and kept, keyed as counts.py says
 
 
 class Decider:
@@ -55,7 +66,7 @@ class Decider:
     |L - S| - d <= T(L + S - d) (L, S of the input); this one can drop more: after a run of the
     side that ends up the minority (the input may end during it), or where the tolerance grew
     after a drop. With T = √n, a source without length bias loses few pairs to its chance ups
-    and downs (tests/test_balance_length.py measures both).
+    and downs (tests/builders/test_balance_length.py measures both).
     """
 
     def __init__(self, options: BuildOptions):
@@ -65,24 +76,29 @@ class Decider:
         self.earlier_sources = CrossSourceIndex()
         self.pending_label: dict[tuple[str, str], str | None] = defaultdict(lambda: None)
         self.lengths: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))  # kept (L, S)
+        self.ties_kept: Counter = Counter()  # per source
 
-    def answers(self, candidates: list[Candidate], counts: SourceCounts) -> list[str | None]:
-        """The labels of a chunk's candidates, in order (None: dropped by a rule, counted in `counts`)."""
+    def decide(self, candidates: list[Candidate]) -> Decisions:
+        """The decisions about a chunk's candidates, the next in input order."""
         copies = [None] * len(candidates)
         if candidates and candidates[0].content is not None:
             copies = self.earlier_sources.earlier_copies([c.content[0] for c in candidates],
                                                          [c.content[2] for c in candidates])
-        return [self._answer(candidate, copy, counts) for candidate, copy in zip(candidates, copies)]
+        counts: Counter = Counter()
+        kept = [self._kept(candidate, copy, counts) for candidate, copy in zip(candidates, copies)]
+        return Decisions([answer for answer, _ in kept], [row_id for _, row_id in kept], counts)
 
     def source_done(self) -> None:
         self.earlier_sources.seal()
 
-    def _answer(self, candidate: Candidate, earlier_copy: tuple[str, int] | None, counts: SourceCounts) -> str | None:
-        if candidate.tie and not self.options.ties_allowed(sum(counts["kept", split, "tie"] for split in SPLITS)):
+    def _kept(self, candidate: Candidate, earlier_copy: tuple[str, int] | None,
+              counts: Counter) -> tuple[str | None, str | None]:
+        """The candidate's label and row id, (None, None) if it is dropped; what was decided is counted in `counts`."""
+        if candidate.tie and not self.options.ties_allowed(self.ties_kept[candidate.source]):
             counts["filtered", "tie_dropped"] += 1  # the one place ties are decided
-            return None
+            return _DROPPED
         if self._is_duplicate(candidate, earlier_copy, counts):
-            return None
+            return _DROPPED
         if self.options.balance_length and candidate.longer:
             # before the pair is marked seen: a later copy of a pair dropped here is not a duplicate
             slot = (candidate.source, candidate.split)
@@ -90,17 +106,18 @@ class Decider:
             longer, shorter = longer + (candidate.longer > 0), shorter + (candidate.longer < 0)
             if abs(longer - shorter) > self.options.length_tolerance(longer + shorter):
                 counts["filtered", "length_balance"] += 1
-                return None
+                return _DROPPED
             self.lengths[slot] = longer, shorter
         self.seen[candidate.key] = candidate.source, candidate.preferred
         if candidate.content is not None:
             text, preferred, image = candidate.content
             self.earlier_sources.add(text, candidate.source, image, preferred)
-        candidate.id = self._unique_id(candidate)
+        row_id = self._unique_id(candidate)
         if candidate.origin is not None:
             counts["kept_by_origin", candidate.origin] += 1
         if candidate.tie:
             answer = "tie"
+            self.ties_kept[candidate.source] += 1
         else:
             slot = (candidate.source, candidate.split)
             answer = self.pending_label[slot]
@@ -110,9 +127,9 @@ class Decider:
             else:
                 self.pending_label[slot] = None
         counts["kept", candidate.split, answer] += 1
-        return answer
+        return answer, row_id
 
-    def _is_duplicate(self, candidate: Candidate, earlier_copy: tuple[str, int] | None, counts: SourceCounts) -> bool:
+    def _is_duplicate(self, candidate: Candidate, earlier_copy: tuple[str, int] | None, counts: Counter) -> bool:
         """Whether a copy of the pair was kept (counted by the source that kept it, and as a
         conflict when the copies' labels disagree)."""
         exact = self.seen.get(candidate.key)

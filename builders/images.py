@@ -18,9 +18,9 @@ Rows keep each image's original bytes. Two levels of check (`--image-check`):
 An animation's pixels are its frames' (frames x width x height): `max_pixels` bounds the
 work of decoding it as it bounds a still image's.
 
-Zip archive members are read here, bounded like image files (`critic_data.files`): never more
-than MAX_IMAGE_BYTES (a member's declared size is checked before inflating, and inflating stops
-past the cap should it lie).
+Zip archive members are read here, by the bounded read of image files (`files.read_capped`):
+never more than MAX_IMAGE_BYTES (a member's declared size is checked before inflating, and
+inflating stops past the cap should it lie).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from PIL import Image
 
 from critic_data import files
 from critic_data.builders.options import DEFAULT_MAX_PIXELS
-from critic_data.files import ImageFileError, over_cap
+from critic_data.files import ImageFileError
 from critic_data.schemas import RejectReason
 
 _JPEG_SOI = b"\xff\xd8\xff"  # start-of-image and the first marker's 0xFF, as PIL requires
@@ -44,23 +44,19 @@ _JPEG_EOI = b"\xff\xd9"
 _JPEG_SOS = 0xDA
 _GIF_TRAILER = b";"
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]++")  # "<_io.BytesIO object at 0x7f...>": differs from run to run
+
+
 def read_archive_member(archive: zipfile.ZipFile, name: str) -> bytes:
     """A zip member's bytes, at most MAX_IMAGE_BYTES: judged by its declared size before
     inflating, and inflated no further than the cap. A damaged member is an ImageFileError."""
     info = archive.getinfo(name)
-    if info.file_size > files.MAX_IMAGE_BYTES:
-        raise over_cap(f"{name} ({info.file_size} bytes)")
     try:
-        with archive.open(info) as member:
-            data = member.read(files.MAX_IMAGE_BYTES + 1)
-    except MemoryError:
-        raise  # the machine's limit, not the member's defect
+        return files.read_capped(name, info.file_size, lambda: archive.open(info))
+    except (MemoryError, ImageFileError):
+        raise  # the machine's limit, not the member's defect; or over the cap
     except Exception as error:  # zipfile raises what its parts do: BadZipFile, zlib.error, LZMAError, EOFError
         # (a declared size past the data), RuntimeError (encrypted), NotImplementedError (a compression method)
         raise ImageFileError(RejectReason.IMAGE_UNDECODABLE, f"cannot read {name} from the archive: {_detail(error)}") from None
-    if len(data) > files.MAX_IMAGE_BYTES:
-        raise over_cap(name)
-    return data
 
 
 def _detail(error: Exception) -> str:
@@ -72,8 +68,10 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = 
     """None when `data` is a complete image within `max_pixels`; else the reason and a detail."""
     if not data:
         return RejectReason.IMAGE_MISSING, "empty image bytes"
-    if len(data) > files.MAX_IMAGE_BYTES:
-        return RejectReason.IMAGE_FILE_TOO_LARGE, over_cap(f"an image of {len(data)} bytes").detail
+    try:
+        files.refuse_over_cap(len(data), "the image")  # bytes from parquet met no bounded read
+    except ImageFileError as error:
+        return error.reason, error.detail
     try:
         if data.startswith(_JPEG_SOI):
             problem = _jpeg_problem(data, max_pixels)

@@ -18,7 +18,7 @@ def image_digest(data: bytes) -> str:
     return h.hexdigest()
 
 
-def unit(seed: int, *parts: str) -> float:
+def keyed_fraction(seed: int, *parts: str) -> float:
     """A uniform number in [0, 1) fixed by the seed and the parts: the high 64 bits of their `digest`."""
     return (xxhash.xxh3_128_intdigest(_hashed((str(seed), *parts))) >> 64) / 2**64
 

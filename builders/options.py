@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from critic_data import UserError, option
@@ -109,12 +109,7 @@ class BuildOptions:
             raise UserError(f"--balance-length is on or off (True or False), not {self.balance_length!r}")
         if self.prompt_style not in PROMPT_STYLES:
             raise UserError(f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, not {self.prompt_style!r}")
-        for option, path in [("--out", self.out), *(("--input", p) for p in self.inputs.values()),
-                             *([("--image-root", self.image_root)] if self.image_root else [])]:
-            try:
-                str(path).encode("utf-8")
-            except UnicodeEncodeError:  # build.json and the card record it: they are UTF-8 text
-                raise UserError(f"{option} {str(path)!r} is not valid UTF-8; rename the folder") from None
+        self._refuse_paths_not_utf8()
         if self.max_shard_bytes < 1:
             raise UserError(f"--max-shard-size must be more than 0 bytes, not {self.max_shard_bytes}")
         if self.max_image_pixels < 1:
@@ -126,6 +121,14 @@ class BuildOptions:
         unknown = set(self.aspects) - set(VLFEEDBACK_ASPECTS)
         if not self.aspects or unknown:
             raise UserError(f"--aspects must name some of {', '.join(VLFEEDBACK_ASPECTS)}")
+
+    def _refuse_paths_not_utf8(self) -> None:
+        for name, path in [("--out", self.out), *(("--input", p) for p in self.inputs.values()),
+                           *([("--image-root", self.image_root)] if self.image_root else [])]:
+            try:
+                str(path).encode("utf-8")
+            except UnicodeEncodeError:  # build.json and the card record it: they are UTF-8 text
+                raise UserError(f"{name} {str(path)!r} is not valid UTF-8; rename the folder") from None
 
     def template(self) -> str:
         """The id of the critic prompt template every row of this build uses."""
@@ -144,7 +147,7 @@ class BuildOptions:
         standard deviation). The longer-better share is then 50% ± 50%/√pairs (±5% at 100 pairs,
         ±1.6% at 1,000, ±0.5% at 10,000). A tolerance that is a fixed share of the pairs (2%)
         would leave 51% at any size, but drop ~12% of the pairs of a source of 800 pairs that
-        has no length bias at all, for its chance ups and downs (√n: ~3%; see _Decider)."""
+        has no length bias at all, for its chance ups and downs (√n: ~3%; see decide.Decider)."""
         return math.isqrt(pairs)
 
     def to_manifest(self) -> dict:

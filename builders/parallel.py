@@ -2,7 +2,7 @@
 
 Parts (parquet row groups, JSON Lines parts) are read and prepared by `--num-proc` worker
 processes, a few parts ahead of the ordered step, so memory stays bounded by the parts in
-flight; their tables come back as Arrow files in a scratch folder (see `Chunk.stash`). A
+flight; their tables come back as Arrow files in a scratch folder (see `Chunk.spill`). A
 source that is one sequential part is prepared in this process.
 """
 
@@ -73,5 +73,5 @@ def _prepare_part(reader: SourceReader, part, options: BuildOptions, stem: Path)
     """The unit of work of a worker process: one part, its tables handed over as files."""
     chunks = [prepare(batch, options) for batch in reader.read_part(part)]
     for number, chunk in enumerate(chunks):
-        chunk.stash(stem.with_name(f"{stem.name}-{number:04d}.arrow"))
+        chunk.spill(stem.with_name(f"{stem.name}-{number:04d}.arrow"))
     return chunks

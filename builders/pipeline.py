@@ -1,11 +1,11 @@
 """A build, start to end: the output folder, the sources' readers, the steps, the manifest and the card.
 
-    readers.py (rows of each source, with their images)
-      -> prepare.py in worker processes (parallel.py): check images and text, split, offer pairs
-         with keys, render their columns
-      -> decide.py, in input order: ties, duplicates, length balance, labels
-      -> prepare.presented: the kept pairs in their presented order, with their prompts
-      -> writer.py: Hub-style parquet shards
+    read      readers.py (rows of each source, with their images)
+    prepare   prepare.py in worker processes (parallel.py): check images and text, split, offer
+              pairs with keys, render their columns
+    decide    decide.py, in input order: ties, duplicates, length balance, labels, ids
+    lay out   layout.py: the kept pairs in their presented order, with their prompts
+    write     writer.py: Hub-style parquet shards
     then build.json (counts.py: every row and pair accounted for), rejects.jsonl and the card
     (its charts drawn in a process of their own, `_card_process`, when there are workers).
 
@@ -30,14 +30,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from critic_data import UserError, __version__
+from critic_data import UserError, __version__, cli_flags
 from critic_data.builders import SOURCES
 from critic_data.builders.counts import SPLITS, SourceCounts
 from critic_data.builders.decide import Decider
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.output import staged
 from critic_data.builders.parallel import ended_unexpectedly, prepared_chunks, worker_started
-from critic_data.builders.prepare import presented, schema
+from critic_data.builders.layout import lay_out_pairs, output_schema
 from critic_data.builders.readers import SourceSpec, file_identity
 from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot, published_command
 from critic_data.builders.writer import SplitWriter
@@ -121,7 +121,8 @@ def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statisti
     from critic_data.cards.dataset_card import PLOTS, card_plots, render_dataset_card
 
     plots = card_plots(statistics, folder / PLOTS, child_setup)
-    card = render_dataset_card(manifest, [SOURCES[name] for name in sources], statistics=statistics, plots=plots)
+    card = render_dataset_card(manifest, [SOURCES[name] for name in sources], statistics=statistics, plots=plots,
+                               option_flags=cli_flags(BuildOptions))
     (folder / "README.md").write_text(card, encoding="utf-8")
 
 
@@ -205,7 +206,7 @@ def _nothing_kept(sources: dict, out: Path) -> str:
 
 def _write(opened, options: BuildOptions, staging: Path, progress, started: float) -> dict:
     """Run every source through the steps into the staging folder; return the manifest."""
-    writers = {split: SplitWriter(staging / "data", split, options.max_shard_bytes, schema(options.format))
+    writers = {split: SplitWriter(staging / "data", split, options.max_shard_bytes, output_schema(options.format))
                for split in SPLITS}
     decider = Decider(options)
     counts: dict[str, SourceCounts] = {}
@@ -234,15 +235,16 @@ def _run_source(reader, options: BuildOptions, scratch: Path, decider: Decider, 
             rejects.write(json.dumps(reject.to_json_dict()) + "\n")  # ASCII: no U+2028-style break inside a record
         if progress:
             progress.advance(task, chunk.counts["rows", "read"])
-        table = chunk.load()
+        table = chunk.reload()
         if table is None:
             continue
-        answers = decider.answers(chunk.candidates, counts)
+        decided = decider.decide(chunk.candidates)
+        counts.update(decided.counts)
         for split, writer in writers.items():
-            picked = [i for i, (c, a) in enumerate(zip(chunk.candidates, answers)) if a and c.split == split]
+            picked = [i for i, (c, a) in enumerate(zip(chunk.candidates, decided.answers)) if a and c.split == split]
             if picked:
-                writer.write(presented(table, picked, [answers[i] for i in picked], options,
-                                       [chunk.candidates[i].id for i in picked]))
+                writer.write(lay_out_pairs(table, picked, [decided.answers[i] for i in picked], options,
+                                           [decided.ids[i] for i in picked]))
     return counts
 
 

@@ -6,29 +6,25 @@ Their output, a `Chunk`, holds the rows rejected, the counts, and one candidate 
 pair with an Arrow table of its columns (`render`: built and validated column by column, the
 images taken from the reader's Arrow column without a copy through Python). The responses stay
 `better` and `worse` there: the ordered step (decide.py) picks each pair's presented order, and
-`presented` then lays the rows out in it and fills their prompts, column-wise too.
+layout.py then lays the kept rows out in it with their prompts.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from string import Formatter
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from critic_data.builders.duplicates import content_key, thumbnail
 from critic_data.builders.images import check_image
-from critic_data.builders.keys import digest, image_digest, unit
+from critic_data.builders.keys import digest, image_digest, keyed_fraction
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.readers import RowBatch
 from critic_data.builders.records import Example, Pair
-from critic_data.schemas import FORMATS, IMAGE_PLACEHOLDER, Reject, RejectReason, arrow_schema, validate_columns
-from critic_data.schemas.prompts import FORMAT_INSTRUCTION, TEMPLATES
+from critic_data.schemas import Reject, RejectReason, validate_columns
 
 
 @dataclass
@@ -47,15 +43,15 @@ class Candidate:
     # the response the pair prefers, comparable between exact copies: 0 a tie, 1 the better one
     # sorts before the worse one, 2 after it (content copies compare `content_key`'s own)
     preferred: int = 1
-    id: str = ""  # the row's id; the ordered step renames a pair whose id a kept pair has already
+    id: str = ""  # the row's id; the ordered step decides another for a pair whose id a kept pair has already
 
 
 @dataclass
 class Chunk:
     """A batch of input rows, prepared. `candidates` and the rows of `table` are the offered
     pairs, train first, then test, each in input order (a split's rows are then usually one
-    slice of the table). A worker hands the table over as an Arrow file (`stash`) that the
-    build maps into memory (`load`): image bytes are neither pickled nor copied again."""
+    slice of the table). A worker hands the table over as an Arrow file (`spill`) that the
+    build maps into memory (`reload`): image bytes are neither pickled nor copied again."""
 
     rejects: list[Reject]
     counts: Counter
@@ -63,13 +59,13 @@ class Chunk:
     table: pa.Table | None = None
     table_file: Path | None = None
 
-    def stash(self, path: Path) -> None:
+    def spill(self, path: Path) -> None:
         if self.table is not None:
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.table.schema) as writer:
                 writer.write_table(self.table)
             self.table, self.table_file = None, path
 
-    def load(self) -> pa.Table | None:
+    def reload(self) -> pa.Table | None:
         if self.table_file is not None:
             # the mapping outlives the unlinked file for as long as the table's buffers do
             self.table = pa.ipc.open_file(pa.memory_map(str(self.table_file))).read_all()
@@ -94,7 +90,7 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
         for name, n in item.notes.items():
             notes[name] += n
         # the split is the row's (image, question) group's: every pair of a row shares it
-        split = "test" if unit(options.seed, "split", *digests, item.question) < options.test_size else "train"
+        split = "test" if keyed_fraction(options.seed, "split", *digests, item.question) < options.test_size else "train"
         image_key = thumbnail(item.images[0][0]) if len(options.sources) > 1 else None
         for pair in item.pairs:
             row_id = f"{item.source}-{digest(item.source_id, pair.better, pair.worse)[:16]}"
@@ -116,7 +112,7 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
     return chunk
 
 
-# text rendered into one Arrow array at most (a part's prompts, by `presented`): its offsets are 32-bit (2 GiB)
+# text rendered into one Arrow array at most (a part's prompts, by layout.py): its offsets are 32-bit (2 GiB)
 RENDER_TEXT_BYTES = 1 << 30
 
 
@@ -173,7 +169,7 @@ def _candidate(item: Example, pair: Pair, row_id: str, split: str, digests: list
     if len(options.sources) > 1:
         content = (*content_key(item.question, pair.better, pair.worse, pair.tie), image_key)
     longer = 0 if pair.tie else (len(pair.better) > len(pair.worse)) - (len(pair.better) < len(pair.worse))
-    return Candidate(item.source, key, split, unit(options.seed, "order", row_id), pair.tie, item.origin, content, longer,
+    return Candidate(item.source, key, split, keyed_fraction(options.seed, "order", row_id), pair.tie, item.origin, content, longer,
                      preferred, row_id)
 
 
@@ -201,88 +197,3 @@ def render(offered: list[tuple[int, Example, Pair, str]], images: pa.Array | Non
 
 
 _IMAGE_LISTS = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
-
-
-def _bodies(template: str, question: pa.Array, first: pa.Array, second: pa.Array) -> pa.Array:
-    """The critic prompt body of each row: `TEMPLATES[template].format(...)` column-wise."""
-    pieces = {"question": question, "response_1": first, "response_2": second}
-    parts = [part for literal, name, _, _ in Formatter().parse(TEMPLATES[template])
-             for part in (literal, pieces[name] if name else "") if not isinstance(part, str) or part]
-    return pc.binary_join_element_wise(*parts, "")
-
-
-def with_instruction_column(bodies: pa.Array) -> pa.Array:
-    """`with_instruction` column-wise. A body starts and ends with the template's own text, which
-    has no surrounding whitespace (a test checks every template): trimming it changes nothing."""
-    return pc.binary_join_element_wise(bodies, FORMAT_INSTRUCTION, " ")
-
-
-def _prompts(texts: pa.Array, image_counts: np.ndarray) -> pa.Array:
-    """`conversational_prompt` column-wise: per row, one user message holding an image part per
-    image, then the text part. `texts`: text without nulls."""
-    texts = texts.cast(pa.string())  # 32-bit offsets, read below (a large_string's are 64-bit)
-    ends = np.cumsum(image_counts + 1)
-    is_text = np.zeros(int(ends[-1]), dtype=bool)
-    is_text[ends - 1] = True
-    kinds = pc.if_else(pa.array(is_text), "text", "image")
-    # each part's text, null in an image part: the texts' own bytes, under offsets that give an
-    # image part none of them (no copy of the text)
-    bounds = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset : texts.offset + len(texts) + 1]
-    row = np.repeat(np.arange(len(texts)), image_counts + 1)
-    offsets = np.concatenate((bounds[:1], np.where(is_text, bounds[row + 1], bounds[row]))).astype(np.int32)
-    text = pa.StringArray.from_buffers(len(is_text), pa.py_buffer(offsets), texts.buffers()[2],
-                                       pa.array(is_text).buffers()[1])
-    content = pa.ListArray.from_arrays(pa.array(np.concatenate(([0], ends)), pa.int32()),
-                                       pa.StructArray.from_arrays([kinds, text], names=["type", "text"]))
-    message = pa.StructArray.from_arrays([pa.repeat(pa.scalar("user"), len(texts)), content], names=["role", "content"])
-    return pa.ListArray.from_arrays(pa.array(np.arange(len(texts) + 1), pa.int32()), message)
-
-
-@cache
-def schema(output_format: str) -> pa.Schema:
-    return arrow_schema(FORMATS[output_format])
-
-
-def presented(table: pa.Table, picked: list[int], answers: list[str], options: BuildOptions,
-              ids: list[str] | None = None) -> pa.Table:
-    """Candidates `picked` (ascending indices) of a chunk's table as output rows, each in the
-    presented order its answer names ("1": the better response first), its prompt rendered in
-    that order; `ids`: the rows' ids as the ordered step decided them (else the table's). Done
-    part by part (the table's batches, as `prepare` rendered them): the text of a part fits an
-    Arrow array, that of a whole chunk may not."""
-    picked, answer, rendered, first = np.asarray(picked), pa.array(answers, pa.string()), [], 0
-    row_ids = None if ids is None else pa.array(ids, pa.string())
-    for part in table.to_batches():
-        start, end = np.searchsorted(picked, (first, first + part.num_rows))
-        rows = picked[start:end] - first
-        first += part.num_rows
-        if not len(rows):
-            continue
-        # Most of a part in one run of rows (train, usually): a slice, no copy. A few rows are
-        # copied out instead: a slice would hold the whole part in memory until they are written.
-        if rows[-1] - rows[0] + 1 == len(rows) and 2 * len(rows) >= part.num_rows:
-            part = part.slice(int(rows[0]), len(rows))
-        else:
-            part = part.take(pa.array(rows, pa.int64()))
-        part_ids = part["id"] if row_ids is None else row_ids.slice(start, end - start)
-        rendered.append(_in_order(part, answer.slice(start, end - start), part_ids, options))
-    return pa.Table.from_batches(rendered, schema(options.format))
-
-
-def _in_order(pairs: pa.RecordBatch, answer: pa.Array, ids: pa.Array, options: BuildOptions) -> pa.RecordBatch:
-    """Rows of `render`'s columns in the output schema, with these ids, the responses in the order
-    `answer` names."""
-    second_first = pc.equal(answer, "2")
-    first = pc.if_else(second_first, pairs["worse"], pairs["better"])
-    second = pc.if_else(second_first, pairs["better"], pairs["worse"])
-    body = _bodies(options.template(), pairs["question"], first, second)
-    columns = {name: pairs[name] for name in ("source", "source_id", "margin", "template")}
-    columns.update(id=ids, answer=answer)
-    if options.format == "easyr1":  # the fork reads `<image>` then the body; it adds the instruction itself
-        columns.update(image=pairs["images"], question=pc.binary_join_element_wise(IMAGE_PLACEHOLDER, body, ""))
-    else:
-        counts = pc.list_value_length(pairs["images"]).to_numpy(zero_copy_only=False)
-        columns.update(images=pairs["images"], question=pairs["question"], response_1=first, response_2=second,
-                       prompt=_prompts(with_instruction_column(body), counts))
-    output = schema(options.format)
-    return pa.RecordBatch.from_arrays([columns[field.name].cast(field.type) for field in output], schema=output)

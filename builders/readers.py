@@ -14,8 +14,6 @@ nested layouts.
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +30,7 @@ import pyarrow.parquet as pq
 from critic_data import UserError
 from critic_data.builders.images import read_archive_member
 from critic_data.builders.records import Example
-from critic_data.files import ImageFileError, read_image_file
+from critic_data.files import ImageFileError, json_values, read_image_file, split_json_lines
 from critic_data.schemas import Reject, RejectReason
 
 if TYPE_CHECKING:
@@ -238,13 +236,15 @@ def _open_parquet(path: Path, *_identity) -> pq.ParquetFile:
 class JsonLinesReader:
     """A JSON Lines file in parts of ROWS_PER_BATCH lines that workers read on their own: a first
     pass over the file's bytes (no JSON parsing) finds where each part starts and the number of
-    its first line. `convert(position, row)` (picklable) turns a JSON object into an Example or a
-    Reject; a line that is not JSON, or not an object, is rejected here."""
+    its first line. `convert(rows)` (picklable) turns a batch's JSON objects, each with its
+    position ("line N"), into Examples and Rejects, one per row; a line that is not JSON, or not
+    an object, is rejected here. Lines end as `split_json_lines` says."""
 
     layout = "jsonl"
     total_rows = None
 
-    def __init__(self, source: str, path: Path, files: list[Path], convert: Callable[[str, dict], Example | Reject]):
+    def __init__(self, source: str, path: Path, files: list[Path],
+                 convert: Callable[[list[tuple[str, dict]]], list[Example | Reject]]):
         self.source, self.path, self.files, self.convert = source, path, files, convert
         try:
             self.parts = line_parts(path, ROWS_PER_BATCH)
@@ -260,32 +260,34 @@ class JsonLinesReader:
                 data = handle.read(size)
         except OSError as error:
             raise UserError(f"cannot read {self.path}: {error.strerror or error}; check the file, or re-download it") from None
-        # decoded as the whole file would be read in text mode: the same lines, the same numbers,
-        # and a byte-order mark read as one (only the first part starts the file)
-        lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig" if start == 0 else "utf-8", errors="replace")
-        yield RowBatch([self._row(f"line {number}", line) for number, line in enumerate(lines, start=first_line)
-                        if line.strip()])
+        items: list[Example | Reject | None] = []
+        objects = []  # (index in items, position, the JSON object) of each line that is an object
+        # bytes that are not UTF-8 read as U+FFFD, as the build has always read them
+        for number, _, value in json_values(data, first_line, errors="replace"):
+            if isinstance(value, dict):
+                objects.append((len(items), f"line {number}", value))
+                items.append(None)
+            else:
+                items.append(self._reject(f"line {number}", value))
+        for (index, _, _), item in zip(objects, self.convert([(position, row) for _, position, row in objects]), strict=True):
+            items[index] = item
+        yield RowBatch(items)
 
-    def _row(self, position: str, line: str) -> Example | Reject:
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError) as error:  # ValueError: also an integer past 4300 digits;
+    def _reject(self, position: str, value) -> Reject:
+        if isinstance(value, (ValueError, RecursionError)):  # ValueError: also an integer past 4300 digits;
             # RecursionError: nested past Python's limit
-            return Reject(self.source, position, RejectReason.JSON_INVALID, f"{type(error).__name__}: {str(error)[:200]}")
-        if not isinstance(row, dict):
-            return Reject(self.source, position, RejectReason.ROW_MALFORMED, "line is not a JSON object")
-        return self.convert(position, row)
+            return Reject(self.source, position, RejectReason.JSON_INVALID, f"{type(value).__name__}: {str(value)[:200]}")
+        return Reject(self.source, position, RejectReason.ROW_MALFORMED, "line is not a JSON object")
 
 
 def line_parts(path: Path, lines_per_part: int) -> list[tuple[int, int, int]]:
     """(byte offset, byte size, number of the first line) of each run of `lines_per_part`
-    lines. Parts end after a newline byte; lines are numbered as text mode counts them
-    (\n, \r\n and a lone \r each end one)."""
+    lines. Parts end after a newline byte; lines are numbered as `split_json_lines` splits them."""
     parts, start, number = [], 0, 1
     with path.open("rb") as handle:
         while chunk := b"".join(islice(handle, lines_per_part)):
             parts.append((start, len(chunk), number))
-            number += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            number += len(split_json_lines(chunk))
             start += len(chunk)
     return parts
 

@@ -12,14 +12,18 @@ read (`parquet`, `converted-parquet` or `jsonl`). An image column that is not an
 
 Pairing, as its authors and LLaVA-Critic did: a completion's score is the mean of its
 numeric aspect ratings (`--aspects`); a completion with a rating that is not a number (or
-ratings whose mean overflows, like 1e308), or an empty response, takes part in no pair. Of the unordered pairs of usable completions, a pair
-whose gap exceeds `--margin` passes; `--pairs-per-prompt max-gap` keeps the widest one per
-row, `all` keeps every passing pair. A gap of 0 is a tie (offered to `--keep-ties`); a gap
-too wide for a float (1e308 against -1e308) is filtered as `gap_not_finite`. A row pairs its
-first MAX_COMPLETIONS completions (VLFeedback has four): the others take part in no pair and
-are counted as the note `completions_over_cap`, so no row can ask for millions of pairs.
-The parquet layout is paired a batch of rows at a time (`_pairs_of_rows`, numpy over the
-pairs), JSON Lines a row at a time (`_pairs`): the same rule, the same pairs and counts.
+ratings whose mean overflows, like 1e308), or an empty response, takes part in no pair. Each
+unordered pair of usable completions, in source order (`itertools.combinations`), has a gap:
+the difference of their scores rounded to 6 decimals. A pair of identical texts is filtered
+as `identical_responses`; a gap too wide for a float (1e308 against -1e308) as
+`gap_not_finite`; a gap of 0 is a tie (offered to `--keep-ties`); a gap up to `--margin` is
+`below_margin`; a wider one passes, its higher-scored response the better. `--pairs-per-prompt
+all` offers every passing pair, then every tie; `max-gap` offers one: the widest passing pair
+(the first of equals), else the first tie, and counts the others as `not_widest`. A row pairs
+its first MAX_COMPLETIONS completions (VLFeedback has four): the others take part in no pair and
+are counted as the note `completions_over_cap`, so no row can ask for millions of pairs. Every
+layout is paired a batch of rows at a time (`_pairs_of_rows`, numpy over the pairs); the Hub's
+parquet is scored from its columns, JSON Lines (and parquet laid out otherwise) row by row.
 
 Rejects: unparsable JSON line (or one nested past Python's recursion limit, or holding an
 integer past Python's 4300 digits), a row missing its fields or with an id of only whitespace,
@@ -34,9 +38,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from collections import Counter
 from functools import partial
-from itertools import combinations
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,7 +58,7 @@ from critic_data.schemas import Reject, RejectReason
 NAME = "vlfeedback"
 MAX_COMPLETIONS = 64  # completions of a row that take part in pairs: at most 2016 pairs per row
 
-# What a row's completions give (`_pairs`): its pairs, how many it formed, the pairs each rule
+# What a row's completions give (`_pairs_of_rows`): its pairs, how many it formed, the pairs each rule
 # filtered and per-completion notes; or the reason the row is rejected.
 Paired = tuple[list[Pair], int, dict[str, int], dict[str, int]] | RejectReason
 
@@ -85,7 +87,7 @@ def _score(annotations, aspects) -> float | None:
     return score if math.isfinite(score) else None
 
 
-def _completions(raw) -> list[dict] | None:
+def _completion_dicts(raw) -> list[dict] | None:
     """Completions as a list of dicts, from either a list of dicts or a dict of lists."""
     if isinstance(raw, dict):
         columns = {key: value for key, value in raw.items() if isinstance(value, list)}
@@ -98,60 +100,10 @@ def _completions(raw) -> list[dict] | None:
     return None
 
 
-def _pairs(responses: list[str], scores: list[float | None], options: BuildOptions) -> Paired:
-    """The pairs a row offers, how many it formed, what rules filtered, and per-completion notes;
-    `responses` cleaned ("" for a response that is not text), `scores` as `_score` gives them.
-    The rule, one row at a time: `_pairs_of_rows` applies it to a batch of rows at once."""
-    notes: Counter = Counter()
-    if len(responses) > MAX_COMPLETIONS:
-        notes["completions_over_cap"] += len(responses) - MAX_COMPLETIONS
-        responses, scores = responses[:MAX_COMPLETIONS], scores[:MAX_COMPLETIONS]
-    scored = []  # (score, response) of usable completions, in source order
-    rated = 0
-    for response, score in zip(responses, scores):
-        if score is None:
-            notes["completions_unrated"] += 1
-            continue
-        rated += 1
-        if not response:
-            notes["completions_empty"] += 1
-            continue
-        scored.append((score, response))
-    if rated < 2:
-        return RejectReason.RATING_UNPARSABLE
-    if len(scored) < 2:
-        return RejectReason.EMPTY_RESPONSE
-
-    passing, ties = [], []  # (gap, a, b), a the better of a passing pair
-    identical = not_finite = below_margin = 0
-    for (score_a, text_a), (score_b, text_b) in combinations(scored, 2):
-        gap = round(abs(score_a - score_b), 6)
-        if text_a == text_b:
-            identical += 1
-        elif not math.isfinite(gap):  # finite scores so far apart (1e308 and -1e308) that no margin can hold it
-            not_finite += 1
-        elif gap == 0:
-            ties.append((0.0, text_a, text_b))
-        elif gap <= options.margin:
-            below_margin += 1
-        else:
-            passing.append((gap, text_a, text_b) if score_a > score_b else (gap, text_b, text_a))
-    filtered = Counter({rule: n for rule, n in (("identical_responses", identical), ("gap_not_finite", not_finite),
-                                                ("below_margin", below_margin)) if n})
-    if options.pairs_per_prompt == "all":
-        offered = passing + ties
-    else:  # max-gap offers one pair: the widest passing one, else a tie (which the build keeps or drops
-        # with every other tie, by --keep-ties); every other pair is not the widest
-        offered = [max(passing, key=lambda pair: pair[0])] if passing else ties[:1]  # first of equals, in source order
-        filtered["not_widest"] = len(passing) + len(ties) - len(offered)
-    formed = len(scored) * (len(scored) - 1) // 2
-    return [Pair(a, b, gap, tie=gap == 0) for gap, a, b in offered], formed, filtered, notes
-
-
 def _example(row: dict, position: str, image: tuple[bytes, str | None] | None, options: BuildOptions,
              paired: tuple[int, Paired] | None) -> Example | Reject:
-    """A row as an Example, given its number of completions and what `_pairs` makes of them
-    (None: the row has no list of completions)."""
+    """A row as an Example, given its number of completions and what `_pairs_of_rows` makes of
+    them (None: the row has no list of completions)."""
     source_id = row.get("id")
     if not isinstance(source_id, (str, int)) or not str(source_id).strip():  # the id names the row's image
         return Reject(NAME, position, RejectReason.ROW_MALFORMED, "no id")
@@ -170,15 +122,17 @@ def _example(row: dict, position: str, image: tuple[bytes, str | None] | None, o
     return Example(NAME, source_id, question, [image], pairs, formed, filtered, notes)
 
 
-def _one_row_paired(raw_completions, options: BuildOptions) -> tuple[int, Paired] | None:
-    """A row's number of completions and `_pairs` of them, read from the row itself (JSON Lines,
-    and parquet laid out otherwise than the Hub's struct of lists)."""
-    completions = _completions(raw_completions)
-    if completions is None:
-        return None
-    responses = [_response(completion) for completion in completions]
-    scores = [_score(completion.get("annotations"), options.aspects) for completion in completions]
-    return len(completions), _pairs(responses, scores, options)
+def _rows_paired(raw_completions: list, options: BuildOptions) -> list[tuple[int, Paired] | None]:
+    """`_pairs_of_rows` of rows read as Python objects (JSON Lines, and parquet laid out otherwise
+    than the Hub's struct of lists), each row's completions cleaned and scored one by one. The
+    texts go to Arrow as UTF-8 bytes that keep a lone surrogate (a JSON `\\ud800` escape), which
+    Arrow's strings cannot hold: the pairs are the same, and the row is rejected later for it."""
+    completions = [_completion_dicts(raw) for raw in raw_completions]
+    texts = pa.array([None if listed is None else [_response(c).encode("utf-8", "surrogatepass") for c in listed]
+                      for listed in completions], pa.list_(pa.binary()))
+    scores = pa.array([None if listed is None else [_score(c.get("annotations"), options.aspects) for c in listed]
+                       for listed in completions], pa.list_(pa.float64()))
+    return _pairs_of_rows(texts, scores, options)
 
 
 def _response(completion: dict) -> str:
@@ -189,16 +143,18 @@ def _response(completion: dict) -> str:
 def _parquet_rows(options: BuildOptions, image_column: str, file_name: str, first: int,
                   rows: pa.Table) -> list[Example | Reject]:
     """A ParquetReader converter: the rows' responses are cleaned, scored and paired for all of them at once."""
-    rows, paired = _paired(rows, options)
+    table, paired = _paired(rows, options)
+    rows = table.to_pylist()
+    if paired is None:
+        paired = _rows_paired([row.get("completions") for row in rows], options)
     return [_example(row, f"{file_name}:{first + offset}", image_from_struct(row.get(image_column)), options,
-                     _one_row_paired(row.get("completions"), options) if paired is None else paired[offset])
-            for offset, row in enumerate(rows.to_pylist())]
+                     paired[offset]) for offset, row in enumerate(rows)]
 
 
 def _paired(table: pa.Table, options: BuildOptions) -> tuple[pa.Table, list[tuple[int, Paired] | None] | None]:
-    """The rows without their completions and, per row, its number of completions and `_pairs`
-    of them, computed over the whole table at once; the table unchanged and None, so that rows
-    are read one by one (`_one_row_paired`, the same rule), when its completions are laid out
+    """The rows without their completions and, per row, its number of completions and what
+    `_pairs_of_rows` makes of them, read from the table's columns; the table unchanged and None,
+    so that rows are read as Python objects (`_rows_paired`), when its completions are laid out
     otherwise than the Hub's struct of lists, or a row has ratings but no list of responses
     (read one by one, its completions' responses are empty)."""
     try:
@@ -225,18 +181,20 @@ def _paired(table: pa.Table, options: BuildOptions) -> tuple[pa.Table, list[tupl
 
 
 def _pairs_of_rows(texts: pa.ListArray, scores: pa.ListArray, options: BuildOptions) -> list[tuple[int, Paired] | None]:
-    """`_pairs` of every row of a batch at once, numpy over the pairs where `_pairs` loops in
-    Python (tests/builders/test_build_properties.py checks that they agree), each with the row's
-    number of completions; None for a row without a list of completions, or with more or fewer
-    scores than responses. `texts`: each row's cleaned responses (a null list: the row has none);
-    `scores`: each completion's `_score` (a null list: none is rated)."""
+    """The pairing rule (the module's docstring) applied to every row of a batch at once, numpy
+    over the pairs: per row, its number of completions and its pairs, how many it formed, the
+    pairs each rule filtered and per-completion notes, or the reason the row is rejected; None
+    for a row without a list of completions, or with more or fewer scores than responses.
+    `texts`: each row's cleaned responses, strings or UTF-8 bytes (a null list: the row has
+    none); `scores`: each completion's `_score` (a null list: none is rated)."""
     count = np.diff(texts.offsets.to_numpy())
     has_scores = scores.is_valid().to_numpy(zero_copy_only=False)
     listed = texts.is_valid().to_numpy(zero_copy_only=False) & (~has_scores | (np.diff(scores.offsets.to_numpy()) == count))
     capped = np.where(listed, np.minimum(count, MAX_COMPLETIONS), 0)
-    completions = _taking_part(texts, scores, has_scores, capped)
+    completions = _completions_in_pairs(texts, scores, has_scores, capped)
     rated, usable = (np.bincount(completions.row[which], minlength=len(count)) for which in (completions.rated, completions.usable))
-    tallies, pairs = _offered(texts.values, completions, usable, (rated >= 2) & (usable >= 2), options)
+    pairing = (rated >= 2) & (usable >= 2)
+    tallies, pairs = _offered_pairs_and_tallies(texts.values, completions, usable, pairing, options)
 
     results: list[tuple[int, Paired] | None] = []
     for r, (n, is_listed, n_capped, n_rated, n_usable, tally) in enumerate(zip(
@@ -270,7 +228,9 @@ class _Completions(NamedTuple):
     usable: np.ndarray  # the indices of those rated with a text that is not empty
 
 
-def _taking_part(texts: pa.ListArray, scores: pa.ListArray, has_scores: np.ndarray, capped: np.ndarray) -> _Completions:
+def _completions_in_pairs(texts: pa.ListArray, scores: pa.ListArray, has_scores: np.ndarray,
+                          capped: np.ndarray) -> _Completions:
+    """The completions of a batch that take part in pairs: each row's first `capped` ones."""
     row = np.repeat(np.arange(len(capped)), capped)
     within = np.arange(len(row)) - np.repeat(np.cumsum(capped) - capped, capped)
     text = texts.offsets.to_numpy()[row] + within
@@ -282,8 +242,8 @@ def _taking_part(texts: pa.ListArray, scores: pa.ListArray, has_scores: np.ndarr
     return _Completions(row, text, score, lengths, rated, np.flatnonzero(rated & (lengths[text] > 0)))
 
 
-def _offered(values: pa.StringArray, completions: _Completions, usable: np.ndarray, pairing: np.ndarray,
-             options: BuildOptions) -> tuple[np.ndarray, list[list[Pair]]]:
+def _offered_pairs_and_tallies(values: pa.Array, completions: _Completions, usable: np.ndarray, pairing: np.ndarray,
+                               options: BuildOptions) -> tuple[np.ndarray, list[list[Pair]]]:
     """Per row (`usable`: its usable completions; `pairing`: the rows that pair), how many of
     its pairs were identical, not finite, below the margin, passing and ties, and the pairs it
     offers: the rows with as many usable completions are paired together, a matrix of pairs."""
@@ -319,10 +279,17 @@ def _offered(values: pa.StringArray, completions: _Completions, usable: np.ndarr
         row_of, tie_of, gap_of, better_of, worse_of = (np.concatenate(column) for column in zip(*offered))
         order = np.lexsort((tie_of, row_of))  # by row, its passing pairs before its ties (a stable sort)
         for r, is_tie, gap, better, worse in zip(row_of[order].tolist(), tie_of[order].tolist(), gap_of[order].tolist(),
-                                                 values.take(better_of[order]).to_pylist(),
-                                                 values.take(worse_of[order]).to_pylist()):
+                                                 _texts(values.take(better_of[order])),
+                                                 _texts(values.take(worse_of[order]))):
             pairs[r].append(Pair(better, worse, gap, tie=is_tie))
     return tallies, pairs
+
+
+def _texts(values: pa.Array) -> list[str]:
+    """Texts as Python strings; UTF-8 bytes decoded as `_rows_paired` encoded them."""
+    if pa.types.is_binary(values.type):
+        return [text.decode("utf-8", "surrogatepass") for text in values.to_pylist()]
+    return values.to_pylist()
 
 
 def _rounded(gaps: np.ndarray) -> np.ndarray:
@@ -389,13 +356,22 @@ def _image_column(shard: Path) -> str:
     return "img_path" if "img_path" in names and "image" not in names else "image"
 
 
-def _jsonl_row(images: Path, options: BuildOptions, position: str, row: dict) -> Example | Reject:
-    """A JsonLinesReader converter: a row of `vlfeedback_80k.jsonl` with its image from the store."""
+def _jsonl_rows(images: Path, options: BuildOptions, rows: list[tuple[str, dict]]) -> list[Example | Reject]:
+    """A JsonLinesReader converter: rows of `vlfeedback_80k.jsonl` (with their positions), paired
+    together, each with its image from the store."""
+    store = image_store(images)
+    paired = _rows_paired([row.get("completions") for _, row in rows], options)
+    return [_jsonl_example(store, position, row, options, row_paired)
+            for (position, row), row_paired in zip(rows, paired, strict=True)]
+
+
+def _jsonl_example(store, position: str, row: dict, options: BuildOptions,
+                   paired: tuple[int, Paired] | None) -> Example | Reject:
     try:
-        image = image_store(images).get(str(row.get("id", "")))
+        image = store.get(str(row.get("id", "")))
     except ImageFileError as error:  # not a regular file, over the size cap, damaged, ambiguous
         return Reject(NAME, str(row.get("id") or position), error.reason, error.detail)
-    return _example(row, position, image, options, _one_row_paired(row.get("completions"), options))
+    return _example(row, position, image, options, paired)
 
 
 def open_snapshot(folder: Path, options: BuildOptions):
@@ -423,7 +399,7 @@ def open_snapshot(folder: Path, options: BuildOptions):
             raise UserError(f"cannot read {error.filename or images}: {error.strerror or error}; check the file, "
                             "or re-download it") from None
         return JsonLinesReader(NAME, jsonl, [jsonl, images] if images.is_file() else [jsonl],
-                               partial(_jsonl_row, images, options))
+                               partial(_jsonl_rows, images, options))
     raise UserError(
         f"{folder} does not look like a VLFeedback snapshot: expected vlfeedback_80k.jsonl with merged_images.zip "
         "(main), default/train/*.parquet (revision refs/convert/parquet) or data/*.parquet"

@@ -13,12 +13,19 @@ Both end with one sentence naming the labels a rule checks ("1", "2", and "tie" 
 kept): the instruction says only "put the final answer in \\boxed{}".
 
 A row records the id of the template that rendered it (`template` column), so evaluation and
-Best-of-N render exactly the prompt a critic was trained on.
+Best-of-N render exactly the prompt a critic was trained on. The build renders the same text a
+column at a time (`critic_body_column`, `with_instruction_column`, `conversational_prompt_column`,
+each tested equal to its row-level definition here).
 """
 
 from __future__ import annotations
 
 import re
+from string import Formatter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 FORMAT_INSTRUCTION = (
     "You FIRST think about the reasoning process as an internal monologue and then provide the final answer. "
@@ -99,3 +106,39 @@ def conversational_prompt(text: str, n_images: int = 1) -> list[dict]:
     parts = [{"type": "image", "text": None} for _ in range(n_images)]
     parts.append({"type": "text", "text": text})
     return [{"role": "user", "content": parts}]
+
+
+def critic_body_column(template: str, question: pa.Array, response_1: pa.Array, response_2: pa.Array) -> pa.Array:
+    """`critic_body` of each row, column-wise, for text without chat-control markers (the build's,
+    which text.py has cleaned of them). A body starts and ends with the template's own text,
+    which has no surrounding whitespace (a test checks every template): it needs no trim."""
+    pieces = {"question": question, "response_1": response_1, "response_2": response_2}
+    parts = [part for literal, name, _, _ in Formatter().parse(TEMPLATES[template])
+             for part in (literal, pieces[name] if name else "") if not isinstance(part, str) or part]
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def with_instruction_column(bodies: pa.Array) -> pa.Array:
+    """`with_instruction` of each of `critic_body_column`'s bodies (which need no trim)."""
+    return pc.binary_join_element_wise(bodies, FORMAT_INSTRUCTION, " ")
+
+
+def conversational_prompt_column(texts: pa.Array, image_counts: np.ndarray) -> pa.Array:
+    """`conversational_prompt` column-wise: per row, one user message holding an image part per
+    image, then the text part. `texts`: text without nulls."""
+    texts = texts.cast(pa.string())  # 32-bit offsets, read below (a large_string's are 64-bit)
+    ends = np.cumsum(image_counts + 1)
+    is_text = np.zeros(int(ends[-1]), dtype=bool)
+    is_text[ends - 1] = True
+    kinds = pc.if_else(pa.array(is_text), "text", "image")
+    # each part's text, null in an image part: the texts' own bytes, under offsets that give an
+    # image part none of them (no copy of the text)
+    bounds = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    row = np.repeat(np.arange(len(texts)), image_counts + 1)
+    offsets = np.concatenate((bounds[:1], np.where(is_text, bounds[row + 1], bounds[row]))).astype(np.int32)
+    text = pa.StringArray.from_buffers(len(is_text), pa.py_buffer(offsets), texts.buffers()[2],
+                                       pa.array(is_text).buffers()[1])
+    content = pa.ListArray.from_arrays(pa.array(np.concatenate(([0], ends)), pa.int32()),
+                                       pa.StructArray.from_arrays([kinds, text], names=["type", "text"]))
+    message = pa.StructArray.from_arrays([pa.repeat(pa.scalar("user"), len(texts)), content], names=["role", "content"])
+    return pa.ListArray.from_arrays(pa.array(np.arange(len(texts) + 1), pa.int32()), message)

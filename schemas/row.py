@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 # re-judges rows of the others) is kept from the earlier one.
 SOURCE_NAMES = ("vlfeedback", "rlhf_v", "llava_rlhf", "llava_critic")
 
-# "tie" only appears in builds run with --keep-ties, whose rows use the tie-aware template.
+# The labels a row's `answer` holds, and so the verdicts a critic can give (rl/rewards.py reads them
+# from here). "tie" only appears in builds run with --keep-ties, whose rows use the tie-aware template.
 ANSWERS = ("1", "2", "tie")
 
 # Where an image goes in a text: the placeholder of the sources' chat formats (LLaVA's), and the one

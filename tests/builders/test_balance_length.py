@@ -38,9 +38,9 @@ CLI = [sys.executable, "-m", "critic_data.cli"]
 def greedy(signs: list[int], split: str = "train") -> tuple[list[bool], SourceCounts]:
     """The build's own decisions (`Decider`) on pairs of the given signs: 1 the better response is
     longer, -1 shorter, 0 as long."""
-    decider, stats = Decider(BuildOptions(out=Path("unused"), balance_length=True)), SourceCounts()
     candidates = [Candidate("vlfeedback", f"key-{i}", split, 0.25, False, longer=sign) for i, sign in enumerate(signs)]
-    return [answer is not None for answer in decider.answers(candidates, stats)], stats
+    decided = Decider(BuildOptions(out=Path("unused"), balance_length=True)).decide(candidates)
+    return [answer is not None for answer in decided.answers], SourceCounts(decided.counts)
 
 
 def single_pass_best(signs: list[int]) -> int:
@@ -111,10 +111,10 @@ def test_a_rule_that_decides_as_pairs_come_cannot_drop_as_few_as_one_that_sees_t
 
 
 def test_splits_are_balanced_each_on_their_own():
-    decider, stats = Decider(BuildOptions(out=Path("unused"), balance_length=True)), SourceCounts()
     candidates = [Candidate("vlfeedback", f"k{i}-{split}", split, 0.25, False, longer=1)
                   for i in range(6) for split in ("train", "test")]
-    kept = [answer is not None for answer in decider.answers(candidates, stats)]
+    decided = Decider(BuildOptions(out=Path("unused"), balance_length=True)).decide(candidates)
+    kept, stats = [answer is not None for answer in decided.answers], SourceCounts(decided.counts)
     assert kept == [True] * 2 + [False] * 10  # one of each split (T(2) = 1), in input order
     balance = stats.to_manifest()["label_balance"]
     assert sum(balance["train"].values()) == sum(balance["test"].values()) == 1

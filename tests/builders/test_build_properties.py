@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 import zipfile
@@ -196,24 +197,33 @@ def test_numeric_ratings_read_alike(values):
 
 @given(st.lists(st.sampled_from([b"{}", b"x", b"", b"\r", b"\r\n", b"\n", b"\xff\xfe", "é".encode(), b" ", b"\xef\xbb\xbf"]), max_size=40),
        st.integers(1, 5))
-def test_json_lines_parts_give_the_lines_and_numbers_of_text_mode(pieces, lines_per_part):
-    """Whatever newline styles and bytes a JSON Lines file holds, reading it in parts (as
-    workers do) gives the same numbered lines as reading it whole in text mode."""
-    import io
-
+def test_json_lines_whole_or_in_parts_give_the_lines_numbers_and_values_of_text_mode(pieces, lines_per_part):
+    """Whatever newline styles and bytes a JSON Lines file holds, reading it in parts (as the
+    build's workers do) gives the numbered non-blank lines that reading it whole in text mode
+    gives, parsed alike; and eval's and best-of-n's `json_lines` numbers them alike."""
     from critic_data.builders.readers import line_parts
+    from critic_data.files import json_lines, json_values
+
+    def parsed(value):
+        return (type(value).__name__, str(value)) if isinstance(value, Exception) else value
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "rows.jsonl"
         path.write_bytes(b"".join(pieces))
-        with path.open(encoding="utf-8", errors="replace") as whole:
-            expected = list(enumerate(whole, start=1))
+        with path.open(encoding="utf-8-sig", errors="replace") as whole:
+            expected = []
+            for number, line in enumerate(whole, start=1):
+                if line.strip():
+                    try:
+                        expected.append((number, json.loads(line)))
+                    except (ValueError, RecursionError) as error:
+                        expected.append((number, parsed(error)))
         data = path.read_bytes()
-        got = []
-        for start, size, first in line_parts(path, lines_per_part):
-            text = io.TextIOWrapper(io.BytesIO(data[start : start + size]), encoding="utf-8", errors="replace")
-            got += list(enumerate(text, start=first))
+        got = [(number, parsed(value)) for start, size, first in line_parts(path, lines_per_part)
+               for number, _, value in json_values(data[start : start + size], first, errors="replace")]
+        numbers = [number for number, _, _ in json_lines(path)]
     assert got == expected
+    assert numbers == [number for number, _ in expected]
 
 
 @given(st.lists(st.integers(1, 30), min_size=1, max_size=12), st.integers(1, 40), st.integers(1, 4000))
@@ -243,6 +253,50 @@ def test_parquet_parts_are_runs_of_row_groups_within_both_bounds(group_rows, row
         first += rows
 
 
+def _pairs(responses: list[str], scores: list[float | None], options: BuildOptions):
+    """The pairing rule of vlfeedback.py's docstring, one row at a time in plain Python: the oracle
+    the build's batch pairing (`_pairs_of_rows`) is checked against. `responses` cleaned ("" for
+    a response that is not text), `scores` as `_score` gives them. The row's pairs, how many it
+    formed, what rules filtered and per-completion notes; or the reason the row is rejected."""
+    from collections import Counter
+    from itertools import combinations
+
+    from critic_data.builders.records import Pair
+    from critic_data.builders.vlfeedback import MAX_COMPLETIONS
+
+    notes: Counter = Counter()
+    if len(responses) > MAX_COMPLETIONS:
+        notes["completions_over_cap"] += len(responses) - MAX_COMPLETIONS
+        responses, scores = responses[:MAX_COMPLETIONS], scores[:MAX_COMPLETIONS]
+    rated = [(score, response) for response, score in zip(responses, scores) if score is not None]
+    scored = [(score, response) for score, response in rated if response]
+    notes.update({"completions_unrated": len(responses) - len(rated), "completions_empty": len(rated) - len(scored)})
+    if len(rated) < 2:
+        return RejectReason.RATING_UNPARSABLE
+    if len(scored) < 2:
+        return RejectReason.EMPTY_RESPONSE
+    passing, ties, filtered = [], [], Counter()  # (gap, better, worse) of the passing pairs and the ties
+    for (score_a, text_a), (score_b, text_b) in combinations(scored, 2):
+        gap = round(abs(score_a - score_b), 6)
+        if text_a == text_b:
+            filtered["identical_responses"] += 1
+        elif not math.isfinite(gap):
+            filtered["gap_not_finite"] += 1
+        elif gap == 0:
+            ties.append((0.0, text_a, text_b))
+        elif gap <= options.margin:
+            filtered["below_margin"] += 1
+        else:
+            passing.append((gap, text_a, text_b) if score_a > score_b else (gap, text_b, text_a))
+    if options.pairs_per_prompt == "all":
+        offered = passing + ties
+    else:
+        offered = [max(passing, key=lambda pair: pair[0])] if passing else ties[:1]
+        filtered["not_widest"] = len(passing) + len(ties) - len(offered)
+    formed = len(scored) * (len(scored) - 1) // 2
+    return [Pair(a, b, gap, tie=gap == 0) for gap, a, b in offered], formed, filtered, +notes
+
+
 # a completion for pairing: a cleaned response and its score (None: unrated)
 scored_completion = st.tuples(
     st.sampled_from(["", "A cat.", "A dog.", "A cat.", "é", "x" * 40]),
@@ -265,7 +319,8 @@ def _batch_and_rows(rows: list, leading: int) -> tuple[pa.ListArray, pa.ListArra
 
 
 def _plain(paired):
-    """A `_pairs_of_rows` or `_pairs` outcome with its counters as dicts."""
+    """A `_pairs_of_rows` or `_pairs` outcome with its counters as dicts (a count of 0 is kept:
+    `not_widest` is counted when 0, and no other count is)."""
     if paired is None or isinstance(paired[1], RejectReason):
         return paired
     n, (pairs, formed, filtered, notes) = paired
@@ -276,10 +331,10 @@ def _plain(paired):
 @given(st.lists(scored_row, max_size=10), st.integers(0, 3), st.sampled_from(["max-gap", "all"]),
        st.sampled_from([0.0, 0.6, 1.5]))
 def test_pairs_of_a_batch_are_the_pairs_of_each_row(rows, leading, pairs_per_prompt, margin):
-    """`_pairs_of_rows` (numpy over a batch, what the parquet layout uses) gives each row what
-    `_pairs` (the rule, one row in Python, what JSON Lines uses) gives it: the same pairs in the
-    same order, margins rounded alike, the same counts, notes and rejects."""
-    from critic_data.builders.vlfeedback import _pairs, _pairs_of_rows
+    """`_pairs_of_rows` (numpy over a batch, what the build pairs every layout with) gives each
+    row what the oracle `_pairs` (the rule, one row in plain Python) gives it: the same pairs in
+    the same order, margins rounded alike, the same counts, notes and rejects."""
+    from critic_data.builders.vlfeedback import _pairs_of_rows
 
     options = BuildOptions(out=Path("unused"), pairs_per_prompt=pairs_per_prompt, margin=margin)
     texts, scores, one_by_one = _batch_and_rows(rows, leading)
@@ -293,7 +348,7 @@ def test_pairs_of_a_batch_with_rows_over_the_completion_cap_and_mismatched_lists
     overflowing gaps among them, and a row with more scores than responses (malformed: None)."""
     import random
 
-    from critic_data.builders.vlfeedback import MAX_COMPLETIONS, _pairs, _pairs_of_rows
+    from critic_data.builders.vlfeedback import MAX_COMPLETIONS, _pairs_of_rows
 
     rng = random.Random(0)
     options = BuildOptions(out=Path("unused"), pairs_per_prompt=pairs_per_prompt)

@@ -8,7 +8,6 @@ named twice, an input file written to while the build reads it.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys

@@ -36,7 +36,6 @@ from tests.snapshots import (
     jpeg,
     rlhf_v_texts,
     write_llava_rlhf,
-    write_rlhf_v,
     write_vlfeedback_jsonl,
     write_vlfeedback_parquet,
 )
@@ -240,6 +239,23 @@ def test_a_byte_order_mark_starts_json_lines_without_costing_a_row(num_proc, tmp
     manifest = _vlf_build(tmp_path / "s", tmp_path / "o", num_proc=num_proc)
     counts, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 7)
     assert rejects == {} and counts["rows_used"] == 7
+
+
+@pytest.mark.parametrize("end", [b"\r\n", b"\r"])
+def test_json_lines_with_windows_or_old_mac_line_ends_build_the_same_dataset(end, tmp_path, monkeypatch):
+    """The same rows, line numbers and rejects as with \\n, across parts (files.py's one rule)."""
+    rows = _vlfeedback(tmp_path / "s", n=7)
+    lines = [*(json.dumps(row) for row in rows[:3]), '{"id": "cut', "", *(json.dumps(row) for row in rows[3:])]
+    monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 3)
+    built = {}
+    for name, newline in (("unix", b"\n"), ("other", end)):
+        (tmp_path / "s" / "vlfeedback_80k.jsonl").write_bytes(newline.join(line.encode() for line in lines) + newline)
+        manifest = _vlf_build(tmp_path / "s", tmp_path / name, num_proc=2)
+        counts, rejects = _outcome(manifest, tmp_path / name, "vlfeedback", 8)
+        assert rejects == {"line 4": "json_invalid"} and counts["rows_used"] == 7
+        built[name] = [(tmp_path / name / "rejects.jsonl").read_bytes(),
+                       *(path.read_bytes() for path in sorted((tmp_path / name / "data").glob("*.parquet")))]
+    assert built["other"] == built["unix"]
 
 
 @pytest.mark.parametrize("blank", ["\u200b", "\u200c\u200d", " \u2060\n", "\ufeff", "\u200b \t\u200b"])
@@ -868,8 +884,9 @@ def test_completions_stored_as_other_list_types_are_paired_alike(list_type, tmp_
 
 def test_a_null_annotation_is_unrated_in_the_batch_as_row_by_row():
     """A null annotation entry whose struct child still holds a number (an in-memory table can):
-    unrated in the batch pairing, as `_one_row_paired` reads it."""
-    from critic_data.builders.vlfeedback import _one_row_paired, _paired
+    unrated in the batch pairing from the table's columns, as in the rows read as Python objects
+    (`_rows_paired`)."""
+    from critic_data.builders.vlfeedback import _paired, _rows_paired
 
     ratings = pa.struct([(aspect, pa.struct([("Rating", pa.int64())])) for aspect in ASPECTS])
     kind = pa.struct([("response", pa.list_(pa.string())), ("annotations", pa.list_(ratings))])
@@ -877,7 +894,7 @@ def test_a_null_annotation_is_unrated_in_the_batch_as_row_by_row():
                                                {"response": ["a", "b"], "annotations": [_rated(5), _rated(1)]}], kind)})
     options = BuildOptions(out=Path("unused"))
     _, paired = _paired(table, options)
-    assert paired == [_one_row_paired(row, options) for row in table["completions"].to_pylist()]
+    assert paired == _rows_paired(table["completions"].to_pylist(), options)
     assert paired[0] == (2, RejectReason.RATING_UNPARSABLE)
 
 

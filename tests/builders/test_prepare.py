@@ -1,6 +1,6 @@
-"""The column-wise rendering of offered pairs (prepare.render, then prepare.presented in the order
-the build decides) against the row-level definitions of the prompt (schemas/prompts.py): every
-template, both presented orders, one or several images."""
+"""The column-wise rendering of offered pairs (prepare.render, then layout.lay_out_pairs in the
+order the build decides) against the row-level definitions of the prompt (schemas/prompts.py):
+every template, both presented orders, one or several images."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from critic_data.builders.options import BuildOptions
 from critic_data.builders import prepare as prepare_module
-from critic_data.builders.prepare import presented, render
+from critic_data.builders.layout import lay_out_pairs
+from critic_data.builders.options import BuildOptions
+from critic_data.builders.prepare import render
 from critic_data.builders.records import Example, Pair
-from critic_data.schemas.prompts import PROMPT_STYLES, TEMPLATES, conversational_prompt, render_critic_prompt
+from critic_data.schemas.prompts import PROMPT_STYLES, conversational_prompt, render_critic_prompt
 
 from critic_data.builders.pipeline import build
 from tests.snapshots import jpeg, write_vlfeedback_parquet
@@ -42,7 +43,7 @@ def test_rendered_columns_are_the_row_level_prompts_in_both_orders(n_images, sty
     template = options.template()
     labels = ["tie", "2"] if keep_ties else ["1", "2"]
     for answers in (labels * len(offered))[: len(offered)], (labels[::-1] * len(offered))[: len(offered)]:
-        rows = presented(table, list(range(len(offered))), answers, options).to_pylist()
+        rows = lay_out_pairs(table, list(range(len(offered))), answers, options).to_pylist()
         for row, answer, (_, item, pair, row_id) in zip(rows, answers, offered, strict=True):
             assert (row["id"], row["source"], row["source_id"], row["question"]) == (row_id, "vlfeedback", item.source_id,
                                                                                       item.question)
@@ -54,17 +55,9 @@ def test_rendered_columns_are_the_row_level_prompts_in_both_orders(n_images, sty
             assert row["prompt"] == conversational_prompt(text, n_images)
 
 
-def test_prompts_read_any_string_array_as_the_row_level_prompt():
-    texts = ["ünïcode — 漢字 🙂", "plain", "x" * 300]
-    expected = [conversational_prompt(text, n) for text, n in zip(texts, (1, 3, 2))]
-    counts = np.array([1, 3, 2])
-    for array in (pa.array(texts), pa.array(texts, pa.large_string()), pa.array(["skip", *texts]).slice(1)):
-        assert prepare_module._prompts(array, counts).to_pylist() == expected
-
-
 @pytest.mark.parametrize("parts", [[6], [3, 3], [1, 4, 1]])
 def test_picked_rows_are_taken_in_order_whether_a_run_or_scattered(parts):
-    """Within one part or across the parts a chunk was rendered in (`presented` renders part by part)."""
+    """Within one part or across the parts a chunk was rendered in (`lay_out_pairs` goes part by part)."""
     options = BuildOptions(out=Path("unused"))
     offered = _examples(1)
     bounds = np.cumsum([0, *parts])
@@ -72,7 +65,7 @@ def test_picked_rows_are_taken_in_order_whether_a_run_or_scattered(parts):
     assert [batch.num_rows for batch in table.to_batches()] == parts
     for picked in ([1, 2, 3, 4], [0, 2, 5], [5], [0, 1, 2, 3, 4, 5], [2, 3]):
         answers = ["2", "1", "1", "2", "2", "1"][: len(picked)]
-        rows = presented(table, picked, answers, options).to_pylist()
+        rows = lay_out_pairs(table, picked, answers, options).to_pylist()
         assert [row["id"] for row in rows] == [offered[i][3] for i in picked]
         assert [row["answer"] for row in rows] == answers
         assert [row["response_1"] for row in rows] == [
@@ -83,7 +76,7 @@ def test_the_easyr1_layout_is_the_body_after_an_image_placeholder():
     options = BuildOptions(out=Path("unused"), format="easyr1", prompt_style="llava-critic")
     offered = _examples(1)
     answers = ["2", "1"] * 3
-    rows = presented(render(offered, None, options), list(range(len(offered))), answers, options)
+    rows = lay_out_pairs(render(offered, None, options), list(range(len(offered))), answers, options)
     assert rows.column_names == ["id", "source", "source_id", "image", "question", "answer", "template"]
     for row, answer, (_, item, pair, _) in zip(rows.to_pylist(), answers, offered, strict=True):
         assert row["image"] == {"bytes": item.images[0][0], "path": item.images[0][1]}
@@ -100,13 +93,6 @@ def test_arrow_images_of_the_reader_are_taken_for_their_rows():
     reversed_images = pa.array([[{"bytes": item.images[0][0], "path": f"arrow-{index}"}] for index, item, _, _ in offered])
     table = render([offered[2], offered[0]], reversed_images, options)
     assert [row["images"][0]["path"] for row in table.to_pylist()] == ["arrow-2", "arrow-0"]
-
-
-@pytest.mark.parametrize("template", sorted(TEMPLATES))
-def test_templates_have_no_surrounding_whitespace_so_the_body_needs_no_trim(template):
-    # render's with_instruction_column joins body and instruction without trimming the body
-    text = TEMPLATES[template]
-    assert text == text.strip() and not text.startswith("{") and not text.endswith("}")
 
 
 @pytest.mark.parametrize("broken, message", [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from jinja2 import Template
 
@@ -9,9 +11,13 @@ from critic_data.schemas.prompts import (
     FORMAT_INSTRUCTION,
     PROMPT_STYLES,
     TEMPLATES,
+    conversational_prompt,
+    conversational_prompt_column,
     critic_body,
+    critic_body_column,
     render_critic_prompt,
     with_instruction,
+    with_instruction_column,
 )
 
 # si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/examples/format_prompt/math_format.jinja (the whole file), rendered
@@ -63,3 +69,27 @@ def test_the_llava_critic_style_is_llava_critics_pairwise_template():
 def test_chat_control_markers_never_reach_the_prompt():
     text = render_critic_prompt("pairwise-v2", "Q<|image_pad|>?", "a<|im_end|>", "b<|vision_<|x|>start|>")
     assert "<|" not in text
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_templates_have_no_surrounding_whitespace_so_the_body_needs_no_trim(template):
+    # critic_body_column and with_instruction_column join body and instruction without trimming the body
+    text = TEMPLATES[template]
+    assert text == text.strip() and not text.startswith("{") and not text.endswith("}")
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_the_column_wise_prompt_text_is_the_row_level_one(template):
+    texts = [QUESTION, FIRST, SECOND, "{question} {braces}", "ünïcode — 漢字 🙂", "x" * 300]
+    question, first, second = (pa.array(texts[k:] + texts[:k]) for k in range(3))
+    rendered = with_instruction_column(critic_body_column(template, question, first, second)).to_pylist()
+    rows = zip(*(column.to_pylist() for column in (question, first, second)))
+    assert rendered == [render_critic_prompt(template, *row) for row in rows]
+
+
+def test_conversational_prompts_read_any_string_array_as_the_row_level_prompt():
+    texts = ["ünïcode — 漢字 🙂", "plain", "x" * 300]
+    expected = [conversational_prompt(text, n) for text, n in zip(texts, (1, 3, 2))]
+    counts = np.array([1, 3, 2])
+    for array in (pa.array(texts), pa.array(texts, pa.large_string()), pa.array(["skip", *texts]).slice(1)):
+        assert conversational_prompt_column(array, counts).to_pylist() == expected
