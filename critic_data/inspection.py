@@ -9,13 +9,15 @@ PATH is told apart by the files in it:
   (`critic_data.rl.train.prompt_lengths`, the recipe's pixel bounds), how many rows
   `--max-prompt-length` would drop, and the length bias in tokens;
 - an eval run (`results.jsonl`): accuracy per category with counts, with unparsed verdicts
-  counted wrong and as half credit (`critic_data.rl.evaluate.half_credit`), position bias (how
-  often the verdict is "1" or "2" against how often the truth is), the unparsed rate, and for
-  `--both-orders` runs the position consistency per category (`eval_statistics`);
+  counted wrong and as half credit, position bias (how often the verdict is "1" or "2" against
+  how often the truth is), the unparsed rate, and for `--both-orders` runs the position
+  consistency per category (`eval_statistics`);
 - a best-of-n run (`picks.jsonl`): accuracy of the pick, the first sample and the majority
   vote, and accuracy against N for every power of two up to N, replayed from the recorded
   matches (`best_of_n_statistics`).
-Every accuracy carries its Wilson 95% interval (`<name>_ci95`, `critic_data.rl.client.wilson_interval`).
+A run's lines are read by the run's own record types (`critic_data.rl.records`: a line that is not
+one is counted and left out), and every figure is the one its summary.json reports, computed by
+`critic_data.rl.metrics`; each accuracy carries its Wilson 95% interval (`<name>_ci95`).
 The report is the command's output, so it goes to stdout (`--json`: one JSON object instead,
 for scripts); errors go to stderr as one line. `--plots DIR` writes PNG charts.
 """
@@ -36,8 +38,10 @@ from critic_data import UserError
 from critic_data.cards import charts, statistics
 from critic_data.files import json_lines
 from critic_data.hub_client import check_hub_dataset, is_repo_id
-from critic_data.rl.client import percent, wilson_interval
+from critic_data.rl import metrics
+from critic_data.rl.client import percent
 from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH
+from critic_data.rl.records import Judgement, Pick
 
 # stdout: the report is what the command produces; wide when written to a file, not cut at 80 columns
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -94,33 +98,24 @@ def _run_options(folder: Path) -> dict:
     return options if isinstance(options, dict) else {}
 
 
-def _records(path: Path, valid) -> tuple[list[dict], int]:
-    """The records of a JSON-lines log, and how many lines are not records (an interrupted
-    append leaves a line cut short: counted and left out, never fatal)."""
+def _records(path: Path, read) -> tuple[list, int]:
+    """The records of a JSON-lines log as `read` makes them (`rl/records.py`), and how many lines
+    are not records (an interrupted append leaves a line cut short: counted and left out, never fatal)."""
     records, bad = [], 0
-    for _, _, record in json_lines(path):
-        if isinstance(record, dict) and valid(record):
-            records.append(record)
-        else:
+    for _, _, line in json_lines(path):
+        record = read(line) if isinstance(line, dict) else None
+        if record is None:
             bad += 1
+        else:
+            records.append(record)
     return records, bad
 
 
 # --- datasets ----------------------------------------------------------------------------------
 
-def prompt_tokens(folder: Path, manifest: dict, model: Path, budget: int) -> tuple[dict, list[dict]]:
-    """Prompt tokens per row as the trainer counts them, and the length bias in tokens.
-
-    The processor is the model's own with the recipes' pixel bounds (`load_processor`); each
-    shard is read once (its text and image columns) and measured by `prompt_lengths`, the
-    function the trainer filters with. Returns the prompt figures (a histogram per split, and
-    per source and split the rows over `budget`) and `length_bias` rows in tokens.
-    """
-    if manifest.get("format", "trl") != "trl":
-        raise UserError("--processor counts the TRL layout's prompts; this dataset was built with --format "
-                        f"{manifest.get('format')}, whose prompt the EasyR1 trainer assembles itself")
-    if not model.is_dir():
-        raise UserError(f"--processor {model}: no such folder; pass a local model folder")
+def _token_counts(folder: Path, manifest: dict, model: Path) -> pl.LazyFrame:
+    """Per row: split, source, answer, prompt tokens as the trainer counts them (`prompt_lengths`,
+    with the model's processor under the recipes' pixel bounds), and each response's tokens."""
     import datasets
     import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
@@ -147,7 +142,23 @@ def prompt_tokens(folder: Path, manifest: dict, model: Path, budget: int) -> tup
             parts.append(pl.DataFrame({"split": split, "source": table["source"].to_pylist(),
                                        "answer": table["answer"].to_pylist(), "prompt_tokens": lengths, **tokens},
                                       schema_overrides={"prompt_tokens": pl.Int64}))
-    frame = pl.concat(parts).lazy()
+    return pl.concat(parts).lazy()
+
+
+def prompt_tokens(folder: Path, manifest: dict, model: Path, budget: int) -> tuple[dict, list[dict]]:
+    """Prompt tokens per row as the trainer counts them, and the length bias in tokens.
+
+    The processor is the model's own with the recipes' pixel bounds (`load_processor`); each
+    shard is read once (its text and image columns) and measured by `prompt_lengths`, the
+    function the trainer filters with. Returns the prompt figures (a histogram per split, and
+    per source and split the rows over `budget`) and `length_bias` rows in tokens.
+    """
+    if manifest.get("format", "trl") != "trl":
+        raise UserError("--processor counts the TRL layout's prompts; this dataset was built with --format "
+                        f"{manifest.get('format')}, whose prompt the EasyR1 trainer assembles itself")
+    if not model.is_dir():
+        raise UserError(f"--processor {model}: no such folder; pass a local model folder")
+    frame = _token_counts(folder, manifest, model)
     sources, splits = list(manifest["sources"]), list(manifest["splits"])
     edges = [round(budget * k / 10) for k in range(10)] + [budget + 1]  # the last bin: rows the trainer drops
     by_split = statistics.histogram(frame, "prompt_tokens", edges, by="split")
@@ -177,185 +188,66 @@ def dataset_report(folder: Path, model: Path | None, budget: int) -> dict:
 
 # --- eval runs ---------------------------------------------------------------------------------
 
-def _is_judgement(record: dict) -> bool:
-    return (isinstance(record.get("id"), str) and record.get("presented") in ([1, 2], [2, 1])
-            and isinstance(record.get("correct"), bool) and "verdict" in record and "expected" in record)
-
-
-def _category(record: dict) -> str:
-    """VL-RewardBench's `category`, MM-RLHF's first keyword (the official scorer's category), a
-    built dataset's `source`; "all" when the benchmark has none."""
-    keywords = record.get("keywords")
-    for value in (record.get("category"), keywords[0] if isinstance(keywords, list) and keywords else None,
-                  record.get("source")):
-        if isinstance(value, str) and value:
-            return value
-    return "all"
+def _category_figures(category: str, judgements: list[Judgement]) -> dict:
+    twice = metrics.judged_twice(judgements)
+    figures = metrics.accuracies(judgements)
+    return {"category": category, "judgements": len(judgements), "items": len(metrics.by_item(judgements)),
+            "accuracy": figures["accuracy"], "accuracy_unparsed_half": figures["accuracy_unparsed_half"],
+            "unparsed_rate": metrics.unparsed_rate(judgements), **metrics.position_bias(judgements),
+            "both_orders_items": len(twice) or None, "position_consistency": metrics.position_consistency(twice),
+            "accuracy_ci95": figures["accuracy_ci95"],
+            "accuracy_unparsed_half_ci95": figures["accuracy_unparsed_half_ci95"]}
 
 
 def eval_statistics(folder: Path) -> dict:
     """Accuracy (unparsed wrong, and unparsed half), position bias, unparsed rate and (both orders)
-    position consistency per category."""
-    from critic_data.rl.evaluate import half_credit
-
-    records, bad = _records(folder / "results.jsonl", _is_judgement)
+    position consistency per category (`Judgement.category`), then over all when there are several."""
+    records, bad = _records(folder / "results.jsonl", Judgement.from_json)
     if not records:
         raise UserError(f"{folder / 'results.jsonl'} holds no judgement; was the run stopped before the first?")
     run = _run_options(folder)
-    judged = [{"verdict": r["verdict"] if isinstance(r["verdict"], str) else None, "expected": str(r["expected"]),
-               "correct": r["correct"]} for r in records]
-    frame = pl.DataFrame({
-        "id": [r["id"] for r in records],
-        "category": [_category(r) for r in records],
-        "first": [r["presented"][0] for r in records],
-        "expected": [j["expected"] for j in judged],
-        "verdict": [j["verdict"] for j in judged],
-        "correct": [j["correct"] for j in judged],
-        "credit": [half_credit(j) for j in judged],
-    }, schema_overrides={"verdict": pl.String}).lazy()
-    several = frame.select(pl.col("category").n_unique()).collect().item() > 1
-    both = pl.concat([frame, frame.with_columns(category=pl.lit("all"))]) if several else frame  # plus an "all" row
-    table = both.group_by("category").agg(
-        judgements=pl.len(), items=pl.col("id").n_unique(), accuracy=pl.col("correct").mean(),
-        accuracy_unparsed_half=pl.col("credit").mean(), unparsed_rate=pl.col("verdict").is_null().mean(),
-        said_1=pl.col("verdict").eq_missing("1").mean(), said_2=pl.col("verdict").eq_missing("2").mean(),
-        truth_1=(pl.col("expected") == "1").mean(), truth_2=(pl.col("expected") == "2").mean())
-    # The source response a verdict names (1 or 2, or "tie"): consistent when both orders name the same.
-    picked = (pl.when(pl.col("verdict") == "1").then(pl.col("first").cast(pl.String))
-              .when(pl.col("verdict") == "2").then((3 - pl.col("first")).cast(pl.String))
-              .otherwise(pl.col("verdict")))
-    consistency = (both.with_columns(picked=picked).group_by("category", "id")
-                   .agg(judged=pl.len(), named=pl.col("picked").drop_nulls().len(), kinds=pl.col("picked").n_unique())
-                   .filter(pl.col("judged") == 2)
-                   .group_by("category")
-                   .agg(both_orders_items=pl.len(),
-                        position_consistency=((pl.col("named") == 2) & (pl.col("kinds") == 1)).mean()))
-    table = (table.join(consistency, on="category", how="left")
-             .sort(pl.col("category") == "all", "category").collect())
-    categories = [{**row, **{f"{key}_ci95": wilson_interval(row[key], row["judgements"])
-                             for key in ("accuracy", "accuracy_unparsed_half")}} for row in table.to_dicts()]
+    frame = pl.DataFrame({"category": [r.category for r in records], "index": range(len(records))},
+                         schema_overrides={"category": pl.String})
+    groups = {category: [records[i] for i in indices] for category, indices in
+              frame.group_by("category").agg("index").sort("category", nulls_last=True).iter_rows()}
+    if len(groups) == 1:  # one row, named after its category; "all" when the benchmark has none
+        [(category, judgements)] = groups.items()
+        categories = [_category_figures(category or "all", judgements)]
+    else:  # one row per category, judgements without one as "other", then one over all
+        categories = [_category_figures(category or "other", judgements) for category, judgements in groups.items()]
+        categories.append(_category_figures("all", records))
     return {"kind": "eval", "folder": str(folder), "benchmark": run.get("benchmark"),
-            "both_orders": bool(run.get("both_orders")) or table["both_orders_items"].is_not_null().any(),
+            "both_orders": bool(run.get("both_orders")) or any(row["both_orders_items"] for row in categories),
             "judgements": len(records), "lines_left_out": bad, "ci_method": "wilson", "categories": categories}
 
 
 # --- best-of-n runs ----------------------------------------------------------------------------
 
-def _is_pick(record: dict) -> bool:
-    return (isinstance(record.get("id"), str) and isinstance(record.get("winner_index"), int)
-            and isinstance(record.get("final_answers"), list) and record["final_answers"]
-            and all(isinstance(a, str) for a in record["final_answers"])
-            and isinstance(record.get("matches"), list)
-            and all(isinstance(m, dict) and isinstance(m.get("winner"), int) and isinstance(m.get("shown"), list)
-                    and len(m["shown"]) == 2 and all(isinstance(i, int) for i in m["shown"]) for m in record["matches"]))
-
-
-def knockout_winners(n: int, matches: list[dict]) -> dict[int, int] | None:
-    """The winner of each sub-bracket [0, 2^k) (2^k <= n), and of all n, replayed from the matches.
-
-    `rl.best_of_n.knockout` pairs (0, 1), (2, 3), ... in round 0 and then the winners in order
-    (an odd one out waits at the end), so after round k-1 the first one alive has won exactly the
-    matches among candidates [0, 2^k): the pick Best-of-2^k would have made with the same judge.
-    None when the matches do not follow that bracket (another version's log)."""
-    alive, played, winners = list(range(n)), 0, {1: 0}
-    while len(alive) > 1:
-        pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
-        round_ = matches[played:played + len(pairs)]
-        if len(round_) != len(pairs) or any(sorted(m.get("shown") or []) != sorted(pair) or m.get("winner") not in pair
-                                            for m, pair in zip(round_, pairs)):
-            return None
-        played += len(pairs)
-        alive = [m["winner"] for m in round_] + ([alive[-1]] if len(alive) % 2 else [])
-        size = 2 * max(winners)
-        if size <= n:
-            winners[size] = alive[0]
-    winners[n] = alive[0]
-    return winners if played == len(matches) else None
-
-
-def round_robin_winners(picks: list[dict], sizes: list[int], seed: int) -> pl.DataFrame:
-    """(id, size, winner): for each size m, r_i over the matches among candidates [0, m) and the
-    highest score, ties broken by `rl.best_of_n.round_robin`'s seeded coin."""
-    from critic_data.rl.client import derive_seed
-
-    ids = [p["id"] for p in picks]
-    shown = pl.col("shown")
-    matches = (pl.DataFrame({"id": ids, "shown": [[m["shown"] for m in p["matches"]] for p in picks],
-                             "winner": [[m["winner"] for m in p["matches"]] for p in picks]},
-                            schema={"id": pl.String, "shown": pl.List(pl.List(pl.Int64)), "winner": pl.List(pl.Int64)})
-               .explode("shown", "winner")
-               .select("id", first=shown.list.get(0), second=shown.list.get(1),
-                       second_won=(pl.col("winner") == shown.list.get(1)).cast(pl.Int64)))
-    coins = pl.DataFrame({"id": ids, "coin": [derive_seed(seed, qid, "tie") for qid in ids]})
-    found = []
-    for size in sizes:
-        among = matches.filter((pl.col("first") < size) & (pl.col("second") < size))
-        # a_(first, second) = 1 counts +1 for the one shown second and -1 for the one shown first
-        scores = (pl.concat([among.select("id", candidate="second", delta="second_won"),
-                             among.select("id", candidate="first", delta=-pl.col("second_won"))])
-                  .group_by("id", "candidate").agg(score=pl.col("delta").sum()))
-        tied = (scores.filter(pl.col("score") == pl.col("score").max().over("id")).sort("id", "candidate")
-                .group_by("id", maintain_order=True).agg(tied=pl.col("candidate")))
-        pick = pl.col("tied").list.get(pl.col("coin") % pl.col("tied").list.len())
-        found.append(tied.join(coins, on="id").select("id", size=pl.lit(size, pl.Int64), winner=pick))
-    return pl.concat(found)
-
-
 def best_of_n_statistics(folder: Path) -> dict:
     """Accuracy of the pick, the first sample, the majority vote and any candidate, and accuracy
     against N (1, 2, 4, ... up to N, and N itself) replayed from the recorded matches."""
-    from critic_data.rl.best_of_n import normalize_answer
-
-    picks, bad = _records(folder / "picks.jsonl", _is_pick)
+    picks, bad = _records(folder / "picks.jsonl", Pick.from_json)
     if not picks:
         raise UserError(f"{folder / 'picks.jsonl'} holds no pick; was the run stopped before the first question?")
     run = _run_options(folder)
-    n = len(picks[0]["final_answers"])  # one per candidate: the N played, whatever run.json says
+    n = len(picks[0].candidates)  # the N played, whatever run.json says
     strategy, seed = run.get("strategy", "knockout"), run.get("seed", 0)
-    frame = pl.DataFrame({
-        "id": [p["id"] for p in picks],
-        "gold": [normalize_answer(str(p["answer"])) if "answer" in p else None for p in picks],
-        "final_answers": [p["final_answers"] for p in picks],
-        "winner_index": [p["winner_index"] for p in picks],
-        **{name: [p.get(f"{key}_correct") for p in picks] for name, key in
-           (("best_of_n", "pick"), ("first_sample", "first"), ("majority_vote", "majority"), ("any_candidate", "any"))},
-    }, schema_overrides={"gold": pl.String})
-    answered = frame.filter(pl.col("gold").is_not_null())
+    summary = metrics.pick_summary(picks)
     report = {"kind": "best-of-n", "folder": str(folder), "n": n, "strategy": strategy, "questions": len(picks),
-              "answered": answered.height, "lines_left_out": bad,
-              "unparsed_judgements": sum(p.get("unparsed", 0) for p in picks),
-              "too_long_matches": sum(p.get("too_long", 0) for p in picks),
-              "accuracy": None, "curve": None, "curve_note": None}
-    if not answered.height:
+              "answered": summary["answered"], "lines_left_out": bad,
+              "unparsed_judgements": summary["unparsed_judgements"], "too_long_matches": summary["too_long_matches"],
+              "accuracy": summary.get("accuracy"), "curve": None, "curve_note": None}
+    if not summary["answered"]:
         report["curve_note"] = "no question has a gold answer: accuracy needs `answer` in questions.jsonl"
         return report
-    report["accuracy"] = answered.select(pl.col("best_of_n", "first_sample", "majority_vote", "any_candidate")
-                                         .cast(pl.Float64).mean()).to_dicts()[0]
-    report["accuracy_ci95"] = {name: wilson_interval(value, answered.height) for name, value in report["accuracy"].items()}
-    report["ci_method"] = "wilson"
-    sizes = [2 ** k for k in range(n.bit_length()) if 2 ** k <= n] + ([] if n & (n - 1) == 0 else [n])
-    with_answer = [p for p in picks if "answer" in p]
-    if strategy == "knockout":  # a bracket is replayed round by round: one question at a time
-        rows = [(p["id"], size, winner) for p in with_answer
-                for size, winner in (knockout_winners(n, p["matches"]) or {}).items()]
-        winners = pl.DataFrame(rows, schema={"id": pl.String, "size": pl.Int64, "winner": pl.Int64}, orient="row")
-    elif strategy == "round-robin":  # best of 1 is the first sample: no match among one candidate
-        first = answered.select("id", size=pl.lit(1, pl.Int64), winner=pl.lit(0, pl.Int64))
-        winners = pl.concat([first, round_robin_winners(with_answer, [s for s in sizes if s > 1], seed)])
-    else:
+    report |= {"accuracy_ci95": summary["accuracy_ci95"], "ci_method": summary["ci_method"]}
+    if strategy not in ("knockout", "round-robin"):
         report["curve_note"] = f"strategy {strategy!r}: no replay known, so no accuracy against N"
         return report
-    # A replay that does not end at the recorded pick means the log is not this bracket's: left out.
-    replayed = (answered.join(winners.filter(pl.col("size") == n), on="id")
-                .filter(pl.col("winner") == pl.col("winner_index")))
-    curve = (winners.join(replayed.select("id", "gold", "final_answers"), on="id")
-             .with_columns(correct=pl.col("final_answers").list.get(pl.col("winner")) == pl.col("gold"))
-             .group_by("size").agg(questions=pl.len(), accuracy=pl.col("correct").mean()).sort("size"))
-    report["curve"] = [{**point, "accuracy_ci95": wilson_interval(point["accuracy"], point["questions"])}
-                       for point in curve.rename({"size": "n"}).to_dicts()]
-    if replayed.height < answered.height:
-        report["curve_note"] = (f"{answered.height - replayed.height} question(s) whose matches do not replay to the "
-                                "recorded pick are left out of the curve")
+    report["curve"], left_out = metrics.accuracy_against_n(picks, strategy, seed)
+    if left_out:
+        report["curve_note"] = (f"{left_out} question(s) whose matches do not replay to the recorded pick are left "
+                                "out of the curve")
     return report
 
 

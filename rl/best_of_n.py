@@ -25,7 +25,8 @@ Rules stated once:
   `normalize_answer`. Majority vote takes the most frequent final answer, the earliest on a tie.
   With gold answers, accuracy compares normalised strings exactly, for the pick, the first
   sample, the majority vote, and any candidate (the ceiling any selector can reach); each with
-  its Wilson 95% interval (`accuracy_ci95`).
+  its Wilson 95% interval (`accuracy_ci95`). A question's record is a `rl/records.py` `Pick`; the
+  bracket, the round-robin scores and every figure of the summary are defined in `rl/metrics.py`.
 N samples are asked for in one request with `n`; a server that ignores `n` gets the rest as
 single requests with their own derived seeds. Each question's pick is appended to
 `OUT/picks.jsonl` as it completes; `--resume` skips questions already there, and refuses a
@@ -47,19 +48,30 @@ import io
 import json
 import math
 import re
-import stat
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from critic_data import UserError
 from critic_data import files as image_files
 from critic_data.files import json_lines
-from critic_data.rl.client import (IMAGE_PATCH, ChatClient, RequestFailed, RunSpec, data_url, derive_seed, is_text,
-                                   percent, run_jobs, wilson_interval, write_summary)
+from critic_data.rl import metrics
+from critic_data.rl.client import (
+    IMAGE_PATCH,
+    ChatClient,
+    RequestFailed,
+    RunSpec,
+    data_url,
+    derive_seed,
+    is_text,
+    percent,
+    run_jobs,
+    write_summary,
+)
 from critic_data.rl.options import BestOfNOptions, requests_per_question
-from critic_data.rl.rewards import last_boxed, parse_verdict
+from critic_data.rl.records import Match, Pick, normalize_answer
+from critic_data.rl.rewards import boxed_verdict, last_boxed
 from critic_data.schemas.prompts import DEFAULT_TEMPLATE, render_critic_prompt, strip_control_tokens, with_instruction
 
 # A chat template's own tokens around a prompt: role markers, the default system turn, the image's
@@ -128,15 +140,11 @@ def read_questions(path: Path) -> list[Question]:
 def _check_image_file(image: Path, what: str) -> None:
     """A UserError unless `image` is a regular file within the image size cap (any folder: the file is the user's)."""
     try:
-        info = image.stat()
+        image_files.image_file_status(image, what)
     except (OSError, ValueError):  # missing, a link loop, a NUL byte
         raise UserError(f"{what} not found (looked for {image}); paths are relative to the file") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise UserError(f"{what} is not a regular file (a FIFO or a device would block or never end); "
-                        "point it at an image file")
-    if info.st_size > image_files.MAX_IMAGE_BYTES:
-        raise UserError(f"{what} is over the image size cap of {image_files.MAX_IMAGE_BYTES} bytes "
-                        f"({info.st_size} bytes); use a smaller image")
+    except image_files.ImageFileError as error:  # a FIFO or a device would block or never end
+        raise UserError(f"{error.detail}; point it at an image file, under the cap") from None
 
 
 def without_thinking(candidate: str) -> str:
@@ -155,13 +163,6 @@ def prompt_token_bound(text: str, size: tuple[int, int]) -> int:
     return len(text.encode("utf-8")) + image_tokens + TEMPLATE_TOKENS
 
 
-def normalize_answer(text: str) -> str:
-    """Final answers compare equal when equal after: lower-casing, dropping `$`, collapsing
-    whitespace, and trimming surrounding spaces and one trailing period."""
-    text = re.sub(r"\s+", " ", text.replace("$", "").strip().lower())
-    return text[:-1].rstrip() if text.endswith(".") else text
-
-
 def final_answer(candidate: str) -> str:
     """The normalised final answer of a candidate: its last \\boxed{} content, or else its whole text."""
     boxed = last_boxed(candidate)
@@ -171,14 +172,6 @@ def final_answer(candidate: str) -> str:
 def majority_vote(answers: list[str]) -> str:
     """The most frequent answer; on a tie, the one that appeared first."""
     return Counter(answers).most_common(1)[0][0]  # most_common keeps first-seen order among equals
-
-
-@dataclass
-class Match:
-    shown: tuple[int, int]  # candidate indices as Response 1 and Response 2
-    verdict: str | None  # as parsed: "1", "2", "tie" or None
-    winner: int
-    by: str  # "judge"; "coin" when the verdict was unusable; "too-long" when the prompt did not fit (a coin too)
 
 
 Judge = Callable[[int, int, str], Awaitable[Match]]  # (first shown, second shown, match key) -> Match
@@ -198,36 +191,23 @@ async def knockout(n: int, judge: Judge, seed: int, qid: str) -> tuple[int, list
     """Single elimination: the winner index and the N-1 matches played, round by round."""
     alive, matches, round_ = list(range(n)), [], 0
     while len(alive) > 1:
-        pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
+        pairs = metrics.knockout_pairs(alive)
         # The presented order of each match is a coin fixed by (seed, question, round, pair).
         shown = [(a, b) if derive_seed(seed, qid, "order", round_, a, b) % 2 == 0 else (b, a) for a, b in pairs]
         played = await _together(judge(first, second, f"r{round_}:{a}-{b}")
                                  for (first, second), (a, b) in zip(shown, pairs))
         matches.extend(played)
-        alive = [m.winner for m in played] + ([alive[-1]] if len(alive) % 2 else [])
+        alive = metrics.next_round(alive, [m.winner for m in played])
         round_ += 1
     return alive[0], matches
-
-
-def round_robin_scores(n: int, matches: list[Match]) -> list[int]:
-    """r_i = sum_k a_ki - sum_l a_il, with a_kl = 1 when the match showing k first was won by l."""
-    scores = [0] * n
-    for match in matches:
-        first, second = match.shown
-        if match.winner == second:
-            scores[second] += 1  # a_(first, second) = 1 counts for the one shown second ...
-            scores[first] -= 1  # ... and against the one shown first
-    return scores
 
 
 async def round_robin(n: int, judge: Judge, seed: int, qid: str) -> tuple[int, list[Match], list[int]]:
     """Every ordered pair judged once: the winner index, the N(N-1) matches, and the scores r_i."""
     ordered = [(k, l) for k in range(n) for l in range(n) if k != l]
     matches = await _together(judge(k, l, f"{k}>{l}") for k, l in ordered)
-    scores = round_robin_scores(n, matches)
-    best = max(scores)
-    tied = [i for i, s in enumerate(scores) if s == best]
-    return tied[derive_seed(seed, qid, "tie") % len(tied)], matches, scores
+    scores = metrics.round_robin_scores(n, matches)
+    return metrics.round_robin_winner(scores, seed, qid), matches, scores
 
 
 async def _sample(client: ChatClient, images: list[str], prompt: str, options: BestOfNOptions, qid: str) -> list[str]:
@@ -240,20 +220,11 @@ async def _sample(client: ChatClient, images: list[str], prompt: str, options: B
     return (first + [text for texts in rest for text in texts])[: options.n]
 
 
-async def _solve(client: ChatClient, question: Question, options: BestOfNOptions) -> dict:
-    from PIL import Image
-
-    try:
-        image = image_files.read_image_file(question.image)  # a regular file, within the size cap
-    except image_files.ImageFileError as error:
-        raise RequestFailed(f"cannot read {question.image} ({error.detail})") from None
-    images = [data_url(image)]  # once per question: every sample and judgement sends the same URL
-    with Image.open(io.BytesIO(image)) as opened:  # data_url decoded it: the header reads
-        size = opened.size
-    candidates = await _sample(client, images, with_instruction(strip_control_tokens(question.question)),
-                               options, question.id)
-    shown = candidates if options.judge_sees_thinking else [without_thinking(c) for c in candidates]
-
+def _judge(client: ChatClient, question: Question, images: list[str], size: tuple[int, int], shown: list[str],
+           options: BestOfNOptions) -> Judge:
+    """The judge of one question's matches, showing the candidates as `shown`, with its image
+    (`images`, of `size`); a verdict that names no position, or a prompt that does not fit
+    --max-model-len, is decided by the match's seeded coin."""
     async def judge(first: int, second: int, key: str) -> Match:
         text = render_critic_prompt(DEFAULT_TEMPLATE, question.question, shown[first], shown[second])
         coin = (first, second)[derive_seed(options.seed, question.id, "coin", key) % 2]
@@ -266,68 +237,35 @@ async def _solve(client: ChatClient, question: Question, options: BestOfNOptions
             if error.status == 400 and _CONTEXT_REFUSAL.search(str(error)):
                 return Match((first, second), None, coin, "too-long")
             raise
-        verdict = parse_verdict(completion)
+        verdict = boxed_verdict(completion)
         if verdict in ("1", "2"):
             return Match((first, second), verdict, (first, second)[int(verdict) - 1], "judge")
         return Match((first, second), verdict, coin, "coin")
 
+    return judge
+
+
+async def _solve(client: ChatClient, question: Question, options: BestOfNOptions) -> Pick:
+    from PIL import Image
+
+    try:
+        image = image_files.read_image_file(question.image)  # a regular file, within the size cap
+    except image_files.ImageFileError as error:
+        raise RequestFailed(f"cannot read {question.image} ({error.detail})") from None
+    images = [data_url(image)]  # once per question: every sample and judgement sends the same URL
+    with Image.open(io.BytesIO(image)) as opened:  # data_url decoded it: the header reads
+        size = opened.size
+    candidates = await _sample(client, images, with_instruction(strip_control_tokens(question.question)),
+                               options, question.id)
+    shown = candidates if options.judge_sees_thinking else [without_thinking(c) for c in candidates]
+    judge = _judge(client, question, images, size, shown, options)
     scores = None
     if options.strategy == "knockout":
         winner, matches = await knockout(options.n, judge, options.seed, question.id)
     else:
         winner, matches, scores = await round_robin(options.n, judge, options.seed, question.id)
     answers = [final_answer(c) for c in candidates]
-    pick = {
-        "id": question.id,
-        "candidates": candidates,
-        "winner_index": winner,
-        "winner": candidates[winner],
-        "matches": [asdict(m) for m in matches],
-        "matches_played": len(matches),
-        "unparsed": sum(m.by == "coin" for m in matches),
-        "too_long": sum(m.by == "too-long" for m in matches),
-        "final_answers": answers,
-        "majority": majority_vote(answers),
-    }
-    if scores is not None:
-        pick["scores"] = scores
-    if question.answer is not None:
-        gold = normalize_answer(question.answer)
-        pick.update(answer=question.answer, pick_correct=answers[winner] == gold, first_correct=answers[0] == gold,
-                    majority_correct=pick["majority"] == gold, any_correct=gold in answers)
-    return pick
-
-
-def summarize(picks: list[dict]) -> dict:
-    """Counts and, over questions with a gold answer, accuracy of the pick, the first sample,
-    the majority vote and of any candidate, with their Wilson 95% intervals."""
-    played = sum(p["matches_played"] for p in picks)
-    unparsed = sum(p["unparsed"] for p in picks)
-    answered = [p for p in picks if "answer" in p]
-    summary = {
-        "questions": len(picks),
-        "matches": played,
-        "unparsed_judgements": unparsed,
-        "unparsed_rate": unparsed / played if played else None,
-        "too_long_matches": sum(p.get("too_long", 0) for p in picks),
-        "answered": len(answered),
-    }
-    if answered:
-        summary["accuracy"] = {name: sum(p[f"{key}_correct"] for p in answered) / len(answered)
-                               for name, key in (("best_of_n", "pick"), ("first_sample", "first"),
-                                                 ("majority_vote", "majority"), ("any_candidate", "any"))}
-        summary["accuracy_ci95"] = {name: wilson_interval(value, len(answered))
-                                    for name, value in summary["accuracy"].items()}
-        summary["ci_method"] = "wilson"
-    return summary
-
-
-def _is_pick(record: dict) -> bool:
-    """A line of picks.jsonl that this version can summarise (a resume sets any other line aside)."""
-    return (isinstance(record.get("id"), str)
-            and all(isinstance(record.get(k), int) for k in ("matches_played", "unparsed"))
-            and ("answer" not in record
-                 or all(isinstance(record.get(f"{k}_correct"), bool) for k in ("pick", "first", "majority", "any"))))
+    return Pick(question.id, candidates, winner, matches, answers, majority_vote(answers), scores, question.answer)
 
 
 def run_best_of_n(options: BestOfNOptions, progress=None) -> dict:
@@ -350,16 +288,16 @@ async def _run(options: BestOfNOptions, progress) -> dict:
     # A question fans out into N samples and up to N(N-1) judgements, all under the client's
     # request bound; a few questions in flight keep the server busy between rounds. The progress
     # bar counts requests, planned as a server that honours `n` takes them (vllm serve).
-    spec = RunSpec(name=f"best-of-{options.n}", unit="question", log_name="picks.jsonl", valid=_is_pick,
-                   key=lambda pick: pick["id"], jobs=lambda done: (q for q in questions if q.id not in done),
+    spec = RunSpec(name=f"best-of-{options.n}", unit="question", log_name="picks.jsonl", read=Pick.from_json,
+                   key=lambda pick: pick.id, jobs=lambda done: (q for q in questions if q.id not in done),
                    total=len(questions), work=lambda client, question: _solve(client, question, options),
                    record=lambda question, pick: pick, job_id=lambda question: question.id,
-                   accuracy=lambda picks: summarize(picks).get("accuracy", {}).get("best_of_n"),
+                   accuracy=lambda picks: metrics.pick_summary(picks).get("accuracy", {}).get("best_of_n"),
                    window=max(1, math.ceil(options.concurrency / options.n)) + 1, announce=announce,
                    requests_per_job=1 + judgements)
     finished = await run_jobs(options, spec, progress)
     return write_summary(options, finished, {"model": options.model, "n": options.n, "strategy": options.strategy,
-                                             **summarize(finished.records)})
+                                             **metrics.pick_summary(finished.records)})
 
 
 def summary_table(summary: dict):

@@ -20,7 +20,8 @@ This module owns
   identity beside it (`run.json`) so that a resume cannot mix two runs.
 - `derive_seed`: every random choice (answer order, a coin for an unreadable verdict, the
   server-side sampling seed) is a function of (seed, stable key), never of completion order.
-- `wilson_interval`: the 95% interval every accuracy of a run is reported with (`percent` prints both).
+- `percent`: a proportion and its 95% interval (`rl/metrics.py` computes both) as a user reads them.
+- `smart_resize`: the size Qwen2-VL's processors resize an image to; `train` fits images with it too.
 
 The API key comes from `OPENAI_API_KEY` (any placeholder works for a server started without
 one, as `vllm serve` is by default) and is never printed or written.
@@ -85,24 +86,6 @@ def derive_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest, "big") >> 33
 
 
-# The normal quantile of 0.975 (scipy.stats.norm.ppf(0.975)): a two-sided 95% interval.
-Z_95 = 1.959963984540054
-
-
-def wilson_interval(proportion: float, n: int) -> list[float] | None:
-    """The Wilson score 95% interval [low, high] of a proportion observed over `n` trials (None
-    when n is 0). Unlike proportion ± 1.96·SE it stays inside [0, 1] and does not collapse to a
-    point at 0% or 100%, which small benchmark categories reach. A proportion of fractional
-    successes (half credit for an unparsed verdict) is taken as it is."""
-    if n <= 0:
-        return None
-    z2 = Z_95 * Z_95
-    centre = (proportion + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z_95 / (1 + z2 / n) * math.sqrt(proportion * (1 - proportion) / n + z2 / (4 * n * n))
-    # at 0% and 100% one bound is the proportion itself, which rounding would move off by 1e-17
-    return [max(0.0, min(proportion, centre - half)), min(1.0, max(proportion, centre + half))]
-
-
 def percent(value: float | None, interval: list[float] | None = None) -> str:
     """A proportion as a percentage, then its interval when given: "62.5 (30.6-86.3)"; "-" for none."""
     if value is None:
@@ -110,20 +93,24 @@ def percent(value: float | None, interval: list[float] | None = None) -> str:
     return f"{100 * value:.1f}" + (f" ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})" if interval else "")
 
 
-def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int,
+                 factor: int = IMAGE_PATCH) -> tuple[int, int]:
     """(height, width) as Qwen2-VL's processors resize an image for pixel bounds: each side a
-    multiple of 28 nearest the original, then scaled as a whole into [min_pixels, max_pixels]
-    (transformers' `Qwen2VLImageProcessor`, qwen_vl_utils' `fetch_image`; both refuse an aspect
-    ratio over 200, and so does `data_url` before calling this)."""
-    h, w = round(height / IMAGE_PATCH) * IMAGE_PATCH, round(width / IMAGE_PATCH) * IMAGE_PATCH
+    multiple of `factor` nearest the original, then scaled as a whole into [min_pixels, max_pixels]
+    (transformers' `Qwen2VLImageProcessor`, qwen_vl_utils' `fetch_image`). Written here because
+    eval and best-of-n run without transformers; tested equal to transformers' own. An aspect
+    ratio over 200 is a ValueError, as there."""
+    if max(height, width) > 200 * min(height, width):
+        raise ValueError(f"an aspect ratio over 200 ({width}x{height} pixels)")
+    h, w = round(height / factor) * factor, round(width / factor) * factor
     if h * w > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
-        h = max(IMAGE_PATCH, math.floor(height / beta / IMAGE_PATCH) * IMAGE_PATCH)
-        w = max(IMAGE_PATCH, math.floor(width / beta / IMAGE_PATCH) * IMAGE_PATCH)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
     elif h * w < min_pixels:
         beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / IMAGE_PATCH) * IMAGE_PATCH
-        w = math.ceil(width * beta / IMAGE_PATCH) * IMAGE_PATCH
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
     return h, w
 
 
@@ -144,10 +131,11 @@ def data_url(image: bytes, pixels: tuple[int, int] | None = None) -> str:
             with Image.open(io.BytesIO(image)) as opened:
                 opened.load()
                 kind = opened.format
-                if pixels and max(opened.size) > 200 * min(opened.size):
+                try:
+                    size = smart_resize(opened.height, opened.width, *pixels) if pixels else None
+                except ValueError:
                     raise RequestFailed(f"the image is {opened.width}x{opened.height} pixels, an aspect ratio over "
-                                        "200, which Qwen2-VL's processors refuse")
-                size = smart_resize(opened.height, opened.width, *pixels) if pixels else None
+                                        "200, which Qwen2-VL's processors refuse") from None
                 if size and size != (opened.height, opened.width):
                     buffer = io.BytesIO()
                     opened.convert("RGB").resize(size[::-1], Image.Resampling.BICUBIC).save(buffer, format="PNG")
@@ -274,8 +262,13 @@ class ChatClient:
     async def _call(self, make: Callable[[], Awaitable], attempts: int):
         """`make()`'s raw response, retried on transient failures, all within `self.timeout` seconds."""
         from openai import APIConnectionError, APIError, APIStatusError, APITimeoutError
-        from tenacity import (AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay,
-                              wait_exponential_jitter)
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception,
+            stop_after_attempt,
+            stop_before_delay,
+            wait_exponential_jitter,
+        )
 
         def transient(error: BaseException) -> bool:
             # 408 and 429 say "not now"; any other 4xx refuses the request itself, and asked again
@@ -313,8 +306,7 @@ class ChatClient:
     def _failure(self, error: Exception) -> Exception:
         """What a request's last failure means to the user: a UserError (the run cannot go on), or a
         RequestFailed (this item failed)."""
-        from openai import (APIConnectionError, APIStatusError, AuthenticationError, NotFoundError,
-                            PermissionDeniedError)
+        from openai import APIConnectionError, APIStatusError, AuthenticationError, NotFoundError, PermissionDeniedError
 
         if isinstance(error, APIConnectionError):
             reason = " ".join(str(error.__cause__ or error).split()) or type(error).__name__
@@ -514,14 +506,14 @@ class RunSpec:
     name: str  # shown on the progress line
     unit: str  # what a job is, for messages: "request", "question"
     log_name: str  # the JSON-lines file in --out: results.jsonl, picks.jsonl
-    valid: Callable[[dict], bool]  # whether a line of that file is a record (kept on --resume)
+    read: Callable[[dict], object | None]  # the record a line of that file holds (rl/records.py), None if none
     key: Callable[[dict], object]  # the job a finished record stands for
     jobs: Callable[[set], Iterable]  # the jobs still to do, given the keys already done
     total: int  # jobs in all; the progress bar counts requests: total x requests_per_job
     work: Callable[[ChatClient, object], Awaitable]  # one job -> its result
-    record: Callable[[object, object], dict]  # (job, result) -> the record written
+    record: Callable[[object, object], object]  # (job, result) -> the record, written as its `to_json()`
     job_id: Callable[[object], str]  # a job's id, to name it in a failure
-    accuracy: Callable[[list[dict]], float | None]  # shown on the progress line
+    accuracy: Callable[[list], float | None]  # of the records so far, shown on the progress line
     window: int  # jobs in flight at once
     announce: Callable[[set], str] | None = None  # a line said before the first request
     requests_per_job: int = 1  # the requests a job is planned to make (the bar's total is corrected as jobs end)
@@ -562,10 +554,33 @@ class _CountedRequests:
 
 @dataclass
 class Finished:
-    records: list[dict]
+    records: list  # the records of the log, resumed ones first
     failures: list[str]
     set_aside: dict | None
     seconds: float
+
+
+async def _work(spec: RunSpec, client: ChatClient, job, progress, task):
+    """`spec.work` on one job; under a progress bar, each request it makes moves the bar."""
+    if progress is None:
+        return await spec.work(client, job)
+    counted = _CountedRequests(client, progress, task, spec.requests_per_job)
+    try:
+        return await spec.work(counted, job)
+    finally:
+        counted.settle()
+
+
+def _open_log(options, spec: RunSpec) -> ResultLog:
+    """The run's log in --out, read back on --resume. An --out that cannot hold the run's files is
+    refused now, before any request is paid for."""
+    out = options.out
+    refuse_a_path_that_cannot_be_a_folder("--out", out)
+    for name in (spec.log_name, "run.json", "summary.json"):
+        if os.path.lexists(out / name) and not (out / name).is_file():
+            raise UserError(f"--out {out}: its {name} is not a file; move that away, or choose another --out")
+    return ResultLog(out / spec.log_name, resume=options.resume, identity=options.identity(),
+                     valid=lambda line: spec.read(line) is not None)
 
 
 async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
@@ -576,23 +591,18 @@ async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
     job failed the run ends in one line. The log is closed however the run ends, so what finished stays.
     """
     started = time.monotonic()
-    # An --out that cannot hold the run's files is refused now, before any request is paid for.
-    out = options.out
-    refuse_a_path_that_cannot_be_a_folder("--out", out)
-    for name in (spec.log_name, "run.json", "summary.json"):
-        if os.path.lexists(out / name) and not (out / name).is_file():
-            raise UserError(f"--out {out}: its {name} is not a file; move that away, or choose another --out")
-    log = ResultLog(out / spec.log_name, resume=options.resume, identity=options.identity(), valid=spec.valid)
+    log = _open_log(options, spec)
     if log.set_aside and progress is not None:
         progress.console.print(f"note: {log.note()}", highlight=False, soft_wrap=True)
-    done = {spec.key(record) for record in log.records}
+    records = [spec.read(line) for line in log.records]
+    done = {spec.key(record) for record in records}
     failures: list[str] = []
     task = progress.add_task(spec.name, total=spec.total * spec.requests_per_job,
                              completed=len(done) * spec.requests_per_job) if progress else None
 
     def describe() -> None:
         if progress is not None:
-            accuracy = spec.accuracy(log.records)
+            accuracy = spec.accuracy(records)
             shown = "-" if accuracy is None else f"{accuracy:.3f}"
             progress.update(task, description=f"{spec.name}  acc {shown}  failed {len(failures)}")
 
@@ -600,17 +610,10 @@ async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
         if failure is not None:
             failures.append(f"{spec.job_id(job)}: {failure}")
         else:
-            log.append(spec.record(job, result))
+            record = spec.record(job, result)
+            log.append(record.to_json())
+            records.append(record)
         describe()
-
-    async def work(client: ChatClient, job):
-        if progress is None:
-            return await spec.work(client, job)
-        counted = _CountedRequests(client, progress, task, spec.requests_per_job)
-        try:
-            return await spec.work(counted, job)
-        finally:
-            counted.settle()
 
     try:
         async with ChatClient(options.base_url, options.model, options.concurrency, options.max_tokens,
@@ -619,12 +622,13 @@ async def run_jobs(options, spec: RunSpec, progress=None) -> Finished:
             if spec.announce is not None and progress is not None:  # said before the first request that costs
                 progress.console.print(spec.announce(done), highlight=False, soft_wrap=True)
             describe()
-            await run_bounded(spec.jobs(done), lambda job: work(client, job), window=spec.window, on_done=on_done)
+            await run_bounded(spec.jobs(done), lambda job: _work(spec, client, job, progress, task), window=spec.window,
+                              on_done=on_done)
     finally:
         log.close()  # and the folder's lock: a caller in the same process may run again
-    if failures and not log.records:
+    if failures and not records:
         raise UserError(f"every {spec.unit} failed ({len(failures)}); first: {failures[0]}")
-    return Finished(log.records, failures, log.set_aside, round(time.monotonic() - started, 1))
+    return Finished(records, failures, log.set_aside, round(time.monotonic() - started, 1))
 
 
 def write_summary(options, finished: Finished, fields: dict) -> dict:

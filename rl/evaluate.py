@@ -15,7 +15,7 @@ Two protocols (`--protocol`):
   instruction (`render_critic_prompt`, the template the critic was trained on: a built row's own
   `template`; on the two benchmarks the `--prompt-style` the critic's training set was built with,
   `pairwise-v2` for critic-data, `llava-critic-v1` for llava-critic), sent with its image(s) as
-  they are stored, and the verdict is read with `parse_verdict`, the rule `preference_reward`
+  they are stored, and the verdict is read with `boxed_verdict`, the rule `preference_reward`
   uses. MM-RLHF video rows are skipped: the template shows one image.
 - `paper`: the official critic-eval scripts of LLaVA-Critic-R1 (`PAPER_PROMPT` and the constants
   beside it, each with its source line): their system turn and prompt, the think/boxed
@@ -26,8 +26,8 @@ Scoring: an unparsed verdict counts as wrong in `accuracy` (and in every figure 
 and as half a right answer in `accuracy_unparsed_half`: the expected score of lmms-eval's
 VL-RewardBench scorer, which answers an unreadable judgement with a coin (`parse_pred_ans`; on a
 "tie" label a coin over 1/2 is never right, so there it scores 0). Every accuracy carries its
-Wilson 95% interval (`<name>_ci95`, `wilson_interval`); the macro accuracy's combines the
-categories' Wilson intervals by MOVER (`macro_accuracy`).
+Wilson 95% interval (`<name>_ci95`); the macro accuracy's combines the categories' Wilson
+intervals by MOVER (each metric is defined in `rl/metrics.py`; a judgement is a `rl/records.py` `Judgement`).
 Each item's image paths must stay inside the snapshot folder and name regular files under the
 image size cap (`_snapshot_image`); any other row is skipped and counted.
 The presented order is a coin fixed by (seed, item id); with
@@ -50,8 +50,6 @@ import asyncio
 import glob
 import io
 import itertools
-import json
-import math
 import os
 import re
 from collections import Counter, defaultdict
@@ -62,13 +60,20 @@ from pathlib import Path, PurePosixPath
 from critic_data import UserError
 from critic_data.files import ImageFileError, json_lines, read_image_file
 from critic_data.hub_client import check_hub_dataset, is_repo_id
-from critic_data.rl.client import (ChatClient, RunSpec, data_url, derive_seed, is_text, percent, run_jobs,
-                                   wilson_interval, write_summary)
-from critic_data.rl.options import PAPER_MAX_TOKENS, EvalOptions
-from critic_data.rl.rewards import last_boxed, normalize_completion, parse_verdict
+from critic_data.rl import metrics
+from critic_data.rl.client import ChatClient, RunSpec, data_url, derive_seed, is_text, percent, run_jobs, write_summary
+from critic_data.rl.options import EvalOptions
+from critic_data.rl.records import Judgement
+from critic_data.rl.rewards import boxed_verdict, last_boxed, normalize_completion
 from critic_data.schemas import RejectReason
-from critic_data.schemas.prompts import (DEFAULT_TEMPLATE, FORMAT_INSTRUCTION, PROMPT_STYLES, TEMPLATES,
-                                         render_critic_prompt, strip_control_tokens)
+from critic_data.schemas.prompts import (
+    DEFAULT_TEMPLATE,
+    FORMAT_INSTRUCTION,
+    PROMPT_STYLES,
+    TEMPLATES,
+    render_critic_prompt,
+    strip_control_tokens,
+)
 
 MMRLHF_FILE = "mm_reward_bench.jsonl"
 
@@ -157,7 +162,7 @@ def paper_verdict(text: str) -> str | None:
     when it names 1 or 2 by the reward's rule or says "Answer 1" / "Answer 2"; else the last
     "Answer X is (the) (slightly) better".
     """
-    verdict = parse_verdict(text)
+    verdict = boxed_verdict(text)
     if verdict in ("1", "2"):
         return verdict
     box = last_boxed(normalize_completion(text))
@@ -288,7 +293,7 @@ def _built_items(source: str, split: str, skipped: Counter) -> tuple[int, Iterat
                                 "eval reads datasets built with --format trl, the default")
             texts = [row.get(name) for name in ("question", "response_1", "response_2")]
             if not (is_text(row.get("id")) and all(map(is_text, texts)) and isinstance(row.get("images"), list)
-                    and row.get("answer") in ANSWERS):
+                    and row.get("answer") in ANSWERS and (row.get("source") is None or is_text(row["source"]))):
                 skipped["row_malformed"] += 1
                 continue
             template = row.get("template") or DEFAULT_TEMPLATE
@@ -464,123 +469,79 @@ def presentations(item: Item, seed: int, both_orders: bool) -> list[tuple[int, i
     return [(1, 2) if derive_seed(seed, "order", item.id) % 2 == 0 else (2, 1)]
 
 
-def expected_verdict(label: str, presented: tuple[int, int]) -> str:
-    """The label in presented terms: the position that holds the better response."""
-    if label not in ("1", "2"):
-        return label  # "tie" reads the same in either order
-    return str(presented.index(int(label)) + 1)
-
-
-def _picked(record: dict) -> int | str | None:
-    """The source response the verdict names (1 or 2), "tie", or None when unparsed."""
-    verdict = record["verdict"]
-    return record["presented"][int(verdict) - 1] if verdict in ("1", "2") else verdict
-
-
-def _is_result(record: dict, benchmark: str) -> bool:
-    """A line of results.jsonl that this version can score (a resume sets any other line aside)."""
-    return (isinstance(record.get("id"), str) and record.get("presented") in ([1, 2], [2, 1])
-            and isinstance(record.get("correct"), bool) and all(k in record for k in ("label", "expected", "verdict"))
-            and (benchmark != "mm-rlhf" or isinstance(record.get("group"), str)))
-
-
-def _accuracy(records: list[dict]) -> float | None:
-    return sum(r["correct"] for r in records) / len(records) if records else None
-
-
-def half_credit(record: dict) -> float:
-    """A judgement's score when an unparsed verdict gets half credit: 1 right, 0 wrong, and with
-    no verdict the chance that lmms-eval's coin over "1" / "2" names the expected one (1/2; 0 on
-    a "tie" label, which the coin never names)."""
-    if record["verdict"] is None:
-        return 0.5 if record["expected"] in ("1", "2") else 0.0
-    return float(record["correct"])
-
-
-def _accuracies(records: list[dict]) -> dict:
-    """`accuracy` (unparsed verdicts wrong) and `accuracy_unparsed_half`, each with its Wilson interval."""
-    if not records:
-        return dict.fromkeys(("accuracy", "accuracy_ci95", "accuracy_unparsed_half", "accuracy_unparsed_half_ci95"))
-    right, half = _accuracy(records), sum(map(half_credit, records)) / len(records)
-    return {"accuracy": right, "accuracy_ci95": wilson_interval(right, len(records)),
-            "accuracy_unparsed_half": half, "accuracy_unparsed_half_ci95": wilson_interval(half, len(records))}
-
-
-def _macro(categories: list[dict], key: str) -> dict:
-    """The mean of the categories' `key` and its 95% interval, combined from theirs by MOVER
-    (Zou & Donner 2008, a sum of independent proportions: the mean -/+ the root of the summed
-    squared distances to each category's Wilson bound, over their number)."""
-    k = len(categories)
-    if not k:
-        return {f"macro_{key}": None, f"macro_{key}_ci95": None}
-    mean = sum(c[key] for c in categories) / k
-    below = math.sqrt(sum((c[key] - c[f"{key}_ci95"][0]) ** 2 for c in categories)) / k
-    above = math.sqrt(sum((c[f"{key}_ci95"][1] - c[key]) ** 2 for c in categories)) / k
-    return {f"macro_{key}": mean, f"macro_{key}_ci95": [max(0.0, mean - below), min(1.0, mean + above)]}
-
-
-def _mmrlhf_categories(records: list[dict], groups: dict[str, list[dict]]) -> dict:
+def _mmrlhf_categories(records: list[Judgement], groups: dict[str, list[Judgement]]) -> dict:
     """Accuracy and Acc+ per keyword, as the official scorer counts them
     (cal_performance_mmreweard_bench.py:29-76): a row counts in its first keyword; an id whose rows
     are all right counts for the first keyword (in the scorer's order) any of its rows holds, over
     the ids any of whose rows holds the keyword. Keywords without rows are left out."""
-    def first(rows: list[dict]) -> str | None:
-        held = {keyword for r in rows for keyword in r.get("keywords", [])}
+    def keywords(record: Judgement) -> list[str]:
+        return record.extra.get("keywords", [])
+
+    def first(rows: list[Judgement]) -> str | None:
+        held = {keyword for r in rows for keyword in keywords(r)}
         return next((keyword for keyword in MMRLHF_CATEGORIES if keyword in held), None)
 
     categories = {}
     for keyword in MMRLHF_CATEGORIES:
-        rows = [r for r in records if r.get("keywords", [])[:1] == [keyword]]
-        ids = [rs for rs in groups.values() if any(keyword in r.get("keywords", []) for r in rs)]
+        rows = [r for r in records if keywords(r)[:1] == [keyword]]
+        ids = [rs for rs in groups.values() if any(keyword in keywords(r) for r in rs)]
         if rows:
-            acc_plus = sum(all(r["correct"] for r in rs) and first(rs) == keyword for rs in ids) / len(ids)
-            categories[keyword] = {"n": len(rows), **_accuracies(rows), "acc_plus": acc_plus,
-                                   "acc_plus_ci95": wilson_interval(acc_plus, len(ids)), "ids": len(ids)}
+            acc_plus = sum(all(r.correct for r in rs) and first(rs) == keyword for rs in ids) / len(ids)
+            categories[keyword] = {"n": len(rows), **metrics.accuracies(rows), "acc_plus": acc_plus,
+                                   "acc_plus_ci95": metrics.wilson_interval(acc_plus, len(ids)), "ids": len(ids)}
     return categories
 
 
-def score(records: list[dict], benchmark: str) -> dict:
+def _grouped(records: list[Judgement], field: str, default: str | None = None) -> dict[str, list[Judgement]]:
+    groups: dict[str, list[Judgement]] = defaultdict(list)
+    for record in records:
+        groups[record.extra.get(field, default)].append(record)
+    return groups
+
+
+def _vlrb_figures(records: list[Judgement]) -> dict:
+    """Accuracy per lmms-eval category, and their macro mean over the three it defines."""
+    groups = _grouped(records, "category", "other")
+    categories = {name: {"n": len(rs), **metrics.accuracies(rs)} for name, rs in sorted(groups.items())}
+    present = [categories[name] for name in VLRB_GROUPS if groups.get(name)]
+    return {"categories": categories, **metrics.macro(present, "accuracy"),
+            **metrics.macro(present, "accuracy_unparsed_half"),
+            "macro_ci_method": "mover over the categories' wilson intervals"}
+
+
+def _mmrlhf_figures(records: list[Judgement], figures: dict) -> dict:
+    """Acc (`accuracy` by the scorer's name) and Acc+ over ids, overall and per keyword."""
+    groups = _grouped(records, "group")
+    acc_plus = sum(all(r.correct for r in rs) for rs in groups.values()) / len(groups) if groups else None
+    return {"acc": figures["accuracy"], "acc_ci95": figures["accuracy_ci95"], "acc_plus": acc_plus,
+            "acc_plus_ci95": metrics.wilson_interval(acc_plus, len(groups)) if groups else None, "ids": len(groups),
+            "categories": _mmrlhf_categories(records, groups)}
+
+
+def score(records: list[Judgement], benchmark: str) -> dict:
     """The metrics of a set of results (one record per judgement), as the papers report them.
 
     Unparsed verdicts count as wrong (`accuracy`, Acc+, both-orders) and as half credit
     (`accuracy_unparsed_half`); `unparsed_rate` says how many there were. Each accuracy `x` has
     its 95% interval in `x_ci95`.
     """
-    by_item: dict[str, list[dict]] = defaultdict(list)
-    for record in records:
-        by_item[record["id"]].append(record)
-    metrics: dict = {
+    figures: dict = {
         "n": len(records),
-        "items": len(by_item),
-        **_accuracies(records),
+        "items": len(metrics.by_item(records)),
+        **metrics.accuracies(records),
         "ci_method": "wilson",
-        "unparsed_rate": sum(r["verdict"] is None for r in records) / len(records) if records else None,
+        "unparsed_rate": metrics.unparsed_rate(records),
     }
-    twice = [pair for pair in by_item.values() if len(pair) == 2]
+    twice = metrics.judged_twice(records)
     if twice:
-        # Consistent: both orders name the same source response (an unparsed verdict never is).
-        metrics["position_consistency"] = sum(
-            _picked(a) is not None and _picked(a) == _picked(b) for a, b in twice) / len(twice)
-        metrics["both_orders_correct"] = sum(a["correct"] and b["correct"] for a, b in twice) / len(twice)
-        metrics["both_orders_correct_ci95"] = wilson_interval(metrics["both_orders_correct"], len(twice))
+        figures["position_consistency"] = metrics.position_consistency(twice)
+        figures["both_orders_correct"] = metrics.both_orders_correct(twice)
+        figures["both_orders_correct_ci95"] = metrics.wilson_interval(figures["both_orders_correct"], len(twice))
     if benchmark == "vl-rewardbench":
-        groups: dict[str, list[dict]] = defaultdict(list)
-        for record in records:
-            groups[record.get("category", "other")].append(record)
-        metrics["categories"] = {name: {"n": len(rs), **_accuracies(rs)} for name, rs in sorted(groups.items())}
-        present = [metrics["categories"][name] for name in VLRB_GROUPS if groups.get(name)]
-        metrics |= _macro(present, "accuracy") | _macro(present, "accuracy_unparsed_half")
-        metrics["macro_ci_method"] = "mover over the categories' wilson intervals"
+        figures |= _vlrb_figures(records)
     if benchmark == "mm-rlhf":
-        groups = defaultdict(list)
-        for record in records:
-            groups[record["group"]].append(record)
-        metrics["acc"], metrics["acc_ci95"] = metrics["accuracy"], metrics["accuracy_ci95"]
-        metrics["acc_plus"] = sum(all(r["correct"] for r in rs) for rs in groups.values()) / len(groups) if groups else None
-        metrics["acc_plus_ci95"] = wilson_interval(metrics["acc_plus"], len(groups)) if groups else None
-        metrics["ids"] = len(groups)
-        metrics["categories"] = _mmrlhf_categories(records, groups)
-    return metrics
+        figures |= _mmrlhf_figures(records, figures)
+    return figures
 
 
 def run_eval(options: EvalOptions, progress=None) -> dict:
@@ -588,10 +549,26 @@ def run_eval(options: EvalOptions, progress=None) -> dict:
     return asyncio.run(_run(options, progress))
 
 
+async def _ask(client: ChatClient, item: Item, presented: tuple[int, int], options: EvalOptions) -> str:
+    """The critic's completion for `item` shown in the `presented` order, in the run's protocol."""
+    first, second = (item.responses[i - 1] for i in presented)
+    paper = options.protocol == "paper"
+    if paper:
+        pixels = FRAME_PIXELS if item.frames else PAPER_PIXELS
+        urls = [data_url(image, pixels) for image in item.images]
+        text = paper_prompt(item.question, first, second, options.thinking)
+    else:
+        urls = [data_url(image) for image in item.images]
+        text = render_critic_prompt(item.template, item.question, first, second)
+    completions = await client.chat(urls, text, temperature=options.temperature, seed=options.seed,
+                                    system=PAPER_SYSTEM if paper else None)
+    return completions[0]
+
+
 async def _run(options: EvalOptions, progress) -> dict:
     skipped: Counter = Counter()
     total, items = load_items(options, skipped)
-    paper = options.protocol == "paper"
+    read_verdict = paper_verdict if options.protocol == "paper" else boxed_verdict
 
     def jobs(done: set):
         for item in items:
@@ -599,31 +576,15 @@ async def _run(options: EvalOptions, progress) -> dict:
                 if (item.id, presented) not in done:
                     yield item, presented
 
-    async def judge(client: ChatClient, job) -> str:
+    def record(job, completion: str) -> Judgement:
         item, presented = job
-        first, second = (item.responses[i - 1] for i in presented)
-        if paper:
-            pixels = FRAME_PIXELS if item.frames else PAPER_PIXELS
-            urls = [data_url(image, pixels) for image in item.images]
-            text = paper_prompt(item.question, first, second, options.thinking)
-        else:
-            urls = [data_url(image) for image in item.images]
-            text = render_critic_prompt(item.template, item.question, first, second)
-        completions = await client.chat(urls, text, temperature=options.temperature, seed=options.seed,
-                                        system=PAPER_SYSTEM if paper else None)
-        return completions[0]
-
-    def record(job, completion: str) -> dict:
-        item, presented = job
-        verdict = paper_verdict(completion) if paper else parse_verdict(completion)
-        expected = expected_verdict(item.label, presented)
-        return {"id": item.id, "label": item.label, "presented": list(presented), "expected": expected,
-                "verdict": verdict, "correct": verdict == expected, **item.extra, "completion": completion}
+        return Judgement(item.id, item.label, presented, read_verdict(completion), item.extra, completion)
 
     spec = RunSpec(name="eval", unit="request", log_name="results.jsonl",
-                   valid=lambda r: _is_result(r, options.benchmark), key=lambda r: (r["id"], tuple(r["presented"])),
-                   jobs=jobs, total=total * (2 if options.both_orders else 1), work=judge, record=record,
-                   job_id=lambda job: job[0].id, accuracy=_accuracy, window=2 * options.concurrency)
+                   read=lambda line: Judgement.from_json(line, options.benchmark), key=lambda r: (r.id, r.presented),
+                   jobs=jobs, total=total * (2 if options.both_orders else 1),
+                   work=lambda client, job: _ask(client, *job, options), record=record,
+                   job_id=lambda job: job[0].id, accuracy=metrics.accuracy, window=2 * options.concurrency)
     finished = await run_jobs(options, spec, progress)
     if not finished.records:  # a summary of nothing, exit 0, would read as a run that worked
         reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.items())

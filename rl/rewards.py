@@ -26,10 +26,10 @@ from collections.abc import Callable
 from mathruler.grader import extract_boxed_content, grade_answer
 
 from critic_data import UserError
+from critic_data.schemas import ANSWERS
 
 _AROUND_TAG_CHARS = re.compile(r"\s*(<|>|/)\s*")
 _FORMAT = re.compile(r"<think>.*</think>.*\\boxed\{.*\}.*", re.DOTALL)
-LABELS = ("1", "2", "tie")
 
 
 def completion_text(completion) -> str:
@@ -67,9 +67,10 @@ def _grade(text: str, label: str) -> bool:
         return False
 
 
-def parse_verdict(text: str) -> str | None:
-    """The label ("1", "2" or "tie") the completion's last box names by the reward's rule, or None."""
-    return next((label for label in LABELS if _grade(text, label)), None)
+def boxed_verdict(text: str) -> str | None:
+    """The label ("1", "2" or "tie") the completion's last \\boxed{} names by the reward's rule, or None:
+    the verdict eval and best-of-n read, so that it names a label exactly when the reward pays for it."""
+    return next((label for label in ANSWERS if _grade(text, label)), None)
 
 
 def format_reward(completions, **_) -> list[float]:

@@ -45,6 +45,7 @@ from critic_data.files import published_path, refuse_a_path_that_cannot_be_a_fol
 from critic_data.hub_client import check_hub_dataset, check_hub_repo, is_repo_id
 from critic_data.rl import RECIPES_DIR, recipes
 from critic_data.cards.model_card import write_model_card
+from critic_data.rl.client import smart_resize
 from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH, PROMPT_LENGTH_UNITS
 from critic_data.rl.rewards import DEFAULT_REWARDS, DEFAULT_WEIGHTS, reward_function
 
@@ -290,12 +291,11 @@ def check_completion_budget(model_args: ModelConfig, max_completion_length: int,
 def fit_image(image, processor):
     """The image resized exactly as the processor would resize it (a no-op for the processor afterwards)."""
     from PIL import Image
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     image_processor = processor.image_processor
     height, width = smart_resize(
-        image.height, image.width, factor=image_processor.patch_size * image_processor.merge_size,
-        min_pixels=image_processor.size["shortest_edge"], max_pixels=image_processor.size["longest_edge"],
+        image.height, image.width, min_pixels=image_processor.size["shortest_edge"],
+        max_pixels=image_processor.size["longest_edge"], factor=image_processor.patch_size * image_processor.merge_size,
     )
     if (width, height) == image.size:
         return image

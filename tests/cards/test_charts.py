@@ -68,8 +68,8 @@ def stats(rows=None, ratios=(0.9, 0.95, 1.0, 1.05, 1.1), tokens=False) -> dict:
 
 def write_eval_run(folder: Path, categories: list[str]) -> Path:
     """results.jsonl and run.json as rl/evaluate.py writes them: per category one right, one wrong."""
-    records = [{"id": f"{category}-{i}", "presented": [1, 2], "expected": "1", "verdict": verdict,
-                "correct": verdict == "1", "category": category}
+    records = [{"id": f"{category}-{i}", "label": "1", "presented": [1, 2], "expected": "1", "verdict": verdict,
+                "correct": verdict == "1", "completion": f"\\boxed{{{verdict}}}", "category": category}
                for category in categories for i, verdict in enumerate(("1", "2"))]
     folder.mkdir(parents=True)
     (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")

@@ -16,7 +16,7 @@ import random
 import subprocess
 import sys
 import zipfile
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,12 @@ from PIL import Image
 from critic_data import UserError
 from critic_data.cards.charts import write_dataset_plots
 from critic_data.cards.statistics import MARGIN_EDGES, dataset_statistics
-from critic_data.inspection import best_of_n_statistics, eval_statistics, inspect, knockout_winners, write_run_plots
-from critic_data.rl.best_of_n import Match, knockout, majority_vote, round_robin, summarize
+from critic_data.inspection import best_of_n_statistics, eval_statistics, inspect, write_run_plots
+from critic_data.rl.best_of_n import final_answer, knockout, majority_vote, round_robin
 from critic_data.rl.client import derive_seed
-from critic_data.rl.evaluate import expected_verdict, score
+from critic_data.rl.evaluate import score
+from critic_data.rl.metrics import knockout_winners, pick_summary
+from critic_data.rl.records import Judgement, Match, Pick
 from tests.snapshots import RLHF_V_FAULTS, _completion, jpeg, write_llava_critic, write_rlhf_v
 
 CLI = [sys.executable, "-m", "critic_data.cli"]
@@ -284,9 +286,13 @@ def test_processor_counts_prompt_tokens_as_the_trainer_does(designed, tiny_qwen_
 # --- eval runs -----------------------------------------------------------------------------------
 
 def _judgement(item: str, label: str, presented: tuple[int, int], verdict: str | None, **extra) -> dict:
-    expected = expected_verdict(label, presented)
-    return {"id": item, "label": label, "presented": list(presented), "expected": expected, "verdict": verdict,
-            "correct": verdict == expected, **extra, "completion": f"... \\boxed{{{verdict}}}"}
+    """A line of results.jsonl as rl/evaluate.py writes it."""
+    return Judgement(item, label, presented, verdict, extra, f"... \\boxed{{{verdict}}}").to_json()
+
+
+def _score(records: list[dict], benchmark: str) -> dict:
+    """The summary.json figures of a run with these results.jsonl lines."""
+    return score([Judgement.from_json(record, benchmark) for record in records], benchmark)
 
 
 def _write_run(folder: Path, name: str, records: list[dict], run: dict) -> Path:
@@ -321,7 +327,7 @@ def test_eval_accuracy_position_bias_and_unparsed_per_category(tmp_path):
         r = rows[category]
         got = (r["judgements"], r["accuracy"], r["unparsed_rate"], r["said_1"], r["said_2"], r["truth_1"], r["truth_2"])
         assert got == pytest.approx(values), category
-    assert rows["all"]["accuracy"] == score(records, "vl-rewardbench")["accuracy"]
+    assert rows["all"]["accuracy"] == _score(records, "vl-rewardbench")["accuracy"]
 
 
 def test_both_orders_position_consistency_per_category(tmp_path):
@@ -337,7 +343,7 @@ def test_both_orders_position_consistency_per_category(tmp_path):
     # a and d name the same response both ways; b follows the position; c is never parsed
     assert rows["vlfeedback"]["position_consistency"] == pytest.approx(1 / 3) and rows["vlfeedback"]["both_orders_items"] == 3
     assert rows["rlhf_v"]["position_consistency"] == 1.0
-    assert rows["all"]["position_consistency"] == score(records, "built")["position_consistency"] == 0.5
+    assert rows["all"]["position_consistency"] == _score(records, "built")["position_consistency"] == 0.5
 
 
 def test_mm_rlhf_rows_count_in_their_first_keyword(tmp_path):
@@ -345,6 +351,20 @@ def test_mm_rlhf_rows_count_in_their_first_keyword(tmp_path):
                _judgement("8#0", "1", (1, 2), "2", group="8", keywords=["safety"])]
     report = eval_statistics(_write_run(tmp_path / "run", "results.jsonl", records, {"benchmark": "mm-rlhf"}))
     assert {r["category"]: r["accuracy"] for r in report["categories"]} == {"mcq": 1.0, "safety": 0.0, "all": 0.5}
+
+
+def test_judgements_without_a_category_are_other_and_the_overall_row_counts_each_once(tmp_path):
+    """MM-RLHF rows whose image path names no keyword have no category: beside categorised rows they
+    are "other", and the row over all counts each judgement once (it once counted them twice, as
+    its own category "all" and in the overall row)."""
+    records = [_judgement("7#0", "1", (1, 2), "1", group="7", keywords=["mcq"]),
+               _judgement("8#0", "1", (1, 2), "2", group="8", keywords=[]),
+               _judgement("9#0", "1", (1, 2), "1", group="9", keywords=[])]
+    report = eval_statistics(_write_run(tmp_path / "run", "results.jsonl", records, {"benchmark": "mm-rlhf"}))
+    rows = {r["category"]: (r["judgements"], r["accuracy"]) for r in report["categories"]}
+    assert rows == {"mcq": (1, 1.0), "other": (2, 0.5), "all": (3, pytest.approx(2 / 3))}
+    alone = eval_statistics(_write_run(tmp_path / "alone", "results.jsonl", records[1:], {"benchmark": "mm-rlhf"}))
+    assert [(r["category"], r["judgements"]) for r in alone["categories"]] == [("all", 2)]
 
 
 def test_eval_plot_is_a_valid_png(tmp_path):
@@ -375,19 +395,18 @@ def write_best_of_n_run(folder: Path, strategy: str, questions=QUESTIONS, seed: 
             winner = first if judge_rule == "first" or quality[first] > quality[second] else second
             return Match((first, second), "1" if winner == first else "2", winner, "judge")
 
+        scores = None
         if strategy == "knockout":
             winner, matches = asyncio.run(knockout(n, judge, seed, qid))
         else:
-            winner, matches, _ = asyncio.run(round_robin(n, judge, seed, qid))
-        majority = majority_vote(answers)
-        picks.append({"id": qid, "candidates": [f"\\boxed{{{a}}}" for a in answers], "winner_index": winner,
-                      "winner": f"\\boxed{{{answers[winner]}}}", "matches": [asdict(m) for m in matches],
-                      "matches_played": len(matches), "unparsed": 0, "too_long": 0, "final_answers": answers,
-                      "majority": majority, "answer": gold, "pick_correct": answers[winner] == gold,
-                      "first_correct": answers[0] == gold, "majority_correct": majority == gold, "any_correct": gold in answers})
+            winner, matches, scores = asyncio.run(round_robin(n, judge, seed, qid))
+        candidates = [f"\\boxed{{{a}}}" for a in answers]
+        finals = [final_answer(c) for c in candidates]
+        picks.append(Pick(qid, candidates, winner, matches, finals, majority_vote(finals), scores, gold))
     n = len(questions[0][1])
-    folder = _write_run(folder, "picks.jsonl", picks, {"n": n, "strategy": strategy, "seed": seed})
-    (folder / "summary.json").write_text(json.dumps({"n": n, "strategy": strategy, **summarize(picks)}))
+    folder = _write_run(folder, "picks.jsonl", [p.to_json() for p in picks],
+                        {"n": n, "strategy": strategy, "seed": seed})
+    (folder / "summary.json").write_text(json.dumps({"n": n, "strategy": strategy, **pick_summary(picks)}))
     return folder
 
 
@@ -412,9 +431,8 @@ def test_knockout_sub_brackets_when_n_is_not_a_power_of_two():
         return Match((first, second), "1" if winner == first else "2", winner, "judge")
 
     winner, matches = asyncio.run(knockout(6, judge, 0, "q"))
-    assert knockout_winners(6, [asdict(m) for m in matches]) == {1: 0, 2: 0, 4: 2, 6: 4} and winner == 4
-    broken = [asdict(m) for m in matches]
-    broken[0]["shown"] = [0, 2]  # not the bracket knockout plays
+    assert knockout_winners(6, matches) == {1: 0, 2: 0, 4: 2, 6: 4} and winner == 4
+    broken = [replace(matches[0], shown=(0, 2)), *matches[1:]]  # not the bracket knockout plays
     assert knockout_winners(6, broken) is None
 
 
@@ -431,7 +449,8 @@ def test_round_robin_ties_are_broken_by_the_runs_seeded_coin(tmp_path):
 def test_a_pick_whose_matches_do_not_replay_is_left_out_and_said(tmp_path):
     folder = write_best_of_n_run(tmp_path / "run", "knockout")
     picks = [json.loads(line) for line in (folder / "picks.jsonl").read_text().splitlines()]
-    picks[2]["matches"][0]["shown"] = [0, 5]
+    # a well-formed match, of another bracket
+    picks[2]["matches"][0] = {"shown": [0, 5], "verdict": "1", "winner": 0, "by": "judge"}
     (folder / "picks.jsonl").write_text("".join(json.dumps(p) + "\n" for p in picks))
     report = best_of_n_statistics(folder)
     assert [(p["n"], p["questions"]) for p in report["curve"]] == [(1, 2), (2, 2), (4, 2), (8, 2)]
@@ -517,7 +536,8 @@ def test_a_hub_id_is_downloaded_then_inspected(designed, tmp_path):
 # --- comparable numbers: unparsed verdicts both ways, every accuracy with its interval ------------
 
 def test_eval_reports_unparsed_as_wrong_and_as_half_with_wilson_intervals(tmp_path):
-    from critic_data.rl.client import percent, wilson_interval
+    from critic_data.rl.client import percent
+    from critic_data.rl.metrics import wilson_interval
 
     records = [
         _judgement("g1", "1", (1, 2), "1", category="general"),  # right
@@ -536,7 +556,7 @@ def test_eval_reports_unparsed_as_wrong_and_as_half_with_wilson_intervals(tmp_pa
         assert (row["accuracy"], row["accuracy_unparsed_half"]) == pytest.approx((accuracy, half)), category
         assert row["accuracy_ci95"] == pytest.approx(wilson_interval(accuracy, row["judgements"]))
         assert row["accuracy_unparsed_half_ci95"] == pytest.approx(wilson_interval(half, row["judgements"]))
-    summary = score(records, "vl-rewardbench")  # inspect and the run's summary say the same
+    summary = _score(records, "vl-rewardbench")  # inspect and the run's summary say the same
     assert rows["all"]["accuracy_unparsed_half"] == pytest.approx(summary["accuracy_unparsed_half"])
     assert rows["all"]["accuracy_ci95"] == pytest.approx(summary["accuracy_ci95"])
     printed = _cli(str(folder))
@@ -548,7 +568,8 @@ def test_eval_reports_unparsed_as_wrong_and_as_half_with_wilson_intervals(tmp_pa
 
 
 def test_best_of_n_accuracies_and_curve_carry_wilson_intervals(tmp_path):
-    from critic_data.rl.client import percent, wilson_interval
+    from critic_data.rl.client import percent
+    from critic_data.rl.metrics import wilson_interval
 
     folder = write_best_of_n_run(tmp_path / "run", "knockout")
     report = best_of_n_statistics(folder)

@@ -14,18 +14,10 @@ import time
 import pytest
 
 from critic_data import UserError
-from critic_data.rl.best_of_n import (
-    Match,
-    final_answer,
-    knockout,
-    majority_vote,
-    normalize_answer,
-    read_questions,
-    round_robin,
-    round_robin_scores,
-    summarize,
-)
+from critic_data.rl.best_of_n import final_answer, knockout, majority_vote, read_questions, round_robin
 from critic_data.rl.client import derive_seed
+from critic_data.rl.metrics import pick_summary, round_robin_scores
+from critic_data.rl.records import Match, Pick, normalize_answer
 from tests.serve import SECRET_KEY, Reply, completion, fake_server, free_port, prompt_of, run_cli, served_model
 from tests.snapshots import jpeg
 
@@ -140,7 +132,7 @@ def test_round_robin_plays_every_ordered_pair(server, tmp_path):
     for pick in _lines(out / "picks.jsonl"):
         _check_pick(pick, 3)
         assert sorted(tuple(m["shown"]) for m in pick["matches"]) == list(itertools.permutations(range(3), 2))
-        scores = round_robin_scores(3, [Match(tuple(m["shown"]), m["verdict"], m["winner"], m["by"]) for m in pick["matches"]])
+        scores = round_robin_scores(3, Pick.from_json(pick).matches)
         assert pick["scores"] == scores and sum(scores) == 0
         assert scores[pick["winner_index"]] == max(scores)
     assert json.loads((out / "summary.json").read_text())["matches"] == 12
@@ -274,6 +266,29 @@ def test_a_judge_with_known_preferences_picks_the_best_candidate(tmp_path, strat
     assert summary["matches"] == 2 * matches and summary["failed"] == 0
 
 
+def test_a_resume_asks_again_for_a_pick_whose_figures_do_not_follow_from_its_matches(tmp_path):
+    """A picks.jsonl line is read back by the one Pick reader: one whose pick is marked right while
+    its winner's answer is not the gold one (the old resume rule looked at types only) is set aside,
+    and its question asked again, so the summary counts only picks that hold together."""
+    rows = [{**QUESTIONS[0], "answer": "9"}, {**QUESTIONS[1], "answer": "$7$."}]
+    questions = write_questions(tmp_path / "in", rows)
+    out = tmp_path / "run"
+    args = ["best-of-n", "--base-url", "", "--model", "fake-model", "--input", str(questions), "--n", "4", "--out",
+            str(out)]
+    with fake_server(by_number) as server:
+        args[2] = server.url
+        assert run_cli(*args).returncode == 0
+        lines = (out / "picks.jsonl").read_text().splitlines()
+        tampered = {**json.loads(lines[1]), "pick_correct": True}  # q1's pick, "9", is not "7"
+        (out / "picks.jsonl").write_text(lines[0] + "\n" + json.dumps(tampered) + "\n")
+        resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "picks.jsonl.bad-lines").read_text() == json.dumps(tampered) + "\n"
+    assert [p["id"] for p in _lines(out / "picks.jsonl")] == [json.loads(lines[0])["id"], tampered["id"]]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"]["best_of_n"] == 0.5 and summary["set_aside"]["lines"] == 1
+
+
 def test_a_question_whose_image_is_a_decompression_bomb_fails_alone(tmp_path):
     from tests.rl.test_client_hardening import png_bomb
 
@@ -361,14 +376,17 @@ def test_answers_normalise_and_vote():
 
 
 def test_summary_accuracy_on_known_picks():
+    def pick(qid: str, finals: list[str], winner: int, coins: int, answer: str | None = None) -> Pick:
+        matches = [Match((0, 1), None, 0, "coin") if k < coins else Match((0, 1), "1", 0, "judge") for k in range(3)]
+        candidates = [f"\\boxed{{{a}}}" for a in finals]
+        return Pick(qid, candidates, winner, matches, finals, majority_vote(finals), None, answer)
+
     picks = [
-        {"id": "1", "matches_played": 3, "unparsed": 1, "answer": "a", "pick_correct": True, "first_correct": False,
-         "majority_correct": True, "any_correct": True},
-        {"id": "2", "matches_played": 3, "unparsed": 2, "answer": "b", "pick_correct": False, "first_correct": False,
-         "majority_correct": True, "any_correct": True},
-        {"id": "3", "matches_played": 3, "unparsed": 0},
+        pick("1", ["b", "a", "a", "c"], 1, coins=1, answer="a"),  # the pick, the majority and some candidate right
+        pick("2", ["a", "b", "b", "c"], 3, coins=2, answer="b"),  # the majority and some candidate right
+        pick("3", ["a", "b", "c", "d"], 0, coins=0),
     ]
-    summary = summarize(picks)
+    summary = pick_summary(picks)
     assert summary["matches"] == 9 and summary["unparsed_rate"] == pytest.approx(3 / 9) and summary["answered"] == 2
     assert summary["accuracy"] == {"best_of_n": 0.5, "first_sample": 0.0, "majority_vote": 1.0, "any_candidate": 1.0}
 

@@ -306,6 +306,14 @@ def test_built_rows_that_break_the_schema_are_skipped_and_an_easyr1_build_is_one
     _, items = load_items(EvalOptions(base_url="", model="", benchmark="built", input=str(tmp_path / "trl"),
                                       out=tmp_path / "o"), skipped)
     assert [item.id for item in items] == ["r0"] and skipped == {"row_malformed": 2, "image_missing": 1}
+    # a source that is not text could be written to results.jsonl but never read back by --resume
+    (tmp_path / "numbered" / "data").mkdir(parents=True)
+    numbered = tmp_path / "numbered" / "data" / "test-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist([row(0, source=7)]), numbered)
+    skipped = Counter()
+    _, items = load_items(EvalOptions(base_url="", model="", benchmark="built", input=str(tmp_path / "numbered"),
+                                      out=tmp_path / "o"), skipped)
+    assert list(items) == [] and skipped == {"row_malformed": 1}
 
     (tmp_path / "easyr1" / "data").mkdir(parents=True)
     flat = [{k: v for k, v in row(0).items() if k not in ("response_1", "response_2")}]

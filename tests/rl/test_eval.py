@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from critic_data import UserError
-from critic_data.rl.evaluate import EvalOptions, expected_verdict, load_items, presentations, run_eval, score
-from critic_data.rl.rewards import parse_verdict
+from critic_data.rl.evaluate import EvalOptions, load_items, presentations, run_eval, score
+from critic_data.rl.records import Judgement, expected_verdict
+from critic_data.rl.rewards import boxed_verdict
 from tests.serve import SECRET_KEY, Reply, completion, fake_server, free_port, prompt_of, run_cli, served_model
 from tests.snapshots import jpeg
 
@@ -91,7 +92,7 @@ def _check_consistent(records, summary):
     assert summary["accuracy"] == pytest.approx(sum(r["correct"] for r in records) / len(records))
     assert summary["unparsed_rate"] == pytest.approx(sum(r["verdict"] is None for r in records) / len(records))
     for r in records:
-        assert r["verdict"] == parse_verdict(r["completion"])
+        assert r["verdict"] == boxed_verdict(r["completion"])
         assert r["expected"] == expected_verdict(r["label"], tuple(r["presented"]))
         assert r["correct"] == (r["verdict"] == r["expected"])
         assert isinstance(r["completion"], str)
@@ -294,10 +295,8 @@ def test_a_hub_id_that_cannot_be_loaded_is_one_line(tmp_path):
 
 # --- the scoring rules on known inputs --------------------------------------------------------------
 
-def _record(item, label, presented, verdict, **extra):
-    expected = expected_verdict(label, presented)
-    return {"id": item, "label": label, "presented": list(presented), "expected": expected, "verdict": verdict,
-            "correct": verdict == expected, **extra}
+def _record(item, label, presented, verdict, **extra) -> Judgement:
+    return Judgement(item, label, presented, verdict, extra)
 
 
 def test_expected_verdict_follows_the_presented_order():
@@ -469,7 +468,7 @@ def test_unparsed_verdicts_count_as_wrong_and_as_half_credit():
 def test_the_wilson_interval_solves_its_defining_equation():
     """Wilson's bounds are the proportions p at which the observed one lies 1.96 standard errors
     away: (observed - p)^2 = z^2 p (1 - p) / n. Known values: 8 of 10 gives 49.0-94.3%, 0 of 10 gives 0-27.8%."""
-    from critic_data.rl.client import Z_95, wilson_interval
+    from critic_data.rl.metrics import Z_95, wilson_interval
 
     assert wilson_interval(0.8, 10) == pytest.approx([0.4902, 0.9433], abs=5e-5)
     assert wilson_interval(0.0, 10) == pytest.approx([0.0, 0.2775], abs=5e-5)
@@ -482,7 +481,7 @@ def test_the_wilson_interval_solves_its_defining_equation():
 
 
 def test_every_accuracy_in_the_summary_carries_its_interval():
-    from critic_data.rl.client import wilson_interval
+    from critic_data.rl.metrics import wilson_interval
 
     records = ([_record(f"g{i}", "1", (1, 2), "1" if i < 3 else None, category="general") for i in range(5)]
                + [_record(f"h{i}", "2", (1, 2), "2" if i < 1 else "1", category="hallucination") for i in range(4)])

@@ -23,6 +23,7 @@ from PIL import Image
 
 from critic_data import UserError
 from critic_data.rl.evaluate import EvalOptions, paper_verdict, run_eval, score, vlrb_category
+from critic_data.rl.records import Judgement
 from tests.serve import Reply, completion, fake_server, prompt_of, run_cli
 
 MODEL = "fake-model"
@@ -200,8 +201,7 @@ def test_vl_rewardbench_categories_follow_lmms_eval(item_id, category):
 
 def test_vl_rewardbench_macro_is_the_mean_over_the_categories_present():
     def record(category, correct):
-        return {"id": f"{category}{correct}", "presented": [1, 2], "label": "1", "expected": "1",
-                "verdict": "1" if correct else "2", "correct": correct, "category": category}
+        return Judgement(f"{category}{correct}", "1", (1, 2), "1" if correct else "2", {"category": category})
     records = [record("general", True), record("general", False), record("reasoning", True)]
     metrics = score(records, "vl-rewardbench")
     assert {name: (c["n"], c["accuracy"]) for name, c in metrics["categories"].items()} == {
@@ -307,8 +307,7 @@ def test_mm_rlhf_default_protocol_still_skips_video_rows(tmp_path):
 
 def test_mm_rlhf_scorer_on_a_known_table():
     def record(group, k, correct, keywords):
-        return {"id": f"{group}#{k}", "group": group, "presented": [1, 2], "label": "1", "expected": "1",
-                "verdict": "1" if correct else None, "correct": correct, "keywords": keywords}
+        return Judgement(f"{group}#{k}", "1", (1, 2), "1" if correct else None, {"group": group, "keywords": keywords})
     records = [record("a", 0, True, ["long", "video"]), record("a", 1, True, []),
                record("b", 0, False, ["video"]), record("c", 0, True, ["video"])]
     metrics = score(records, "mm-rlhf")

@@ -9,8 +9,8 @@ from critic_data.rl.rewards import (
     DEFAULT_REWARDS,
     DEFAULT_WEIGHTS,
     REWARDS,
+    boxed_verdict,
     format_reward,
-    parse_verdict,
     preference_reward,
     reward_function,
 )
@@ -119,16 +119,16 @@ def test_labels_are_compared_as_text():
 
 @pytest.mark.parametrize(("completion", "label", "preference", "form"), CASES)
 def test_eval_reads_the_verdict_by_the_reward_rule(completion, label, preference, form):
-    """eval and best-of-n read a verdict with parse_verdict: it names the label exactly when the reward pays."""
-    assert (parse_verdict(completion) == label) == (preference == 1.0)
+    """eval and best-of-n read a verdict with boxed_verdict: it names the label exactly when the reward pays."""
+    assert (boxed_verdict(completion) == label) == (preference == 1.0)
 
 
-def test_parse_verdict():
-    assert parse_verdict("\\boxed{TIE}") == "tie"
-    assert parse_verdict("\\boxed{2.0}") == "2"
-    assert parse_verdict("\\boxed{Response 1}") is None
-    assert parse_verdict("no verdict") is None
-    assert parse_verdict("\\boxed{both}") is None
+def test_boxed_verdict():
+    assert boxed_verdict("\\boxed{TIE}") == "tie"
+    assert boxed_verdict("\\boxed{2.0}") == "2"
+    assert boxed_verdict("\\boxed{Response 1}") is None
+    assert boxed_verdict("no verdict") is None
+    assert boxed_verdict("\\boxed{both}") is None
 
 
 def test_registry_and_default_weights():

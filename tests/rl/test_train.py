@@ -462,3 +462,34 @@ def test_without_a_network_a_hub_model_or_dataset_ends_in_one_line_within_second
     assert f"`hf download {named}" in result.stderr and "HF_HUB_OFFLINE=1" in result.stderr
     assert elapsed < 25, elapsed
     assert not (tmp_path / "out").exists()
+
+
+def test_the_resize_of_eval_and_train_is_the_processors_own():
+    """rl/client.py's smart_resize (eval and best-of-n run without transformers; train fits images with
+    it) gives transformers' Qwen2-VL sizes, the refusal of an aspect ratio over 200 included, over many
+    image sizes, pixel bounds and patch factors."""
+    import random
+
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as transformers_resize
+
+    from critic_data.rl.client import smart_resize
+
+    def outcome(resize, *args, **kwargs):
+        try:
+            return resize(*args, **kwargs)
+        except ValueError:
+            return ValueError
+
+    rng = random.Random(0)
+    sizes = [(rng.randint(1, 4000), rng.randint(1, 4000)) for _ in range(1500)] + [
+        (1, 1), (13, 15), (14, 14), (28, 5600), (28, 5601), (5601, 28), (1, 200), (1, 201), (9999, 10001)]
+    bounds = [(56 * 56, 14 * 14 * 4 * 1280), (224 * 224, 1280 * 28 * 28), (3136, 3136), (56 * 56, 128 * 28 * 28),
+              (262_144, 4_194_304)]
+    refused = 0
+    for factor in (28, 32):
+        for low, high in bounds:
+            for height, width in sizes:
+                expected = outcome(transformers_resize, height, width, factor=factor, min_pixels=low, max_pixels=high)
+                assert outcome(smart_resize, height, width, low, high, factor=factor) == expected, (height, width)
+                refused += expected is ValueError
+    assert refused >= 2 * len(bounds) * 3  # the ratio refusals were among the cases
