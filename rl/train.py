@@ -554,6 +554,45 @@ class ModelCardCallback(TrainerCallback):
 # --------------------------------------------------------------------------- the run
 
 
+def filtered_splits(dataset, processor, script_args, training_args, log: bool) -> tuple[dict, int]:
+    """The splits training uses (train, and test when evaluating), each without the rows over the prompt
+    budget and with its images fitted to the pixel bounds; and how many train rows were dropped."""
+    splits, dropped = {}, 0
+    wanted = [script_args.dataset_train_split]
+    if training_args.eval_strategy != "no" and script_args.dataset_test_split in dataset:
+        wanted.append(script_args.dataset_test_split)
+    for split in wanted:
+        kept, n_dropped = within_budget(dataset[split], processor, script_args.max_prompt_length, split,
+                                        training_args.chat_template_kwargs, log=log,
+                                        unit=script_args.prompt_length_unit)
+        if len(kept) == 0:
+            raise UserError(f"no {split} row fits --max_prompt_length {script_args.max_prompt_length} "
+                            f"({script_args.prompt_length_unit})")
+        splits[split] = sized_images(kept, processor)
+        dropped += n_dropped if split == script_args.dataset_train_split else 0
+    return splits, dropped
+
+
+def make_trainer(model_args, training_args, rewards, train_split, eval_split, processor, base_processor, info):
+    """The GRPO trainer of a run: the model loaded as ModelConfig says, the card written at each save."""
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype, **(training_args.model_init_kwargs or {}),
+    }
+    return CriticGRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=rewards,
+        args=training_args,
+        train_dataset=train_split,
+        eval_dataset=eval_split,
+        processing_class=processor,
+        callbacks=[ModelCardCallback(info)],
+        published_processor=base_processor,
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
+    )
+
+
 def train(recipe: str, overrides: list[str]) -> Path:
     """Run a recipe with overrides; returns the output folder (weights, processor, model card)."""
     path = resolve_recipe(recipe)
@@ -572,19 +611,7 @@ def train(recipe: str, overrides: list[str]) -> Path:
     base_processor = load_base_processor(model_args, training_args.trust_remote_code)
 
     main = training_args.process_index == 0
-    splits, dropped = {}, 0
-    wanted = [script_args.dataset_train_split]
-    if training_args.eval_strategy != "no" and script_args.dataset_test_split in dataset:
-        wanted.append(script_args.dataset_test_split)
-    for split in wanted:
-        kept, n_dropped = within_budget(dataset[split], processor, script_args.max_prompt_length, split,
-                                        training_args.chat_template_kwargs, log=main,
-                                        unit=script_args.prompt_length_unit)
-        if len(kept) == 0:
-            raise UserError(f"no {split} row fits --max_prompt_length {script_args.max_prompt_length} "
-                            f"({script_args.prompt_length_unit})")
-        splits[split] = sized_images(kept, processor)
-        dropped += n_dropped if split == script_args.dataset_train_split else 0
+    splits, dropped = filtered_splits(dataset, processor, script_args, training_args, log=main)
     train_split = splits[script_args.dataset_train_split]
     prompts_per_rollout = training_args.generation_batch_size // training_args.num_generations
     if len(train_split) < prompts_per_rollout:  # TRL's sampler would yield no batch and fail obscurely
@@ -598,22 +625,8 @@ def train(recipe: str, overrides: list[str]) -> Path:
         info = card_info(path, overrides, script_args, training_args, model_args, provenance,
                          base_pixels=(base_size["shortest_edge"], base_size["longest_edge"]))
 
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype, **(training_args.model_init_kwargs or {}),
-    }
-    trainer = CriticGRPOTrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=rewards,
-        args=training_args,
-        train_dataset=train_split,
-        eval_dataset=splits.get(script_args.dataset_test_split) if len(wanted) > 1 else None,
-        processing_class=processor,
-        callbacks=[ModelCardCallback(info)],
-        published_processor=base_processor,
-        peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args),
-    )
+    trainer = make_trainer(model_args, training_args, rewards, train_split, splits.get(script_args.dataset_test_split),
+                           processor, base_processor, info)
     trainer.train(resume_from_checkpoint=resume)
     output = Path(training_args.output_dir)
     trainer.save_model(str(output))
