@@ -33,3 +33,18 @@ def built_dataset(tmp_path_factory) -> Path:
     out = root / "dataset"
     build(BuildOptions(out=out, inputs={"vlfeedback": root / "snapshot"}, test_size=0.2, seed=0))
     return out
+
+
+@pytest.fixture(scope="session")
+def two_seeds(tmp_path_factory) -> tuple[Path, Path]:
+    """Two builds of one LLaVA-Critic snapshot, seeds 1 and 11: same-size train shards, other labels."""
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build
+    from tests.snapshots import write_llava_critic
+
+    root = tmp_path_factory.mktemp("seeds")
+    write_llava_critic(root / "snapshot")
+    for seed in (1, 11):
+        build(BuildOptions(out=root / f"s{seed}", sources=("llava_critic",), inputs={"llava_critic": root / "snapshot"},
+                           seed=seed))
+    return root / "s1", root / "s11"

@@ -174,20 +174,6 @@ def test_a_damaged_or_missing_shard_is_one_line(designed, tmp_path, damage):
     assert "\n" not in str(raised.value)
 
 
-@pytest.fixture(scope="module")
-def two_seeds(tmp_path_factory) -> tuple[Path, Path]:
-    """Two builds of one LLaVA-Critic snapshot, seeds 1 and 11: same-size train shards, other labels."""
-    from critic_data.builders.options import BuildOptions
-    from critic_data.builders.pipeline import build
-
-    root = tmp_path_factory.mktemp("seeds")
-    write_llava_critic(root / "snapshot")
-    for seed in (1, 11):
-        build(BuildOptions(out=root / f"s{seed}", sources=("llava_critic",), inputs={"llava_critic": root / "snapshot"},
-                           seed=seed))
-    return root / "s1", root / "s11"
-
-
 @pytest.mark.parametrize("swap", ["another build's shard of the same size", "the test shard"])
 def test_a_shard_that_is_not_the_one_build_json_records_is_one_line(two_seeds, tmp_path, swap):
     import shutil

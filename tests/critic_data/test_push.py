@@ -700,21 +700,6 @@ def test_build_json_records_the_content_hash_of_each_shard(built_dataset):
                                      for path in split["files"]}
 
 
-@pytest.fixture(scope="module")
-def two_seeds(tmp_path_factory) -> tuple[Path, Path]:
-    """Two builds of one LLaVA-Critic snapshot, seeds 1 and 11: same-size train shards, other labels."""
-    from critic_data.builders.options import BuildOptions
-    from critic_data.builders.pipeline import build
-    from tests.snapshots import write_llava_critic
-
-    root = tmp_path_factory.mktemp("seeds")
-    write_llava_critic(root / "snapshot")
-    for seed in (1, 11):
-        build(BuildOptions(out=root / f"s{seed}", sources=("llava_critic",), inputs={"llava_critic": root / "snapshot"},
-                           seed=seed))
-    return root / "s1", root / "s11"
-
-
 def test_a_shard_from_another_build_of_the_same_size_is_refused(two_seeds, tmp_path):
     first, other = two_seeds
     shard = "data/train-00000-of-00001.parquet"
