@@ -31,7 +31,7 @@ from critic_data.rl.client import derive_seed
 from critic_data.rl.evaluate import score
 from critic_data.rl.metrics import knockout_winners, pick_summary
 from critic_data.rl.records import Judgement, Match, Pick
-from tests.snapshots import RLHF_V_FAULTS, _completion, jpeg, write_llava_critic, write_rlhf_v
+from tests.snapshots import RLHF_V_FAULTS, _completion, jpeg, write_rlhf_v
 
 CLI = [sys.executable, "-m", "critic_data.cli"]
 
