@@ -31,6 +31,7 @@ demo: install-data
 	$(BIN)/critic-data build --source vlfeedback --input sample/vlfeedback --out out/vlfeedback-sample --seed 0
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # Re-resolve the newest versions pyproject.toml allows in a scratch environment, and record them.

@@ -42,7 +42,9 @@ def picture(seed: int, quality: int = 80) -> bytes:
 
 def write_sources(root: Path, pairs: int, shared: bool, copies: bool) -> dict[str, Path]:
     def text(i: int) -> tuple[str, str, str]:  # question, chosen, rejected
-        return ("What is shown?", "A red bus.", "A cat.") if shared else (f"What is shown {i}?", f"A bus {i}.", f"A cat {i}.")
+        if shared:
+            return ("What is shown?", "A red bus.", "A cat.")
+        return (f"What is shown {i}?", f"A bus {i}.", f"A cat {i}.")
 
     rlhf_v = [{"ds_name": "RLHF-V", "image": {"bytes": picture(i), "path": f"{i}.jpg"},
                "text": json.dumps(dict(zip(("question", "chosen", "rejected"), text(i)))), "origin_dataset": "OK-VQA",

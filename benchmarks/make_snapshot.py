@@ -3,8 +3,9 @@
     python benchmarks/make_snapshot.py --rows 40000 --out /tmp/vlf-40k [--layout jsonl]
 
 Layouts as on the Hub: `data/train-NNNNN-of-MMMMM.parquet` (completions as a struct of
-lists, the image embedded; the default), or `vlfeedback_80k.jsonl` with `merged_images.zip`. Text lengths follow VLFeedback's: a one-line to one-paragraph
-prompt, four responses of ~60-250 words, a one-to-three sentence rationale per aspect.
+lists, the image embedded; the default), or `vlfeedback_80k.jsonl` with `merged_images.zip`.
+Text lengths follow VLFeedback's: a one-line to one-paragraph prompt, four responses of
+~60-250 words, a one-to-three sentence rationale per aspect.
 Images are real JPEGs of varied content at 400-800 px (about 30-90 KB, like the source's
 ~50 KB average). Encoding 160k distinct JPEGs would dominate the run, so a pool of a few
 hundred encoded images is made once and each row's copy gets a unique JPEG comment
@@ -87,7 +88,8 @@ def make_row(rng: random.Random, index: int, pool: list[bytes]) -> dict:
         "id": row_id,
         "prompt": _paragraph(rng, 6, 60),
         "models": ["gpt-4v", "llava-v1.5-13b", "qwen-vl-chat", "instructblip"],
-        "completions": {"annotations": annotations, "model": ["gpt-4v", "llava-v1.5-13b", "qwen-vl-chat", "instructblip"],
+        "completions": {"annotations": annotations,
+                        "model": ["gpt-4v", "llava-v1.5-13b", "qwen-vl-chat", "instructblip"],
                         "response": responses},
         "image": {"bytes": unique_copy(pool[index % len(pool)], row_id), "path": f"{row_id}.jpg"},
     }

@@ -106,7 +106,8 @@ def measure(stage: str, snapshot: Path, out: Path, num_proc: int) -> tuple[float
     started = time.perf_counter()
     with log.open("w") as printed:
         process = psutil.Popen([sys.executable, __file__, "--stage", stage, "--snapshot", str(snapshot),
-                                "--out", str(out), "--num-proc", str(num_proc)], stdout=printed, stderr=subprocess.STDOUT)
+                                "--out", str(out), "--num-proc", str(num_proc)], stdout=printed,
+                               stderr=subprocess.STDOUT)
     peak = 0
     while process.poll() is None:
         try:
@@ -152,7 +153,8 @@ def main() -> None:
                 rows_phase[rows] = json.loads((out / "build.json").read_text())["timings"]["total_seconds"]
             shutil.rmtree(out, ignore_errors=True)  # outputs are as large as the input
             results[rows, stage] = (wall, rss)
-            print(f"{rows:>8} rows  {stage:<9} {wall:8.1f} s {rows / wall:9.0f} rows/s  peak RSS {rss:7.0f} MB", flush=True)
+            print(f"{rows:>8} rows  {stage:<9} {wall:8.1f} s {rows / wall:9.0f} rows/s  peak RSS {rss:7.0f} MB",
+                  flush=True)
     print()
     floor_target = TARGET_OVER_FLOOR[args.image_size]
     print(f"{'rows':>8}  {'build/floor':>11}  {'build/datasets':>14}  {'build: rows + the rest':>22}  "
@@ -171,8 +173,8 @@ def main() -> None:
             fixed = results[small, stage][0] - small * per_row
             print(f"  {stage:<9} fixed {fixed:6.2f} s  per 1000 rows {1e6 * per_row:7.1f} ms")
         growth = results[large, "build"][1] / results[small, "build"][1] - 1
-        print(f"build peak RSS {results[small, 'build'][1]:.0f} MB at {small} rows -> {results[large, 'build'][1]:.0f} MB "
-              f"at {large} rows: {growth:+.0%} for {large / small:.0f}x the input (target < +30%, under 1.5 GB)")
+        print(f"build peak RSS {results[small, 'build'][1]:.0f} MB at {small} rows -> {results[large, 'build'][1]:.0f} "
+              f"MB at {large} rows: {growth:+.0%} for {large / small:.0f}x the input (target < +30%, under 1.5 GB)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from critic_data.builders.duplicates import CrossSourceIndex
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.prepare import Candidate
 
-
 _DROPPED = (None, None)  # a dropped candidate's label and row id
 
 

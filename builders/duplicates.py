@@ -95,7 +95,8 @@ class CrossSourceIndex:
         keys, sources, images, preferred = zip(*self._pending)
         self._pending = []
         self._sources += [name for name in dict.fromkeys(sources) if name not in self._sources]
-        self._source = np.concatenate((self._source, np.array([self._sources.index(name) for name in sources], np.int16)))
+        self._source = np.concatenate((self._source,
+                                       np.array([self._sources.index(name) for name in sources], np.int16)))
         self._preferred = np.concatenate((self._preferred, np.array(preferred, np.int8)))
         self._keys = np.concatenate((self._keys, np.array(keys, np.uint64)))
         self._thumbnails = np.concatenate((self._thumbnails, _thumbnail_rows(images)))

@@ -56,7 +56,8 @@ def read_archive_member(archive: zipfile.ZipFile, name: str) -> bytes:
         raise  # the machine's limit, not the member's defect; or over the cap
     except Exception as error:  # zipfile raises what its parts do: BadZipFile, zlib.error, LZMAError, EOFError
         # (a declared size past the data), RuntimeError (encrypted), NotImplementedError (a compression method)
-        raise ImageFileError(RejectReason.IMAGE_UNDECODABLE, f"cannot read {name} from the archive: {_detail(error)}") from None
+        raise ImageFileError(RejectReason.IMAGE_UNDECODABLE,
+                             f"cannot read {name} from the archive: {_detail(error)}") from None
 
 
 def _detail(error: Exception) -> str:
@@ -64,7 +65,8 @@ def _detail(error: Exception) -> str:
     return f"{type(error).__name__}: {_ADDRESS.sub('', str(error)[:300])[:200]}"
 
 
-def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = "structure") -> tuple[RejectReason, str] | None:
+def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                level: str = "structure") -> tuple[RejectReason, str] | None:
     """None when `data` is a complete image within `max_pixels`; else the reason and a detail."""
     if not data:
         return RejectReason.IMAGE_MISSING, "empty image bytes"
@@ -87,7 +89,8 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, level: str = 
                 kind = image.format
                 frames = getattr(image, "n_frames", 1)  # a GIF's frames are counted by reading their headers
                 if frames * width * height > max_pixels:
-                    return RejectReason.IMAGE_TOO_LARGE, f"{frames} frames of {width}x{height} exceed {max_pixels} pixels"
+                    return RejectReason.IMAGE_TOO_LARGE, (f"{frames} frames of {width}x{height} exceed {max_pixels} "
+                                                          "pixels")
                 if kind == "PNG":
                     image.verify()  # every chunk's CRC, through IEND
             if level == "decode" or kind not in ("JPEG", "PNG"):

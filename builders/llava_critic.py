@@ -60,7 +60,8 @@ _CLOSING = re.compile(r"(?:^|\s)(?:###\s*+)?(?:assistant\s*+[:：]|<\|im_start\|
 # with "Based on", "Note" or "Please" but is about the image is no trailer.
 _INSTRUCTION = re.compile(r"[#*\s]*+(?:please|evaluate|based\s++on|your|determine|judge|compare|provide|which|output|"
                           r"note|assess|consider|the\s++output|finally|now|remember)\b", re.IGNORECASE)
-_ABOUT_JUDGING = re.compile(r"\b(?:responses|answers|(?:first|second|better|which|each|two|both)\s++(?:response|answer)|"
+_ABOUT_JUDGING = re.compile(r"\b(?:responses|answers|"
+                            r"(?:first|second|better|which|each|two|both)\s++(?:response|answer)|"
                             r"(?:response|answer)\s*+[12ab]\b|judge?ments?|verdict|evaluation)\b|"
                             r"\[\s*+(?:1\s*+\|\s*+2|a\s*+\|\s*+b|first\s*+\|\s*+second)\s*+\]", re.IGNORECASE)
 # Where a trailing instruction may begin: after a blank line, or, for a bracketed value, right
@@ -83,7 +84,8 @@ _PHRASE = re.compile(
 )
 _TIE = re.compile(r"\b(?:it['’]?s|it\s++is|this\s++is|that['’]?s|declare|call\s++it)\s++a\s++(tie)\b|"
                   r"\bneither\s++(?:response|one|answer)\s++is\s++(?:clearly\s++)?better", re.IGNORECASE)
-_EQUALLY = re.compile(r"equally\s++(?:good|bad|well|helpful|valid)|\bboth\s++responses\s++are\s++equally", re.IGNORECASE)
+_EQUALLY = re.compile(r"equally\s++(?:good|bad|well|helpful|valid)|\bboth\s++responses\s++are\s++equally",
+                      re.IGNORECASE)
 _LABEL = {"first": "1", "1": "1", "a": "1", "second": "2", "2": "2", "b": "2", "tie": "tie"}
 
 
@@ -155,11 +157,13 @@ def _example(position: str, row: dict) -> Example | Reject:
         return Reject(NAME, source_id, *problem)
     verdict = parse_verdict(judge)
     if verdict is None:
-        return Reject(NAME, source_id, RejectReason.VERDICT_UNPARSABLE, "no 'better response' verdict or tie in the gpt turn")
+        return Reject(NAME, source_id, RejectReason.VERDICT_UNPARSABLE,
+                      "no 'better response' verdict or tie in the gpt turn")
     image = image_from_struct(row.get("image"))
     if image is None:
         return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, "the row has no image bytes")
-    pair = Pair(first, second, tie=True) if verdict == "tie" else Pair(*((first, second) if verdict == "1" else (second, first)))
+    pair = Pair(first, second,
+                tie=True) if verdict == "tie" else Pair(*((first, second) if verdict == "1" else (second, first)))
     return Example(NAME, source_id, question, [image], [pair], pairs_formed=1, origin=_origin(row, source_id))
 
 

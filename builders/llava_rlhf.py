@@ -69,7 +69,8 @@ def _example(index: int, row, image_root: Path) -> Example | Reject:
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "conversations has no human turn to answer")
     preference = str(row.get("preference")).strip()
     if preference not in ("1", "2"):
-        return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, f"preference {row.get('preference')!r} is not 1 or 2")
+        return Reject(NAME, source_id, RejectReason.ROW_MALFORMED,
+                      f"preference {row.get('preference')!r} is not 1 or 2")
     first, second = _output(row.get("output_1")), _output(row.get("output_2"))
     if first is None or second is None:
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "output_1 and output_2 need a text value")
@@ -84,7 +85,8 @@ def _example(index: int, row, image_root: Path) -> Example | Reject:
     except ValueError:  # a NUL byte or a lone surrogate: no file can have that name
         return Reject(NAME, source_id, RejectReason.IMAGE_PATH_UNSAFE, f"{shown} is not a valid file name")
     except (OSError, RuntimeError) as error:  # a link loop (RuntimeError before Python 3.13), a name too long
-        return Reject(NAME, source_id, RejectReason.IMAGE_MISSING, f"cannot resolve {shown} under --image-root: {error}")
+        return Reject(NAME, source_id, RejectReason.IMAGE_MISSING,
+                      f"cannot resolve {shown} under --image-root: {error}")
     if not path.is_relative_to(image_root):
         return Reject(NAME, source_id, RejectReason.IMAGE_PATH_UNSAFE, f"{shown} resolves outside --image-root")
     try:
@@ -107,7 +109,8 @@ class _Reader:
             self._rows = json.loads(_read(path).decode("utf-8-sig"))
         except (ValueError, RecursionError) as error:  # ValueError: bad JSON or UTF-8, an integer past 4300 digits;
             # RecursionError: nested past the limit
-            raise UserError(f"{path} is not valid JSON ({type(error).__name__}: {str(error)[:200]}); re-download it") from None
+            raise UserError(f"{path} is not valid JSON ({type(error).__name__}: {str(error)[:200]}); "
+                            "re-download it") from None
         if not isinstance(self._rows, list):
             raise UserError(f"{path} should hold a JSON array of preference rows")
         self.total_rows = len(self._rows)
@@ -160,7 +163,8 @@ SOURCE = SourceSpec(
     homepage="https://llava-rlhf.github.io",
     citation="""@article{sun2023aligning,
   title={Aligning Large Multimodal Models with Factually Augmented RLHF},
-  author={Sun, Zhiqing and Shen, Sheng and Cao, Shengcao and Liu, Haotian and Li, Chunyuan and Shen, Yikang and Gan, Chuang and Gui, Liang-Yan and Wang, Yu-Xiong and Yang, Yiming and Keutzer, Kurt and Darrell, Trevor},
+  author={Sun, Zhiqing and Shen, Sheng and Cao, Shengcao and Liu, Haotian and Li, Chunyuan and Shen, Yikang and Gan, \
+Chuang and Gui, Liang-Yan and Wang, Yu-Xiong and Yang, Yiming and Keutzer, Kurt and Darrell, Trevor},
   journal={arXiv preprint arXiv:2309.14525},
   year={2023}
 }""",

@@ -36,9 +36,9 @@ class BuildOptions:
                                       "Repeatable or comma-separated.", flag="--source", type=list[str], required=True,
                                       metavar="|".join((*SOURCE_NAMES, "all")))
     # source name -> local snapshot folder; a source without one is fetched from the Hub
-    inputs: dict[str, Path] = option(help="Local snapshot folder: DIR for one source, SOURCE=DIR for several. Without it "
-                                     "the source is fetched from the Hub.", factory=dict, flag="--input", type=list[str],
-                                     cli_default=[], metavar="dir|source=dir")
+    inputs: dict[str, Path] = option(help="Local snapshot folder: DIR for one source, SOURCE=DIR for several. "
+                                     "Without it the source is fetched from the Hub.", factory=dict, flag="--input",
+                                     type=list[str], cli_default=[], metavar="dir|source=dir")
     image_root: Path | None = option(None, "Folder of COCO train2017 images (llava_rlhf).")
     revision: str | None = option(None, "Hub revision to fetch when no --input is given.")
     seed: int = option(0, "Seed for the presented order and the split.")
@@ -84,7 +84,8 @@ class BuildOptions:
         if self.image_root is not None:
             self.image_root = Path(self.image_root)
         # each aspect once, as --source: an aspect named twice would silently count double in the mean
-        self.aspects = tuple(dict.fromkeys(_split_names([self.aspects] if isinstance(self.aspects, str) else self.aspects)))
+        self.aspects = tuple(dict.fromkeys(_split_names([self.aspects] if isinstance(self.aspects, str)
+                                                        else self.aspects)))
         if isinstance(self.max_shard_bytes, str):
             self.max_shard_bytes = _parse_size(self.max_shard_bytes)
         if self.num_proc < 1:
@@ -174,7 +175,8 @@ def _source_names(values) -> tuple[str, ...]:
         names = list(SOURCE_NAMES)
     unknown = [name for name in names if name not in SOURCE_NAMES]
     if unknown or not names:
-        raise UserError(f"unknown source {', '.join(unknown) or '(none)'}; choose from {', '.join(SOURCE_NAMES)} or all")
+        raise UserError(f"unknown source {', '.join(unknown) or '(none)'}; choose from {', '.join(SOURCE_NAMES)} or "
+                        "all")
     return tuple(names)
 
 
@@ -188,9 +190,11 @@ def _resolve_inputs(sources: tuple[str, ...], inputs) -> dict[str, Path]:
         elif len(sources) == 1 and not (sep and name.isidentifier() and not Path(value).exists()):
             source, path = sources[0], Path(value)
         else:
-            raise UserError(f"--input {value!r}: with several sources write --input SOURCE=DIR, SOURCE one of {', '.join(sources)}")
+            raise UserError(f"--input {value!r}: with several sources write --input SOURCE=DIR, SOURCE one of "
+                            f"{', '.join(sources)}")
         if source in resolved:
-            raise UserError(f"--input given twice for {source}: {resolved[source]} and {path}; pass one folder per source")
+            raise UserError(f"--input given twice for {source}: {resolved[source]} and {path}; pass one folder per "
+                            "source")
         resolved[source] = path
     return resolved
 

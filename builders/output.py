@@ -80,7 +80,8 @@ def _refuse_folders_never_replaced(out: Path, reads: Iterable[tuple[str, Path]])
     real = _resolved("--out", out)
     cwd = Path.cwd().resolve()
     never = {parent: "a parent of the working directory" for parent in cwd.parents}
-    never |= {Path(os.path.expanduser("~")).resolve(): "your home folder", Path("/"): "the root folder", cwd: "the working directory"}
+    never |= {Path(os.path.expanduser("~")).resolve(): "your home folder", Path("/"): "the root folder",
+              cwd: "the working directory"}
     if real in never:
         raise UserError(f"--out {out} is {never[real]}; a build never replaces it: choose a new folder for --out")
     for option, folder in reads:
@@ -165,7 +166,8 @@ def _swap(staging: Path, out: Path, seen: tuple | None) -> Path | None:
                     old.rename(out)
                 raise
         except OSError as error:
-            raise UserError(f"could not move the new build into {out}: {os.strerror(error.errno)}; {out} is unchanged") from None
+            raise UserError(f"could not move the new build into {out}: {os.strerror(error.errno)}; "
+                            f"{out} is unchanged") from None
     return old
 
 

@@ -34,10 +34,10 @@ from critic_data import UserError, __version__, cli_flags
 from critic_data.builders import SOURCES
 from critic_data.builders.counts import SPLITS, SourceCounts
 from critic_data.builders.decide import Decider
+from critic_data.builders.layout import lay_out_pairs, output_schema
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.output import staged
 from critic_data.builders.parallel import ended_unexpectedly, prepared_chunks, worker_started
-from critic_data.builders.layout import lay_out_pairs, output_schema
 from critic_data.builders.readers import SourceSpec, file_identity
 from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot, published_command
 from critic_data.builders.writer import SplitWriter
@@ -83,7 +83,8 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
             paths = [options.out, *options.inputs.values(), *([options.image_root] if options.image_root else [])]
             manifest["command"] = None if argv is None else published_command(argv, paths)
             # allow_nan=False: build.json stays valid JSON, whatever slipped past the options' checks
-            (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+            (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False,
+                                                           allow_nan=False) + "\n")
             from critic_data.cards.statistics import card_statistics
 
             if progress is not None:  # a pause of its own after the rows' bars: say what it is
@@ -146,10 +147,11 @@ def _ready_for_the_card(build_pid: int) -> None:
     # a machine busy with other work, the card still gets a tenth of a core.
     os.nice(10)
     try:
-        import critic_data.cards.charts  # noqa: F401  (no polars: the card's statistics are counted in the build's process)
-        import critic_data.cards.dataset_card  # noqa: F401
         import matplotlib.backends.backend_agg  # noqa: F401
         import matplotlib.figure  # noqa: F401
+
+        import critic_data.cards.charts  # noqa: F401  (no polars: the card's statistics are counted in the build's process)
+        import critic_data.cards.dataset_card  # noqa: F401
     except ImportError:  # drawing the card says what is missing, in one line
         pass
 
@@ -188,7 +190,8 @@ def _nothing_kept(sources: dict, out: Path) -> str:
     rejects file is not written, so its reasons are summed up here)."""
     def most(counter: dict) -> str:
         top = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
-        return ", ".join(f"{name} {count}" for name, count in top[:3]) + (f" and {len(top) - 3} more" if len(top) > 3 else "")
+        return ", ".join(f"{name} {count}" for name, count in top[:3]) + (f" and {len(top) - 3} more" if len(top) > 3
+                                                                          else "")
 
     fates = []
     for name, stats in sources.items():
@@ -197,7 +200,8 @@ def _nothing_kept(sources: dict, out: Path) -> str:
         fate += f" ({most(stats['rejects_by_reason'])})" if counts["rows_rejected"] else ""
         if counts["pairs_formed"]:
             fate += f", {counts['pairs_formed']} pairs formed, none kept"
-            dropped = {**counts["pairs_filtered"], **({"duplicates": counts["duplicates_dropped"]} if counts["duplicates_dropped"] else {})}
+            dropped = {**counts["pairs_filtered"],
+                       **({"duplicates": counts["duplicates_dropped"]} if counts["duplicates_dropped"] else {})}
             fate += f" ({most(dropped)})" if dropped else ""
         fates.append(fate)
     return (f"no rows kept ({'; '.join(fates)}); check that --input holds each source's snapshot, and the options that "
@@ -264,7 +268,8 @@ def _manifest(opened, options: BuildOptions, counts: dict[str, SourceCounts], wr
                 "bytes": sum(p.stat().st_size for p in files[split]),
                 "files": [f"data/{p.name}" for p in files[split]],
                 # what each shard holds: `push` publishes only these bytes
-                "xxh3_128": {f"data/{p.name}": digest for p, digest in zip(files[split], writers[split].digests, strict=True)},
+                "xxh3_128": {f"data/{p.name}": digest
+                             for p, digest in zip(files[split], writers[split].digests, strict=True)},
             }
             for split in SPLITS
         },

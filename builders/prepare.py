@@ -90,7 +90,8 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
         for name, n in item.notes.items():
             notes[name] += n
         # the split is the row's (image, question) group's: every pair of a row shares it
-        split = "test" if keyed_fraction(options.seed, "split", *digests, item.question) < options.test_size else "train"
+        split = "test" if keyed_fraction(options.seed, "split", *digests,
+                                         item.question) < options.test_size else "train"
         image_key = thumbnail(item.images[0][0]) if len(options.sources) > 1 else None
         for pair in item.pairs:
             row_id = f"{item.source}-{digest(item.source_id, pair.better, pair.worse)[:16]}"
@@ -149,7 +150,8 @@ def check(item: Example | Reject, options: BuildOptions) -> tuple[Example | Reje
 def _text_problem(item: Example) -> tuple[RejectReason, str] | None:
     """Text that cannot be written as UTF-8: a lone surrogate, which a JSON `\\ud800` escape
     decodes to (it would fail hashing and writing)."""
-    texts = [("id", item.source_id), ("question", item.question), *(("image name", name) for _, name in item.images if name)]
+    texts = [("id", item.source_id), ("question", item.question),
+             *(("image name", name) for _, name in item.images if name)]
     texts += [("response", text) for pair in item.pairs for text in (pair.better, pair.worse)]
     for where, text in texts:
         if not text.isascii():  # the cheap test first: almost all text is ASCII
@@ -169,7 +171,8 @@ def _candidate(item: Example, pair: Pair, row_id: str, split: str, digests: list
     if len(options.sources) > 1:
         content = (*content_key(item.question, pair.better, pair.worse, pair.tie), image_key)
     longer = 0 if pair.tie else (len(pair.better) > len(pair.worse)) - (len(pair.better) < len(pair.worse))
-    return Candidate(item.source, key, split, keyed_fraction(options.seed, "order", row_id), pair.tie, item.origin, content, longer,
+    return Candidate(item.source, key, split, keyed_fraction(options.seed, "order", row_id), pair.tie, item.origin,
+                     content, longer,
                      preferred, row_id)
 
 
@@ -183,12 +186,15 @@ def render(offered: list[tuple[int, Example, Pair, str]], images: pa.Array | Non
     if images is not None:
         image_lists = images.take(pa.array([index for index, *_ in offered], pa.int64()))
     else:
-        image_lists = pa.array([[{"bytes": data, "path": name} for data, name in item.images] for _, item, _, _ in offered],
+        image_lists = pa.array([[{"bytes": data, "path": name} for data, name in item.images]
+                                for _, item, _, _ in offered],
                                _IMAGE_LISTS)
     columns = {"id": ids, "source": sources, "source_id": source_ids, "images": image_lists, "question": question,
-               "better": better, "worse": worse, "margin": pa.array([pair.margin for _, _, pair, _ in offered], pa.float64()),
+               "better": better, "worse": worse,
+               "margin": pa.array([pair.margin for _, _, pair, _ in offered], pa.float64()),
                "template": pa.repeat(pa.scalar(options.template()), len(offered))}
-    validate_columns({**columns, "response_1": better, "response_2": worse})  # a failure is a bug in a builder, not the user's input
+    # a failure is a bug in a builder, not the user's input
+    validate_columns({**columns, "response_1": better, "response_2": worse})
     if options.format == "easyr1":  # what the fork reads: one image
         if not pc.all(pc.equal(pc.list_value_length(image_lists), 1)).as_py():
             raise ValueError("the easyr1 layout holds one image per row")

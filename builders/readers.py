@@ -102,7 +102,8 @@ class ParquetReader:
     def __init__(self, files: list[Path], convert: Callable[[str, int, pa.Table], list[Example | Reject]],
                  columns: list[str] | None = None, image_column: str = "image"):
         self.files, self.convert, self.columns, self.image_column = files, convert, columns, image_column
-        self.parts: list[tuple[int, tuple[int, ...], int]] = []  # (file index, row groups, first row's index in the file)
+        # (file index, row groups, first row's index in the file)
+        self.parts: list[tuple[int, tuple[int, ...], int]] = []
         self.total_rows = 0
         self.identities: list[tuple | None] = []  # each shard's identity when its row groups were listed
         for index, path in enumerate(files):
@@ -259,7 +260,8 @@ class JsonLinesReader:
                 handle.seek(start)
                 data = handle.read(size)
         except OSError as error:
-            raise UserError(f"cannot read {self.path}: {error.strerror or error}; check the file, or re-download it") from None
+            raise UserError(f"cannot read {self.path}: {error.strerror or error}; check the file, "
+                            "or re-download it") from None
         items: list[Example | Reject | None] = []
         objects = []  # (index in items, position, the JSON object) of each line that is an object
         # bytes that are not UTF-8 read as U+FFFD, as the build has always read them
@@ -269,14 +271,16 @@ class JsonLinesReader:
                 items.append(None)
             else:
                 items.append(self._reject(f"line {number}", value))
-        for (index, _, _), item in zip(objects, self.convert([(position, row) for _, position, row in objects]), strict=True):
+        for (index, _, _), item in zip(objects, self.convert([(position, row) for _, position, row in objects]),
+                                       strict=True):
             items[index] = item
         yield RowBatch(items)
 
     def _reject(self, position: str, value) -> Reject:
         if isinstance(value, (ValueError, RecursionError)):  # ValueError: also an integer past 4300 digits;
             # RecursionError: nested past Python's limit
-            return Reject(self.source, position, RejectReason.JSON_INVALID, f"{type(value).__name__}: {str(value)[:200]}")
+            return Reject(self.source, position, RejectReason.JSON_INVALID,
+                          f"{type(value).__name__}: {str(value)[:200]}")
         return Reject(self.source, position, RejectReason.ROW_MALFORMED, "line is not a JSON object")
 
 
@@ -326,7 +330,8 @@ class ImageStore:
             return None
         if len(names) > 1:
             listed = ", ".join(repr(name[-100:]) for name in names[:3]) + (" ..." if len(names) > 3 else "")
-            raise ImageFileError(RejectReason.IMAGE_AMBIGUOUS, f"{len(names)} image files for id {image_id[:100]!r}: {listed}")
+            raise ImageFileError(RejectReason.IMAGE_AMBIGUOUS,
+                                 f"{len(names)} image files for id {image_id[:100]!r}: {listed}")
         data = read_archive_member(self._zip, names[0]) if self._zip else read_image_file(self.location / names[0])
         return data, Path(names[0]).name
 

@@ -39,7 +39,8 @@ def _example(position: str, row: dict) -> Example | Reject:
             text = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark before the JSON is not an error
         except (ValueError, RecursionError) as error:  # ValueError: also an integer past 4300 digits;
             # RecursionError: nested past Python's limit
-            return Reject(NAME, source_id, RejectReason.JSON_INVALID, f"text: {type(error).__name__}: {str(error)[:200]}")
+            return Reject(NAME, source_id, RejectReason.JSON_INVALID,
+                          f"text: {type(error).__name__}: {str(error)[:200]}")
     if not isinstance(text, dict) or not all(isinstance(text.get(k), str) for k in ("question", "chosen", "rejected")):
         return Reject(NAME, source_id, RejectReason.ROW_MALFORMED, "text needs string question, chosen and rejected")
     question = clean_question(text["question"])
@@ -67,7 +68,8 @@ SOURCE = SourceSpec(
     homepage="https://rlhf-v.github.io",
     citation="""@article{yu2023rlhf,
   title={RLHF-V: Towards Trustworthy MLLMs via Behavior Alignment from Fine-grained Correctional Human Feedback},
-  author={Yu, Tianyu and Yao, Yuan and Zhang, Haoye and He, Taiwen and Han, Yifeng and Cui, Ganqu and Hu, Jinyi and Liu, Zhiyuan and Zheng, Hai-Tao and Sun, Maosong and others},
+  author={Yu, Tianyu and Yao, Yuan and Zhang, Haoye and He, Taiwen and Han, Yifeng and Cui, Ganqu and Hu, Jinyi and \
+Liu, Zhiyuan and Zheng, Hai-Tao and Sun, Maosong and others},
   journal={arXiv preprint arXiv:2312.00849},
   year={2023}
 }""",

@@ -19,6 +19,7 @@ from pathlib import Path
 from critic_data import UserError
 from critic_data.files import fingerprint, published_path
 
+
 @dataclass
 class Snapshot:
     path: Path
@@ -64,7 +65,12 @@ def fetch_from_hub(repo_id: str, revision: str | None, allow_patterns: list[str]
 
     import httpx2
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RevisionNotFoundError,
+    )
     from huggingface_hub.utils import filter_repo_objects
 
     from critic_data.hub_client import NotTheHub, use_timeout

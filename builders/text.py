@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from critic_data.schemas.prompts import strip_control_tokens
 from critic_data.schemas import IMAGE_PLACEHOLDER, RejectReason
+from critic_data.schemas.prompts import strip_control_tokens
 
 # Browsing debris left in GPT-4V answers, e.g. 【3†source】 (always inside 【...】 brackets).
 _CITATION = re.compile(r"【[^【】]{0,40}】")

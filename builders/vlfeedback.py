@@ -30,8 +30,9 @@ integer past Python's 4300 digits), a row missing its fields or with an id of on
 a missing image (or one that is not a regular file), an image over the size cap
 (`image_file_too_large`), a damaged archive member (`image_undecodable`), two image files for
 one id (`x.jpg` and `x.png`: `image_ambiguous`), fewer than two rated completions
-(`rating_unparsable`) or fewer than two non-empty ones (`empty_response`), an empty prompt. A byte-order mark at the start
-of the JSON Lines file is read as one. GPT-4V's `Rationale` text is read and dropped here: it never leaves.
+(`rating_unparsable`) or fewer than two non-empty ones (`empty_response`), an empty prompt.
+A byte-order mark at the start of the JSON Lines file is read as one. GPT-4V's `Rationale`
+text is read and dropped here: it never leaves.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def _paired(table: pa.Table, options: BuildOptions) -> tuple[pa.Table, list[tupl
             total = rating if total is None else pc.add(total, rating)  # a null stays null
         texts = clean_responses(responses.values)
         means = pc.divide(total, float(len(options.aspects)))
-        means = pc.if_else(pc.is_finite(means), means, pa.scalar(None, pa.float64()))  # as `_score`: an overflowed sum is unrated
+        # as `_score`: an overflowed sum is unrated
+        means = pc.if_else(pc.is_finite(means), means, pa.scalar(None, pa.float64()))
         scores = pa.ListArray.from_arrays(annotations.offsets, means, mask=annotations.is_null())
         # a row without completions has no list of completions
         texts = pa.ListArray.from_arrays(responses.offsets, texts, mask=pc.fill_null(completions.is_null(), True))
@@ -189,10 +191,12 @@ def _pairs_of_rows(texts: pa.ListArray, scores: pa.ListArray, options: BuildOpti
     none); `scores`: each completion's `_score` (a null list: none is rated)."""
     count = np.diff(texts.offsets.to_numpy())
     has_scores = scores.is_valid().to_numpy(zero_copy_only=False)
-    listed = texts.is_valid().to_numpy(zero_copy_only=False) & (~has_scores | (np.diff(scores.offsets.to_numpy()) == count))
+    listed = texts.is_valid().to_numpy(zero_copy_only=False) & (~has_scores
+                                                                 | (np.diff(scores.offsets.to_numpy()) == count))
     capped = np.where(listed, np.minimum(count, MAX_COMPLETIONS), 0)
     completions = _completions_in_pairs(texts, scores, has_scores, capped)
-    rated, usable = (np.bincount(completions.row[which], minlength=len(count)) for which in (completions.rated, completions.usable))
+    rated, usable = (np.bincount(completions.row[which], minlength=len(count))
+                     for which in (completions.rated, completions.usable))
     pairing = (rated >= 2) & (usable >= 2)
     tallies, pairs = _offered_pairs_and_tallies(texts.values, completions, usable, pairing, options)
 
@@ -211,7 +215,8 @@ def _pairs_of_rows(texts: pa.ListArray, scores: pa.ListArray, options: BuildOpti
                                                 ("below_margin", below_margin)) if k}
             if options.pairs_per_prompt != "all":
                 filtered["not_widest"] = passing + ties - len(pairs[r])
-            notes = {name: k for name, k in (("completions_over_cap", n - n_capped), ("completions_unrated", n_capped - n_rated),
+            notes = {name: k for name, k in (("completions_over_cap", n - n_capped),
+                                             ("completions_unrated", n_capped - n_rated),
                                              ("completions_empty", n_rated - n_usable)) if k}
             results.append((n, (pairs[r], n_usable * (n_usable - 1) // 2, filtered, notes)))
     return results
@@ -236,7 +241,8 @@ def _completions_in_pairs(texts: pa.ListArray, scores: pa.ListArray, has_scores:
     text = texts.offsets.to_numpy()[row] + within
     score = np.full(len(row), np.nan)
     in_list = has_scores[row]
-    score[in_list] = scores.values.to_numpy(zero_copy_only=False)[scores.offsets.to_numpy()[row[in_list]] + within[in_list]]
+    score[in_list] = scores.values.to_numpy(zero_copy_only=False)[scores.offsets.to_numpy()[row[in_list]]
+                                                                  + within[in_list]]
     lengths = pc.binary_length(texts.values).to_numpy(zero_copy_only=False)
     rated = ~np.isnan(score)
     return _Completions(row, text, score, lengths, rated, np.flatnonzero(rated & (lengths[text] > 0)))
@@ -254,14 +260,16 @@ def _offered_pairs_and_tallies(values: pa.Array, completions: _Completions, usab
     for size in np.unique(usable[pairing]).tolist():
         rows = np.flatnonzero(pairing & (usable == size))
         first, second = np.triu_indices(size, 1)  # the order of itertools.combinations
-        a, b = (completions.usable[first_usable[rows][:, None] + which] for which in (first, second))  # a row of pairs per row
+        # a row of pairs per row
+        a, b = (completions.usable[first_usable[rows][:, None] + which] for which in (first, second))
         with np.errstate(over="ignore"):
             gap = _rounded(np.abs(score[a] - score[b]))
         identical = _same_text(values, completions.lengths, text[a], text[b])
         finite = ~identical & np.isfinite(gap)
         tie, passing = finite & (gap == 0), finite & (gap > options.margin)
         below = finite & (gap != 0) & ~passing
-        tallies[rows] = np.stack([m.sum(axis=1) for m in (identical, ~identical & ~finite, below, passing, tie)], axis=1)
+        tallies[rows] = np.stack([m.sum(axis=1) for m in (identical, ~identical & ~finite, below, passing, tie)],
+                                 axis=1)
         a_better = score[a] > score[b]
         better, worse = np.where(a_better, text[a], text[b]), np.where(a_better, text[b], text[a])
         if options.pairs_per_prompt == "all":  # every passing pair, then every tie, in order
@@ -416,7 +424,8 @@ SOURCE = SourceSpec(
     homepage="https://vlf-silkie.github.io",
     citation="""@article{li2023silkie,
   title={Silkie: Preference Distillation for Large Visual Language Models},
-  author={Li, Lei and Xie, Zhihui and Li, Mukai and Chen, Shunian and Wang, Peiyi and Chen, Liang and Yang, Yazheng and Wang, Benyou and Kong, Lingpeng},
+  author={Li, Lei and Xie, Zhihui and Li, Mukai and Chen, Shunian and Wang, Peiyi and Chen, Liang and Yang, Yazheng \
+and Wang, Benyou and Kong, Lingpeng},
   journal={arXiv preprint arXiv:2312.10665},
   year={2023}
 }""",

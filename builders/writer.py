@@ -50,7 +50,8 @@ def _row_bytes(table: pa.Table) -> list[int]:
         column = contiguous(table[field.name])
         if field.name == "images":
             lengths = pc.binary_length(pc.struct_field(pc.list_flatten(column), "bytes")).to_numpy(zero_copy_only=False)
-            sizes += np.bincount(pc.list_parent_indices(column).to_numpy(), weights=lengths, minlength=table.num_rows).astype(np.int64)
+            sizes += np.bincount(pc.list_parent_indices(column).to_numpy(), weights=lengths,
+                                 minlength=table.num_rows).astype(np.int64)
         elif pa.types.is_string(field.type):
             sizes += pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
     return sizes.tolist()

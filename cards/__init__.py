@@ -10,13 +10,15 @@ The citations every card carries are declared here, once.
 
 LLAVA_CRITIC_CITATION = """@article{xiong2024llavacritic,
   title={LLaVA-Critic: Learning to Evaluate Multimodal Models},
-  author={Xiong, Tianyi and Wang, Xiyao and Guo, Dong and Ye, Qinghao and Fan, Haoqi and Gu, Quanquan and Huang, Heng and Li, Chunyuan},
+  author={Xiong, Tianyi and Wang, Xiyao and Guo, Dong and Ye, Qinghao and Fan, Haoqi and Gu, Quanquan and Huang, Heng \
+and Li, Chunyuan},
   journal={arXiv preprint arXiv:2410.02712},
   year={2024}
 }"""
 LLAVA_CRITIC_R1_CITATION = """@article{wang2025llavacriticr1,
   title={LLaVA-Critic-R1: Your Critic Model is Secretly a Strong Policy Model},
-  author={Wang, Xiyao and Li, Chunyuan and Yang, Jianwei and Zhang, Kai and Liu, Bo and Xiong, Tianyi and Huang, Furong},
+  author={Wang, Xiyao and Li, Chunyuan and Yang, Jianwei and Zhang, Kai and Liu, Bo and Xiong, Tianyi and Huang, \
+Furong},
   journal={arXiv preprint arXiv:2509.00676},
   year={2025}
 }"""

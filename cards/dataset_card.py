@@ -56,7 +56,8 @@ VL_REWARDBENCH_OVERLAP = ("vlfeedback", "rlhf_v", "llava_critic")
 COUNT_TERMS = {
     "rows read": "input rows of the source; each one is either used or rejected (read = used + rejected).",
     "rows used": "rows whose data passed every check; a used row gives zero or more pairs.",
-    "rows rejected": "rows with defective data, by reason below; each is listed in `rejects.jsonl` of the build folder.",
+    "rows rejected": "rows with defective data, by reason below; each is listed in `rejects.jsonl` of the build "
+                     "folder.",
     "pairs formed": "candidate pairs of two responses to one image and question, before any rule "
                     "(formed = kept + filtered by rule + duplicates dropped).",
     "filtered by rule": "pairs dropped by a rule of this build's options (rules below): data that is fine, not kept.",
@@ -262,7 +263,8 @@ def _metadata(manifest: dict, specs: list, splits: dict[str, dict]) -> DatasetCa
         # sizes and row counts here make a rebuilt folder load fresh, and let it verify row counts.
         dataset_info={
             "features": yaml_features(FORMATS[manifest["format"]]),
-            "splits": [{"name": name, "num_bytes": s["bytes"], "num_examples": s["rows"]} for name, s in splits.items()],
+            "splits": [{"name": name, "num_bytes": s["bytes"], "num_examples": s["rows"]}
+                       for name, s in splits.items()],
             "download_size": sum(s["bytes"] for s in splits.values()),
             "dataset_size": sum(s["bytes"] for s in splits.values()),
         },

@@ -17,14 +17,16 @@ from critic_data.cards import LLAVA_CRITIC_CITATION, LLAVA_CRITIC_R1_CITATION
 
 TRAINING_CITATIONS = """@article{shao2024deepseekmath,
   title={DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models},
-  author={Shao, Zhihong and Wang, Peiyi and Zhu, Qihao and Xu, Runxin and Song, Junxiao and Zhang, Mingchuan and Li, Y. K. and Wu, Y. and Guo, Daya},
+  author={Shao, Zhihong and Wang, Peiyi and Zhu, Qihao and Xu, Runxin and Song, Junxiao and Zhang, Mingchuan and Li, \
+Y. K. and Wu, Y. and Guo, Daya},
   journal={arXiv preprint arXiv:2402.03300},
   year={2024}
 }
 
 @misc{vonwerra2020trl,
   title={{TRL: Transformers Reinforcement Learning}},
-  author={von Werra, Leandro and Belkada, Younes and Tunstall, Lewis and Beeching, Edward and Thrush, Tristan and Lambert, Nathan and Huang, Shengyi and Rasul, Kashif and Gallou{\\'e}dec, Quentin},
+  author={von Werra, Leandro and Belkada, Younes and Tunstall, Lewis and Beeching, Edward and Thrush, Tristan and \
+Lambert, Nathan and Huang, Shengyi and Rasul, Kashif and Gallou{\\'e}dec, Quentin},
   year={2020},
   howpublished={\\url{https://github.com/huggingface/trl}}
 }"""

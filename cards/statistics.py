@@ -181,7 +181,8 @@ def rejects(folder: Path, manifest: dict) -> list[dict]:
                           schema={"source": pl.String, "reason": pl.String, "count": pl.Int64})
     path = folder / "rejects.jsonl"
     if not path.is_file():
-        return counts.with_columns(example_id=pl.lit(None, pl.String), example_detail=pl.lit(None, pl.String)).to_dicts()
+        return counts.with_columns(example_id=pl.lit(None, pl.String),
+                                   example_detail=pl.lit(None, pl.String)).to_dicts()
     try:
         with path.open("rb") as handle:  # a path would be read as a glob pattern ("run*" matching other folders)
             examples = (pl.scan_ndjson(handle, schema=_REJECT_SCHEMA)
@@ -247,7 +248,8 @@ def dataset_statistics(folder: Path, manifest: dict | None = None) -> dict:
         trl = manifest.get("format", "trl") == "trl"
         return {"folder": str(folder), **_text_figures(manifest, files), "duplicates": duplicates(manifest),
                 "rejects": rejects(folder, manifest),
-                "images": image_statistics([p for paths in files.values() for p in paths], "images" if trl else "image")}
+                "images": image_statistics([p for paths in files.values() for p in paths], "images" if trl
+                                           else "image")}
 
 
 def card_statistics(folder: Path, manifest: dict) -> dict:

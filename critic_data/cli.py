@@ -10,8 +10,8 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import gc
-import os
 import inspect
+import os
 import sys
 import typing
 from pathlib import Path
@@ -19,8 +19,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from critic_data import UserError, __version__
@@ -83,7 +83,8 @@ def _options_command(name: str, options_class):
         else:
             default = cli.get("cli_default", spec.default)
         annotation = Annotated[cli.get("type", hints[spec.name]),
-                               typer.Option(*flags, help=spec.metadata["help"], show_default=cli.get("show_default", True),
+                               typer.Option(*flags, help=spec.metadata["help"],
+                                            show_default=cli.get("show_default", True),
                                             metavar=f"<{cli['metavar']}>" if "metavar" in cli else None)]
         parameters.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                             annotation=annotation))
@@ -148,7 +149,8 @@ def _print_build_summary(manifest: dict, out: Path) -> None:
     for name, stats in manifest["sources"].items():
         c = stats["counts"]
         table.add_row(name, *(str(v) for v in (c["rows_read"], c["rows_used"], c["rows_rejected"], c["pairs_formed"],
-                                                sum(c["pairs_filtered"].values()), c["duplicates_dropped"], c["pairs_kept"])))
+                                                sum(c["pairs_filtered"].values()), c["duplicates_dropped"],
+                                               c["pairs_kept"])))
     console.print(table)
     splits = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
     console.print(f"splits: {splits}; {manifest['timings']['total_seconds']:.1f}s; rejects in {out / 'rejects.jsonl'}",
@@ -162,21 +164,25 @@ def _print_build_summary(manifest: dict, out: Path) -> None:
 
 
 # Kept in step with critic_data.hub (ATTEMPTS, RETRY_WINDOW, DEFAULT_TIMEOUT); a test checks the first two.
-PUSH_TIMEOUT_HELP = ("Seconds each request waits for the Hub (to connect, or for the next bytes of an answer). A request "
-                     "that times out is not sent again, so a Hub that never answers ends the push within two timeouts. "
-                     "Connection errors, 408, 429 and 5xx are retried: at most 4 tries per Hub call, none later than "
-                     "60 s after its first.")
+PUSH_TIMEOUT_HELP = ("Seconds each request waits for the Hub (to connect, or for the next bytes of an answer). A "
+                     "request that times out is not sent again, so a Hub that never answers ends the push within two "
+                     "timeouts. Connection errors, 408, 429 and 5xx are retried: at most 4 tries per Hub call, none "
+                     "later than 60 s after its first.")
 
 
 @app.command()
 def push(
-    folder: Annotated[Path, typer.Argument(help="A dataset folder made by `critic-data build`, or a trained checkpoint folder.")],
+    folder: Annotated[Path, typer.Argument(help="A dataset folder made by `critic-data build`, or a trained checkpoint "
+                                                "folder.")],
     repo_id: Annotated[str, typer.Option(help="Hub repo to publish to: OWNER/NAME (created if missing).")],
     private: Annotated[bool, typer.Option(help="Create the repo private (has no effect on an existing repo).")] = False,
-    revision: Annotated[str | None, typer.Option(help="Branch to push to (default main); a new branch is created from main.")] = None,
+    revision: Annotated[str | None, typer.Option(help="Branch to push to (default main); a new branch is created from "
+                                                      "main.")] = None,
     create_pr: Annotated[bool, typer.Option(help="Open a pull request instead of committing to the branch.")] = False,
-    commit_message: Annotated[str | None, typer.Option(help="Commit title (default: what is pushed, with row counts).")] = None,
-    force: Annotated[bool, typer.Option(help="Replace a revision that already holds a different dataset or checkpoint.")] = False,
+    commit_message: Annotated[str | None,
+                              typer.Option(help="Commit title (default: what is pushed, with row counts).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a revision that already holds a different dataset or "
+                                             "checkpoint.")] = False,
     include_rejects: Annotated[bool, typer.Option(help="Also upload rejects.jsonl (datasets).")] = False,
     dry_run: Annotated[bool, typer.Option(help="List what would be uploaded and where; contact nothing.")] = False,
     timeout: Annotated[float, typer.Option(help=PUSH_TIMEOUT_HELP)] = 60.0,
@@ -187,10 +193,12 @@ def push(
     from huggingface_hub import constants
     from huggingface_hub.utils import disable_progress_bars
 
-    from critic_data.hub import MAX_TIMEOUT, plan_push, push as run_push, require_token
+    from critic_data.hub import MAX_TIMEOUT, plan_push, require_token
+    from critic_data.hub import push as run_push
 
     if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan
-        raise UserError(f"--timeout {timeout:g} is not a number of seconds from 0 to {MAX_TIMEOUT:g}; pass e.g. --timeout 60")
+        raise UserError(f"--timeout {timeout:g} is not a number of seconds from 0 to {MAX_TIMEOUT:g}; pass e.g. "
+                        "--timeout 60")
     plan = plan_push(folder, repo_id, revision, include_rejects=include_rejects)
     if dry_run:
         console.print(_push_table(plan, create_pr))
@@ -204,13 +212,14 @@ def push(
     outcome = run_push(plan, private=private, create_pr=create_pr, commit_message=commit_message, force=force,
                        timeout=timeout, announce=lambda changed: _announce_upload(plan, create_pr, changed))
     if outcome.unchanged:
-        console.print(f"nothing to do: {plan.url} @ {plan.revision} already holds this {plan.kind.name}; no commit made",
-                      markup=False, highlight=False, soft_wrap=True)
+        console.print(f"nothing to do: {plan.url} @ {plan.revision} already holds this {plan.kind.name}; "
+                      "no commit made", markup=False, highlight=False, soft_wrap=True)
         return
     if outcome.deleted:
-        console.print(f"replaced: removed {len(outcome.deleted)} file(s) the folder no longer has ({', '.join(outcome.deleted[:3])}{', ...' if len(outcome.deleted) > 3 else ''})",
-                      markup=False)
-    console.print(f"pushed {plan.summary} to {plan.url} @ {plan.revision}{' (new branch)' if outcome.created_branch else ''}: "
+        console.print(f"replaced: removed {len(outcome.deleted)} file(s) the folder no longer has "
+                      f"({', '.join(outcome.deleted[:3])}{', ...' if len(outcome.deleted) > 3 else ''})", markup=False)
+    console.print(f"pushed {plan.summary} to {plan.url} @ "
+                  f"{plan.revision}{' (new branch)' if outcome.created_branch else ''}: "
                   f"{outcome.pr_url or outcome.commit_url}", highlight=False, soft_wrap=True, markup=False)
 
 
@@ -221,7 +230,8 @@ def _push_table(plan, create_pr: bool) -> Table:
     table.add_column("path in repo")
     table.add_column("bytes", justify="right")
     for path in sorted(plan.files):
-        table.add_row(escape(path) + (" (rendered for this repo)" if isinstance(plan.files[path], bytes) else ""), f"{plan.size(path):,}")
+        table.add_row(escape(path) + (" (rendered for this repo)" if isinstance(plan.files[path], bytes) else ""),
+                      f"{plan.size(path):,}")
     table.caption = escape(f"not uploaded: {', '.join(plan.left_out)}") if plan.left_out else None
     return table
 
@@ -285,7 +295,8 @@ class _TrainCommand(typer.core.TyperCommand):
 
 # `-h` is TRL's: it lists every flag of the recipe
 @app.command(cls=_TrainCommand,
-             context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["--help"]})
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": ["--help"]})
 def train(
     ctx: typer.Context,
     recipe: Annotated[str, typer.Option(help="critic-r1, critic-r1-plus, or the path of a recipe .yaml file.")],
@@ -304,19 +315,27 @@ def train(
 
 @app.command("inspect")
 def inspect_(
-    path: Annotated[str, typer.Argument(help="A dataset folder from `critic-data build` (or its Hub id), an eval run folder (results.jsonl) or a best-of-n run folder (picks.jsonl).")],
-    against: Annotated[str | None, typer.Option(help="A second dataset (folder or Hub id): the same figures side by side.")] = None,
+    path: Annotated[str, typer.Argument(help="A dataset folder from `critic-data build` (or its Hub id), an eval run "
+                                             "folder (results.jsonl) or a best-of-n run folder (picks.jsonl).")],
+    against: Annotated[str | None,
+                       typer.Option(help="A second dataset (folder or Hub id): the same figures side by side.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")] = False,
     plots: Annotated[Path | None, typer.Option(help="Write PNG charts into this folder.")] = None,
-    processor: Annotated[Path | None, typer.Option(help="A local model folder: count each row's prompt tokens with its processor, as the trainer does (needs the rl extra: torch, transformers).")] = None,
-    max_prompt_length: Annotated[int | None, typer.Option(help=f"With --processor: the prompt budget whose drops to count (default: the recipes' {OFFICIAL_MAX_PROMPT_LENGTH}, counted in tokens).", show_default=False)] = None,
+    processor: Annotated[Path | None, typer.Option(help="A local model folder: count each row's prompt tokens with its "
+                                                        "processor, as the trainer does (needs the rl extra: torch, "
+                                                        "transformers).")] = None,
+    max_prompt_length: Annotated[int | None, typer.Option(help="With --processor: the prompt budget whose drops to "
+                                                               "count (default: the recipes' "
+                                                               f"{OFFICIAL_MAX_PROMPT_LENGTH}, counted in tokens).",
+                                                          show_default=False)] = None,
 ) -> None:
     """See what a dataset teaches, or where a critic fails.
 
     A dataset's labels, margins, length bias, images and rejects; an eval or best-of-n run's failures."""
     from critic_data.inspection import inspect as run_inspect
 
-    run_inspect(path, against=against, as_json=json_, plots=plots, processor=processor, max_prompt_length=max_prompt_length)
+    run_inspect(path, against=against, as_json=json_, plots=plots, processor=processor,
+                max_prompt_length=max_prompt_length)
 
 
 @app.command()
@@ -339,7 +358,8 @@ def eval_(options: EvalOptions) -> None:
 
     summary = _run_with_progress(run_eval, options, options.out / "results.jsonl")
     console.print(summary_table(summary))
-    console.print(f"results in {options.out / 'results.jsonl'}, summary in {options.out / 'summary.json'}", markup=False)
+    console.print(f"results in {options.out / 'results.jsonl'}, summary in {options.out / 'summary.json'}",
+                  markup=False)
     _fail_if_incomplete(summary, "requests")
 
 

@@ -50,11 +50,16 @@ from pathlib import Path, PurePath
 from typing import NoReturn
 
 import httpx2
-from huggingface_hub import (CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token,
-                             parse_local_safetensors_file_metadata)
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    constants,
+    get_token,
+    parse_local_safetensors_file_metadata,
+)
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RevisionNotFoundError, SafetensorsParsingError
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.errors import (HfHubHTTPError, OfflineModeIsEnabled, RevisionNotFoundError,
-                                    SafetensorsParsingError)
 from huggingface_hub.utils import filter_repo_objects
 from huggingface_hub.utils.sha import git_hash
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
@@ -85,8 +90,10 @@ class Kind:
 
 DATASET = Kind("dataset", "dataset", payload=("data/*",), replaces=("data/*", "plots/*", "rejects.jsonl"))
 MODEL = Kind("checkpoint", "model",
-             payload=("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json"),
-             replaces=("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json"))
+             payload=("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+                      "pytorch_model*.bin.index.json"),
+             replaces=("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+                       "pytorch_model*.bin.index.json"))
 
 # Trainer leftovers in an output folder: intermediate checkpoints, optimizer state, logs, caches.
 CHECKPOINT_IGNORE = ["*__pycache__*", "checkpoint-*", "runs/*", "optimizer.pt", "scheduler.pt",
@@ -127,7 +134,8 @@ class Outcome:
 def plan_push(folder: Path, repo_id: str, revision: str | None = None, include_rejects: bool = False) -> Plan:
     """Decide from the folder's content what to push where; no network. Raises UserError."""
     if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder; pass a dataset folder made by `critic-data build` or a trained checkpoint")
+        raise UserError(f"{folder} is not a folder; pass a dataset folder made by `critic-data build` or a trained "
+                        "checkpoint")
     kind = _detect(folder)
     repo_id = _check_repo_id(repo_id, kind, folder)
     revision = constants.DEFAULT_REVISION if revision is None else check_revision(revision, branch=True)
@@ -174,7 +182,8 @@ def _detect(folder: Path) -> Kind:
     if (folder / "config.json").is_file() and weights:
         return MODEL
     raise UserError(f"{folder} is neither a critic-data dataset (build.json + data/*.parquet) nor a checkpoint "
-                    "(config.json + *.safetensors); pass the --out folder of a build or the output folder of a training run")
+                    "(config.json + *.safetensors); pass the --out folder of a build or the output folder of a "
+                    "training run")
 
 
 def _check_repo_id(repo_id: str, kind: Kind, folder: Path) -> str:
@@ -184,8 +193,8 @@ def _check_repo_id(repo_id: str, kind: Kind, folder: Path) -> str:
     prefix, _, rest = repo_id.partition("/")
     if prefix in ("datasets", "models", "spaces") and rest.count("/") == 1:
         if prefix != f"{kind.repo_type}s":
-            raise UserError(f"{folder} is a {kind.name}, which goes to a {kind.repo_type} repo, but --repo-id {repo_id} "
-                            f"names a {prefix[:-1]} repo; pass --repo-id {rest}")
+            raise UserError(f"{folder} is a {kind.name}, which goes to a {kind.repo_type} repo, but --repo-id "
+                            f"{repo_id} names a {prefix[:-1]} repo; pass --repo-id {rest}")
         repo_id = rest
     if not is_repo_id(repo_id):
         raise UserError(f"--repo-id {given!r} is not a repo id; write OWNER/NAME (letters, digits, '-', '_', '.')")
@@ -294,7 +303,8 @@ def _check_shards(folder: Path, manifest: dict) -> dict[str, int]:
     for split, (files, _) in splits.items():
         for path in files:
             if not fnmatch(path, f"data/{split}-*"):
-                _mismatch(folder, f"{path} is listed as a {split} shard, but the card loads that split from data/{split}-*")
+                _mismatch(folder,
+                          f"{path} is listed as a {split} shard, but the card loads that split from data/{split}-*")
             shard = _file_inside(folder, path, "build.json")
             held[split] += _shard_rows(shard, path, folder, features, manifest["format"])
     for split, (_, rows) in splits.items():
@@ -462,7 +472,8 @@ def _plan_checkpoint(plan: Plan) -> None:
             raise UserError(f"{source} is not a regular file; nothing was sent. Remove it and push again")
         else:
             plan.files[path] = source
-    tensors = {path: _safetensors_tensors(source) for path, source in plan.files.items() if path.endswith(".safetensors")}
+    tensors = {path: _safetensors_tensors(source) for path, source in plan.files.items()
+               if path.endswith(".safetensors")}
     _check_weight_indexes(plan, tensors)
     if "README.md" not in plan.files:
         log.warning("%s has no README.md: the model repo will have no model card", plan.folder)
@@ -547,7 +558,8 @@ def _push(api: HfApi, plan: Plan, private: bool, create_pr: bool, commit_message
     repo_type, revision = plan.kind.repo_type, plan.revision
     # private=None leaves the visibility to the namespace's default when --private is not given.
     _call(api.create_repo, plan.repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True)
-    branches = {ref.name: ref.target_commit for ref in _call(api.list_repo_refs, plan.repo_id, repo_type=repo_type).branches}
+    branches = {ref.name: ref.target_commit
+                for ref in _call(api.list_repo_refs, plan.repo_id, repo_type=repo_type).branches}
     created_branch = revision not in branches
     if created_branch:
         # A new branch starts from main; what it inherits is replaced below, nothing is published over.
@@ -558,7 +570,8 @@ def _push(api: HfApi, plan: Plan, private: bool, create_pr: bool, commit_message
     remote = {entry.path: entry for entry in _call(lambda: list(api.list_repo_tree(
         plan.repo_id, repo_type=repo_type, revision=head, recursive=True))) if isinstance(entry, RepoFile)}
 
-    additions = {path: CommitOperationAdd(path_in_repo=path, path_or_fileobj=source) for path, source in plan.files.items()}
+    additions = {path: CommitOperationAdd(path_in_repo=path, path_or_fileobj=source)
+                 for path, source in plan.files.items()}
     if not (created_branch or create_pr or force):
         _refuse_if_different(plan, remote, additions)
     stale = [path for path in filter_repo_objects(sorted(remote), allow_patterns=list(plan.kind.replaces))
@@ -587,9 +600,9 @@ def _refuse_if_different(plan: Plan, remote: dict, additions: dict[str, CommitOp
     differs += [path for path in set(published) & set(local) if not _same(remote[path], additions[path])]
     if differs:
         raise UserError(
-            f"{plan.repo_id} ({plan.kind.repo_type}) at revision {plan.revision} already holds a different {plan.kind.name} "
-            f"({len(differs)} file(s) differ, e.g. {sorted(differs)[0]}); pass --revision NEW_BRANCH to publish beside it, "
-            "--create-pr to propose it, or --force to replace it")
+            f"{plan.repo_id} ({plan.kind.repo_type}) at revision {plan.revision} already holds a different "
+            f"{plan.kind.name} ({len(differs)} file(s) differ, e.g. {sorted(differs)[0]}); pass --revision NEW_BRANCH "
+            "to publish beside it, --create-pr to propose it, or --force to replace it")
 
 
 def _same(entry: RepoFile, addition: CommitOperationAdd) -> bool:
@@ -649,23 +662,24 @@ def _explain(error: Exception, plan: Plan, timeout: float) -> Exception:
         return UserError("HF_HUB_OFFLINE is set; unset it to push to the Hub")
     timed_out = next((c for c in causes if isinstance(c, httpx2.TimeoutException)), None)
     if timed_out is not None:
-        return UserError(f"the Hub at {constants.ENDPOINT} did not answer within {timeout:g} s ({type(timed_out).__name__}); "
-                         f"{nothing}; check the network or HF_ENDPOINT, or allow more time with --timeout")
+        return UserError(f"the Hub at {constants.ENDPOINT} did not answer within {timeout:g} s "
+                         f"({type(timed_out).__name__}); {nothing}; check the network or HF_ENDPOINT, or allow more "
+                         "time with --timeout")
     if isinstance(cause, httpx2.TransportError):
         reason = next(c for c in reversed(causes) if isinstance(c, httpx2.TransportError))
-        return UserError(f"cannot reach the Hub at {constants.ENDPOINT} ({type(reason).__name__}; tried up to {ATTEMPTS} "
-                         f"times); {nothing}; check the network or HF_ENDPOINT and run the command again")
+        return UserError(f"cannot reach the Hub at {constants.ENDPOINT} ({type(reason).__name__}; tried up to "
+                         f"{ATTEMPTS} times); {nothing}; check the network or HF_ENDPOINT and run the command again")
     if not isinstance(cause, HfHubHTTPError) or cause.response is None:
         return error
     status = cause.response.status_code
     if isinstance(cause, RevisionNotFoundError):
         return UserError(f"revision {plan.revision} of {where} was not found; {nothing}")
     if status == 401:
-        return UserError(f"the Hub rejected the token (401 Unauthorized) for {where}; {nothing}; set HF_TOKEN to a valid "
-                         "token with write access or run `hf auth login`")
+        return UserError(f"the Hub rejected the token (401 Unauthorized) for {where}; {nothing}; set HF_TOKEN to a "
+                         "valid token with write access or run `hf auth login`")
     if status == 403:
-        return UserError(f"the token may not write to {where} (403 Forbidden); {nothing}; use a token with write access "
-                         f"to the '{plan.repo_id.split('/')[0]}' namespace")
+        return UserError(f"the token may not write to {where} (403 Forbidden); {nothing}; use a token with write "
+                         f"access to the '{plan.repo_id.split('/')[0]}' namespace")
     if status == 404:
         return UserError(f"{where} was not found or is not visible to this token (404); {nothing}; check --repo-id and "
                          "the token's permissions")

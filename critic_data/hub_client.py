@@ -83,8 +83,8 @@ def check_revision(revision: str, *, branch: bool) -> str:
         raise UserError(f"--revision {revision!r} is not a {what}; write letters, digits and . _ - + (parts separated "
                         "by /, none starting with . or -, no ..)")
     if branch and revision.startswith("refs/"):
-        raise UserError(f"--revision {revision} names a Hub reference, not a branch; pass a branch name, or --create-pr "
-                        "to propose the change in a pull request")
+        raise UserError(f"--revision {revision} names a Hub reference, not a branch; pass a branch name, or "
+                        "--create-pr to propose the change in a pull request")
     return revision
 
 

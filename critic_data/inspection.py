@@ -294,8 +294,8 @@ def print_datasets(named: list[tuple[str, dict]]) -> None:
         def margin_rows(s):
             found = (s["margins"] or {"counts": {}})["counts"]
             return {(source, labels[i]): [str(found[source][i])] for source, i in shown if source in found}
-        console.print(_side_by_side("score margin of kept pairs (ties left out)", named, ["source", "margin"], ["pairs"],
-                                    margin_rows))
+        console.print(_side_by_side("score margin of kept pairs (ties left out)", named, ["source", "margin"],
+                                    ["pairs"], margin_rows))
     if any(s["length_bias"] for _, s in named):
         def bias_rows(s):
             return {(r["source"], unit): [str(r["pairs"]), _pct(r["better_longer_share"]), f"{r['median_ratio']:.2f}",
@@ -311,7 +311,8 @@ def print_datasets(named: list[tuple[str, dict]]) -> None:
         console.print(_side_by_side(
             "prompt tokens as the trainer counts them", named, ["source", "split"],
             ["rows", "median", "max", "over budget", "unusable"],
-            lambda s: {(r["source"], r["split"]): [str(r["rows"]), f"{r['median']:.0f}" if r["median"] is not None else "-",
+            lambda s: {(r["source"], r["split"]): [str(r["rows"]), f"{r['median']:.0f}" if r["median"] is not None
+                                                   else "-",
                                                    str(r["max"]), str(r["over_budget"]), str(r["unusable"])]
                        for r in (s.get("prompt_tokens") or {}).get("by_source", [])}))
         for name, s in named:
@@ -321,12 +322,18 @@ def print_datasets(named: list[tuple[str, dict]]) -> None:
                 console.print(f"{name}: --max-prompt-length {tokens['budget']} counted in tokens (train's "
                               f"prompt_length_unit: tokens) would drop {dropped} rows "
                               f"(processor of {tokens['model']})", highlight=False, markup=False)
-    console.print(_side_by_side("duplicates dropped", named, ["source"], ["pairs", "copy kept by"],
-                                lambda s: {(r["source"],): [str(r["dropped"]), ", ".join(f"{k} {v}" for k, v in r["of"].items()) or "-"]
-                                           for r in s["duplicates"]}))
-    console.print(_side_by_side("rejects by reason", named, ["source", "reason"], ["rows", "example"],
-                                lambda s: {(r["source"], r["reason"]): [str(r["count"]), _example(r)] for r in s["rejects"]}))
+    console.print(_side_by_side("duplicates dropped", named, ["source"], ["pairs", "copy kept by"], _duplicate_rows))
+    console.print(_side_by_side("rejects by reason", named, ["source", "reason"], ["rows", "example"], _reject_rows))
     console.print(_side_by_side("images (headers only)", named, ["figure"], ["value"], _image_rows))
+
+
+def _duplicate_rows(stats: dict) -> dict:
+    return {(r["source"],): [str(r["dropped"]), ", ".join(f"{k} {v}" for k, v in r["of"].items()) or "-"]
+            for r in stats["duplicates"]}
+
+
+def _reject_rows(stats: dict) -> dict:
+    return {(r["source"], r["reason"]): [str(r["count"]), _example(r)] for r in stats["rejects"]}
 
 
 def _example(reject: dict) -> str:
@@ -337,8 +344,10 @@ def _example(reject: dict) -> str:
 
 def _image_rows(stats: dict) -> dict:
     images = stats["images"]
-    sides = {f"{side} min/median/max": [f"{images[f'{side}_min']}/{images[f'{side}_median']:.0f}/{images[f'{side}_max']}"
-                                        if images[f"{side}_median"] is not None else "-"] for side in ("width", "height")}
+    sides = {f"{side} min/median/max": [f"{images[f'{side}_min']}/{images[f'{side}_median']:.0f}/"
+                                        f"{images[f'{side}_max']}"
+                                        if images[f"{side}_median"] is not None else "-"]
+             for side in ("width", "height")}
     return {("images per row",): [", ".join(f"{k}: {v}" for k, v in images["per_row"].items())],
             **{(key,): value for key, value in sides.items()},
             ("headers unreadable",): [str(images["unreadable"])]}
@@ -371,7 +380,8 @@ def print_eval(report: dict) -> None:
 
 def print_best_of_n(report: dict) -> None:
     table = Table(title=escape(f"best-of-{report['n']} ({report['strategy']}) {report['folder']}: "
-                               f"{report['questions']} questions, {report['answered']} with an answer"), title_justify="left")
+                               f"{report['questions']} questions, {report['answered']} with an answer"),
+                  title_justify="left")
     table.add_column("selection")
     table.add_column("acc % (95% CI)", justify="right")
     for name, value in (report["accuracy"] or {}).items():
@@ -395,7 +405,8 @@ def write_run_plots(report: dict, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     if report["kind"] == "best-of-n" and not report["curve"]:
         return []
-    name, draw = ("eval.png", charts.eval_chart) if report["kind"] == "eval" else ("best_of_n.png", charts.best_of_n_chart)
+    name, draw = ("eval.png", charts.eval_chart) if report["kind"] == "eval" else ("best_of_n.png",
+                                                                                   charts.best_of_n_chart)
     shown = [Path(report["folder"]).name, report.get("benchmark") or "", report.get("strategy") or "",
              *(row["category"] for row in report.get("categories") or [])]
     with charts.plain_text(" ".join(shown)):
@@ -406,22 +417,26 @@ def inspect(path: str, against: str | None = None, as_json: bool = False, plots:
             processor: Path | None = None, max_prompt_length: int | None = None) -> dict:
     """Compute, print (or print as JSON) and plot the figures of PATH; return them."""
     if max_prompt_length is not None and processor is None:
-        raise UserError("--max-prompt-length needs --processor MODEL: prompt tokens are counted with the model's processor")
+        raise UserError("--max-prompt-length needs --processor MODEL: prompt tokens are counted with the model's "
+                        "processor")
     budget = OFFICIAL_MAX_PROMPT_LENGTH if max_prompt_length is None else max_prompt_length
     if budget < 1:
         raise UserError(f"--max-prompt-length must be at least 1, not {budget}")
     folder = resolve(path)
     kind = kind_of(folder)
     if kind != "dataset" and (against or processor):
-        raise UserError(f"{path} is a{'n' if kind == 'eval' else ''} {kind} run; --against and --processor apply to datasets")
+        raise UserError(f"{path} is a{'n' if kind == 'eval' else ''} {kind} run; --against and --processor apply to "
+                        "datasets")
     if kind == "dataset":
         named = [("A" if against else Path(path).name or path, dataset_report(folder, processor, budget))]
         if against is not None:
             other = resolve(against)
             if kind_of(other) != "dataset":
-                raise UserError(f"--against {against} is not a dataset folder (no build.json); it compares two datasets")
+                raise UserError(f"--against {against} is not a dataset folder (no build.json); it compares two "
+                                "datasets")
             named.append(("B", dataset_report(other, processor, budget)))
-        report = named[0][1] if against is None else {"kind": "datasets", "dataset": named[0][1], "against": named[1][1]}
+        report = named[0][1] if against is None else {"kind": "datasets", "dataset": named[0][1],
+                                                      "against": named[1][1]}
     else:
         report = eval_statistics(folder) if kind == "eval" else best_of_n_statistics(folder)
     written = []

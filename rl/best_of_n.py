@@ -121,7 +121,8 @@ def read_questions(path: Path) -> list[Question]:
         if isinstance(answer, float) and not math.isfinite(answer):  # Python reads NaN and Infinity, JSON has none
             raise UserError(f"{where}: answer must be a string or a finite number, not {answer}")
         if not all(is_text(v) for v in row.values() if isinstance(v, str)):
-            raise UserError(f"{where} holds a lone surrogate (an escape like \\ud800), which is not text; fix that field")
+            raise UserError(f"{where} holds a lone surrogate (an escape like \\ud800), which is not text; fix that "
+                            "field")
         qid = str(row["id"])
         if not qid.strip():  # it names the question in picks.jsonl and in every failure
             raise UserError(f"{where}: id is blank; give each question an id")
@@ -204,8 +205,8 @@ async def knockout(n: int, judge: Judge, seed: int, qid: str) -> tuple[int, list
 
 async def round_robin(n: int, judge: Judge, seed: int, qid: str) -> tuple[int, list[Match], list[int]]:
     """Every ordered pair judged once: the winner index, the N(N-1) matches, and the scores r_i."""
-    ordered = [(k, l) for k in range(n) for l in range(n) if k != l]
-    matches = await _together(judge(k, l, f"{k}>{l}") for k, l in ordered)
+    ordered = [(i, j) for i in range(n) for j in range(n) if i != j]
+    matches = await _together(judge(i, j, f"{i}>{j}") for i, j in ordered)
     scores = metrics.round_robin_scores(n, matches)
     return metrics.round_robin_winner(scores, seed, qid), matches, scores
 
@@ -311,7 +312,8 @@ def summary_table(summary: dict):
     table.add_row("questions", str(summary["questions"]))
     table.add_row("matches played", str(summary["matches"]))
     rate = summary["unparsed_rate"]
-    table.add_row("unparsed judgements", f"{summary['unparsed_judgements']} ({'-' if rate is None else f'{100 * rate:.1f}%'})")
+    table.add_row("unparsed judgements",
+                  f"{summary['unparsed_judgements']} ({'-' if rate is None else f'{100 * rate:.1f}%'})")
     if summary.get("too_long_matches"):
         table.add_row("matches over --max-model-len (coin)", str(summary["too_long_matches"]))
     for name, value in summary.get("accuracy", {}).items():

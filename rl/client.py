@@ -222,7 +222,8 @@ class ChatClient:
             response = await self._call(self._client.models.with_raw_response.list, CHECK_ATTEMPTS)
             body = _json_body(response)
             listed = body.get("data") if isinstance(body, dict) else None
-            if not isinstance(listed, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in listed):
+            if not isinstance(listed, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str)
+                                                       for m in listed):
                 raise RequestFailed(f"the server answered HTTP {response.status_code} with {_describe(response)}, "
                                     "not a model list")
         except RequestFailed as error:
@@ -468,8 +469,9 @@ class ResultLog:
         if self.set_aside is None:
             return None
         count = self.set_aside["lines"]
-        return (f"{self.path.name}: {count} unreadable line{'s' if count > 1 else ''} (first: {self.set_aside['first']}) "
-                f"moved to {self.set_aside['file']}; {'their items are' if count > 1 else 'its item is'} asked again")
+        return (f"{self.path.name}: {count} unreadable line{'s' if count > 1 else ''} (first: "
+                f"{self.set_aside['first']}) moved to {self.set_aside['file']}; "
+                f"{'their items are' if count > 1 else 'its item is'} asked again")
 
     def append(self, record: dict) -> None:
         try:

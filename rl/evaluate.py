@@ -83,7 +83,8 @@ MMRLHF_FILE = "mm_reward_bench.jsonl"
 # The user prompt, verbatim, leading space included (VL:58-76 `prompt`, MM:63-81 `build_prompt`);
 # the two answers in presented order. `--is-thinking` appends the think/boxed instruction with no
 # separator (VL:116-117, MM:143-144; its text is FORMAT_INSTRUCTION's, VL:15, MM:15-19).
-PAPER_PROMPT = """ You are a highly capable multimodal AI assistant tasked with evaluating answers to visual questions. \
+PAPER_PROMPT = """ You are a highly capable multimodal AI assistant tasked with evaluating answers to visual \
+questions. \
 Please analyze the following image and question, then determine which of the two provided answers is better.
 
 Question: {question}
@@ -325,7 +326,8 @@ def _vlrb_items(folder: Path, split: str, skipped: Counter, template: str) -> tu
             responses = row.get("response")
             responses = responses if isinstance(responses, list) else []  # a string "ab" is not two answers
             ranking = row.get("human_ranking")
-            label = labels.get(tuple(ranking)) if isinstance(ranking, list) and all(isinstance(r, int) for r in ranking) else None
+            label = labels.get(tuple(ranking)) if isinstance(ranking, list) and all(isinstance(r, int)
+                                                                                    for r in ranking) else None
             if not (is_text(row.get("query")) and row.get("id") is not None):
                 skipped["row_malformed"] += 1
                 continue
@@ -413,7 +415,8 @@ def load_items(options: EvalOptions, skipped: Counter) -> tuple[int, Iterator[It
     else:
         folder = Path(options.input)
         if not folder.is_dir():
-            repo = "MMInstruction/VL-RewardBench" if options.benchmark == "vl-rewardbench" else "yifanzhang114/MM-RLHF-RewardBench"
+            repo = ("MMInstruction/VL-RewardBench" if options.benchmark == "vl-rewardbench"
+                    else "yifanzhang114/MM-RLHF-RewardBench")
             raise UserError(f"--input {folder} is not a folder; download the benchmark with "
                             f"`hf download {repo} --repo-type dataset --local-dir {folder}`")
         # the template of the critic's training rows (--protocol paper sends its own prompt instead)
@@ -589,7 +592,8 @@ async def _run(options: EvalOptions, progress) -> dict:
     if not finished.records:  # a summary of nothing, exit 0, would read as a run that worked
         reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.items())
         raise UserError(f"--input {options.input} has no item to judge "
-                        f"({f'rows skipped: {reasons}' if reasons else 'no rows'}); check --input, --benchmark and --split")
+                        f"({f'rows skipped: {reasons}' if reasons else 'no rows'}); check --input, --benchmark and "
+                        "--split")
     return write_summary(options, finished, {
         "benchmark": options.benchmark,
         "model": options.model,
@@ -623,7 +627,8 @@ def summary_table(summary: dict):
     for name, group in summary.get("categories", {}).items():
         accuracy_rows(f"  {name}", group, n=group["n"])
         if "acc_plus" in group:
-            table.add_row(f"  {name} acc+ % (ids={group['ids']})", percent(group["acc_plus"], group.get("acc_plus_ci95")))
+            table.add_row(f"  {name} acc+ % (ids={group['ids']})",
+                          percent(group["acc_plus"], group.get("acc_plus_ci95")))
     if "macro_accuracy" in summary:
         accuracy_rows("macro accuracy", summary, "macro_accuracy")
     if "position_consistency" in summary:

@@ -55,7 +55,8 @@ class EvalOptions:
     """Everything `critic-data eval` needs; checked on creation."""
 
     base_url: str = option(help=SERVER_HELP)
-    model: str = option(help="Model name as the server knows it (vllm: the served name; transformers serve: the folder).")
+    model: str = option(help="Model name as the server knows it (vllm: the served name; transformers serve: the "
+                             "folder).")
     benchmark: str = option(help=f"{', '.join(BENCHMARKS)}: a critic-data dataset, or a benchmark's local snapshot.",
                             metavar="|".join(BENCHMARKS))
     input: str = option(help="built: dataset folder or Hub id; vl-rewardbench / mm-rlhf: local snapshot folder.")
@@ -63,7 +64,8 @@ class EvalOptions:
     split: str = option("test", "Split to read (built, vl-rewardbench).")
     limit: int | None = option(None, "Judge only the first N items.")
     concurrency: int = option(8, "Requests in flight at once.")
-    max_tokens: int | None = option(None, f"Completion budget per judgement. Default {DEFAULT_MAX_TOKENS}; with --protocol "
+    max_tokens: int | None = option(None,
+                                    f"Completion budget per judgement. Default {DEFAULT_MAX_TOKENS}; with --protocol "
                                     "paper the official scripts' defaults: 4096 on vl-rewardbench, 2048 on mm-rlhf.",
                                     show_default=False)
     temperature: float = option(0.0, "0 = greedy, as the papers evaluate.")
@@ -72,12 +74,14 @@ class EvalOptions:
     resume: bool = option(False, "Continue a run in --out with the same options: items already in results.jsonl are "
                           "skipped (--concurrency, --timeout, --limit may change).")
     timeout: float = option(DEFAULT_TIMEOUT, TIMEOUT_HELP)
-    protocol: str = option("critic-data", "critic-data: the template the critic was trained on. paper: LLaVA-Critic-R1's "
+    protocol: str = option("critic-data",
+                           "critic-data: the template the critic was trained on. paper: LLaVA-Critic-R1's "
                            "official critic-eval scripts (system turn, their prompt, pixel bounds, 28-px skip, video "
                            "frames, max tokens); vl-rewardbench and mm-rlhf only.", metavar="|".join(PROTOCOLS))
     thinking: bool | None = option(None, "--protocol paper: append the official think/boxed instruction to the prompt, "
                                    "as the scripts' --is-thinking does. Default on: the official run script passes "
-                                   "--is-thinking to every evaluation it runs (eval_llama32v/evaluation_llama32v.sh:17).",
+                                   "--is-thinking to every evaluation it runs "
+                                   "(eval_llama32v/evaluation_llama32v.sh:17).",
                                    flag="--thinking/--no-thinking", show_default=False)
     prompt_style: str | None = option(None, "--protocol critic-data on vl-rewardbench and mm-rlhf: the critic prompt "
                                       "body, the --prompt-style the critic's training set was built with: critic-data "
@@ -107,7 +111,8 @@ class EvalOptions:
     def _check_prompt_style(self) -> None:
         """Resolve --prompt-style: critic-data by default where it applies; refused where it does not."""
         if self.prompt_style is not None and self.prompt_style not in PROMPT_STYLES:
-            raise UserError(f"--prompt-style {self.prompt_style!r} is not known; choose from {', '.join(PROMPT_STYLES)}")
+            raise UserError(f"--prompt-style {self.prompt_style!r} is not known; choose from "
+                            f"{', '.join(PROMPT_STYLES)}")
         if self.prompt_style is not None and self.benchmark == "built":
             raise UserError("--prompt-style applies to vl-rewardbench and mm-rlhf: a built dataset's rows are "
                             "rendered with the template each names (its `template` column), the one trained on")
@@ -141,10 +146,11 @@ class BestOfNOptions:
                            metavar="|".join(STRATEGIES))
     concurrency: int = option(8, "Requests in flight at once.")
     max_tokens: int = option(2048, "Completion budget per candidate and per judgement.")
-    temperature: float = option(SAMPLE_TEMPERATURE, "Sampling temperature for candidates (judgements are greedy). Default "
-                                "1.0 with --top-p 0.99: the official training rollout's sampling (si0wang/LLaVA-Critic-R1"
-                                "@6fd42d1 EasyR1/examples/config.yaml:56-57); the papers do not publish their Best-of-N "
-                                "sampling settings.")
+    temperature: float = option(SAMPLE_TEMPERATURE,
+                                "Sampling temperature for candidates (judgements are greedy). Default "
+                                "1.0 with --top-p 0.99: the official training rollout's sampling "
+                                "(si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/examples/config.yaml:56-57); the papers do "
+                                "not publish their Best-of-N sampling settings.")
     seed: int = option(0, "Fixes sampling seeds, presented orders and coin flips.")
     resume: bool = option(False, "Continue a run in --out with the same options: questions already in picks.jsonl are "
                           "skipped (--concurrency, --timeout may change).")
@@ -166,8 +172,9 @@ class BestOfNOptions:
         samples, judgements = requests_per_question(self.n, self.strategy)
         if samples + judgements > MAX_REQUESTS_PER_QUESTION:
             raise UserError(f"--n {self.n} with {self.strategy}: {samples} samples + {judgements} judgements = "
-                            f"{samples + judgements} requests per question, over the limit of {MAX_REQUESTS_PER_QUESTION}; "
-                            "lower --n" + (" or use --strategy knockout" if self.strategy == "round-robin" else ""))
+                            f"{samples + judgements} requests per question, over the limit of "
+                            f"{MAX_REQUESTS_PER_QUESTION}; lower --n" + (" or use --strategy knockout"
+                                                                         if self.strategy == "round-robin" else ""))
         _check_common(self)
         if not 0 < self.top_p <= 1:  # nan fails too
             raise UserError("--top-p must be above 0 and at most 1")

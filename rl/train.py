@@ -37,14 +37,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 from transformers import TrainerCallback
+from trl import (
+    GRPOConfig,
+    GRPOTrainer,
+    ModelConfig,
+    ScriptArguments,
+    TrlParser,
+    get_peft_config,
+    get_quantization_config,
+)
 
 from critic_data import UserError, package_version
+from critic_data.cards.model_card import write_model_card
 from critic_data.files import published_path, refuse_a_path_that_cannot_be_a_folder
 from critic_data.hub_client import check_hub_dataset, check_hub_repo, is_repo_id
 from critic_data.rl import RECIPES_DIR, recipes
-from critic_data.cards.model_card import write_model_card
 from critic_data.rl.client import smart_resize
 from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH, PROMPT_LENGTH_UNITS
 from critic_data.rl.rewards import DEFAULT_REWARDS, DEFAULT_WEIGHTS, reward_function
@@ -132,7 +140,8 @@ def _check_recipe_values(path: Path) -> None:
     except (OSError, ValueError, yaml.YAMLError):
         return  # the parser says what is wrong, in one line
     if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
-        raise UserError(f"recipe {path.name} must be a YAML mapping of option names to values (`learning_rate: 1.0e-6`)")
+        raise UserError(f"recipe {path.name} must be a YAML mapping of option names to values (`learning_rate: "
+                        "1.0e-6`)")
     hints = {name: hint for kind in (CriticScriptArguments, GRPOConfig, ModelConfig)
              for name, hint in typing.get_type_hints(kind).items()}
     wrong = [f"{key}: {value!r} is not {hints[key] if typing.get_args(hints[key]) else hints[key].__name__}"
@@ -172,7 +181,8 @@ def parse_recipe(recipe: str, overrides: list[str]) -> tuple[CriticScriptArgumen
     _check_recipe_values(path)
     # TRL's own default sets `gradient_checkpointing`, which transformers 5 renames `activation_checkpointing`
     # with a FutureWarning on every run: nothing a user of the recipe can act on (the value carries over).
-    warnings.filterwarnings("ignore", message=r"`gradient_checkpointing(_kwargs)?` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"`gradient_checkpointing(_kwargs)?` is deprecated",
+                            category=FutureWarning)
     parser = _Parser((CriticScriptArguments, GRPOConfig, ModelConfig), prog=f"critic-data train --recipe {recipe}",
                      allow_abbrev=False)  # a typo must be an error, not a prefix match
     try:

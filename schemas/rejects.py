@@ -13,7 +13,8 @@ from enum import StrEnum
 class RejectReason(StrEnum):
     JSON_INVALID = "json_invalid"                # the row's JSON does not parse
     ROW_MALFORMED = "row_malformed"              # parses, but a required field is missing or mistyped
-    IMAGE_MISSING = "image_missing"              # no image in the row, the archive or the image root (or not a regular file)
+    # no image in the row, the archive or the image root (or not a regular file)
+    IMAGE_MISSING = "image_missing"
     IMAGE_UNDECODABLE = "image_undecodable"      # bytes that PIL cannot decode completely
     IMAGE_TOO_LARGE = "image_too_large"          # more pixels than --max-image-pixels (decompression bomb)
     IMAGE_FILE_TOO_LARGE = "image_file_too_large"  # more bytes than the image size cap; never read whole

@@ -112,7 +112,8 @@ def _yaml(feature: dict) -> dict:
         return {"dtype": "image"}
     if kind == "List":  # a list of one dtype, or of a struct, is written short
         inner = _yaml(feature["feature"])
-        return {"list": inner["dtype"] if list(inner) == ["dtype"] else inner["struct"] if list(inner) == ["struct"] else inner}
+        return {"list": inner["dtype"] if list(inner) == ["dtype"] else inner["struct"] if list(inner) == ["struct"]
+                else inner}
     return {"struct": [{"name": name, **_yaml(field)} for name, field in feature.items()]}
 
 

@@ -310,7 +310,8 @@ def folder_entries(files: dict[str, Blob], folder: str, recursive: bool) -> list
         for depth in range(1, len(rest)):
             sub = prefix + "/".join(rest[:depth])
             if depth == 1 or recursive:
-                entries.setdefault(sub, {"type": "directory", "oid": git_blob_oid(sub.encode()), "size": 0, "path": sub})
+                entries.setdefault(sub,
+                                   {"type": "directory", "oid": git_blob_oid(sub.encode()), "size": 0, "path": sub})
             if not recursive:
                 break
         if len(rest) == 1 or recursive:
@@ -487,9 +488,11 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self.hub.visible_repo(REPO_TYPES[kind], repo_id, self._token())
 
         def ref(name, oid):
-            return {"name": name, "ref": name if name.startswith("refs/") else f"refs/heads/{name}", "targetCommit": oid}
+            return {"name": name, "ref": name if name.startswith("refs/") else f"refs/heads/{name}",
+                    "targetCommit": oid}
 
-        answer = {"branches": [ref(n, o) for n, o in repo.refs.items() if not n.startswith(("refs/pr/", "refs/convert/"))],
+        answer = {"branches": [ref(n, o) for n, o in repo.refs.items()
+                               if not n.startswith(("refs/pr/", "refs/convert/"))],
                   "tags": [], "converts": [ref(n, o) for n, o in repo.refs.items() if n.startswith("refs/convert/")]}
         if self._query().get("include_prs"):
             answer["pullRequests"] = [ref(n, o) for n, o in repo.refs.items() if n.startswith("refs/pr/")]
@@ -559,6 +562,7 @@ ROUTES = [
 if __name__ == "__main__":
     import tempfile
 
-    hub = LocalHub(Path(tempfile.mkdtemp()), {"hf_test_write": "write"}, port=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    hub = LocalHub(Path(tempfile.mkdtemp()), {"hf_test_write": "write"}, port=int(sys.argv[1]) if len(sys.argv) > 1
+                   else 0)
     print(f"HF_ENDPOINT={hub.url}  HF_TOKEN=hf_test_write", flush=True)
     hub.start()._thread.join()

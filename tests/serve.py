@@ -114,7 +114,8 @@ class FakeServer:
 
 
 @contextmanager
-def fake_server(chat: Callable[[dict], Reply], models: tuple[str, ...] | Reply = ("fake-model",)) -> Iterator[FakeServer]:
+def fake_server(chat: Callable[[dict], Reply],
+                models: tuple[str, ...] | Reply = ("fake-model",)) -> Iterator[FakeServer]:
     """An OpenAI-compatible stand-in on 127.0.0.1: GET /v1/models lists `models` (or answers the given
     Reply), POST /v1/chat/completions answers `chat(request)`. Hanging answers end when the block exits."""
     stopped = threading.Event()
@@ -128,7 +129,8 @@ def fake_server(chat: Callable[[dict], Reply], models: tuple[str, ...] | Reply =
             if isinstance(models, Reply):
                 self._send(models)
             else:
-                listed = {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "test"} for name in models]}
+                listed = {"object": "list",
+                          "data": [{"id": name, "object": "model", "owned_by": "test"} for name in models]}
                 self._send(Reply(json.dumps(listed).encode()))
 
         def do_POST(self):

@@ -47,7 +47,8 @@ def corrupt_jpeg(seed: int) -> bytes:
 def _completion(rng: random.Random, subject: str, ratings: tuple, response: str | None = None) -> dict:
     response = response if response is not None else (
         f"The image shows {subject}. " + rng.choice(["It is clearly visible.", "The lighting is soft.",
-                                                     "There are a few details in the background.", "Nothing else stands out."])
+                                                     "There are a few details in the background.",
+                                                     "Nothing else stands out."])
         + f" (variant {rng.randrange(10**6)})"
     )
     annotations = {
@@ -108,7 +109,8 @@ def _image_for(index: int, quirks: bool) -> bytes | None:
     return jpeg(DUPLICATE_OF.get(index, index) if quirks else index)
 
 
-def write_vlfeedback_jsonl(folder: Path, n: int = 24, seed: int = 0, quirks: bool = True, broken_lines: bool = True) -> list[dict]:
+def write_vlfeedback_jsonl(folder: Path, n: int = 24, seed: int = 0, quirks: bool = True,
+                           broken_lines: bool = True) -> list[dict]:
     """`vlfeedback_80k.jsonl` + `merged_images.zip` (`merged_images/<id>.jpg`)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = vlfeedback_rows(n, seed, quirks)
@@ -125,7 +127,8 @@ def write_vlfeedback_jsonl(folder: Path, n: int = 24, seed: int = 0, quirks: boo
     return rows
 
 
-def write_vlfeedback_parquet(folder: Path, n: int = 24, seed: int = 0, quirks: bool = True, shards: int = 2) -> list[dict]:
+def write_vlfeedback_parquet(folder: Path, n: int = 24, seed: int = 0, quirks: bool = True,
+                             shards: int = 2) -> list[dict]:
     """The parquet copy: `data/train-0000K-of-0000N.parquet`, completions as a struct of lists."""
     (folder / "data").mkdir(parents=True, exist_ok=True)
     rows = vlfeedback_rows(n, seed, quirks)
@@ -134,11 +137,13 @@ def write_vlfeedback_parquet(folder: Path, n: int = 24, seed: int = 0, quirks: b
     for k in range(shards):
         chunk = records[k * per_shard:(k + 1) * per_shard]
         pq.write_table(pa.Table.from_pylist(chunk), folder / "data" / f"train-{k:05d}-of-{shards:05d}.parquet",
-                       row_group_size=5)  # several row groups: parts of several groups when ROWS_PER_BATCH is patched low
+                       # several row groups: parts of several groups when ROWS_PER_BATCH is patched low
+                       row_group_size=5)
     return rows
 
 
-def write_vlfeedback_converted(folder: Path, n: int = 24, seed: int = 0, shards: int = 2, image_column: str = "img_path",
+def write_vlfeedback_converted(folder: Path, n: int = 24, seed: int = 0, shards: int = 2,
+                               image_column: str = "img_path",
                                image=None) -> list[dict]:
     """The Hub's parquet conversion of VLFeedback (revision `refs/convert/parquet`):
     `default/train/NNNN.parquet`, the image in the loading script's `img_path` Image column.
@@ -188,7 +193,8 @@ def _vlfeedback_records(rows: list[dict], quirks: bool) -> list[dict]:
             "prompt": row["prompt"],
             "models": row["models"],
             "completions": {
-                "annotations": [{a: {"Rating": str(c["annotations"][a]["Rating"]), "Rationale": c["annotations"][a]["Rationale"]}
+                "annotations": [{a: {"Rating": str(c["annotations"][a]["Rating"]),
+                                     "Rationale": c["annotations"][a]["Rationale"]}
                                  for a in ASPECTS} for c in completions],
                 "model": [c["model"] for c in completions],
                 "response": [c["response"] for c in completions],
@@ -206,11 +212,13 @@ def rlhf_v_texts(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     return [{"question": ("<image>\n" if i % 2 else "") + QUESTIONS[i % len(QUESTIONS)] + f" (#{i})",
              "chosen": f"The image shows {SUBJECTS[i % len(SUBJECTS)]}. Corrected detail {rng.randrange(10**6)}.",
-             "rejected": f"The image shows {SUBJECTS[(i + 3) % len(SUBJECTS)]}. Hallucinated detail {rng.randrange(10**6)}."}
+             "rejected": f"The image shows {SUBJECTS[(i + 3) % len(SUBJECTS)]}. Hallucinated detail "
+                         f"{rng.randrange(10**6)}."}
             for i in range(n)]
 
 
-RLHF_V_FAULTS = {1: "json_invalid", 2: "identical_responses", 3: "image_undecodable", 4: "image_missing", 5: "row_malformed"}
+RLHF_V_FAULTS = {1: "json_invalid", 2: "identical_responses", 3: "image_undecodable", 4: "image_missing",
+                 5: "row_malformed"}
 
 
 def write_rlhf_v(folder: Path, n: int = 12, seed: int = 0) -> list[dict]:
@@ -232,7 +240,8 @@ def write_rlhf_v(folder: Path, n: int = 12, seed: int = 0) -> list[dict]:
         elif i == 5:
             body = json.dumps({"question": text["question"], "chosen": text["chosen"]})
         records.append({"ds_name": "RLHF-V", "image": image, "text": body, "origin_dataset": "OK-VQA",
-                        "origin_split": json.dumps({"model": "muffin"}), "idx": 5000 + i, "image_path": f"rlhf-v/{i}.jpg"})
+                        "origin_split": json.dumps({"model": "muffin"}), "idx": 5000 + i,
+                        "image_path": f"rlhf-v/{i}.jpg"})
     pq.write_table(pa.Table.from_pylist(records), folder / "RLHF-V-Dataset.parquet")
     return texts
 
@@ -261,7 +270,8 @@ def write_llava_rlhf(folder: Path, image_root: Path, n: int = 12, seed: int = 0)
         row = {"id": f"llava-rlhf-{i}", "image": image,
                "conversations": [conversations] if i == LLAVA_RLHF_NESTED else conversations,
                "output_1": {"from": "llava", "value": f"Answer one about {SUBJECTS[i % 10]} {rng.randrange(10**6)}."},
-               "output_2": {"from": "llava", "value": f"Answer two about {SUBJECTS[(i + 1) % 10]} {rng.randrange(10**6)}."},
+               "output_2": {"from": "llava",
+                            "value": f"Answer two about {SUBJECTS[(i + 1) % 10]} {rng.randrange(10**6)}."},
                "preference": 1 + i % 2, "hallucination": bool(i % 3)}
         if i == 2:
             row["image"] = "../outside.jpg"
@@ -295,10 +305,12 @@ CRITIC_TIE_ROW, CRITIC_UNPARSABLE_ROW, CRITIC_DUPLICATE_ROW = 6, 7, 8
 def critic_prompt(question: str, first: str, second: str, template: int) -> str:
     instruction, label_1, label_2, brackets, trailer = CRITIC_TEMPLATES[template]
     wrap = (lambda v: f"[{v}]") if brackets else (lambda v: v)  # noqa: E731
-    return f"<image>\n{instruction}\nQuestion: {wrap(question)}\n{label_1} {wrap(first)}\n{label_2} {wrap(second)}{trailer}"
+    return (f"<image>\n{instruction}\nQuestion: {wrap(question)}\n{label_1} {wrap(first)}\n{label_2} "
+            f"{wrap(second)}{trailer}")
 
 
-def write_llava_critic(folder: Path, n: int = 12, seed: int = 0, duplicate_of: dict | None = None, shards: int = 2) -> list[dict]:
+def write_llava_critic(folder: Path, n: int = 12, seed: int = 0, duplicate_of: dict | None = None,
+                       shards: int = 2) -> list[dict]:
     """`pairwise/train-0000K-of-0000N.parquet`. Row i uses template i % 3 and verdict i % 6;
     one tie, one unparsable verdict, and (with `duplicate_of`, an RLHF-V text and image
     bytes) a row that re-judges an RLHF-V pair."""

@@ -64,6 +64,7 @@ def test_every_test_the_docs_name_exists():
     docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     named = {name for path in docs for name in re.findall(r"\b(test_[a-z0-9_]+)\b", path.read_text(encoding="utf-8"))}
     defined = {name for path in (ROOT / "tests").rglob("test_*.py")
-               for name in re.findall(r"^(?:async )?def (test_[a-z0-9_]+)", path.read_text(encoding="utf-8"), flags=re.M)}
+               for name in re.findall(r"^(?:async )?def (test_[a-z0-9_]+)", path.read_text(encoding="utf-8"),
+                                      flags=re.M)}
     files = {path.stem for path in (ROOT / "tests").rglob("test_*.py")}
     assert named - defined - files == set()

@@ -103,4 +103,5 @@ def _video_processor():
 if __name__ == "__main__":  # `python -m tests.tiny_qwen DIR`: the README's quickstart model for CPU smoke runs
     import sys
 
-    print(f"wrote a tiny random Qwen2.5-VL to {build_tiny_qwen(Path(sys.argv[1] if len(sys.argv) > 1 else 'out/tiny-qwen'))}")
+    print("wrote a tiny random Qwen2.5-VL to "
+          f"{build_tiny_qwen(Path(sys.argv[1] if len(sys.argv) > 1 else 'out/tiny-qwen'))}")

@@ -18,7 +18,8 @@ def test_the_benchmark_runs_every_stage_and_prints_its_ratios(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for rows in (60, 120):
         for stage in ("floor", "datasets", "build"):
-            assert re.search(rf"^\s+{rows} rows\s+{stage}\s+[\d.]+ s\s+\d+ rows/s\s+peak RSS\s+\d+ MB$", result.stdout, re.M), stage
+            assert re.search(rf"^\s+{rows} rows\s+{stage}\s+[\d.]+ s\s+\d+ rows/s\s+peak RSS\s+\d+ MB$", result.stdout,
+                             re.M), stage
         # the ratios, and the build's time split into its rows (build.json's clock) and the rest
         assert re.search(rf"^\s+{rows}\s+[\d.]+\s+[\d.]+\s+[\d.]+ s \+\s+[\d.]+ s$", result.stdout, re.M)
     for stage in ("floor", "datasets", "build"):  # the fixed cost and the cost per row, fitted on the two sizes
@@ -32,7 +33,9 @@ def test_a_failing_stage_shows_what_it_printed(tmp_path):
     snapshot = tmp_path / "vlfeedback-10-small"
     (snapshot / "data").mkdir(parents=True)
     (snapshot / "data" / "train-00000-of-00001.parquet").write_bytes(b"not parquet")
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--rows", "10", "--image-size", "small",
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--rows", "10", "--image-size",
+                             "small",
                              "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode != 0
-    assert "stage floor failed with exit code 1" in result.stderr and "ArrowInvalid" in result.stderr  # the stage's own output
+    # the stage's own output
+    assert "stage floor failed with exit code 1" in result.stderr and "ArrowInvalid" in result.stderr

@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from critic_data import UserError
-from critic_data.builders.options import BuildOptions
 from critic_data.builders.counts import SourceCounts
 from critic_data.builders.decide import Decider
+from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
 from critic_data.builders.prepare import Candidate
 from critic_data.cards.statistics import dataset_statistics
@@ -218,7 +218,8 @@ def test_balancing_does_not_depend_on_the_number_of_workers(biased, tmp_path, mo
     one = _build(biased, tmp_path / "one", balance_length=True)
     monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 7)  # parts prepared by two processes
     two = _build(biased, tmp_path / "two", num_proc=2, balance_length=True)
-    assert one["sources"] == two["sources"] and one["sources"]["vlfeedback"]["counts"]["pairs_filtered"]["length_balance"]
+    assert (one["sources"] == two["sources"]
+            and one["sources"]["vlfeedback"]["counts"]["pairs_filtered"]["length_balance"])
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
     for path in files:

@@ -65,14 +65,16 @@ def hub(tmp_path):
     server.stop()
 
 
-def build(env: dict, out: Path, *args: str, timeout: float = 120, source: str = "vlfeedback") -> subprocess.CompletedProcess:
+def build(env: dict, out: Path, *args: str, timeout: float = 120,
+          source: str = "vlfeedback") -> subprocess.CompletedProcess:
     return subprocess.run([CLI, "build", "--source", source, "--out", str(out), "--test-size", "0.2",
                            "--num-proc", "1", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def build_here(folder: Path, out: Path, source: str = "vlfeedback", **options) -> dict:
     """A build from the local copy `folder`, in this process (no CLI start-up), as `build` runs it."""
-    return run_build(BuildOptions(out=out, sources=(source,), inputs={source: folder}, test_size=0.2, num_proc=1, **options))
+    return run_build(BuildOptions(out=out, sources=(source,), inputs={source: folder}, test_size=0.2, num_proc=1,
+                                  **options))
 
 
 def data_files(out: Path) -> dict[str, bytes]:
@@ -98,7 +100,8 @@ def test_build_from_the_hub_at_a_pinned_commit_then_again_offline_from_the_cache
     origin = manifest["inputs"]["vlfeedback"]
     assert (origin["kind"], origin["repo_id"], origin["commit"]) == ("hub", REPO, pinned)
     assert origin["layout"] == "jsonl"
-    assert any(path.endswith(f"/resolve/{pinned}/vlfeedback_80k.jsonl") for method, path, _ in hub.requests if method == "GET")
+    assert any(path.endswith(f"/resolve/{pinned}/vlfeedback_80k.jsonl") for method, path, _ in hub.requests
+               if method == "GET")
 
     # The pinned commit's content, not main's: the same rows as a build from a local copy of v1.
     local = build(env, tmp_path / "from-local", "--input", str(tmp_path / "v1"))
@@ -194,7 +197,8 @@ def test_the_parquet_conversion_is_fetched_at_its_branch_and_read_like_a_reuploa
     result = build(env, tmp_path / "from-hub", "--revision", CONVERTED)
     assert result.returncode == 0, result.stderr
     assert ("GET", f"/api/datasets/{REPO}/revision/refs%2Fconvert%2Fparquet", 200) in hub.requests
-    assert cached_files(tmp_path, REPO) == downloaded(hub) == {"default/train/0000.parquet", "default/train/0001.parquet"}
+    assert cached_files(tmp_path, REPO) == downloaded(hub) == {"default/train/0000.parquet",
+                                                               "default/train/0001.parquet"}
     origin = json.loads((tmp_path / "from-hub" / "build.json").read_text())["inputs"]["vlfeedback"]
     assert (origin["revision"], origin["commit"], origin["layout"]) == (CONVERTED, converted, "converted-parquet")
 
@@ -216,13 +220,15 @@ def test_the_parquet_conversion_is_fetched_at_its_branch_and_read_like_a_reuploa
 
 
 @pytest.mark.parametrize("image", [
-    lambda index, value: value["path"], lambda index, value: value["bytes"], lambda index, value: {"path": value["path"]},
+    lambda index, value: value["path"], lambda index, value: value["bytes"],
+    lambda index, value: {"path": value["path"]},
 ], ids=["path string", "raw bytes", "struct without bytes"])
 def test_an_img_path_that_is_no_image_struct_rejects_its_rows_with_a_reason(tmp_path, image):
     """The converted column's type is not known for certain: a shard whose img_path is of
     another type has its rows rejected as image_missing; the other shard's rows are used."""
     rows = write_vlfeedback_converted(tmp_path / "converted", n=24, seed=3, shards=2,
-                                      image=lambda index, value: image(index, value) if index >= 12 and value else value)
+                                      image=lambda index, value: image(index, value) if index >= 12 and value
+                                      else value)
     manifest = build_here(tmp_path / "converted", tmp_path / "out")
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     missing = {reject["source_id"] for reject in rejects if reject["reason"] == "image_missing"}
@@ -261,7 +267,8 @@ def test_each_source_fetches_only_what_its_reader_reads(hub, tmp_path, source, r
 
 SUGGESTIONS = [  # source, its repository, the writer of its layout, the branch, what is fetched, build options
     ("vlfeedback", REPO, write_vlfeedback_repo, "main", {"vlfeedback_80k.jsonl", "merged_images.zip"}, ()),
-    ("vlfeedback", REPO, write_vlfeedback_converted, CONVERTED, {"default/train/0000.parquet", "default/train/0001.parquet"},
+    ("vlfeedback", REPO, write_vlfeedback_converted, CONVERTED,
+     {"default/train/0000.parquet", "default/train/0001.parquet"},
      ("--revision", CONVERTED)),
     *((source, repo_id, write, "main", fetched, options) for source, repo_id, write, fetched, options in OTHER_SOURCES),
 ]
@@ -294,7 +301,8 @@ def test_offline_the_suggested_download_fetches_what_the_build_reads(hub, tmp_pa
     # RLHF-V is read from its own file, not from a parquet conversion
     ("rlhf_v", "openbmb/RLHF-V-Dataset", CONVERTED, {"default/train/0000.parquet": b"PAR1"}, "RLHF-V-Dataset.parquet"),
 ], ids=["a branch of cards", "rlhf_v at its parquet conversion"])
-def test_a_revision_without_the_files_a_source_reads_is_one_line(hub, tmp_path, source, repo_id, branch, files, looked_for):
+def test_a_revision_without_the_files_a_source_reads_is_one_line(hub, tmp_path, source, repo_id, branch, files,
+                                                                 looked_for):
     """The revision is named with the files looked for; huggingface_hub's own warning is not a second line."""
     hub.put_files("dataset", repo_id, {"README.md": b"# main\n"})
     hub.put_files("dataset", repo_id, files, branch=branch)

@@ -23,23 +23,27 @@ from critic_data.builders.text import _BLANK, clean_question, clean_response, cl
 from critic_data.schemas import RejectReason
 from tests.snapshots import ASPECTS, corrupt_jpeg, jpeg
 
-junk = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8), st.lists(st.integers(), max_size=2))
+junk = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8),
+                 st.lists(st.integers(), max_size=2))
 rating = st.one_of(st.sampled_from(["1", "2", "3", "4", "5", " 4 ", "N/A", "", "nan", "inf", "3.5", "1e308", "-1e308"]),
                    st.integers(0, 6), junk)
 annotations = st.one_of(
-    st.fixed_dictionaries({aspect: st.one_of(st.fixed_dictionaries({"Rating": rating, "Rationale": st.just("RATIONALE-SECRET")}), junk)
+    st.fixed_dictionaries({aspect: st.one_of(st.fixed_dictionaries({"Rating": rating,
+                                                                    "Rationale": st.just("RATIONALE-SECRET")}), junk)
                            for aspect in ASPECTS}),
     junk,
 )
 completion = st.fixed_dictionaries({
     "annotations": annotations,
     "model": st.text(max_size=5),
-    "response": st.one_of(st.sampled_from(["A cat.", "A dog.", "A cat.", "  ", "【1†source】", "Two birds <image>", "\u200b\u2060",
+    "response": st.one_of(st.sampled_from(["A cat.", "A dog.", "A cat.", "  ", "【1†source】", "Two birds <image>",
+                                           "\u200b\u2060",
                                            "A \ud800 cat."]), st.text(max_size=30), junk),
 })
 row = st.fixed_dictionaries({
     "id": st.one_of(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 3), junk),
-    "prompt": st.one_of(st.sampled_from(["What is this?", "<image>", "<image>\nCount them.", "<image>\ufeff", "Is \udfff this?"]), junk),
+    "prompt": st.one_of(st.sampled_from(["What is this?", "<image>", "<image>\nCount them.", "<image>\ufeff",
+                                         "Is \udfff this?"]), junk),
     "completions": st.one_of(st.lists(completion, max_size=5), junk,
                              st.fixed_dictionaries({"response": st.lists(st.text(max_size=5), max_size=3)})),
 })
@@ -47,7 +51,8 @@ line = st.one_of(row.map(json.dumps), st.sampled_from(['{"id": "x"', "[1, 2]", "
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(lines=st.lists(line, min_size=1, max_size=12), keep_ties=st.integers(0, 2), pairs=st.sampled_from(["max-gap", "all"]))
+@given(lines=st.lists(line, min_size=1, max_size=12), keep_ties=st.integers(0, 2),
+       pairs=st.sampled_from(["max-gap", "all"]))
 def test_malformed_rows_never_crash_and_are_all_accounted_for(lines, keep_ties, pairs):
     with tempfile.TemporaryDirectory() as tmp:
         snapshot = Path(tmp) / "snapshot"
@@ -60,7 +65,8 @@ def test_malformed_rows_never_crash_and_are_all_accounted_for(lines, keep_ties, 
             archive.writestr("merged_images/0.jpg", jpeg(4))
         out = Path(tmp) / "out"
         try:
-            manifest = build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, keep_ties=keep_ties, pairs_per_prompt=pairs, test_size=0.3))
+            manifest = build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, keep_ties=keep_ties,
+                                          pairs_per_prompt=pairs, test_size=0.3))
         except UserError as error:  # no row kept: one line that accounts for every row, and no folder
             assert str(error).startswith(f"no rows kept (vlfeedback: {len(lines)} rows read, ")
             assert not out.exists()
@@ -69,7 +75,8 @@ def test_malformed_rows_never_crash_and_are_all_accounted_for(lines, keep_ties, 
         assert counts["rows_read"] == len(lines)
         assert counts["rows_used"] + counts["rows_rejected"] == counts["rows_read"]
         assert len((out / "rejects.jsonl").read_text().splitlines()) == counts["rows_rejected"]
-        assert counts["pairs_formed"] == counts["pairs_kept"] + sum(counts["pairs_filtered"].values()) + counts["duplicates_dropped"]
+        assert counts["pairs_formed"] == (counts["pairs_kept"] + sum(counts["pairs_filtered"].values())
+                                          + counts["duplicates_dropped"])
         written = sum(pq.read_metadata(path).num_rows for path in (out / "data").glob("*.parquet"))
         assert written == counts["pairs_kept"]
         for path in out.rglob("*"):
@@ -77,7 +84,8 @@ def test_malformed_rows_never_crash_and_are_all_accounted_for(lines, keep_ties, 
                 assert b"RATIONALE-SECRET" not in path.read_bytes()
 
 
-markup = st.lists(st.sampled_from(["【", "】", "3†source", "<image>", "<ima", "ge>", "<|", "|>", "im_end", "<|image_pad|>",
+markup = st.lists(st.sampled_from(["【", "】", "3†source", "<image>", "<ima", "ge>", "<|", "|>", "im_end",
+                                   "<|image_pad|>",
                                    " ", "\n", "a"]), max_size=20).map("".join)
 
 
@@ -90,12 +98,14 @@ def test_cleaning_leaves_no_marker_and_is_idempotent(text):
     assert not re.search(r"<\|\w+\|>", response) and not re.search(r"<\|\w+\|>", question)
 
 
-blanky = st.lists(st.one_of(st.sampled_from(list(_BLANK)), st.sampled_from(["a", "é", "【3†source】", "<|im_end|>", " \n",
-                                                                              "\t\n", "<|", "\n"])),
+blanky = st.lists(st.one_of(st.sampled_from(list(_BLANK)),
+                            st.sampled_from(["a", "é", "【3†source】", "<|im_end|>", " \n",
+                                               "\t\n", "<|", "\n"])),
                  max_size=12).map("".join)
 
 
-@given(st.lists(st.one_of(st.none(), blanky, markup, st.text(max_size=12)), max_size=20), st.integers(0, 3), st.integers(0, 3))
+@given(st.lists(st.one_of(st.none(), blanky, markup, st.text(max_size=12)), max_size=20), st.integers(0, 3),
+       st.integers(0, 3))
 def test_cleaning_a_column_at_once_is_cleaning_each_text(texts, start, cut):
     # the parquet path cleans a row group's responses column-wise (a null, not text, becomes "")
     assert clean_responses(pa.array(texts, pa.string())).to_pylist() == [
@@ -116,7 +126,8 @@ def test_clean_text_examples():
     assert clean_question("Is <|image_pad|>this a cat?") == "Is this a cat?"
     assert clean_response("x <| y |> z") == "x <| y |> z"  # not a marker: left as written
     assert clean_response("<image>\nA cat <image> on a mat<ima<image>ge>.") == "A cat on a mat."
-    assert clean_response("HTML's <img> tag, <Image>, <image 1>") == "HTML's <img> tag, <Image>, <image 1>"  # not placeholders
+    # not placeholders
+    assert clean_response("HTML's <img> tag, <Image>, <image 1>") == "HTML's <img> tag, <Image>, <image 1>"
 
 
 def _png(size=(40, 30)) -> bytes:
@@ -195,7 +206,8 @@ def test_numeric_ratings_read_alike(values):
     assert _numbers(pa.array(values, pa.float64())).to_pylist() == [_number(v) for v in values]
 
 
-@given(st.lists(st.sampled_from([b"{}", b"x", b"", b"\r", b"\r\n", b"\n", b"\xff\xfe", "é".encode(), b" ", b"\xef\xbb\xbf"]), max_size=40),
+@given(st.lists(st.sampled_from([b"{}", b"x", b"", b"\r", b"\r\n", b"\n", b"\xff\xfe", "é".encode(), b" ",
+                                 b"\xef\xbb\xbf"]), max_size=40),
        st.integers(1, 5))
 def test_json_lines_whole_or_in_parts_give_the_lines_numbers_and_values_of_text_mode(pieces, lines_per_part):
     """Whatever newline styles and bytes a JSON Lines file holds, reading it in parts (as the

@@ -49,7 +49,8 @@ def text_key(question: str, first: str, second: str) -> int:
 
 
 def test_text_keys_ignore_spacing_case_and_response_order_but_not_words():
-    assert text_key("What is shown?", "A red bus.", "A cat.") == text_key(respaced("What is shown?"), "a cat.", "A RED  BUS.")
+    assert text_key("What is shown?", "A red bus.", "A cat.") == text_key(respaced("What is shown?"),
+                                                                          "a cat.", "A RED  BUS.")
     assert text_key("What is shown?", "A red bus.", "A cat.") != text_key("What is shown?", "A red bus.", "A dog.")
     assert text_key("What is shown?", "A red bus.", "A cat.") != text_key("What is seen?", "A red bus.", "A cat.")
 
@@ -69,7 +70,8 @@ def sources(tmp_path):
     texts = write_rlhf_v(tmp_path / "rlhf_v", n=12)
     question = lambda i: texts[i]["question"].removeprefix("<image>\n")  # noqa: E731
     rows = [
-        (respaced(question(0)), respaced(texts[0]["chosen"]), texts[0]["rejected"], reencoded(jpeg(100), 40, (96, 72)), "rlhf_v"),
+        (respaced(question(0)), respaced(texts[0]["chosen"]), texts[0]["rejected"], reencoded(jpeg(100), 40, (96, 72)),
+         "rlhf_v"),
         (question(6), texts[6]["chosen"], texts[6]["rejected"], jpeg(777), "rlhf_v"),
         (question(7), texts[7]["chosen"], "Another response entirely.", jpeg(107), "rlhf_v"),
         ("What is new here?", "Something.", "Nothing.", jpeg(778), "vlfeedback"),
@@ -80,7 +82,8 @@ def sources(tmp_path):
                                   {"from": "gpt", "value": "The better response: [first]"}],
                 "image": {"bytes": image, "path": None}} for i, (q, a, b, image, origin) in enumerate(rows)]
     (tmp_path / "llava_critic" / "pairwise").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(records), tmp_path / "llava_critic" / "pairwise" / "train-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(records),
+                   tmp_path / "llava_critic" / "pairwise" / "train-00000-of-00001.parquet")
     return tmp_path
 
 
@@ -99,7 +102,8 @@ def test_a_reencoded_respaced_copy_in_a_later_source_is_one_duplicate(sources):
 
 def test_one_source_alone_keeps_its_content_copies(sources):
     """Content keys are a cross-source rule: one source's own rows are deduplicated exactly, as before."""
-    manifest = build(BuildOptions(out=sources / "out", sources=("llava_critic",), inputs={"llava_critic": sources / "llava_critic"}))
+    manifest = build(BuildOptions(out=sources / "out", sources=("llava_critic",),
+                                  inputs={"llava_critic": sources / "llava_critic"}))
     assert manifest["sources"]["llava_critic"]["counts"]["pairs_kept"] == 5
 
 
@@ -126,7 +130,8 @@ class PolarsJoinIndex:
         found = [None] * len(keys)
         if self._index is None or not keys:
             return found
-        candidates = pl.DataFrame({"row": range(len(keys)), "text_key": keys}, schema={"row": pl.UInt32, "text_key": pl.UInt64})
+        candidates = pl.DataFrame({"row": range(len(keys)), "text_key": keys},
+                                  schema={"row": pl.UInt32, "text_key": pl.UInt64})
         joined = candidates.join(self._index, on="text_key", how="inner").sort("row", maintain_order=True)
         for row, source, earlier, preferred in joined.select("row", "source", "thumbnail", "preferred").iter_rows():
             image = images[row]
@@ -203,7 +208,8 @@ def test_the_copy_added_first_is_the_one_found():
 def _write_critic(folder, rows) -> None:
     """LLaVA-Critic rows (question, first response, second response, image, verdict)."""
     records = [{"id": f"rlhf_v_{i}", "source": "rlhf_v", "image": {"bytes": image, "path": None},
-                "conversations": [{"from": "human", "value": critic_prompt(q, a, b, i % 3)}, {"from": "gpt", "value": verdict}]}
+                "conversations": [{"from": "human", "value": critic_prompt(q, a, b, i % 3)},
+                                  {"from": "gpt", "value": verdict}]}
                for i, (q, a, b, image, verdict) in enumerate(rows)]
     (folder / "pairwise").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(records), folder / "pairwise" / "train-00000-of-00001.parquet")
@@ -215,7 +221,8 @@ def test_a_copy_with_the_opposite_label_is_a_conflict_counted_apart_and_the_earl
     first, second = "The better response: [first]", "The better response: [second]"
     _write_critic(tmp_path / "llava_critic", [
         (respaced(question(0)), texts[0]["chosen"], texts[0]["rejected"], reencoded(jpeg(100), 60), first),  # agrees
-        (question(6), texts[6]["rejected"], texts[6]["chosen"], reencoded(jpeg(106), 60), first),  # prefers the rejected
+        # prefers the rejected
+        (question(6), texts[6]["rejected"], texts[6]["chosen"], reencoded(jpeg(106), 60), first),
         (respaced(question(7)), texts[7]["chosen"], texts[7]["rejected"], reencoded(jpeg(107), 60), second),  # too
         ("What is new here?", "Something.", "Nothing.", jpeg(778), first),  # its own pair, then an exact copy of it
         ("What is new here?", "Something.", "Nothing.", jpeg(778), second),  # with the other label

@@ -138,7 +138,8 @@ def test_no_more_workers_start_than_there_are_parts(three_parts, tmp_path, monke
 
     def counted(workers, *args, **kwargs):
         started.append(workers)
-        assert workers <= 3, f"{workers} workers for 3 parts"  # never fork them all (that ran a test machine out of memory)
+        # never fork them all (that ran a test machine out of memory)
+        assert workers <= 3, f"{workers} workers for 3 parts"
         return pool(workers, *args, **kwargs)
 
     monkeypatch.setattr(parallel, "ProcessPoolExecutor", counted)
@@ -175,7 +176,8 @@ def _replace_shard(path: Path) -> None:
 
 
 @pytest.mark.parametrize("layout", ["jsonl", "parquet"])
-def test_an_input_written_to_while_the_build_reads_it_is_one_line_and_keeps_the_old_output(layout, tmp_path, monkeypatch):
+def test_an_input_written_to_while_the_build_reads_it_is_one_line_and_keeps_the_old_output(layout, tmp_path,
+                                                                                           monkeypatch):
     """Before: a JSON Lines file written to after the build cut it into byte ranges (or a parquet
     shard replaced after its row groups were listed) was read half old, half new (rows lost,
     doubled or cut mid-line into rejects) and build.json fingerprinted the old file. Now the build

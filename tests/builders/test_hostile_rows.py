@@ -48,7 +48,8 @@ def _outcome(manifest: dict, out: Path, name: str, rows: int) -> tuple[dict, dic
     counts = manifest["sources"][name]["counts"]
     assert counts["rows_read"] == rows
     assert counts["rows_read"] == counts["rows_used"] + counts["rows_rejected"]
-    assert counts["pairs_formed"] == counts["pairs_kept"] + sum(counts["pairs_filtered"].values()) + counts["duplicates_dropped"]
+    assert counts["pairs_formed"] == (counts["pairs_kept"] + sum(counts["pairs_filtered"].values())
+                                      + counts["duplicates_dropped"])
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == counts["rows_rejected"]
     assert sum(pq.read_metadata(p).num_rows for p in (out / "data").glob("*.parquet")) == counts["pairs_kept"]
@@ -108,7 +109,8 @@ def test_an_overflowing_rating_leaves_its_completion_unrated(layout, tmp_path):
     else:
         write_vlfeedback_parquet(tmp_path / "p", n=6, quirks=False, shards=1)
         table = pq.read_table(tmp_path / "p" / "data" / "train-00000-of-00001.parquet")
-        completions = [{"annotations": [c["annotations"] for c in row["completions"]], "model": [c["model"] for c in row["completions"]],
+        completions = [{"annotations": [c["annotations"] for c in row["completions"]],
+                        "model": [c["model"] for c in row["completions"]],
                         "response": [c["response"] for c in row["completions"]]} for row in rows]
         table = table.set_column(table.schema.get_field_index("completions"), "completions", pa.array(completions))
         pq.write_table(table, tmp_path / "p" / "data" / "train-00000-of-00001.parquet")
@@ -117,7 +119,8 @@ def test_an_overflowing_rating_leaves_its_completion_unrated(layout, tmp_path):
     assert rejects == {rows[2]["id"]: "rating_unparsable"}
     assert manifest["sources"]["vlfeedback"]["notes"]["completions_unrated"] == 2  # rows 1 and 3 (row 2 is rejected)
     assert counts["rows_used"] == 5 and counts["pairs_kept"] >= 1
-    assert all(row["margin"] < 5 for path in (tmp_path / "o" / "data").glob("*.parquet") for row in pq.read_table(path).to_pylist())
+    assert all(row["margin"] < 5 for path in (tmp_path / "o" / "data").glob("*.parquet")
+               for row in pq.read_table(path).to_pylist())
 
 
 @pytest.mark.parametrize("kind", ["numbers", "bytes"])
@@ -201,7 +204,8 @@ def _rewrite_zip(archive: Path, members: dict[str, bytes]) -> None:
             handle.writestr(name, data)
 
 
-@pytest.mark.parametrize("error", [RuntimeError("plugin"), struct.error("unpack requires a buffer"), IndexError("tile")])
+@pytest.mark.parametrize("error",
+                         [RuntimeError("plugin"), struct.error("unpack requires a buffer"), IndexError("tile")])
 def test_any_exception_from_image_inspection_is_undecodable(error, monkeypatch):
     def fail(*args, **kwargs):
         raise error
@@ -351,7 +355,8 @@ def _noise_jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
     import random
 
     buffer = io.BytesIO()
-    Image.frombytes("RGB", size, random.Random(seed).randbytes(size[0] * size[1] * 3)).save(buffer, format="JPEG", quality=95)
+    Image.frombytes("RGB", size, random.Random(seed).randbytes(size[0] * size[1] * 3)).save(buffer, format="JPEG",
+                                                                                            quality=95)
     assert len(buffer.getvalue()) > 4 * len(jpeg(0))
     return buffer.getvalue()
 
@@ -380,7 +385,8 @@ def test_a_corrupt_parquet_page_is_one_line_naming_the_file(compression, column,
     pq.write_table(pq.read_table(shard), shard, compression=compression.removesuffix("+checksum"), row_group_size=5,
                    write_page_checksum=compression.endswith("+checksum"))
     _corrupt_page(shard, 1, column, where)
-    result = _cli("--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--num-proc", num_proc)
+    result = _cli("--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--num-proc",
+                  num_proc)
     line = _one_line_error(result)
     assert str(shard) in line and "re-download" in line
     assert not (tmp_path / "o").exists()
@@ -389,7 +395,8 @@ def test_a_corrupt_parquet_page_is_one_line_naming_the_file(compression, column,
 # --- LLaVA-RLHF (one JSON file + --image-root) ----------------------------------------------
 
 def _llava_rlhf(root: Path, change=None) -> list[dict]:
-    """The snapshot of tests/snapshots.py (its planted faults at rows 1-4), rows 7+ changed by `change(rows, image_root)`."""
+    """The snapshot of tests/snapshots.py (its planted faults at rows 1-4), rows 7+ changed by
+    `change(rows, image_root)`."""
     rows = write_llava_rlhf(root / "s", root / "coco" / "train2017", n=12)
     if change:
         change(rows, root / "coco" / "train2017")
@@ -420,7 +427,8 @@ def test_llava_rlhf_image_names_the_file_system_refuses_are_rejects(tmp_path):
 
     _llava_rlhf(tmp_path, change)
     _, rejects = _llava_rlhf_build(tmp_path)
-    assert rejects == {"llava-rlhf-7": "image_missing", "llava-rlhf-8": "image_missing", "llava-rlhf-9": "image_missing",
+    assert rejects == {"llava-rlhf-7": "image_missing", "llava-rlhf-8": "image_missing",
+                       "llava-rlhf-9": "image_missing",
                        "llava-rlhf-10": "image_path_unsafe", "llava-rlhf-11": "image_path_unsafe"}
 
 
@@ -449,7 +457,8 @@ def test_llava_rlhf_file_nested_past_the_recursion_limit_is_one_line(tmp_path):
     _llava_rlhf(tmp_path)
     path = tmp_path / "s" / "llava_7b_v1_preference.json"
     path.write_text("[" * 100_000)
-    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root", str(tmp_path / "coco" / "train2017"),
+    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root",
+                  str(tmp_path / "coco" / "train2017"),
                   "--out", str(tmp_path / "o"))
     line = _one_line_error(result)
     assert str(path) in line and "re-download" in line
@@ -465,7 +474,8 @@ def test_a_zip_member_declared_over_the_cap_is_rejected_before_inflating(tmp_pat
     monkeypatch.setattr(files, "MAX_IMAGE_BYTES", len(big) - 1)
     opened = []
     original_open = zipfile.ZipFile.open
-    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: opened.append(getattr(name, "filename", name))
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *a, **k: opened.append(getattr(name, "filename", name))
                         or original_open(self, name, *a, **k))
     manifest = _vlf_build(tmp_path / "s", tmp_path / "o")
     _, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
@@ -488,7 +498,8 @@ def test_a_zip_member_that_inflates_past_its_declared_size_is_read_no_further_th
         info = handle.getinfo(name)
     data = bytearray(archive.read_bytes())
     declared = struct.pack("<I", info.file_size)
-    for at in (info.header_offset + 22, data.rindex(declared, 0, data.rindex(name.encode()))):  # local header, central directory
+    # local header, central directory
+    for at in (info.header_offset + 22, data.rindex(declared, 0, data.rindex(name.encode()))):
         assert data[at : at + 4] == declared
         data[at : at + 4] = struct.pack("<I", 1000)
     archive.write_bytes(bytes(data))
@@ -541,7 +552,8 @@ def test_only_regular_files_are_read_from_merged_images(tmp_path):
     rows = _vlfeedback(tmp_path / "s")
     images = _unzip(tmp_path / "s")
     _not_regular(images, [f"{rows[i]['id']}.jpg" for i in (1, 2, 3)])
-    result = _cli("--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--num-proc", "1",
+    result = _cli("--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--num-proc",
+                  "1",
                   timeout=60)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "o" / "build.json").read_text())
@@ -554,7 +566,8 @@ def test_only_regular_files_are_read_from_the_image_root(tmp_path):
     _llava_rlhf(tmp_path, lambda rows, image_root: _not_regular(image_root, [rows[i]["image"] for i in (7, 8, 9)]))
     _, rejects = _llava_rlhf_build(tmp_path)
     # the link leads out of the image root: refused before anything is opened
-    assert rejects == {"llava-rlhf-7": "image_missing", "llava-rlhf-8": "image_path_unsafe", "llava-rlhf-9": "image_missing"}
+    assert rejects == {"llava-rlhf-7": "image_missing", "llava-rlhf-8": "image_path_unsafe",
+                       "llava-rlhf-9": "image_missing"}
     assert all("not a regular file" in _details(tmp_path / "o")[f"llava-rlhf-{i}"] for i in (7, 9))
 
 
@@ -586,7 +599,8 @@ def test_an_id_of_only_whitespace_is_no_id(tmp_path):
     assert _outcome(manifest, tmp_path / "vo", "vlfeedback", 6)[1] == {"line 2": "row_malformed"}
 
     _rlhf_v(tmp_path / "r" / "RLHF-V-Dataset.parquet")
-    _edit_parquet(tmp_path / "r" / "RLHF-V-Dataset.parquet", lambda t: [r.update(idx=str(r["idx"])) for r in t] and t[0].update(idx="\t"))
+    _edit_parquet(tmp_path / "r" / "RLHF-V-Dataset.parquet", lambda t: [r.update(idx=str(r["idx"])) for r in t]
+                  and t[0].update(idx="\t"))
     write_llava_critic(tmp_path / "c", shards=1)
     _edit_parquet(tmp_path / "c" / "pairwise" / "train-00000-of-00001.parquet", lambda t: t[0].update(id="  "))
     rows = _llava_rlhf(tmp_path / "l")
@@ -596,8 +610,10 @@ def test_an_id_of_only_whitespace_is_no_id(tmp_path):
                                    ("llava_critic", tmp_path / "c", "train-00000-of-00001.parquet:0"),
                                    ("llava_rlhf", tmp_path / "l" / "s", "item 0")):
         out = tmp_path / f"{name}-out"
-        build(BuildOptions(out=out, sources=(name,), inputs={name: folder}, image_root=tmp_path / "l" / "coco" / "train2017"))
-        source_ids = {row["source_id"] for path in (out / "data").glob("*.parquet") for row in pq.read_table(path).to_pylist()}
+        build(BuildOptions(out=out, sources=(name,), inputs={name: folder},
+                           image_root=tmp_path / "l" / "coco" / "train2017"))
+        source_ids = {row["source_id"] for path in (out / "data").glob("*.parquet")
+                      for row in pq.read_table(path).to_pylist()}
         assert position in source_ids and not any(not i.strip() for i in source_ids)
 
 
@@ -621,7 +637,8 @@ def test_a_llava_rlhf_file_with_an_integer_past_the_digit_limit_is_one_line(tmp_
     _llava_rlhf(tmp_path)
     path = tmp_path / "s" / "llava_7b_v1_preference.json"
     path.write_text(path.read_text()[:-1] + ', {"id": ' + BIG + "}]")
-    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root", str(tmp_path / "coco" / "train2017"),
+    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root",
+                  str(tmp_path / "coco" / "train2017"),
                   "--out", str(tmp_path / "o"))
     line = _one_line_error(result)
     assert str(path) in line and "not valid JSON" in line
@@ -655,7 +672,8 @@ def _size_lie(data, local, central):
 
 
 @pytest.mark.parametrize("damage", [_encrypted, _method(9), _method(14), _method(99), _size_lie],
-                         ids=["encrypted", "deflate64", "lzma-on-stored-data", "unknown-method", "declared-size-past-the-data"])
+                         ids=["encrypted", "deflate64", "lzma-on-stored-data", "unknown-method",
+                              "declared-size-past-the-data"])
 def test_any_damage_to_an_archive_member_is_undecodable(damage, tmp_path):
     """zipfile raises RuntimeError (encrypted), NotImplementedError (a compression method it
     lacks), LZMAError, EOFError (a declared size past the data): each is that row's reject."""
@@ -682,16 +700,20 @@ def test_an_image_struct_without_a_path_field_gives_rows_without_file_names(tmp_
         out = tmp_path / f"{name}-out"
         manifest = build(BuildOptions(out=out, sources=(name,), inputs={name: folder}))
         counts, _ = _outcome(manifest, out, name, rows)
-        images = [image for p in (out / "data").glob("*.parquet") for row in pq.read_table(p).to_pylist() for image in row["images"]]
-        assert len(images) == counts["pairs_kept"] > 0 and all(image["path"] is None and image["bytes"] for image in images)
+        images = [image for p in (out / "data").glob("*.parquet") for row in pq.read_table(p).to_pylist()
+                  for image in row["images"]]
+        assert len(images) == counts["pairs_kept"] > 0 and all(image["path"] is None and image["bytes"]
+                                                               for image in images)
 
 
 def test_reject_details_hold_nothing_that_changes_from_run_to_run(tmp_path):
     """PIL names the stream it could not identify by its memory address; the detail leaves it out,
     so two builds of one snapshot give the same rejects.jsonl, byte for byte."""
-    _rlhf_v(tmp_path / "s" / "RLHF-V-Dataset.parquet", images={3: {"bytes": b'<svg xmlns="http://www.w3.org/2000/svg"/>', "path": "x.jpg"}})
+    _rlhf_v(tmp_path / "s" / "RLHF-V-Dataset.parquet",
+            images={3: {"bytes": b'<svg xmlns="http://www.w3.org/2000/svg"/>', "path": "x.jpg"}})
     for out in ("a", "b"):
-        result = subprocess.run([*CLI, "--source", "rlhf_v", "--input", str(tmp_path / "s"), "--out", str(tmp_path / out),
+        result = subprocess.run([*CLI, "--source", "rlhf_v", "--input", str(tmp_path / "s"), "--out",
+                                 str(tmp_path / out),
                                  "--num-proc", "1"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
     detail = _details(tmp_path / "a")["5003"]
@@ -733,7 +755,8 @@ def test_an_animation_cut_short_is_undecodable_at_both_levels(level):
     assert check_image(gif, level=level) is None
     assert check_image(gif[: len(gif) // 2], level=level)[0] == RejectReason.IMAGE_UNDECODABLE  # inside a later frame
     cut = _gif_cut_after_frame(gif, 2)  # between two frames: it decodes, but has no trailer
-    assert check_image(cut, level=level) == (RejectReason.IMAGE_UNDECODABLE, "GIF data ends before its trailer (truncated)")
+    assert check_image(cut, level=level) == (RejectReason.IMAGE_UNDECODABLE,
+                                             "GIF data ends before its trailer (truncated)")
     png = _animation("PNG")
     assert check_image(png, level=level) is None
     assert check_image(png[: len(png) - 20], level=level)[0] == RejectReason.IMAGE_UNDECODABLE
@@ -750,7 +773,8 @@ def test_every_frame_of_an_animated_png_is_decoded_at_the_decode_level():
 def test_an_animation_s_pixels_are_all_its_frames(kind):
     data = _animation(kind, frames=4, size=(16, 16))
     assert check_image(data, max_pixels=4 * 16 * 16) is None
-    assert check_image(data, max_pixels=4 * 16 * 16 - 1) == (RejectReason.IMAGE_TOO_LARGE, "4 frames of 16x16 exceed 1023 pixels")
+    assert check_image(data, max_pixels=4 * 16 * 16 - 1) == (RejectReason.IMAGE_TOO_LARGE,
+                                                             "4 frames of 16x16 exceed 1023 pixels")
 
 
 # --- Pairs per row, and images per id ------------------------------------------------------
@@ -794,7 +818,8 @@ def test_two_image_files_for_one_id_are_ambiguous(layout, tmp_path):
 # --- Input files that are not regular or cannot be read ------------------------------------
 
 @pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "directory"])
-@pytest.mark.parametrize("name", ["llava_7b_v1_preference.json", "other.json"])  # the file, or the lone *.json read instead
+# the file, or the lone *.json read instead
+@pytest.mark.parametrize("name", ["llava_7b_v1_preference.json", "other.json"])
 def test_a_llava_rlhf_file_that_is_not_regular_is_one_line(kind, name, tmp_path):
     (tmp_path / "coco").mkdir()
     (tmp_path / "s").mkdir()
@@ -839,7 +864,8 @@ def test_an_input_file_that_cannot_be_read_is_one_line(which, tmp_path):
 
 def _vlfeedback_parquet_of(folder: Path, completions: list, completions_type: pa.DataType) -> None:
     """A VLFeedback parquet snapshot whose rows hold `completions`, typed `completions_type`."""
-    rows = [{"id": f"r{i}", "prompt": "What is this?", "completions": c, "image": {"bytes": jpeg(i), "path": f"r{i}.jpg"}}
+    rows = [{"id": f"r{i}", "prompt": "What is this?", "completions": c,
+             "image": {"bytes": jpeg(i), "path": f"r{i}.jpg"}}
             for i, c in enumerate(completions)]
     schema = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("completions", completions_type),
                         ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())]))])
@@ -914,7 +940,8 @@ def _rlhf_v_rows(folder: Path, rows: list[tuple]) -> None:
 
 
 def _ids(out: Path) -> list[str]:
-    return [i for path in sorted((out / "data").glob("*.parquet")) for i in pq.read_table(path, columns=["id"])["id"].to_pylist()]
+    return [i for path in sorted((out / "data").glob("*.parquet"))
+            for i in pq.read_table(path, columns=["id"])["id"].to_pylist()]
 
 
 @pytest.mark.parametrize("num_proc", [1, 2])
@@ -923,7 +950,8 @@ def test_rows_sharing_a_source_id_and_responses_get_ids_unique_in_the_dataset(nu
     another question): forty pairs, forty ids (`eval --benchmark built` keys rows by id), the same
     whatever the worker count. The other rows keep their ids, and one of the forty the id each has alone."""
     monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 7)
-    shared = [(7, jpeg(i), "What is shown?") for i in range(30)] + [(7, jpeg(0), f"What is shown {i}?") for i in range(10)]
+    shared = [(7, jpeg(i), "What is shown?") for i in range(30)] + [(7, jpeg(0), f"What is shown {i}?")
+                                                                    for i in range(10)]
     others = [(100 + i, jpeg(1000 + i), "What is shown?") for i in range(5)]
     for name, rows in (("all", others[:2] + shared + others[2:]), ("alone", others[:2] + shared[:1] + others[2:])):
         _rlhf_v_rows(tmp_path / name, rows)
@@ -960,5 +988,6 @@ def test_image_placeholders_leave_every_text_column_and_the_easyr1_question_hold
             assert all(row["question"].startswith("<image>") for row in table)
             continue
         responses = {row["source_id"]: {row["response_1"], row["response_2"]} for row in table}
-        assert responses == {"0": {"A red bus.", "A cat on a mat."}, "3": {"With <img>, <Image> or <image 1>.", "With a pen."}}
+        assert responses == {"0": {"A red bus.", "A cat on a mat."},
+                             "3": {"With <img>, <Image> or <image 1>.", "With a pen."}}
         assert not any("<image>" in json.dumps(row["prompt"]) + row["question"] for row in table)

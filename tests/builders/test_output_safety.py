@@ -103,7 +103,8 @@ def test_overwrite_never_replaces_home_or_the_working_directory(which, previous,
         "a parent of the working directory": (build_copy / "data", "..", tmp_path / "home"),
         "your home folder": (tmp_path, build_copy, build_copy),
     }[which]
-    line = _one_line(_cli("--input", snapshot, "--out", out, "--overwrite", cwd=cwd, env={**os.environ, "HOME": str(home)}))
+    line = _one_line(_cli("--input", snapshot, "--out", out, "--overwrite", cwd=cwd,
+                          env={**os.environ, "HOME": str(home)}))
     assert f"is {which}" in line
     assert _tree(build_copy) == before
     assert not _siblings(tmp_path)
@@ -152,7 +153,8 @@ def test_overwrite_replaces_only_a_previous_build(make, previous, snapshot, tmp_
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_a_second_build_into_the_same_out_is_refused_and_the_first_is_kept(overwrite, previous, snapshot, tmp_path, monkeypatch):
+def test_a_second_build_into_the_same_out_is_refused_and_the_first_is_kept(overwrite, previous, snapshot, tmp_path,
+                                                                           monkeypatch):
     """Two processes: while this build writes, another `critic-data build` into the same --out."""
     out = tmp_path / "o"
     if overwrite:
@@ -333,7 +335,8 @@ def test_a_failure_during_the_final_swap_keeps_the_old_output(step, failure, pre
     with pytest.raises(UserError if isinstance(failure, OSError) else KeyboardInterrupt) as raised:
         build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, overwrite=True))
     if isinstance(failure, OSError):
-        assert str(raised.value) == f"could not move the new build into {out}: Device or resource busy; {out} is unchanged"
+        assert str(raised.value) == (f"could not move the new build into {out}: Device or resource busy; {out} is "
+                                     "unchanged")
     assert _tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
@@ -342,7 +345,8 @@ def test_a_failure_during_the_final_swap_keeps_the_old_output(step, failure, pre
 def test_a_symbolic_link_loop_on_a_path_is_one_line(which, snapshot, tmp_path):
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
-    args = ("--input", loop, "--out", tmp_path / "o") if which == "--input" else ("--input", snapshot, "--out", loop / "o")
+    args = ("--input", loop, "--out", tmp_path / "o") if which == "--input" else ("--input", snapshot, "--out",
+                                                                                  loop / "o")
     line = _one_line(_cli(*args))
     assert f"cannot resolve {which} " in line and "symbolic links" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]

@@ -55,8 +55,8 @@ from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
 pl.DataFrame({{"a": list(range(1000))}}).lazy().group_by(pl.col("a") % 7).agg(pl.len()).collect()
 for num_proc in (2, 1):
-    build(BuildOptions(out=Path({str(tmp_path)!r}) / f"out{{num_proc}}", inputs={{"vlfeedback": Path({str(tmp_path / 's')!r})}},
-                       num_proc=num_proc))
+    build(BuildOptions(out=Path({str(tmp_path)!r}) / f"out{{num_proc}}",
+                       inputs={{"vlfeedback": Path({str(tmp_path / 's')!r})}}, num_proc=num_proc))
 """
     try:
         subprocess.run([sys.executable, "-c", script], check=True, timeout=120, capture_output=True)
@@ -75,7 +75,8 @@ def test_an_error_in_the_card_process_is_the_builds_error(tmp_path, monkeypatch)
     from critic_data.cards import charts
 
     def no_matplotlib(*_args, **_kwargs):
-        raise UserError("drawing charts (the dataset card's, --plots) needs matplotlib; install it with `pip install matplotlib`")
+        raise UserError("drawing charts (the dataset card's, --plots) needs matplotlib; install it with `pip install "
+                        "matplotlib`")
 
     monkeypatch.setattr(charts, "write_dataset_plots", no_matplotlib)  # inherited by the forked process
     write_vlfeedback_parquet(tmp_path / "s", n=12)

@@ -13,11 +13,10 @@ import pytest
 from critic_data.builders import prepare as prepare_module
 from critic_data.builders.layout import lay_out_pairs
 from critic_data.builders.options import BuildOptions
+from critic_data.builders.pipeline import build
 from critic_data.builders.prepare import render
 from critic_data.builders.records import Example, Pair
 from critic_data.schemas.prompts import PROMPT_STYLES, conversational_prompt, render_critic_prompt
-
-from critic_data.builders.pipeline import build
 from tests.snapshots import jpeg, write_vlfeedback_parquet
 
 TEXTS = ["plain", "ünïcode — 漢字 🙂", "line one\nline two", "{braces} and {question}", "tab\tinside", "x" * 5000]
@@ -45,7 +44,8 @@ def test_rendered_columns_are_the_row_level_prompts_in_both_orders(n_images, sty
     for answers in (labels * len(offered))[: len(offered)], (labels[::-1] * len(offered))[: len(offered)]:
         rows = lay_out_pairs(table, list(range(len(offered))), answers, options).to_pylist()
         for row, answer, (_, item, pair, row_id) in zip(rows, answers, offered, strict=True):
-            assert (row["id"], row["source"], row["source_id"], row["question"]) == (row_id, "vlfeedback", item.source_id,
+            assert (row["id"], row["source"], row["source_id"], row["question"]) == (row_id, "vlfeedback",
+                                                                                     item.source_id,
                                                                                       item.question)
             assert (row["margin"], row["template"], row["answer"]) == (pair.margin, template, answer)
             assert row["images"] == [{"bytes": data, "path": name} for data, name in item.images]
@@ -90,7 +90,8 @@ def test_the_easyr1_layout_is_the_body_after_an_image_placeholder():
 def test_arrow_images_of_the_reader_are_taken_for_their_rows():
     options = BuildOptions(out=Path("unused"))
     offered = _examples(1)[:3]
-    reversed_images = pa.array([[{"bytes": item.images[0][0], "path": f"arrow-{index}"}] for index, item, _, _ in offered])
+    reversed_images = pa.array([[{"bytes": item.images[0][0], "path": f"arrow-{index}"}]
+                                for index, item, _, _ in offered])
     table = render([offered[2], offered[0]], reversed_images, options)
     assert [row["images"][0]["path"] for row in table.to_pylist()] == ["arrow-2", "arrow-0"]
 

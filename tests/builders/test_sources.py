@@ -19,8 +19,8 @@ from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
 from critic_data.cards.dataset_card import render_dataset_card
 from critic_data.hub import source_specs
-from critic_data.schemas.prompts import FORMAT_INSTRUCTION
 from critic_data.schemas import EASYR1_FEATURES
+from critic_data.schemas.prompts import FORMAT_INSTRUCTION
 from tests.snapshots import (
     CRITIC_DUPLICATE_ROW,
     CRITIC_TEMPLATES,
@@ -40,7 +40,8 @@ from tests.snapshots import (
 
 
 def _rows(out: Path, split: str = "*") -> list[dict]:
-    return [row for path in sorted((out / "data").glob(f"{split}-*.parquet")) for row in pq.read_table(path).to_pylist()]
+    return [row for path in sorted((out / "data").glob(f"{split}-*.parquet"))
+            for row in pq.read_table(path).to_pylist()]
 
 
 def _rejects(out: Path) -> dict[str, str]:
@@ -50,7 +51,8 @@ def _rejects(out: Path) -> dict[str, str]:
 def _accounted(manifest: dict, name: str) -> dict:
     counts = manifest["sources"][name]["counts"]
     assert counts["rows_read"] == counts["rows_used"] + counts["rows_rejected"]
-    assert counts["pairs_formed"] == counts["pairs_kept"] + sum(counts["pairs_filtered"].values()) + counts["duplicates_dropped"]
+    assert counts["pairs_formed"] == (counts["pairs_kept"] + sum(counts["pairs_filtered"].values())
+                                      + counts["duplicates_dropped"])
     return counts
 
 
@@ -101,14 +103,16 @@ def test_llava_rlhf_renders_context_and_guards_the_image_root(snapshots, tmp_pat
 
 def test_llava_rlhf_needs_an_image_root(snapshots, tmp_path):
     result = subprocess.run([sys.executable, "-m", "critic_data.cli", "build", "--source", "llava_rlhf", "--input",
-                             str(snapshots[0] / "llava_rlhf"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+                             str(snapshots[0] / "llava_rlhf"), "--out", str(tmp_path / "o")], capture_output=True,
+                            text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "needs --image-root" in result.stderr
 
 
 def test_llava_critic_keeps_only_question_responses_and_verdict(snapshots, tmp_path):
     root, _, expected = snapshots
-    manifest = build(BuildOptions(out=tmp_path / "o", sources=("llava_critic",), inputs={"llava_critic": root / "llava_critic"}))
+    manifest = build(BuildOptions(out=tmp_path / "o", sources=("llava_critic",),
+                                  inputs={"llava_critic": root / "llava_critic"}))
     counts = _accounted(manifest, "llava_critic")
     assert _rejects(tmp_path / "o") == {f"critic_{CRITIC_UNPARSABLE_ROW}": "verdict_unparsable"}
     assert counts["pairs_filtered"] == {"tie_dropped": 1}
@@ -126,7 +130,8 @@ def test_llava_critic_keeps_only_question_responses_and_verdict(snapshots, tmp_p
 
 
 def test_llava_critic_ties_follow_keep_ties(snapshots, tmp_path):
-    build(BuildOptions(out=tmp_path / "o", sources=("llava_critic",), inputs={"llava_critic": snapshots[0] / "llava_critic"}, keep_ties=5))
+    build(BuildOptions(out=tmp_path / "o", sources=("llava_critic",),
+                       inputs={"llava_critic": snapshots[0] / "llava_critic"}, keep_ties=5))
     ties = [row for row in _rows(tmp_path / "o") if row["answer"] == "tie"]
     assert [row["source_id"] for row in ties] == [f"critic_{CRITIC_TIE_ROW}"]
 
@@ -151,15 +156,17 @@ def test_verdict_parsing(text, label):
 
 @pytest.mark.parametrize("template", [0, 1, 2])  # The first/second response:, Response 1/2:, Response A/B:
 @pytest.mark.parametrize("brackets", [False, True])
-@pytest.mark.parametrize("closing", ["\nASSISTANT:", " ASSISTANT:", "\nASSISTANT:\n", "\n\nASSISTANT: ", "\n### Assistant:",
-                                     "\n<|im_start|>assistant\n"])
+@pytest.mark.parametrize("closing",
+                         ["\nASSISTANT:", " ASSISTANT:", "\nASSISTANT:\n", "\n\nASSISTANT: ", "\n### Assistant:",
+                          "\n<|im_start|>assistant\n"])
 def test_judge_prompt_closing_marker_is_not_part_of_the_second_response(template, brackets, closing):
     """The judge template's closing chat marker (`ASSISTANT:`) after the second response is
     dropped in every label style, with or without brackets around the values."""
     instruction, label_1, label_2, _, _ = CRITIC_TEMPLATES[template]
     question, first, second = "How many cats? [2]", "Two cats.", "One cat, sitting."
     wrap = (lambda v: f"[{v}]") if brackets else (lambda v: v)  # noqa: E731
-    prompt = f"<image>\n{instruction}\nQuestion: {wrap(question)}\n{label_1} {wrap(first)}\n{label_2} {wrap(second)}{closing}"
+    prompt = (f"<image>\n{instruction}\nQuestion: {wrap(question)}\n{label_1} {wrap(first)}\n{label_2} "
+              f"{wrap(second)}{closing}")
     assert parse_judge_prompt(prompt) == (question, first, second)
 
 
@@ -179,8 +186,8 @@ from tests.snapshots import critic_prompt
 N = 100_000
 runs = [" " * N, "\n" * N, " \n" * (N // 2), "\n \n" * (N // 3), "\t " * (N // 2)]
 texts = [piece + run + end for piece in ("The better response", "better answer is :", "the first response is",
-                                        "Response 1", "It is a", "both responses are", "\n#", "\n[", "The user's question",
-                                        "ASSISTANT:", "### assistant", " \n", "]\n", "")
+                                        "Response 1", "It is a", "both responses are", "\n#", "\n[",
+                                        "The user's question", "ASSISTANT:", "### assistant", " \n", "]\n", "")
          for run in runs for end in ("x", "")]
 texts += [critic_prompt("q", "a", "b" + run + "x", template) for run in runs for template in (0, 1, 2)]
 texts += ["[" * N, "]\n" * (N // 2), "\n\nPlease compare the responses." * (N // 30), "better " * (N // 7)]
@@ -222,7 +229,8 @@ TEMPLATE_TRAILERS = [
     CRITIC_TEMPLATES[1][4],
     CRITIC_TEMPLATES[1][4] + "\nASSISTANT:",
     "\n\nPlease evaluate both responses and output your judgement as 'The better response: [1|2]'.",
-    "\n\nBased on the criteria above, which response is better?\n\nOutput format: The better response: [1|2]\nASSISTANT:\n",
+    "\n\nBased on the criteria above, which response is better?\n\nOutput format: The better response: "
+    "[1|2]\nASSISTANT:\n",
     "\n\nYour evaluation should compare the two responses. Note: answer with Response 1 or Response 2.",
 ]
 
@@ -282,7 +290,8 @@ def test_verdict_sentences_prefer_a_stated_preference_to_an_equally(text, label)
 
 def test_all_sources_in_one_build_drop_cross_source_duplicates(snapshots, tmp_path):
     root, rlhf_v, _ = snapshots
-    args = ["--source", "all", "--image-root", str(root / "coco" / "train2017"), "--out", str(tmp_path / "o"), "--test-size", "0.3"]
+    args = ["--source", "all", "--image-root", str(root / "coco" / "train2017"), "--out", str(tmp_path / "o"),
+            "--test-size", "0.3"]
     for name in ("vlfeedback", "rlhf_v", "llava_rlhf", "llava_critic"):
         args += ["--input", f"{name}={root / name}"]
     result = subprocess.run([sys.executable, "-m", "critic_data.cli", "build", *args], capture_output=True, text=True)
@@ -301,7 +310,8 @@ def test_all_sources_in_one_build_drop_cross_source_duplicates(snapshots, tmp_pa
             assert abs(by_source[(name, "1")] - by_source[(name, "2")]) <= 1, (split, name, by_source)
     card = (tmp_path / "o" / "README.md").read_text()
     assert "license: cc-by-nc-4.0" in card  # the most restrictive source wins
-    for hub_repo in ("MMInstruction/VLFeedback", "openbmb/RLHF-V-Dataset", "zhiqings/LLaVA-Human-Preference-10K", "lmms-lab/llava-critic-113k"):
+    for hub_repo in ("MMInstruction/VLFeedback", "openbmb/RLHF-V-Dataset", "zhiqings/LLaVA-Human-Preference-10K",
+                     "lmms-lab/llava-critic-113k"):
         assert hub_repo in card
     assert "RLHF-V: Towards Trustworthy MLLMs" in card and "Aligning Large Multimodal Models" in card
     assert card.count("@article{xiong2024llavacritic") == 1 and "@article{wang2025llavacriticr1" in card
@@ -310,7 +320,8 @@ def test_all_sources_in_one_build_drop_cross_source_duplicates(snapshots, tmp_pa
 def test_easyr1_format_is_what_the_official_fork_reads(snapshots, tmp_path):
     """--format easyr1 loads under LLaVA-Critic-R1's EasyR1 data rules unchanged
     (si0wang/LLaVA-Critic-R1@6fd42d1): examples/config.yaml:5-6 read `answer` and the image column
-    `image`, examples/qwen2_5_vl_7b_llava_critic_grpo.sh:23 the prompt from `question`; verl/utils/dataset.py RLHFDataset loads a local folder with
+    `image`, examples/qwen2_5_vl_7b_llava_critic_grpo.sh:23 the prompt from `question`; verl/utils/dataset.py
+    RLHFDataset loads a local folder with
     load_dataset("parquet", data_dir=..., split="train"), renders the format prompt
     (examples/format_prompt/math_format.jinja) over the prompt, and splits it at `<image>` into an
     image part and text parts (_build_messages)."""
@@ -356,15 +367,19 @@ critic_row = st.fixed_dictionaries({
     "source": st.just("x"),
     "conversations": st.one_of(st.lists(turn, max_size=3), st.lists(st.fixed_dictionaries({
         "from": st.sampled_from(["human", "gpt"]),
-        "value": st.sampled_from([critic_prompt("Q?", "a", "b", 0), critic_prompt("Q?", "a", "a", 1), "The better response: [2]",
+        "value": st.sampled_from([critic_prompt("Q?", "a", "b", 0), critic_prompt("Q?", "a", "a", 1),
+                                  "The better response: [2]",
                                   "equally good", "Question: only", critic_prompt("", "a", "b", 2),
-                                  critic_prompt("Q?", "a", "\u200b", 0), "The first response is better, though equally fluent."])}),
+                                  critic_prompt("Q?", "a", "\u200b", 0),
+                                  "The first response is better, though equally fluent."])}),
                                 max_size=3)),
-    "image": st.one_of(st.none(), st.just({"bytes": jpeg(1), "path": None}), st.just({"bytes": b"junk", "path": "x.jpg"})),
+    "image": st.one_of(st.none(), st.just({"bytes": jpeg(1), "path": None}),
+                       st.just({"bytes": b"junk", "path": "x.jpg"})),
 })
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(critic_row, min_size=1, max_size=8))
 def test_llava_critic_never_loses_a_row(rows, tmp_path_factory):
     import pyarrow as pa
@@ -372,8 +387,11 @@ def test_llava_critic_never_loses_a_row(rows, tmp_path_factory):
     folder = tmp_path_factory.mktemp("critic-prop")
     (folder / "pairwise").mkdir()
     table = pa.Table.from_pylist(rows, schema=pa.schema([("id", pa.string()), ("source", pa.string()),
-                                                         ("conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
-                                                         ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())]))]))
+                                                         ("conversations",
+                                                          pa.list_(pa.struct([("from", pa.string()),
+                                                                              ("value", pa.string())]))),
+                                                         ("image",
+                                                          pa.struct([("bytes", pa.binary()), ("path", pa.string())]))]))
     pq.write_table(table, folder / "pairwise" / "train-00000-of-00001.parquet")
     out = tmp_path_factory.mktemp("critic-prop-out") / "o"  # never inside the input
     try:
@@ -402,5 +420,6 @@ def test_the_official_rl_set_composition_is_one_command(snapshots, tmp_path):
     assert stats["kept_by_origin"] == {"vlfeedback": parsable}
     assert manifest["template"] == "llava-critic-tie-v1" and manifest["options"]["keep_ties"] == "all"
     rows = _rows(tmp_path / "o")
-    assert all(r["prompt"][0]["content"][-1]["text"].startswith("Given an image and a corresponding question") for r in rows)
+    assert all(r["prompt"][0]["content"][-1]["text"].startswith("Given an image and a corresponding question")
+               for r in rows)
     assert "| vlfeedback | 11 |" in (tmp_path / "o" / "README.md").read_text()

@@ -78,7 +78,8 @@ def test_pair_accounting_and_margin(built):
     counts = manifest["sources"]["vlfeedback"]["counts"]
     rows = _rows(out)
     assert counts["pairs_kept"] == len(rows) == sum(s["rows"] for s in manifest["splits"].values())
-    assert counts["pairs_formed"] == counts["pairs_kept"] + sum(counts["pairs_filtered"].values()) + counts["duplicates_dropped"]
+    assert counts["pairs_formed"] == (counts["pairs_kept"] + sum(counts["pairs_filtered"].values())
+                                      + counts["duplicates_dropped"])
     # row 7 repeats row 6 under another id: the one duplicate, and the later row is the one dropped
     assert counts["duplicates_dropped"] == 1
     source_ids = {row["source_id"] for row in rows}
@@ -95,7 +96,8 @@ def test_labels_balanced_per_split_and_answer_names_the_better_response(built, j
     for row in jsonl_snapshot[1]:
         for c in row["completions"]:
             try:
-                scores[c["response"].replace("【3†source】", "").strip()] = sum(float(v["Rating"]) for v in c["annotations"].values())
+                scores[c["response"].replace("【3†source】", "").strip()] = sum(float(v["Rating"])
+                                                                              for v in c["annotations"].values())
             except ValueError:
                 pass
     for split in ("train", "test"):
@@ -104,7 +106,8 @@ def test_labels_balanced_per_split_and_answer_names_the_better_response(built, j
         assert abs(labels["1"] - labels["2"]) <= 1, (split, labels)
         assert labels == Counter(manifest["sources"]["vlfeedback"]["label_balance"][split])
         for row in rows:
-            better, worse = (row["response_1"], row["response_2"]) if row["answer"] == "1" else (row["response_2"], row["response_1"])
+            better, worse = (row["response_1"], row["response_2"]) if row["answer"] == "1" else (row["response_2"],
+                                                                                                 row["response_1"])
             assert scores[better] > scores[worse]
     assert _rows(out, "test"), "the fixture should give a non-empty test split"
 
@@ -124,7 +127,8 @@ def test_no_rationale_or_debris_reaches_any_output_file(built):
 
 def test_split_groups_by_image_and_question(built):
     out, _ = built
-    groups = {split: {(row["images"][0]["bytes"], row["question"]) for row in _rows(out, split)} for split in ("train", "test")}
+    groups = {split: {(row["images"][0]["bytes"], row["question"]) for row in _rows(out, split)}
+              for split in ("train", "test")}
     assert not groups["train"] & groups["test"]
 
 
@@ -151,7 +155,8 @@ def test_same_seed_is_byte_identical_and_another_seed_reorders(jsonl_snapshot, t
     first = _build(jsonl_snapshot[0], tmp_path / "a", test_size=0.25)
     # the JSON Lines file in parts of 7 lines, read and prepared by two worker processes
     monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 7)
-    second = build(BuildOptions(out=tmp_path / "b", inputs={"vlfeedback": jsonl_snapshot[0]}, test_size=0.25, num_proc=2))
+    second = build(BuildOptions(out=tmp_path / "b", inputs={"vlfeedback": jsonl_snapshot[0]}, test_size=0.25,
+                                num_proc=2))
     monkeypatch.undo()
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "data").iterdir())
     assert files_a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b" / "data").iterdir())
@@ -188,13 +193,15 @@ def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tm
     for path in sorted((tmp_path / "pq" / "data").iterdir()):
         assert path.read_bytes() == (tmp_path / "pq2" / "data" / path.name).read_bytes()
     # the tables the workers handed over through files are all gone
-    assert sorted(p.name for p in (tmp_path / "pq2").iterdir()) == ["README.md", "build.json", "data", "plots", "rejects.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "pq2").iterdir()) == ["README.md", "build.json", "data", "plots",
+                                                                    "rejects.jsonl"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pq", "pq2"]
 
 
 def test_pairs_per_prompt_all_and_keep_ties(jsonl_snapshot, built, tmp_path):
     everything = _build(jsonl_snapshot[0], tmp_path / "all", pairs_per_prompt="all")
-    assert everything["sources"]["vlfeedback"]["counts"]["pairs_kept"] > built[1]["sources"]["vlfeedback"]["counts"]["pairs_kept"]
+    assert (everything["sources"]["vlfeedback"]["counts"]["pairs_kept"]
+            > built[1]["sources"]["vlfeedback"]["counts"]["pairs_kept"])
     manifest = _build(jsonl_snapshot[0], tmp_path / "ties", keep_ties=2)
     rows = _rows(tmp_path / "ties")
     tied = [row for row in rows if row["answer"] == "tie"]
@@ -227,20 +234,32 @@ def test_cli_builds_and_prints_a_summary(jsonl_snapshot, tmp_path):
         (["--source", "vlfeedback", "--input", "BADZIP"], "not a readable zip"),
         (["--source", "vlfeedback", "--input", "SNAPSHOT", "--test-size", "2"], "--test-size must be in [0, 1)"),
         (["--source", "vlfeedback", "--input", "SNAPSHOT", "--out", "TAKEN"], "already exists and is not empty"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--test-size", "nan"], "--test-size must be in [0, 1), not nan"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--margin", "nan"], "--margin must be a finite number >= 0, not nan"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--margin", "inf"], "--margin must be a finite number >= 0, not inf"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--margin", "-1"], "--margin must be a finite number >= 0, not -1.0"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--test-size", "nan"],
+         "--test-size must be in [0, 1), not nan"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--margin", "nan"],
+         "--margin must be a finite number >= 0, not nan"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--margin", "inf"],
+         "--margin must be a finite number >= 0, not inf"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--margin", "-1"],
+         "--margin must be a finite number >= 0, not -1.0"),
         (["--source", "vlfeedback", "--input", "SNAPSHOT", "--num-proc", "0"], "--num-proc must be at least 1, not 0"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "0"], "--max-shard-size must be more than 0 bytes, not 0"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "0.1b"], "--max-shard-size must be more than 0 bytes, not 0"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-image-pixels", "0"], "--max-image-pixels must be at least 1, not 0"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--keep-ties", "-1"], "--keep-ties must be a count >= 0 or 'all', not '-1'"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "0"],
+         "--max-shard-size must be more than 0 bytes, not 0"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "0.1b"],
+         "--max-shard-size must be more than 0 bytes, not 0"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-image-pixels", "0"],
+         "--max-image-pixels must be at least 1, not 0"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--keep-ties", "-1"],
+         "--keep-ties must be a count >= 0 or 'all', not '-1'"),
         # digits to str.isdigit that int() and float() refuse; a number too long for a float
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--keep-ties", "²"], "--keep-ties must be a count >= 0 or 'all', not '²'"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "²mb"], "--max-shard-size '²mb' is not a size"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "9" * 400 + "GB"], "is not a size; write e.g. 500MB"),
-        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--input", "EMPTY"], "--input given twice for vlfeedback: SNAPSHOT and EMPTY"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--keep-ties", "²"],
+         "--keep-ties must be a count >= 0 or 'all', not '²'"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "²mb"],
+         "--max-shard-size '²mb' is not a size"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--max-shard-size", "9" * 400 + "GB"],
+         "is not a size; write e.g. 500MB"),
+        (["--source", "vlfeedback", "--input", "SNAPSHOT", "--input", "EMPTY"],
+         "--input given twice for vlfeedback: SNAPSHOT and EMPTY"),
         (["--source", "vlfeedback", "--input", "vlfeedback=SNAPSHOT", "--input", "vlfeedback=EMPTY"],
          "--input given twice for vlfeedback: SNAPSHOT and EMPTY"),
     ],
@@ -294,7 +313,8 @@ def _link_in_plots(out: Path) -> None:
     (lambda out: (out / "plots" / "drafts").mkdir(), "plots/drafts"),
     (_link_in_plots, "plots/mine.png"),
 ], ids=["only its charts", "a text file", "a folder", "a link"])
-def test_overwrite_takes_a_previous_builds_charts_for_its_own_and_nothing_more(change, refused, jsonl_snapshot, tmp_path):
+def test_overwrite_takes_a_previous_builds_charts_for_its_own_and_nothing_more(change, refused, jsonl_snapshot,
+                                                                               tmp_path):
     from critic_data import UserError
 
     out = tmp_path / "o"
@@ -307,7 +327,8 @@ def test_overwrite_takes_a_previous_builds_charts_for_its_own_and_nothing_more(c
         return
     with pytest.raises(UserError, match=f"--overwrite replaces only a previous critic-data build.*{refused}"):
         build(BuildOptions(out=out, inputs={"vlfeedback": jsonl_snapshot[0]}, overwrite=True))
-    assert sorted((str(p.relative_to(out)), p.is_symlink() or p.is_dir() or p.read_bytes()) for p in out.rglob("*")) == before
+    assert sorted((str(p.relative_to(out)), p.is_symlink() or p.is_dir() or p.read_bytes())
+                  for p in out.rglob("*")) == before
 
 
 def test_a_shard_replaced_in_place_is_read_afresh(tmp_path):
@@ -347,16 +368,19 @@ def test_a_damaged_archive_member_is_a_reject_not_a_crash(tmp_path):
 
 
 def test_cli_a_source_named_twice_is_built_once_from_its_input(jsonl_snapshot, tmp_path):
-    result = _cli("build", "--source", "vlfeedback,vlfeedback", "--source", "vlfeedback", "--input", str(jsonl_snapshot[0]),
+    result = _cli("build", "--source", "vlfeedback,vlfeedback", "--source", "vlfeedback", "--input",
+                  str(jsonl_snapshot[0]),
                   "--out", str(tmp_path / "o"), "--max-shard-size", " 1.5 mb ", "--num-proc", "1")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "o" / "build.json").read_text())
     assert manifest["options"]["sources"] == ["vlfeedback"] and manifest["options"]["max_shard_bytes"] == 1_572_864
 
 
-@pytest.mark.parametrize(("test_size", "split", "advice"), [("0.999", "train", "lower --test-size to leave rows for training"),
-                                                           ("0.0001", "test", "raise --test-size for a test split")])
-def test_cli_an_empty_split_is_a_warning_with_the_advice_that_fills_it(test_size, split, advice, jsonl_snapshot, tmp_path):
+@pytest.mark.parametrize(("test_size", "split", "advice"),
+                         [("0.999", "train", "lower --test-size to leave rows for training"),
+                         ("0.0001", "test", "raise --test-size for a test split")])
+def test_cli_an_empty_split_is_a_warning_with_the_advice_that_fills_it(test_size, split, advice, jsonl_snapshot,
+                                                                       tmp_path):
     result = _cli("build", "--source", "vlfeedback", "--input", str(jsonl_snapshot[0]), "--out", str(tmp_path / "o"),
                   "--test-size", test_size, "--num-proc", "1")
     assert result.returncode == 0, result.stderr
@@ -369,10 +393,11 @@ def test_cli_an_empty_split_is_a_warning_with_the_advice_that_fills_it(test_size
 def test_cli_a_build_that_keeps_no_row_is_one_line_and_writes_nothing(parquet_snapshot, tmp_path):
     """An RLHF-V build pointed at the VLFeedback download: every row is row_malformed. A folder
     with no data could be neither loaded nor pushed: the build ends in one line, exit 2."""
-    result = _cli("build", "--source", "rlhf_v", "--input", str(parquet_snapshot[0]), "--out", str(tmp_path / "o"), "--num-proc", "1")
+    result = _cli("build", "--source", "rlhf_v", "--input", str(parquet_snapshot[0]), "--out", str(tmp_path / "o"),
+                  "--num-proc", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
-    assert line == (f"error: no rows kept (rlhf_v: 40 rows read, 40 rejected (row_malformed 40)); check that --input holds "
-                    "each source's snapshot, and the options that filter pairs (--margin, --keep-ties); nothing was written "
-                    f"to {tmp_path / 'o'}")
+    assert line == ("error: no rows kept (rlhf_v: 40 rows read, 40 rejected (row_malformed 40)); check that --input "
+                    "holds each source's snapshot, and the options that filter pairs (--margin, --keep-ties); nothing "
+                    f"was written to {tmp_path / 'o'}")
     assert sorted(p.name for p in tmp_path.iterdir()) == []

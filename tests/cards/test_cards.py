@@ -76,7 +76,8 @@ def test_metadata_is_read_back_by_the_hub_and_datasets_parsers(cli_build):
 
     info = DatasetInfosDict.from_dataset_card_data(data)["default"]
     assert info.features.to_dict() == FORMATS["trl"]
-    assert {name: s.num_examples for name, s in info.splits.items()} == {n: s["rows"] for n, s in manifest["splits"].items()}
+    assert {name: s.num_examples for name, s in info.splits.items()} == {n: s["rows"]
+                                                                         for n, s in manifest["splits"].items()}
 
 
 def test_body_reports_the_build(cli_build):
@@ -158,7 +159,8 @@ def test_the_card_shows_the_figures_of_the_data_files_and_embeds_their_charts(cl
     assert {r["source"] for r in stats["rows"]} == {"vlfeedback", "rlhf_v"}
     for r in stats["rows"]:
         share = 100 * r["rows"] / manifest["splits"][r["split"]]["rows"]
-        assert f"| {r['source']} | {r['split']} | {r['rows']} | {share:.1f}% | {r['answer_1']} | {r['answer_2']} |" in text
+        assert (f"| {r['source']} | {r['split']} | {r['rows']} | {share:.1f}% | {r['answer_1']} | {r['answer_2']} |"
+                in text)
     # length bias per source
     for r in stats["length_bias"]:
         p10, *_, p90 = r["quantiles"]
@@ -259,7 +261,8 @@ def test_the_official_composition_trains_on_every_row_and_its_card_says_what_dif
     command = [str(Path(sys.executable).parent / "critic-data"), "build", "--source", "llava_critic", "--input",
                str(tmp_path / "critic"), "--keep-ties", "all", "--prompt-style", "llava-critic", "--num-proc", "1"]
     for out, extra in (("official", []), ("held-out", ["--test-size", "0.5"])):
-        result = subprocess.run([*command, "--out", str(tmp_path / out), *extra], capture_output=True, text=True, timeout=120)
+        result = subprocess.run([*command, "--out", str(tmp_path / out), *extra], capture_output=True, text=True,
+                                timeout=120)
         assert result.returncode == 0, result.stderr
     official = manifest_of(tmp_path / "official")
     assert official["options"]["test_size"] == 0.0 and official["splits"]["test"]["rows"] == 0
@@ -304,7 +307,8 @@ def first_train_row(folder: Path) -> dict:
     import pyarrow.parquet as pq
 
     shard = manifest_of(folder)["splits"]["train"]["files"][0]
-    return pq.read_table(folder / shard, columns=["id", "source_id", "prompt", "answer", "margin"]).slice(0, 1).to_pylist()[0]
+    return pq.read_table(folder / shard,
+                         columns=["id", "source_id", "prompt", "answer", "margin"]).slice(0, 1).to_pylist()[0]
 
 
 def test_the_card_shows_the_first_train_row_as_the_model_sees_it(cli_build):
@@ -400,7 +404,8 @@ def test_hostile_texts_in_the_example_row_cannot_break_the_card(tmp_path):
     easyr1 = (tmp_path / "easyr1" / "README.md").read_text(encoding="utf-8")
     shown = example_block(easyr1)
     lines = shown.split("\n")
-    assert lines[0].startswith("<image>You are shown") and re.fullmatch(r"\[… [\d,]+ more lines\]", lines[EXAMPLE_LINES * 3 // 4])
+    assert lines[0].startswith("<image>You are shown") and re.fullmatch(r"\[… [\d,]+ more lines\]",
+                                                                        lines[EXAMPLE_LINES * 3 // 4])
     assert len(lines) == EXAMPLE_LINES + 1 and max(map(len, lines)) <= EXAMPLE_WIDTH
     assert shown.endswith("2 if Response 2 is better.")
     assert "<script" not in card_markdown(easyr1)[0].render(card_markdown(easyr1)[1])
@@ -504,4 +509,5 @@ def test_an_option_value_cannot_break_the_options_table(built_dataset):
     text = render_dataset_card(manifest, source_specs(manifest), option_flags=cli_flags(BuildOptions))
     parser, body = card_markdown(text)
     assert "<td><code>runs|`x`` # heading</code></td>" in parser.render(body)
-    assert card_structure(text) == card_structure(render_dataset_card(manifest_of(built_dataset), source_specs(manifest)))
+    assert card_structure(text) == card_structure(render_dataset_card(manifest_of(built_dataset),
+                                                                      source_specs(manifest)))

@@ -34,7 +34,8 @@ def test_usage_errors_are_one_line(args, message):
 
 
 def test_a_line_break_in_a_path_stays_on_one_line(tmp_path):
-    result = _run("build", "--source", "vlfeedback", "--input", str(tmp_path / "no\nsuch"), "--out", str(tmp_path / "o"))
+    result = _run("build", "--source", "vlfeedback", "--input", str(tmp_path / "no\nsuch"), "--out",
+                  str(tmp_path / "o"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no\\nsuch" in result.stderr
 
 
@@ -126,7 +127,8 @@ def test_a_build_without_a_working_matplotlib_is_one_line(num_proc, tmp_path):
                   "--num-proc", num_proc, env={"PYTHONPATH": str(tmp_path / "broken")})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: drawing charts (the dataset card's, --plots) needs matplotlib; install it with `pip install matplotlib`"]
+        "error: drawing charts (the dataset card's, --plots) needs matplotlib; install it with `pip install "
+        "matplotlib`"]
     assert not (tmp_path / "o").exists()
 
 
@@ -137,9 +139,9 @@ def test_the_build_command_run_in_process_leaves_pyarrow_looking_for_pandas(tmp_
 
     write_vlfeedback_parquet(tmp_path / "s", n=12)
     script = ("from typer.testing import CliRunner; from critic_data.cli import app; "
-              f"result = CliRunner().invoke(app, ['build', '--source', 'vlfeedback', '--input', {str(tmp_path / 's')!r}, "
-              f"'--out', {str(tmp_path / 'o')!r}]); assert result.exit_code == 0, result.output; "
-              "import pandas as pd, pyarrow as pa; print(pa.array(pd.Categorical(['a', 'b'])).type)")
+              "result = CliRunner().invoke(app, ['build', '--source', 'vlfeedback', '--input', "
+              f"{str(tmp_path / 's')!r}, '--out', {str(tmp_path / 'o')!r}]); assert result.exit_code == 0, "
+              "result.output; import pandas as pd, pyarrow as pa; print(pa.array(pd.Categorical(['a', 'b'])).type)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
     assert result.stdout.strip().startswith("dictionary<")  # with pandas unseen: string
 
@@ -158,8 +160,9 @@ def test_a_build_from_the_command_line_spares_pandas_import_and_leaves_pandas_us
         out = tmp_path / f"o{cli}"
         build = (f"sys.argv = ['critic-data', 'build', '--source', 'vlfeedback', '--input', {str(tmp_path / 's')!r}, "
                  f"'--out', {str(out)!r}, '--num-proc', '2']; from critic_data.cli import main; main()" if cli else
-                 "from critic_data.builders.options import BuildOptions; from critic_data.builders.pipeline import build; "
-                 f"build(BuildOptions(out=Path({str(out)!r}), inputs={{'vlfeedback': Path({str(tmp_path / 's')!r})}}, num_proc=2))")
+                 "from critic_data.builders.options import BuildOptions; from critic_data.builders.pipeline import "
+                 f"build; build(BuildOptions(out=Path({str(out)!r}), inputs={{'vlfeedback': "
+                 f"Path({str(tmp_path / 's')!r})}}, num_proc=2))")
         script = (f"import sys; from pathlib import Path; {build}; print('pandas' in sys.modules, file=sys.stderr); "
                   "import pyarrow as pa; print(pa.table({'a': [1, 2]}).to_pandas()['a'].sum())")
         # -X importtime: every import of the process and of its forked workers, on stderr
@@ -179,8 +182,8 @@ def test_main_run_in_a_process_leaves_its_garbage_collector_as_it_was(tmp_path):
 
     write_vlfeedback_parquet(tmp_path / "s", n=12)
     script = ("import gc, sys; from critic_data.cli import main; "
-              f"sys.argv = ['critic-data', 'build', '--source', 'vlfeedback', '--input', {str(tmp_path / 's')!r}, '--out', {str(tmp_path / 'o')!r}]; "
-              "main(); print('frozen after main:', gc.get_freeze_count())")
+              f"sys.argv = ['critic-data', 'build', '--source', 'vlfeedback', '--input', {str(tmp_path / 's')!r}, "
+              f"'--out', {str(tmp_path / 'o')!r}]; main(); print('frozen after main:', gc.get_freeze_count())")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "frozen after main: 0"
     assert json.loads((tmp_path / "o" / "build.json").read_text())["splits"]["train"]["rows"] > 0
@@ -245,7 +248,8 @@ _SERVER = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
     (["build", "--source", "vlfeedback", "--output_dir", "o", "--num_proc", "0"], "--num-proc must be at least 1"),
     (["eval", *_SERVER, "--benchmark", "built", "--input", "x", "--output_dir", "o", "--max_tokens", "0"],
      "--max-tokens must be at least 1"),
-    (["best_of_n", *_SERVER, "--input", "q.jsonl", "--n", "2", "--out", "o", "--top_p", "2"], "--top-p must be above 0"),
+    (["best_of_n", *_SERVER, "--input", "q.jsonl", "--n", "2", "--out", "o", "--top_p", "2"],
+     "--top-p must be above 0"),
     (["inspect", ".", "--max_prompt_length", "5"], "--max-prompt-length needs --processor"),
 ])
 def test_trl_underscore_spelling_is_accepted(args, message):

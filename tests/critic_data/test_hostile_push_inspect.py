@@ -174,8 +174,9 @@ def _edit_json(path: Path, edit) -> None:
 
 # --- push ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("repo_id", ["critic/vlf ü", "critic/vl f", "críticó/vlf", "critic/" + "x" * 200, "critic/\u200bvlf",
-                                     "critic/vlf\n", " critic/vlf", "critic/..", "critic/-vlf"])
+@pytest.mark.parametrize("repo_id",
+                         ["critic/vlf ü", "critic/vl f", "críticó/vlf", "critic/" + "x" * 200, "critic/\u200bvlf",
+                          "critic/vlf\n", " critic/vlf", "critic/..", "critic/-vlf"])
 def test_a_repo_id_the_hub_refuses_is_one_line_before_any_request(built_dataset, repo_id):
     from critic_data.hub import plan_push
 
@@ -205,7 +206,8 @@ def test_a_hub_that_echoes_the_token_in_its_error_never_gets_it_printed(built_da
     token = "hf_write_" + "e" * 32
     hub = LocalHub(tmp_path / "hub", tokens={token: "write"}).start()
     try:
-        hub.answer(r"POST /api/repos/create", json.dumps({"error": f"bad header Authorization: Bearer {token}"}).encode(),
+        hub.answer(r"POST /api/repos/create",
+                   json.dumps({"error": f"bad header Authorization: Bearer {token}"}).encode(),
                    "application/json", status=400)
         result = subprocess.run([*CLI, "push", str(built_dataset), "--repo-id", "critic/vlf"],
                                 env=client_env(tmp_path, hub.url, token), capture_output=True, text=True, timeout=120)
@@ -245,7 +247,8 @@ def _closed_port() -> str:
 # command -> its arguments, the mistyped name taking the place of the dataset
 MISTYPED = {
     "inspect": ["inspect", "ou/run1"],
-    "eval": ["eval", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--benchmark", "built", "--input", "ou/run1"],
+    "eval": ["eval", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--benchmark", "built", "--input",
+             "ou/run1"],
 }
 
 

@@ -70,7 +70,8 @@ def _build(root: Path, name: str, **options) -> Path:
     from critic_data.builders.pipeline import build
 
     out = root / name
-    build(BuildOptions(out=out, sources=("vlfeedback", "rlhf_v"), inputs={"vlfeedback": root / "vlf", "rlhf_v": root / "rlhfv"},
+    build(BuildOptions(out=out, sources=("vlfeedback", "rlhf_v"),
+                       inputs={"vlfeedback": root / "vlf", "rlhf_v": root / "rlhfv"},
                        keep_ties="all", test_size=0.0, **options))
     return out
 
@@ -105,7 +106,8 @@ def test_label_balance_per_split_equals_the_builds_own_count(built_dataset):
     assert {r["split"] for r in rows} == {"train", "test"}
     for r in rows:
         counted = manifest["sources"][r["source"]]["label_balance"][r["split"]]
-        assert (r["answer_1"], r["answer_2"], r["ties"]) == (counted.get("1", 0), counted.get("2", 0), counted.get("tie", 0))
+        assert (r["answer_1"], r["answer_2"], r["ties"]) == (counted.get("1", 0), counted.get("2", 0),
+                                                             counted.get("tie", 0))
         assert r["rows"] == manifest["splits"][r["split"]]["rows"]
 
 
@@ -181,7 +183,8 @@ def test_a_shard_that_is_not_the_one_build_json_records_is_one_line(two_seeds, t
     first, other = two_seeds
     shard = "data/train-00000-of-00001.parquet"
     folder = shutil.copytree(first, tmp_path / "mixed")
-    shutil.copy(other / shard if swap.startswith("another") else first / "data/test-00000-of-00001.parquet", folder / shard)
+    shutil.copy(other / shard if swap.startswith("another") else first / "data/test-00000-of-00001.parquet",
+                folder / shard)
     assert dataset_statistics(folder)["rows"]  # the figures alone would report it as this dataset's
     result = _cli(str(folder))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stdout == "", result.stderr
@@ -265,7 +268,8 @@ def test_processor_counts_prompt_tokens_as_the_trainer_does(designed, tiny_qwen_
     # tokens == characters for these responses (no merges for a run of one capital): the character figures
     vlf = {r["source"]: r for r in report["length_bias_tokens"]}["vlfeedback"]
     assert (vlf["better_longer_share"], vlf["median_ratio"]) == (pytest.approx(0.6), pytest.approx(2.0))
-    _assert_pngs([tmp_path / name for name in ("label_balance.png", "margins.png", "length_ratio.png", "prompt_tokens.png")],
+    _assert_pngs([tmp_path / name
+                  for name in ("label_balance.png", "margins.png", "length_ratio.png", "prompt_tokens.png")],
                  {"label_balance.png", "margins.png", "length_ratio.png", "prompt_tokens.png"})
 
 
@@ -297,7 +301,8 @@ def test_eval_accuracy_position_bias_and_unparsed_per_category(tmp_path):
         _judgement("h1", "1", (1, 2), "2", category="hallucination"),  # wrong
         _judgement("h2", "2", (1, 2), "2", category="hallucination"),  # right
     ]
-    folder = _write_run(tmp_path / "run", "results.jsonl", records, {"benchmark": "vl-rewardbench", "both_orders": False})
+    folder = _write_run(tmp_path / "run", "results.jsonl", records,
+                        {"benchmark": "vl-rewardbench", "both_orders": False})
     with (folder / "results.jsonl").open("a") as handle:
         handle.write('{"id": "cut sh')  # an interrupted append: counted, left out
     report = eval_statistics(folder)
@@ -320,14 +325,17 @@ def test_both_orders_position_consistency_per_category(tmp_path):
     records = [
         _judgement("a", "1", (1, 2), "1", source="vlfeedback"), _judgement("a", "1", (2, 1), "2", source="vlfeedback"),
         _judgement("b", "1", (1, 2), "1", source="vlfeedback"), _judgement("b", "1", (2, 1), "1", source="vlfeedback"),
-        _judgement("c", "2", (1, 2), None, source="vlfeedback"), _judgement("c", "2", (2, 1), None, source="vlfeedback"),
+        _judgement("c", "2", (1, 2), None, source="vlfeedback"),
+        _judgement("c", "2", (2, 1), None, source="vlfeedback"),
         _judgement("d", "2", (1, 2), "2", source="rlhf_v"), _judgement("d", "2", (2, 1), "1", source="rlhf_v"),
     ]
-    report = eval_statistics(_write_run(tmp_path / "run", "results.jsonl", records, {"benchmark": "built", "both_orders": True}))
+    report = eval_statistics(_write_run(tmp_path / "run", "results.jsonl", records,
+                                        {"benchmark": "built", "both_orders": True}))
     rows = {r["category"]: r for r in report["categories"]}
     assert report["both_orders"]
     # a and d name the same response both ways; b follows the position; c is never parsed
-    assert rows["vlfeedback"]["position_consistency"] == pytest.approx(1 / 3) and rows["vlfeedback"]["both_orders_items"] == 3
+    assert (rows["vlfeedback"]["position_consistency"] == pytest.approx(1 / 3)
+            and rows["vlfeedback"]["both_orders_items"] == 3)
     assert rows["rlhf_v"]["position_consistency"] == 1.0
     assert rows["all"]["position_consistency"] == _score(records, "built")["position_consistency"] == 0.5
 
@@ -354,7 +362,8 @@ def test_judgements_without_a_category_are_other_and_the_overall_row_counts_each
 
 
 def test_eval_plot_is_a_valid_png(tmp_path):
-    records = [_judgement("g1", "1", (1, 2), "1", category="general"), _judgement("h1", "2", (1, 2), "1", category="hallucination")]
+    records = [_judgement("g1", "1", (1, 2), "1", category="general"),
+               _judgement("h1", "2", (1, 2), "1", category="hallucination")]
     report = eval_statistics(_write_run(tmp_path / "run", "results.jsonl", records, {"benchmark": "vl-rewardbench"}))
     _assert_pngs(write_run_plots(report, tmp_path / "plots"), {"eval.png"})
 
@@ -371,13 +380,14 @@ QUESTIONS = [
 CURVE = [(1, 1 / 3), (2, 1.0), (4, 2 / 3), (8, 2 / 3)]
 
 
-def write_best_of_n_run(folder: Path, strategy: str, questions=QUESTIONS, seed: int = 0, judge_rule: str = "quality") -> Path:
+def write_best_of_n_run(folder: Path, strategy: str, questions=QUESTIONS, seed: int = 0,
+                        judge_rule: str = "quality") -> Path:
     """picks.jsonl, summary.json and run.json as rl/best_of_n.py writes them, matches played by its own strategies."""
     picks = []
     for qid, quality, answers, gold in questions:
         n = len(quality)
 
-        async def judge(first: int, second: int, key: str) -> Match:
+        async def judge(first: int, second: int, key: str, quality: list[int] = quality) -> Match:
             winner = first if judge_rule == "first" or quality[first] > quality[second] else second
             return Match((first, second), "1" if winner == first else "2", winner, "judge")
 
@@ -425,7 +435,8 @@ def test_knockout_sub_brackets_when_n_is_not_a_power_of_two():
 def test_round_robin_ties_are_broken_by_the_runs_seeded_coin(tmp_path):
     """A judge that always says "1" gives every candidate r_i = 0 at every N: the seeded coin picks."""
     questions = [(f"t{k}", [0] * 8, [str(i) for i in range(8)], "3") for k in range(6)]
-    report = best_of_n_statistics(write_best_of_n_run(tmp_path / "run", "round-robin", questions, seed=5, judge_rule="first"))
+    report = best_of_n_statistics(write_best_of_n_run(tmp_path / "run", "round-robin", questions, seed=5,
+                                                      judge_rule="first"))
     expected = {m: sum(derive_seed(5, qid, "tie") % m == 3 for qid, *_ in questions) / 6 for m in (1, 2, 4, 8)}
     expected[1] = 0.0  # the first sample
     assert {p["n"]: p["accuracy"] for p in report["curve"]} == pytest.approx(expected)
@@ -446,7 +457,8 @@ def test_a_pick_whose_matches_do_not_replay_is_left_out_and_said(tmp_path):
 def test_best_of_n_without_answers_has_no_curve_and_says_why(tmp_path):
     folder = write_best_of_n_run(tmp_path / "run", "knockout")
     picks = [json.loads(line) for line in (folder / "picks.jsonl").read_text().splitlines()]
-    (folder / "picks.jsonl").write_text("".join(json.dumps({k: v for k, v in p.items() if k != "answer"}) + "\n" for p in picks))
+    (folder / "picks.jsonl").write_text("".join(json.dumps({k: v for k, v in p.items() if k != "answer"}) + "\n"
+                                                for p in picks))
     report = best_of_n_statistics(folder)
     assert report["curve"] is None and report["accuracy"] is None and "answer" in report["curve_note"]
 
@@ -477,9 +489,11 @@ def test_cli_json_parses_for_a_dataset_and_a_run(designed, tmp_path):
 @pytest.mark.parametrize(("make", "args", "message"), [
     (lambda tmp: tmp, [], "is neither a dataset folder (build.json), an eval run (results.jsonl) nor a best-of-n run"),
     (lambda tmp: tmp / "missing", [], "is not a folder"),
-    (lambda tmp: write_best_of_n_run(tmp / "run", "knockout"), ["--against", "."], "--against and --processor apply to datasets"),
+    (lambda tmp: write_best_of_n_run(tmp / "run", "knockout"), ["--against", "."],
+     "--against and --processor apply to datasets"),
     (lambda tmp: tmp, ["--max-prompt-length", "100"], "--max-prompt-length needs --processor"),
-    (lambda tmp: write_best_of_n_run(tmp / "run", "knockout"), ["--plots", "/dev/null/plots"], "cannot write the charts"),
+    (lambda tmp: write_best_of_n_run(tmp / "run", "knockout"), ["--plots", "/dev/null/plots"],
+     "cannot write the charts"),
 ])
 def test_inspect_user_errors_are_one_line(make, args, message, tmp_path):
     result = _cli(str(make(tmp_path)), *args)
@@ -505,7 +519,8 @@ def test_a_hub_id_is_downloaded_then_inspected(designed, tmp_path):
         result = subprocess.run([*CLI, "inspect", "critic/designed", "--json"], env=env, capture_output=True, text=True,
                                 timeout=120)
         assert result.returncode == 0, result.stderr
-        missing = subprocess.run([*CLI, "inspect", "critic/absent"], env=env, capture_output=True, text=True, timeout=120)
+        missing = subprocess.run([*CLI, "inspect", "critic/absent"], env=env, capture_output=True, text=True,
+                                 timeout=120)
     finally:
         hub.stop()
     printed, local = json.loads(result.stdout), dataset_statistics(designed)
@@ -516,7 +531,8 @@ def test_a_hub_id_is_downloaded_then_inspected(designed, tmp_path):
     assert [(r["reason"], r["count"], r["example_id"]) for r in printed["rejects"]] == \
         [(r["reason"], r["count"], None) for r in local["rejects"]]
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
-    assert "critic/absent: no such folder, and the Hub" in missing.stderr and "has no dataset critic/absent" in missing.stderr
+    assert ("critic/absent: no such folder, and the Hub" in missing.stderr
+            and "has no dataset critic/absent" in missing.stderr)
 
 
 # --- comparable numbers: unparsed verdicts both ways, every accuracy with its interval ------------
@@ -566,7 +582,8 @@ def test_best_of_n_accuracies_and_curve_carry_wilson_intervals(tmp_path):
         assert point["accuracy_ci95"] == pytest.approx(wilson_interval(point["accuracy"], point["questions"]))
     summary = json.loads((folder / "summary.json").read_text())  # the run's own summary: the same intervals
     assert summary["ci_method"] == "wilson" and summary["accuracy_ci95"].keys() == report["accuracy_ci95"].keys()
-    assert all(summary["accuracy_ci95"][name] == pytest.approx(report["accuracy_ci95"][name]) for name in summary["accuracy_ci95"])
+    assert all(summary["accuracy_ci95"][name] == pytest.approx(report["accuracy_ci95"][name])
+               for name in summary["accuracy_ci95"])
     printed = _cli(str(folder))
     assert printed.returncode == 0, printed.stderr
     table = " ".join(printed.stdout.replace("│", " ").split())

@@ -78,7 +78,8 @@ def test_a_build_names_no_local_folder_in_what_it_publishes(machine, tmp_path, w
     assert all(origin["files"] and origin["kind"] == "local" for origin in manifest["inputs"].values())
     assert f"local snapshot `{recorded}`" in (out / "README.md").read_text()
     # the command line as typed, its paths written the same way
-    assert f"vlfeedback={recorded}" in manifest["command"] and f"--out={manifest['options']['out']}" in manifest["command"]
+    assert (f"vlfeedback={recorded}" in manifest["command"]
+            and f"--out={manifest['options']['out']}" in manifest["command"])
     shutil.rmtree(out)
 
 

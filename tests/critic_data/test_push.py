@@ -131,7 +131,8 @@ def test_push_publishes_one_commit_that_loads_back_identically(built_dataset, hu
     assert hits(hub, "POST", "/commit/main") == 1
     card = hub.read(hub.repo("dataset", REPO).resolve("main").files["README.md"]).decode()
     assert f'load_dataset("{REPO}")' in card and "OWNER/NAME" not in card
-    assert hub.read(hub.repo("dataset", REPO).resolve("main").files["build.json"]) == (built_dataset / "build.json").read_bytes()
+    assert hub.read(hub.repo("dataset",
+                             REPO).resolve("main").files["build.json"]) == (built_dataset / "build.json").read_bytes()
 
     remote, local = describe(env, (REPO, None), (built_dataset, None))
     assert remote == local
@@ -285,7 +286,8 @@ def test_dry_run_lists_files_and_destination_and_sends_nothing(built_dataset, hu
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stderr.split())
     assert f"{hub.url}/datasets/{REPO}" in out and "v3" in out
-    for name in ("README.md", "build.json", "data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet", *PLOTS):
+    for name in ("README.md", "build.json", "data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet",
+                 *PLOTS):
         assert name in out
     assert "not uploaded: rejects.jsonl" in out
     assert hub.requests == []
@@ -321,7 +323,8 @@ def test_a_checkpoint_folder_goes_to_a_model_repo(tiny_qwen_dir, hub, env, tmp_p
     assert files_at(hub, repo_type="model") == expected | {".gitattributes"}
 
     download = subprocess.run([sys.executable, "-c", f"from huggingface_hub import snapshot_download; "
-                               f"print(snapshot_download({REPO!r}))"], env=env, capture_output=True, text=True, timeout=60)
+                               f"print(snapshot_download({REPO!r}))"], env=env, capture_output=True, text=True,
+                              timeout=60)
     assert download.returncode == 0, download.stderr
     fetched = Path(download.stdout.strip())
     for name in expected:
@@ -380,10 +383,12 @@ DAMAGE = {
         lambda f: (shutil.move(f / "data", f.parent / "elsewhere"), (f / "data").symlink_to(f.parent / "elsewhere")),
         "data/train-00000-of-00001.parquet"),
     "build.json is a symlink": (
-        lambda f: (shutil.move(f / "build.json", f.parent / "build.json"), (f / "build.json").symlink_to(f.parent / "build.json")),
+        lambda f: (shutil.move(f / "build.json", f.parent / "build.json"),
+                   (f / "build.json").symlink_to(f.parent / "build.json")),
         "build.json"),
     "a listed path leaves the folder": (
-        lambda f: (_secret(f), _edit_manifest(f, lambda m: m["splits"]["train"]["files"].append("data/../../secret.txt"))),
+        lambda f: (_secret(f),
+                   _edit_manifest(f, lambda m: m["splits"]["train"]["files"].append("data/../../secret.txt"))),
         "data/../../secret.txt"),
     "an absolute listed path": (
         lambda f: _edit_manifest(f, lambda m: m["splits"]["train"]["files"].append(str(_secret(f)))), "secret.txt"),
@@ -407,28 +412,34 @@ DAMAGE = {
     "split bytes edited": (
         lambda f: _edit_manifest(f, lambda m: m["splits"]["test"].update(bytes=1)), "test split"),
     "pairs kept edited": (
-        lambda f: _edit_manifest(f, lambda m: m["sources"]["vlfeedback"]["counts"].update(pairs_kept=999)), "pairs_kept"),
+        lambda f: _edit_manifest(f, lambda m: m["sources"]["vlfeedback"]["counts"].update(pairs_kept=999)),
+        "pairs_kept"),
     "pairs kept and formed edited together": (
         lambda f: _edit_manifest(f, lambda m: [m["sources"]["vlfeedback"]["counts"].update({k: v + 5}) for k, v in
                                                list(m["sources"]["vlfeedback"]["counts"].items())
                                                if k in ("pairs_kept", "pairs_formed")]), "splits hold"),
     "rows read edited": (
-        lambda f: _edit_manifest(f, lambda m: m["sources"]["vlfeedback"]["counts"].update(rows_read=10**6)), "rows_read"),
+        lambda f: _edit_manifest(f, lambda m: m["sources"]["vlfeedback"]["counts"].update(rows_read=10**6)),
+        "rows_read"),
     "shard listed under the other split": (
-        lambda f: _edit_manifest(f, lambda m: (m["splits"]["test"]["files"].append(m["splits"]["train"]["files"].pop()))),
+        lambda f: _edit_manifest(f,
+                                 lambda m: (m["splits"]["test"]["files"].append(m["splits"]["train"]["files"].pop()))),
         "data/train-00000-of-00001.parquet"),
     "shard listed twice": (
         lambda f: _edit_manifest(f, lambda m: m["splits"]["train"]["files"].append(m["splits"]["train"]["files"][0])),
         "data/train-00000-of-00001.parquet"),
     "a shard's content hash missing": (
-        lambda f: _edit_manifest(f, lambda m: m["splits"]["train"].update(xxh3_128={})), "data/train-00000-of-00001.parquet"),
+        lambda f: _edit_manifest(f, lambda m: m["splits"]["train"].update(xxh3_128={})),
+        "data/train-00000-of-00001.parquet"),
     "a content hash of a file not listed": (
-        lambda f: _edit_manifest(f, lambda m: m["splits"]["test"]["xxh3_128"].update({"data/test-x.parquet": "0" * 32})),
+        lambda f: _edit_manifest(f,
+                                 lambda m: m["splits"]["test"]["xxh3_128"].update({"data/test-x.parquet": "0" * 32})),
         "data/test-x.parquet"),
     "label balance edited": (
         lambda f: _edit_manifest(f, lambda m: m["sources"]["vlfeedback"]["label_balance"]["train"].update(
             {"1": m["sources"]["vlfeedback"]["label_balance"]["train"]["1"] + 1,
-             "2": m["sources"]["vlfeedback"]["label_balance"]["train"]["2"] - 1})), "label balance of vlfeedback train"),
+             "2": m["sources"]["vlfeedback"]["label_balance"]["train"]["2"] - 1})),
+        "label balance of vlfeedback train"),
     "stray parquet in data/": (
         lambda f: shutil.copy(f / "data" / "test-00000-of-00001.parquet", f / "data" / "test-00001-of-00001.parquet"),
         "data/test-00001-of-00001.parquet"),
@@ -436,7 +447,8 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_a_folder_that_is_not_what_its_build_json_says_is_refused_before_any_request(built_dataset, hub, env, tmp_path, damage):
+def test_a_folder_that_is_not_what_its_build_json_says_is_refused_before_any_request(built_dataset, hub, env, tmp_path,
+                                                                                     damage):
     make, named = DAMAGE[damage]
     folder = shutil.copytree(built_dataset, tmp_path / "work" / "dataset")
     make(folder)
@@ -512,7 +524,8 @@ def test_a_checkpoint_whose_weights_do_not_read_is_refused(tiny_qwen_dir, hub, e
     folder = shutil.copytree(tiny_qwen_dir, tmp_path / "run")
     weights = next(folder.glob("*.safetensors"))
     data = weights.read_bytes()
-    weights.write_bytes({"truncated header": data[:20], "not json": data[:8] + b"x" * (len(data) - 8), "empty": b""}[damage])
+    weights.write_bytes({"truncated header": data[:20], "not json": data[:8] + b"x" * (len(data) - 8),
+                         "empty": b""}[damage])
     line = one_error_line(cli(env, folder, "--repo-id", REPO))
     assert weights.name in line
     assert hub.requests == []
@@ -580,7 +593,8 @@ INDEX_DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", INDEX_DAMAGE)
-def test_a_checkpoint_whose_weight_index_does_not_match_its_shards_is_refused(tiny_qwen_dir, hub, env, tmp_path, damage):
+def test_a_checkpoint_whose_weight_index_does_not_match_its_shards_is_refused(tiny_qwen_dir, hub, env, tmp_path,
+                                                                              damage):
     folder = tmp_path / "run"
     _sharded(tiny_qwen_dir, folder)
     make, named = INDEX_DAMAGE[damage]

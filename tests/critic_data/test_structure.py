@@ -53,9 +53,11 @@ def _package(module: str) -> str:
 @pytest.mark.parametrize("module", sorted(m for m in _modules() if _package(m) in PACKAGES or m in LEAVES))
 def test_imports_point_one_way(module):
     own = _package(module)
-    allowed = {own, SHELL, *LEAVES, *ALLOWED.get(own, set())} if module not in LEAVES else {SHELL, "critic_data.schemas", *LEAVES}
+    allowed = {own, SHELL, *LEAVES,
+               *ALLOWED.get(own, set())} if module not in LEAVES else {SHELL, "critic_data.schemas", *LEAVES}
     wrong = {name for name in _imports(_modules()[module]) if _package(name) not in allowed}
-    assert not wrong, f"{module} imports {sorted(wrong)}: only {sorted(allowed)} (see tests/critic_data/test_structure.py)"
+    assert not wrong, (f"{module} imports {sorted(wrong)}: only {sorted(allowed)} (see "
+                       "tests/critic_data/test_structure.py)")
 
 
 def test_no_import_cycle_between_modules():
@@ -108,8 +110,9 @@ def test_a_build_imports_only_what_it_uses(tmp_path):
     write_vlfeedback_parquet(tmp_path / "s", n=12)
     script = ("import sys; from pathlib import Path; from critic_data.builders.options import BuildOptions; "
               "from critic_data.builders.pipeline import build; "
-              f"build(BuildOptions(out=Path({str(tmp_path / 'o')!r}), inputs={{'vlfeedback': Path({str(tmp_path / 's')!r})}})); "
-              "print(sorted(m for m in ('datasets', 'torch', 'transformers', 'trl') if m in sys.modules))")
+              f"build(BuildOptions(out=Path({str(tmp_path / 'o')!r}), inputs={{'vlfeedback': "
+              f"Path({str(tmp_path / 's')!r})}})); print(sorted(m for m in ('datasets', 'torch', 'transformers', "
+              "'trl') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
     assert (tmp_path / "o" / "README.md").is_file()
     assert result.stdout.strip() == "[]"

@@ -141,7 +141,8 @@ def test_round_robin_plays_every_ordered_pair(server, tmp_path):
 def test_resume_skips_questions_already_picked(server, tmp_path):
     base_url, model = server
     out = tmp_path / "run"
-    args = ["best-of-n", "--base-url", base_url, "--model", model, "--n", "2", "--max-tokens", MAX_TOKENS, "--out", str(out)]
+    args = ["best-of-n", "--base-url", base_url, "--model", model, "--n", "2", "--max-tokens", MAX_TOKENS, "--out",
+            str(out)]
     first = run_cli(*args, "--input", str(write_questions(tmp_path / "a", QUESTIONS[:2])))
     assert first.returncode == 0, first.stderr
     before = (out / "picks.jsonl").read_text()
@@ -172,8 +173,9 @@ def test_endpoint_down_is_one_line_and_quick(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--n", "1"], "at least 2 candidates"),
     (["--n", "4", "--strategy", "swiss"], "choose from knockout, round-robin"),
-    (["--n", "65", "--strategy", "round-robin"], "--n 65 with round-robin: 65 samples + 4160 judgements = 4225 requests "
-                                                 "per question, over the limit of 4096; lower --n or use --strategy knockout"),
+    (["--n", "65", "--strategy", "round-robin"], "--n 65 with round-robin: 65 samples + 4160 judgements = 4225 "
+                                                 "requests per question, over the limit of 4096; lower --n or use "
+                                                 "--strategy knockout"),
     (["--n", "2049"], "--n 2049 with knockout: 2049 samples + 2048 judgements = 4097 requests per question"),
     (["--n", "4", "--timeout", "0"], "--timeout must be a number of seconds above 0"),
     (["--n", "4", "--temperature", "nan"], "--temperature must be a number, 0 or more"),
@@ -190,7 +192,8 @@ def test_the_largest_n_each_strategy_allows():
 
     for n, strategy in ((64, "round-robin"), (2048, "knockout")):
         BestOfNOptions(base_url="", model="", input="q.jsonl", n=n, out="o", strategy=strategy)
-        assert sum(requests_per_question(n, strategy)) <= MAX_REQUESTS_PER_QUESTION < sum(requests_per_question(n + 1, strategy))
+        assert (sum(requests_per_question(n, strategy)) <= MAX_REQUESTS_PER_QUESTION
+                < sum(requests_per_question(n + 1, strategy)))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -203,7 +206,8 @@ def test_the_largest_n_each_strategy_allows():
     (b'{"id": "a", "image": "img/0.jpg", "question": "q"}\n{"id": "b", "image": "img/0.jpg", "question": "caf\xe9"}\n',
      r":2 is not valid UTF-8 \(byte 0xe9 at column 51\); save the file as UTF-8"),
     ('{"id": "a", "image": "img/0.jpg", "question": "odd \\ud800"}\n', ":1 holds a lone surrogate"),
-    ('{"id": "a", "image": "img/0.jpg", "question": "q", "answer": ["3"]}\n', ":1: answer must be a string or a number"),
+    ('{"id": "a", "image": "img/0.jpg", "question": "q", "answer": ["3"]}\n',
+     ":1: answer must be a string or a number"),
     ('{"id": true, "image": "img/0.jpg", "question": "q"}\n', ":1 needs string fields id, image"),
     ('{"id": "a", "image": "img/0.jpg", "question": {"text": "q"}}\n', ":1 needs string fields id, image"),
     ("[" * 100_000 + "\n", r":1 is not valid JSON \(nested too deeply\)"),
@@ -240,7 +244,8 @@ def by_number(request):
     text = prompt_of(request)
     if "[Response 1]" in text:
         first, second = (int(v) for v in re.findall(r"\\boxed\{(\d+)\}", text))
-        return completion("<think>compare</think> \\boxed{1}" if first > second else "<think>compare</think> \\boxed{2}")
+        return completion("<think>compare</think> \\boxed{1}" if first > second
+                          else "<think>compare</think> \\boxed{2}")
     return completion(*(f"<think>hm</think> \\boxed{{{v}}}" for v in VALUES[: request.get("n", 1)]))
 
 
@@ -253,8 +258,9 @@ def test_a_judge_with_known_preferences_picks_the_best_candidate(tmp_path, strat
         done = run_cli("best-of-n", "--base-url", server.url, "--model", "fake-model", "--input", str(questions),
                        "--n", "4", "--strategy", strategy, "--out", str(out))
     assert done.returncode == 0, done.stderr
+    # before the first
     assert (f"best-of-4 {strategy}: 2 questions x (1 request for 4 samples + {matches} judgements) = "
-            f"{2 * (1 + matches)} requests; {2 * (4 + matches)} if the server ignores n") in done.stderr  # before the first
+            f"{2 * (1 + matches)} requests; {2 * (4 + matches)} if the server ignores n") in done.stderr
     picks = {p["id"]: p for p in _lines(out / "picks.jsonl")}
     for pick in picks.values():
         assert pick["final_answers"] == ["3", "7", "1", "9"]
@@ -278,7 +284,9 @@ def test_a_resume_asks_again_for_a_pick_whose_figures_do_not_follow_from_its_mat
     with fake_server(by_number) as server:
         args[2] = server.url
         assert run_cli(*args).returncode == 0
-        lines = (out / "picks.jsonl").read_text().splitlines()
+        # picks are written as they complete, in either order: take them by id
+        lines = sorted((out / "picks.jsonl").read_text().splitlines(), key=lambda line: json.loads(line)["id"])
+        assert [json.loads(line)["id"] for line in lines] == [QUESTIONS[0]["id"], QUESTIONS[1]["id"]]
         tampered = {**json.loads(lines[1]), "pick_correct": True}  # q1's pick, "9", is not "7"
         (out / "picks.jsonl").write_text(lines[0] + "\n" + json.dumps(tampered) + "\n")
         resumed = run_cli(*args, "--resume")
@@ -300,7 +308,8 @@ def test_a_question_whose_image_is_a_decompression_bomb_fails_alone(tmp_path):
                        "--n", "2", "--out", str(out))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: 1 question failed") and "q1: the image cannot be decoded (DecompressionBombError" in last
+    assert (last.startswith("error: 1 question failed")
+            and "q1: the image cannot be decoded (DecompressionBombError" in last)
     assert sorted(p["id"] for p in _lines(out / "picks.jsonl")) == ["q0", "q2"]
 
 

@@ -154,7 +154,8 @@ def test_an_answer_that_is_not_a_chat_completion_fails_that_item_only(tmp_path, 
     with fake_server(lambda request: reply if "GARBAGE" in prompt_of(request) else judge_right(request)) as server:
         summary = run_eval(options(server.url, snapshot, tmp_path / "run"))
     assert summary["failed"] == 1
-    assert summary["first_failure"].startswith("g1#0: the server answered HTTP 200") and reason in summary["first_failure"]
+    assert (summary["first_failure"].startswith("g1#0: the server answered HTTP 200")
+            and reason in summary["first_failure"])
     assert sorted(r["id"] for r in lines(tmp_path / "run" / "results.jsonl")) == ["g0#0", "g2#0"]
     assert summary["n"] == 2 and summary["accuracy"] == 1.0
 
@@ -188,7 +189,8 @@ def test_a_models_endpoint_that_answers_garbage_is_one_line(tmp_path, models, me
 def test_a_lone_surrogate_in_an_answer_reaches_neither_the_next_request_nor_the_results_file(tmp_path):
     """JSON may escape a lone surrogate (\\ud800); UTF-8 cannot carry one."""
     snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1))])
-    with fake_server(lambda request: Reply(b'{"choices": [{"message": {"content": "odd \\ud800 \\\\boxed{1}"}}]}')) as server:
+    odd_text = b'{"choices": [{"message": {"content": "odd \\ud800 \\\\boxed{1}"}}]}'
+    with fake_server(lambda request: Reply(odd_text)) as server:
         summary = run_eval(options(server.url, snapshot, tmp_path / "run"))
     [record] = lines(tmp_path / "run" / "results.jsonl")
     assert summary["failed"] == 0 and record["verdict"] == "1"
@@ -422,7 +424,8 @@ def test_resume_of_a_best_of_n_run_with_another_n_is_refused(tmp_path):
         run()
         with pytest.raises(UserError) as refused:
             run(n=3, strategy="round-robin", resume=True)
-        assert "--n was 2, now 3" in str(refused.value) and '--strategy was "knockout", now "round-robin"' in str(refused.value)
+        assert ("--n was 2, now 3" in str(refused.value)
+                and '--strategy was "knockout", now "round-robin"' in str(refused.value))
         assert run(resume=True, concurrency=1)["questions"] == 1
 
 

@@ -103,7 +103,8 @@ def _check_consistent(records, summary):
 def test_built_both_orders_through_the_cli(server, built_dataset, tmp_path):
     base_url, model = server
     out = tmp_path / "run"
-    done = run_cli("eval", "--base-url", base_url, "--model", model, "--benchmark", "built", "--input", str(built_dataset),
+    done = run_cli("eval", "--base-url", base_url, "--model", model, "--benchmark", "built", "--input",
+                   str(built_dataset),
                    "--limit", "3", "--both-orders", "--max-tokens", MAX_TOKENS, "--concurrency", "2", "--out", str(out))
     assert done.returncode == 0, done.stderr
     records = _lines(out / "results.jsonl")
@@ -115,7 +116,8 @@ def test_built_both_orders_through_the_cli(server, built_dataset, tmp_path):
     # consistent: both orders name the same source response (exact values: test_both_orders_scores_a_known_judge)
     picked: dict[str, list] = {}
     for r in records:
-        picked.setdefault(r["id"], []).append(r["presented"][int(r["verdict"]) - 1] if r["verdict"] in ("1", "2") else None)
+        picked.setdefault(r["id"], []).append(r["presented"][int(r["verdict"]) - 1] if r["verdict"] in ("1", "2")
+                                              else None)
     assert summary["position_consistency"] == pytest.approx(
         sum(a is not None and a == b for a, b in picked.values()) / 3)
     assert "accuracy" in done.stderr and "position consistency" in done.stderr  # the table
@@ -309,7 +311,9 @@ def test_vl_rewardbench_scores_and_macro_accuracy():
     records = (
         [_record(f"g{i}", "1", (1, 2), "1", category="general") for i in range(3)]  # general 3/3
         + [_record(f"h{i}", "2", (2, 1), "1" if i < 1 else "2", category="hallucination") for i in range(4)]  # 1/4
-        + [_record("r0", "1", (1, 2), None, category="reasoning"), _record("r1", "2", (1, 2), "2", category="reasoning")]  # 1/2
+        # 1/2
+        + [_record("r0", "1", (1, 2), None, category="reasoning"),
+           _record("r1", "2", (1, 2), "2", category="reasoning")]
     )
     metrics = score(records, "vl-rewardbench")
     assert metrics["n"] == 9 and metrics["accuracy"] == pytest.approx(5 / 9)
@@ -393,7 +397,8 @@ def test_built_from_a_hub_id(server, built_dataset, tmp_path):
         pushed = subprocess.run([sys.executable, "-m", "critic_data.cli", "push", str(built_dataset), "--repo-id",
                                  "critic/eval-set"], env=env, capture_output=True, text=True, timeout=120)
         assert pushed.returncode == 0, pushed.stderr
-        done = subprocess.run([sys.executable, "-m", "critic_data.cli", "eval", "--base-url", base_url, "--model", model,
+        done = subprocess.run([sys.executable, "-m", "critic_data.cli", "eval", "--base-url", base_url, "--model",
+                               model,
                                "--benchmark", "built", "--input", "critic/eval-set", "--limit", "3",
                                "--max-tokens", MAX_TOKENS, "--out", str(tmp_path / "run")],
                               env=env, capture_output=True, text=True, timeout=120)
@@ -451,7 +456,8 @@ def test_unparsed_verdicts_count_as_wrong_and_as_half_credit():
     on a tie label, which the coin never names): `accuracy_unparsed_half`, per category and macro too."""
     records = [
         _record("g0", "1", (1, 2), "1", category="general"), _record("g1", "1", (1, 2), None, category="general"),
-        _record("h0", "2", (2, 1), None, category="hallucination"), _record("h1", "2", (1, 2), "1", category="hallucination"),
+        _record("h0", "2", (2, 1), None, category="hallucination"),
+        _record("h1", "2", (1, 2), "1", category="hallucination"),
         _record("r0", "tie", (1, 2), None, category="reasoning"), _record("r1", "1", (2, 1), "2", category="reasoning"),
     ]
     metrics = score(records, "vl-rewardbench")
@@ -462,7 +468,8 @@ def test_unparsed_verdicts_count_as_wrong_and_as_half_credit():
     assert metrics["macro_accuracy_unparsed_half"] == pytest.approx((0.75 + 0.25 + 0.5) / 3)
     mm = score([_record("a#0", "1", (1, 2), None, group="a", keywords=["mcq"]),
                 _record("b#0", "1", (2, 1), "2", group="b", keywords=["mcq"])], "mm-rlhf")
-    assert (mm["acc"], mm["accuracy_unparsed_half"], mm["categories"]["mcq"]["accuracy_unparsed_half"]) == (0.5, 0.75, 0.75)
+    assert (mm["acc"], mm["accuracy_unparsed_half"], mm["categories"]["mcq"]["accuracy_unparsed_half"]) == (0.5, 0.75,
+                                                                                                            0.75)
 
 
 def test_the_wilson_interval_solves_its_defining_equation():
@@ -487,7 +494,8 @@ def test_every_accuracy_in_the_summary_carries_its_interval():
                + [_record(f"h{i}", "2", (1, 2), "2" if i < 1 else "1", category="hallucination") for i in range(4)])
     metrics = score(records, "vl-rewardbench")
     assert metrics["ci_method"] == "wilson"
-    for figures, n in [(metrics, 9), (metrics["categories"]["general"], 5), (metrics["categories"]["hallucination"], 4)]:
+    for figures, n in [(metrics, 9), (metrics["categories"]["general"], 5), (metrics["categories"]["hallucination"],
+                                                                             4)]:
         for key in ("accuracy", "accuracy_unparsed_half"):
             assert figures[f"{key}_ci95"] == pytest.approx(wilson_interval(figures[key], n))
     # the macro mean's interval combines the categories' (MOVER): wider than none of them alone
@@ -500,8 +508,10 @@ def test_every_accuracy_in_the_summary_carries_its_interval():
                                                             metrics["macro_accuracy"] + above])
     low, high = metrics["macro_accuracy_unparsed_half_ci95"]
     assert low < metrics["macro_accuracy_unparsed_half"] < high
-    twice = [_record("a#0", "1", (1, 2), "1", group="a", keywords=["mcq"]), _record("a#0", "1", (2, 1), "2", group="a", keywords=["mcq"]),
-             _record("b#0", "1", (1, 2), "1", group="b", keywords=["mcq"]), _record("b#0", "1", (2, 1), "1", group="b", keywords=["mcq"]),
+    twice = [_record("a#0", "1", (1, 2), "1", group="a", keywords=["mcq"]),
+             _record("a#0", "1", (2, 1), "2", group="a", keywords=["mcq"]),
+             _record("b#0", "1", (1, 2), "1", group="b", keywords=["mcq"]),
+             _record("b#0", "1", (2, 1), "1", group="b", keywords=["mcq"]),
              _record("b#1", "1", (1, 2), "1", group="b", keywords=["long"])]
     mm = score(twice, "mm-rlhf")
     assert mm["acc_ci95"] == mm["accuracy_ci95"] == pytest.approx(wilson_interval(4 / 5, 5))

@@ -28,7 +28,8 @@ from tests.serve import Reply, completion, fake_server, prompt_of, run_cli
 
 MODEL = "fake-model"
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
-OFFICIAL_PROMPT = ''' You are a highly capable multimodal AI assistant tasked with evaluating answers to visual questions. Please analyze the following image and question, then determine which of the two provided answers is better.
+OFFICIAL_PROMPT = ''' You are a highly capable multimodal AI assistant tasked with evaluating answers to visual \
+questions. Please analyze the following image and question, then determine which of the two provided answers is better.
 
 Question: {question}
 
@@ -44,12 +45,14 @@ Please evaluate both answers based on the following criteria:
 
 After your evaluation, please:
 1. Explain your reasoning for each criterion.
-2. Provide an overall judgment on which answer is better (Answer 1 or Answer 2). For example: Overall Judgment: Answer X is better.
+2. Provide an overall judgment on which answer is better (Answer 1 or Answer 2). For example: Overall Judgment: \
+Answer X is better.
 
-Your response should be structured and detailed, demonstrating your understanding of both the visual and textual elements of the task.'''
+Your response should be structured and detailed, demonstrating your understanding of both the visual and textual \
+elements of the task.'''
 INSTRUCT_PROMPT = (r"You FIRST think about the reasoning process as an internal monologue and then provide the final "
-                   r"answer. The reasoning process MUST BE enclosed within <think> </think> tags. The final answer MUST "
-                   r"BE put in \boxed{}.")
+                   r"answer. The reasoning process MUST BE enclosed within <think> </think> tags. The final answer "
+                   r"MUST BE put in \boxed{}.")
 
 
 def png(size, colour=(200, 30, 30)) -> bytes:
@@ -78,7 +81,8 @@ def judge_by_marker(request) -> Reply:
     chosen_first = text.index("CHOSEN") < text.index("REJECTED")
     right = "1" if chosen_first else "2"
     verdict = right if "WRONG" not in text else {"1": "2", "2": "1"}[right]
-    return completion(f"<think>compare</think> Overall Judgment: Answer {verdict} is better. \\boxed{{Answer {verdict}}}")
+    return completion(f"<think>compare</think> Overall Judgment: Answer {verdict} is better. "
+                      f"\\boxed{{Answer {verdict}}}")
 
 
 # --- VL-RewardBench ------------------------------------------------------------------------------
@@ -335,7 +339,8 @@ def test_benchmark_image_paths_outside_the_snapshot_are_skipped_never_read(tmp_p
     (root / "images" / "clip" / "f0.png").write_bytes(png((64, 48)))
     rows = [("ok", "ok.png"), ("parent", "../outside.png"), ("deep", "images/../../outside.png"),
             ("absolute", str(outside)), ("fifo", "fifo.png"), ("big", "big.png")]
-    lines_ = [{"id": i, "image": path, "prompt": "Q?", "chosen": "CHOSEN.", "rejected": "REJECTED."} for i, path in rows]
+    lines_ = [{"id": i, "image": path, "prompt": "Q?", "chosen": "CHOSEN.", "rejected": "REJECTED."}
+              for i, path in rows]
     lines_.append({"id": "video", "video": ["clip/f0.png", "../../outside.png"], "prompt": "Q?", "chosen": "CHOSEN.",
                    "rejected": "REJECTED."})
     (root / "mm_reward_bench.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines_))
@@ -403,7 +408,8 @@ def test_a_resume_under_another_prompt_style_is_refused(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--benchmark", "built", "--input", "BUILT"], "--prompt-style applies to vl-rewardbench and mm-rlhf"),
-    (["--benchmark", "vl-rewardbench", "--input", ".", "--protocol", "paper"], "--prompt-style applies to --protocol critic-data"),
+    (["--benchmark", "vl-rewardbench", "--input", ".", "--protocol", "paper"],
+     "--prompt-style applies to --protocol critic-data"),
 ])
 def test_prompt_style_where_it_does_not_apply_is_one_line(built_dataset, tmp_path, args, message):
     args = [str(built_dataset) if arg == "BUILT" else arg for arg in args]

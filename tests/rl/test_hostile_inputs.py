@@ -60,8 +60,10 @@ def test_a_judgement_answered_with_several_choices_reads_the_first(tmp_path):
 @pytest.mark.parametrize("row, message", [
     (question(0, id=""), ":1: id is blank"),
     (question(0, id=" \t "), ":1: id is blank"),
-    ('{"id": "q0", "image": "img.jpg", "question": "Q?", "answer": NaN}', ":1: answer must be a string or a finite number"),
-    ('{"id": "q0", "image": "img.jpg", "question": "Q?", "answer": -Infinity}', ":1: answer must be a string or a finite"),
+    ('{"id": "q0", "image": "img.jpg", "question": "Q?", "answer": NaN}',
+     ":1: answer must be a string or a finite number"),
+    ('{"id": "q0", "image": "img.jpg", "question": "Q?", "answer": -Infinity}',
+     ":1: answer must be a string or a finite"),
 ], ids=["empty id", "blank id", "NaN answer", "-Infinity answer"])
 def test_a_blank_id_or_a_non_finite_answer_is_refused_naming_the_line(tmp_path, row, message):
     """Before: a blank id named nothing in picks.jsonl and in failures ("  : HTTP 400 ..."), and a NaN
@@ -72,9 +74,11 @@ def test_a_blank_id_or_a_non_finite_answer_is_refused_naming_the_line(tmp_path, 
 
 
 def test_numbers_and_null_answers_still_read(tmp_path):
-    questions = write_questions(tmp_path / "in", [question(0, answer=3), question(1, answer=2.5), question(2, answer=None),
-                                                  question(3, id=7)])
-    assert [(q.id, q.answer) for q in read_questions(questions)] == [("q0", "3"), ("q1", "2.5"), ("q2", None), ("7", None)]
+    questions = write_questions(tmp_path / "in",
+                                [question(0, answer=3), question(1, answer=2.5), question(2, answer=None),
+                                 question(3, id=7)])
+    assert [(q.id, q.answer) for q in read_questions(questions)] == [("q0", "3"), ("q1", "2.5"), ("q2", None),
+                                                                     ("7", None)]
 
 
 # --- eval: benchmark snapshots with odd shards and rows --------------------------------------------

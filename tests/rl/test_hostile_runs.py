@@ -181,9 +181,11 @@ def test_a_recipe_may_write_numbers_as_strings_and_a_shipped_recipe_parses(tmp_p
     from critic_data.rl.train import RECIPES_DIR, parse_recipe
 
     recipe = tmp_path / "mine.yaml"
-    recipe.write_text("learning_rate: 1e-6\nmax_prompt_length: '100'\nreward_funcs: [preference]\n")  # YAML reads 1e-6 as text
+    # YAML reads 1e-6 as text
+    recipe.write_text("learning_rate: 1e-6\nmax_prompt_length: '100'\nreward_funcs: [preference]\n")
     script_args, training_args, _ = parse_recipe(str(recipe), CPU)
-    assert (training_args.learning_rate, script_args.max_prompt_length, script_args.reward_funcs) == (1e-6, 100, ["preference"])
+    assert (training_args.learning_rate, script_args.max_prompt_length, script_args.reward_funcs) == (1e-6, 100,
+                                                                                                      ["preference"])
     _, shipped, _ = parse_recipe(str(RECIPES_DIR / "critic-r1.yaml"), CPU)
     assert shipped.learning_rate == 1e-6
 
@@ -281,7 +283,8 @@ def test_a_disk_that_fills_while_results_are_written_is_one_line_and_resume_fini
         out = tmp_path / "run"
         env = {**os.environ, "OPENAI_API_KEY": SECRET_KEY, "COLUMNS": "200"}
         full = subprocess.run([sys.executable, "-m", "critic_data.cli", *eval_args(server.url, snapshot, out)],
-                              capture_output=True, text=True, env=env, timeout=300, preexec_fn=_file_size_limit(size // 2))
+                              capture_output=True, text=True, env=env, timeout=300,
+                              preexec_fn=_file_size_limit(size // 2))
         line = refused_in_one_line(full)
         assert f"cannot write {out / 'results.jsonl'} (File too large)" in line and "rerun with --resume" in line
         kept = (out / "results.jsonl").read_bytes()

@@ -48,7 +48,8 @@ CASES = [
     ("<think>a</think> \\boxed{}", "1", 0.0, 1.0),                         # empty box
     ("<think>a</think> \\boxed{1 or 2}", "1", 0.0, 1.0),                   # hedge
     ("<think>a</think> \\boxed{1, 2}", "1", 0.0, 1.0),
-    ("<think>a</think> \\boxed{1 \\text{ and } 2}", "1", 1.0, 1.0),  # a quirk of MathRuler (and so of the official reward): paid as "1"
+    # a quirk of MathRuler (and so of the official reward): paid as "1"
+    ("<think>a</think> \\boxed{1 \\text{ and } 2}", "1", 1.0, 1.0),
     ("<think>a</think> \\boxed{1 \\text{ and } 2}", "2", 0.0, 1.0),
     ("<think>a</think> \\boxed{12}", "1", 0.0, 1.0),                       # another number
     ("<think>a</think> \\boxed{3}", "1", 0.0, 1.0),

@@ -21,7 +21,8 @@ CLI = Path(sys.executable).with_name("critic-data")
 CPU = ["--use_cpu", "--bf16", "false", "--use_vllm", "false", "--num_generations", "4",
        "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--generation_batch_size", "4",
        "--max_completion_length", "24", "--save_steps", "2", "--report_to", "none",
-       "--reward_funcs", "preference", "format", "tests.rl.test_train.spread_reward", "--reward_weights", "0.9", "0.1", "1"]
+       "--reward_funcs", "preference", "format", "tests.rl.test_train.spread_reward", "--reward_weights", "0.9", "0.1",
+       "1"]
 
 
 def spread_reward(completions, **_) -> list[float]:
@@ -116,7 +117,6 @@ def test_reward_metrics_are_logged(run):
 
 def test_checkpoint_holds_hf_weights_processor_and_card(run):
     from huggingface_hub import ModelCard
-    from transformers import AutoProcessor
 
     checkpoint = run["out"] / "checkpoint-2"
     for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "optimizer.pt"):
@@ -273,12 +273,14 @@ def test_trl_grpo_runs_a_shipped_recipe_only_with_the_readme_edits(tmp_path, tin
     assert "unrecognized arguments: --min_pixels" in unchanged.stderr
     edited = re.sub(r"^(min_pixels|max_pixels|max_prompt_length|prompt_length_unit):.*\n", "", recipe.read_text(),
                     flags=re.M)
-    edited = edited.replace("reward_funcs: [preference, format]", "reward_funcs: [critic_data.rl.rewards.preference_reward, "
+    edited = edited.replace("reward_funcs: [preference, format]",
+                            "reward_funcs: [critic_data.rl.rewards.preference_reward, "
                             "critic_data.rl.rewards.format_reward]")
     assert edited.count("critic_data.rl.rewards.") == 2 and "\nmax_pixels:" not in edited
     (tmp_path / "recipe.yaml").write_text(edited)
     trained = subprocess.run([str(trl), "grpo", "--config", str(tmp_path / "recipe.yaml"), *tiny,
-                              "--output_dir", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=600)
+                              "--output_dir", str(tmp_path / "b")], env=env, capture_output=True, text=True,
+                             timeout=600)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (tmp_path / "b" / "model.safetensors").is_file()
 
