@@ -66,9 +66,6 @@ def check_hub_repo(name: str, given: str, repo_type: str = "dataset") -> None:
                         "and run with HF_HUB_OFFLINE=1), or check the path and HF_ENDPOINT") from None
 
 
-check_hub_dataset = check_hub_repo  # the name its callers (train, eval, inspect) import
-
-
 # A git branch name, in a subset every Hub accepts: parts of letters, digits and . _ - +, none
 # starting with "." or "-" (checked with the "..", ".lock" and trailing "." rules of git).
 _REF_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*(/[A-Za-z0-9_+][A-Za-z0-9._+-]*)*")

@@ -2,7 +2,7 @@
 
 PATH is told apart by the files in it:
 - a dataset folder (`build.json`; or a Hub dataset id, downloaded into the Hub cache first, once
-  the Hub says it has it: a mistyped folder reads as OWNER/NAME too, `check_hub_dataset`): its
+  the Hub says it has it: a mistyped folder reads as OWNER/NAME too, `check_hub_repo`): its
   shards checked to be the ones build.json records (`critic_data.hub.check_shard_bytes`, the
   rule push applies), then the figures of `critic_data.cards.statistics`; `--against OTHER`
   puts a second dataset's beside them; `--processor MODEL` adds each row's prompt tokens as the trainer counts them
@@ -37,7 +37,7 @@ from rich.text import Text
 from critic_data import UserError
 from critic_data.cards import charts, statistics
 from critic_data.files import json_lines
-from critic_data.hub_client import check_hub_dataset, is_repo_id
+from critic_data.hub_client import check_hub_repo, is_repo_id
 from critic_data.rl import metrics
 from critic_data.rl.client import percent
 from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH
@@ -56,7 +56,7 @@ def resolve(path: str) -> Path:
         return folder
     if folder.exists() or not is_repo_id(path):
         raise UserError(f"{path} is not a folder (nor a Hub dataset id OWNER/NAME)")
-    check_hub_dataset(path, path)
+    check_hub_repo(path, path)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError
 

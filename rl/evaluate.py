@@ -59,7 +59,7 @@ from pathlib import Path, PurePosixPath
 
 from critic_data import UserError
 from critic_data.files import ImageFileError, json_lines, read_image_file
-from critic_data.hub_client import check_hub_dataset, is_repo_id
+from critic_data.hub_client import check_hub_repo, is_repo_id
 from critic_data.rl import metrics
 from critic_data.rl.client import ChatClient, RunSpec, data_url, derive_seed, is_text, percent, run_jobs, write_summary
 from critic_data.rl.options import EvalOptions
@@ -269,7 +269,7 @@ def _built_rows(source: str, split: str) -> tuple[int, Iterator[dict]]:
         return _parquet_rows(folder, split, columns)
     if not is_repo_id(source):
         raise UserError(f"--input {source}: no such folder, and not a Hub dataset id (OWNER/NAME)")
-    check_hub_dataset(source, f"--input {source}")
+    check_hub_repo(source, f"--input {source}")
     import datasets
 
     try:

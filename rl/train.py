@@ -51,7 +51,7 @@ from trl import (
 from critic_data import UserError, package_version
 from critic_data.cards.model_card import write_model_card
 from critic_data.files import published_path, refuse_a_path_that_cannot_be_a_folder
-from critic_data.hub_client import check_hub_dataset, check_hub_repo, is_repo_id
+from critic_data.hub_client import check_hub_repo, is_repo_id
 from critic_data.rl import RECIPES_DIR, recipes
 from critic_data.rl.client import smart_resize
 from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH, PROMPT_LENGTH_UNITS
@@ -227,7 +227,7 @@ def load_critic_dataset(args: CriticScriptArguments):
     if not local.exists() and not is_repo_id(name):
         raise UserError(f"no dataset folder at {name}; build one with `critic-data build --out {name}`")
     if not local.exists():
-        check_hub_dataset(name, f"--dataset_name {name}")
+        check_hub_repo(name, f"--dataset_name {name}")
     try:
         dataset = load_dataset(str(local) if local.exists() else name, name=args.dataset_config,
                                revision=None if local.exists() else args.dataset_revision)

@@ -304,11 +304,11 @@ def test_a_hub_id_the_hub_cannot_be_asked_about_is_left_to_the_cache_that_holds_
     """Offline with a copy in the Hub cache, the name is handed on: the loader reads the copy."""
     from huggingface_hub import constants
 
-    from critic_data.hub_client import check_hub_dataset
+    from critic_data.hub_client import check_hub_repo
 
     monkeypatch.setattr(constants, "ENDPOINT", _closed_port())
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     with pytest.raises(UserError, match="none is in the Hub cache"):
-        check_hub_dataset("critic/cached", "critic/cached")
+        check_hub_repo("critic/cached", "critic/cached")
     (tmp_path / "hub-cache" / "datasets--critic--cached" / "snapshots").mkdir(parents=True)
-    check_hub_dataset("critic/cached", "critic/cached")  # no error
+    check_hub_repo("critic/cached", "critic/cached")  # no error
