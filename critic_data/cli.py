@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from critic_data import UserError, __version__
+from critic_data import UserError, __version__, cli_flags
 from critic_data.builders.options import BuildOptions
 from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH, BestOfNOptions, EvalOptions
 
@@ -70,13 +70,15 @@ def _options_command(name: str, options_class):
     """Register `run(options)` as the command `name`, its options made from `options_class`'s
     fields: each option's name, type, default and help are declared once, on the field
     (`critic_data.option`), and the dataclass checks the values (UserError: one line)."""
-    hints = typing.get_type_hints(options_class)
+    hints, typed = typing.get_type_hints(options_class), cli_flags(options_class)
     parameters = []
     for spec in dataclasses.fields(options_class):
         cli = spec.metadata["cli"]
+        # typer names an option without declared flags itself, by the rule cli_flags states (and makes a
+        # switch's --no- form only then)
         flags = [cli["flag"]] if "flag" in cli else []
         if spec.name in TRL_NAMES:
-            flags = [f"--{spec.name.replace('_', '-')}", TRL_NAMES[spec.name]]
+            flags = [typed[spec.name], TRL_NAMES[spec.name]]
         missing = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
         if missing or cli.get("required"):
             default = inspect.Parameter.empty
