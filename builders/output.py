@@ -24,7 +24,6 @@ import errno
 import fcntl
 import glob
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from critic_data import UserError
 from critic_data.files import refuse_a_path_that_cannot_be_a_folder
+from critic_data.manifest import written_by_critic_data
 
 BUILD_FILES = ("README.md", "build.json", "rejects.jsonl")
 BUILD_FOLDERS = {"data": ".parquet", "plots": ".png"}  # the shards, the card's charts: folder -> file suffix
@@ -125,11 +125,7 @@ def _not_written_by_a_build(out: Path) -> str | None:
     if foreign:
         listed = ", ".join(sorted(foreign)[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         return f"files a build does not write ({listed})"
-    try:
-        tool = json.loads((out / "build.json").read_text(encoding="utf-8"))["tool"]["name"]
-    except (OSError, ValueError, TypeError, KeyError):
-        tool = None
-    if tool != "critic-data" or not data.is_dir():
+    if not written_by_critic_data(out) or not data.is_dir():
         return "no critic-data build.json and data/ folder"
     return None
 

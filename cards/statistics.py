@@ -21,16 +21,15 @@ The `--format easyr1` layout has no responses and no margin: those figures are N
 `card_statistics` is the part the dataset card shows (rows and labels, margins, length bias,
 and one example row): `build` counts it from the shards it wrote, `push` from the shards it checked.
 
-This module knows files and the manifest only (no builders/ or rl/ import): a caller hands it
-a local folder (a Hub dataset is downloaded first).
+This module knows files and the manifest only (`critic_data.manifest`, no builders/ or rl/
+import): a caller hands it a local folder (a Hub dataset is downloaded first).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -38,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from critic_data import UserError
+from critic_data.manifest import Manifest, read_manifest
 from critic_data.schemas import IMAGE_PLACEHOLDER
 
 MARGIN_EDGES = [0.5 * k for k in range(9)]  # 0, 0.5, ..., 4.0: VLFeedback's ratings are 1-5, gaps at most 4
@@ -45,61 +45,11 @@ RATIO_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 _REJECT_SCHEMA = {"source": pl.String, "source_id": pl.String, "reason": pl.String, "detail": pl.String}
 
 
-def read_manifest(folder: Path) -> dict:
-    """build.json of a dataset folder; one line when it is missing or not a build's manifest."""
-    path = folder / "build.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{folder} has no build.json: not a folder made by `critic-data build`") from None
-    except (OSError, ValueError, RecursionError) as error:
-        raise UserError(f"{path} does not read as JSON ({type(error).__name__}); rebuild the dataset") from None
-    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("sources", "splits")):
-        raise UserError(f"{path} is not a critic-data manifest (no sources and splits); rebuild the dataset")
-    problem = _unreadable_part(manifest)
-    if problem:
-        raise UserError(f"{path} is not a critic-data manifest ({problem}); rebuild the dataset")
-    return manifest
-
-
-def _is_count(value) -> bool:
-    return type(value) is int and value >= 0  # not bool, not 7.0, not "7"
-
-
-def _unreadable_part(manifest: dict) -> str | None:
-    """What of build.json the figures read but cannot use (an edited or foreign manifest), or None.
-    Listed shards must be paths inside the folder, each listed once: a path leading elsewhere
-    (absolute, or through "..") would report another file's rows as the dataset's."""
-    if manifest.get("format", "trl") not in ("trl", "easyr1"):
-        return f"unknown format {manifest.get('format')!r}"
-    listed = []
-    for name, split in manifest["splits"].items():
-        files = split.get("files", []) if isinstance(split, dict) else None
-        if not isinstance(files, list) or not all(isinstance(path, str) for path in files):
-            return f"splits.{name}.files is not a list of paths"
-        outside = [path for path in files if PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts]
-        if outside:
-            return f"splits.{name}.files names {outside[0]}, outside the folder"
-        listed += files
-    if len(set(listed)) != len(listed):
-        return f"it lists {next(path for path in listed if listed.count(path) > 1)} more than once"
-    for name, source in manifest["sources"].items():
-        if not isinstance(source, dict) or not isinstance(source.get("counts", {}), dict):
-            return f"sources.{name}.counts is not an object"
-        if not _is_count(source.get("counts", {}).get("duplicates_dropped", 0)):
-            return f"sources.{name}.counts.duplicates_dropped is not a whole number"
-        for key in ("rejects_by_reason", "duplicates_of", "conflicting_duplicates_of"):
-            counts = source.get(key, {})
-            if not isinstance(counts, dict) or not all(_is_count(n) for n in counts.values()):
-                return f"sources.{name}.{key} is not a map of whole numbers"
-    return None
-
-
-def split_files(folder: Path, manifest: dict) -> dict[str, list[Path]]:
+def split_files(folder: Path, manifest: Manifest) -> dict[str, list[Path]]:
     """The shards of each non-empty split, as build.json lists them (in order)."""
     files = {}
-    for split, entry in manifest["splits"].items():
-        paths = [folder / name for name in entry.get("files", [])]
+    for split, entry in manifest.splits.items():
+        paths = [folder / name for name in entry.files]
         missing = [str(path) for path in paths if not path.is_file()]  # a FIFO is never opened
         if missing:
             raise UserError(f"{missing[0]} is listed in build.json but missing or not a regular file; download or "
@@ -172,12 +122,12 @@ def rows_and_labels(frame: pl.LazyFrame, sources: list[str], splits: list[str]) 
     return table.sort(ordered("source", sources), ordered("split", splits)).to_dicts()
 
 
-def rejects(folder: Path, manifest: dict) -> list[dict]:
+def rejects(folder: Path, manifest: Manifest) -> list[dict]:
     """Rejects per source and reason (build.json's counts), each with the first example in
     rejects.jsonl (absent when the folder came from the Hub without it)."""
     counts = pl.DataFrame([{"source": name, "reason": reason, "count": count}
-                           for name, stats in manifest["sources"].items()
-                           for reason, count in stats.get("rejects_by_reason", {}).items()],
+                           for name, stats in manifest.sources.items()
+                           for reason, count in stats.rejects_by_reason.items()],
                           schema={"source": pl.String, "reason": pl.String, "count": pl.Int64})
     path = folder / "rejects.jsonl"
     if not path.is_file():
@@ -195,10 +145,10 @@ def rejects(folder: Path, manifest: dict) -> list[dict]:
     return counts.join(examples, on=["source", "reason"], how="left", maintain_order="left").to_dicts()
 
 
-def duplicates(manifest: dict) -> list[dict]:
+def duplicates(manifest: Manifest) -> list[dict]:
     """Pairs dropped as duplicates per source, and which source kept the copy (build.json)."""
-    return [{"source": name, "dropped": stats["counts"].get("duplicates_dropped", 0),
-             "of": stats.get("duplicates_of", {})} for name, stats in manifest["sources"].items()]
+    return [{"source": name, "dropped": stats.counts.duplicates_dropped, "of": stats.duplicates_of}
+            for name, stats in manifest.sources.items()]
 
 
 def image_statistics(files: list[Path], column: str) -> dict:
@@ -238,14 +188,14 @@ def image_statistics(files: list[Path], column: str) -> dict:
             "unreadable": unreadable, **summary}
 
 
-def dataset_statistics(folder: Path, manifest: dict | None = None) -> dict:
+def dataset_statistics(folder: Path, manifest: Manifest | None = None) -> dict:
     """Every figure of a built dataset folder (see the module docstring), JSON-ready; a data file
     that does not read is one line naming the folder."""
     folder = Path(folder)
     manifest = manifest if manifest is not None else read_manifest(folder)
     with _reading(folder):
         files = split_files(folder, manifest)
-        trl = manifest.get("format", "trl") == "trl"
+        trl = manifest.format == "trl"
         return {"folder": str(folder), **_text_figures(manifest, files), "duplicates": duplicates(manifest),
                 "rejects": rejects(folder, manifest),
                 "images": image_statistics([p for paths in files.values() for p in paths], "images" if trl
@@ -256,19 +206,22 @@ def card_statistics(folder: Path, manifest: dict) -> dict:
     """The figures a dataset card shows (rows and labels per source and split, margins, length
     bias) and its example row, from the shards' text columns alone: no image byte and no rejects.jsonl is read (a
     push reads no file of the folder but build.json and the shards it checked), and nothing in
-    them depends on where the folder is (the card of a build is the same wherever it lies)."""
+    them depends on where the folder is (the card of a build is the same wherever it lies).
+    `manifest` is what the card renders: build.json's content (the dict the build wrote, or
+    `Manifest.raw` of the one push read), read through its type."""
+    typed = Manifest.from_dict(manifest)
     with _reading(Path(folder)):
-        files = split_files(Path(folder), manifest)
-        return {**_text_figures(manifest, files), "example": example_row(files, manifest)}
+        files = split_files(Path(folder), typed)
+        return {**_text_figures(typed, files), "example": example_row(files, typed)}
 
 
-def example_row(files: dict[str, list[Path]], manifest: dict) -> dict:
+def example_row(files: dict[str, list[Path]], manifest: Manifest) -> dict:
     """The row a card shows as an example: the first of the first non-empty split (train before
     test, in build.json's order), so every card of the same shards shows the same row. `text` is
     what the model is shown: the prompt's user message, an image as `<image>`, then its text (the
     easyr1 layout's question, which starts with `<image>`); the TRL layout's `question`,
     `response_1` and `response_2` are the texts inside it."""
-    trl = manifest.get("format", "trl") == "trl"
+    trl = manifest.format == "trl"
     columns = ["id", "source", "source_id", "answer", "template", "question",
                *(["prompt", "response_1", "response_2", "margin"] if trl else [])]
     split, paths = next(iter(files.items()))
@@ -290,13 +243,13 @@ def _reading(folder: Path) -> Iterator[None]:
                         f"{' '.join(str(error).split())[:160]}); download or rebuild the dataset") from None
 
 
-def _text_figures(manifest: dict, files: dict[str, list[Path]]) -> dict:
-    trl = manifest.get("format", "trl") == "trl"
-    sources, splits = list(manifest["sources"]), list(manifest["splits"])
+def _text_figures(manifest: Manifest, files: dict[str, list[Path]]) -> dict:
+    trl = manifest.format == "trl"
+    sources, splits = list(manifest.sources), list(manifest.splits)
     columns = ["source", "answer"] + (["margin", "response_1", "response_2"] if trl else [])
     frame = scan_text(files, columns)
     statistics = {
-        "format": manifest.get("format", "trl"),
+        "format": manifest.format,
         "rows": rows_and_labels(frame, sources, splits),
         "margins": None,
         "length_bias": None,

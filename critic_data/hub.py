@@ -17,21 +17,22 @@ This module owns what a push sends and the rules that keep it safe:
   against (`parent_commit`), so a push that lands in between makes this one fail instead of
   being overwritten.
 - Verified before anything is sent: every file a push reads is a regular file inside the
-  folder (no link out of it, no FIFO); build.json holds what a push and the card read, of the
-  right types; a dataset's shards are the parquet files build.json lists, with the build's
-  schema, build.json's counts are theirs, and each holds the bytes the build wrote (the
-  xxh3_128 build.json records; older builds have none: a warning; `check_shard_bytes`, the rule
-  `inspect` checks too); a checkpoint's .safetensors headers read and each file is as long as
-  its header says, and a weight index names only shards that are pushed, each holding the
-  tensors it is said to; no text file pushed (card, build.json, configs) names the home folder
-  or the folder being pushed; --revision is a branch name. OS and editor leftovers
-  (`.DS_Store`, `Thumbs.db`, `*~`) are left out, and listed as such.
+  folder (no link out of it, no FIFO); build.json keeps every rule of its shape
+  (`critic_data.manifest.read_manifest`) and the card renders from it; a dataset's shards are
+  the parquet files build.json lists, with the build's schema, build.json's counts are theirs,
+  and each holds the bytes the build wrote (the xxh3_128 build.json records; older builds have
+  none: a warning; `check_shard_bytes`, the rule `inspect` checks too); a checkpoint's
+  .safetensors headers read and each file is as long as its header says, and a weight index
+  names only shards that are pushed, each holding the tensors it is said to; no text file
+  pushed (card, build.json, configs) names the home folder or the folder being pushed;
+  --revision is a branch name. OS and editor leftovers (`.DS_Store`, `Thumbs.db`, `*~`) are
+  left out, and listed as such.
 - Failures: every request waits at most `--timeout` seconds for the Hub. A timeout is final;
   connection errors, 408, 429 and 5xx are retried with exponential backoff (tenacity), at most
-  ATTEMPTS tries per call and none after RETRY_WINDOW seconds. This is the only retry layer:
-  huggingface_hub's own loops (`http_backoff`) are made to give up at once (`hub_client._Client`).
-  Anything else stops at once. Either way the user gets one line saying what to do
-  (`UserError`). The token comes from `HF_TOKEN` or the saved login and is handed to
+  ATTEMPTS tries per call and none after RETRY_WINDOW seconds (`critic_data.push_limits`). This
+  is the only retry layer: huggingface_hub's own loops (`http_backoff`) are made to give up at
+  once (`hub_client._Client`). Anything else stops at once. Either way the user gets one line
+  saying what to do (`UserError`). The token comes from `HF_TOKEN` or the saved login and is handed to
   huggingface_hub only; it is never printed, logged or written.
 """
 
@@ -66,13 +67,10 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_afte
 
 from critic_data import UserError, __version__
 from critic_data.hub_client import NotTheHub, check_revision, is_repo_id, retried_status, use_timeout
+from critic_data.manifest import Manifest, not_a_manifest, read_manifest
+from critic_data.push_limits import ATTEMPTS, DEFAULT_TIMEOUT, RETRY_WINDOW
 
 log = logging.getLogger(__name__)
-
-ATTEMPTS = 4  # tries per Hub call; waits of 0.5, 1, 2 s in between
-RETRY_WINDOW = 60  # seconds: no call is tried again later than this after its first try
-DEFAULT_TIMEOUT = 60.0  # seconds a request waits to connect, or for the next bytes of an answer
-MAX_TIMEOUT = 86_400.0  # a day; sockets refuse timeouts past about 9.2e9 s (OverflowError)
 
 # Hidden files and OS or editor leftovers: never pushed, never a reason to refuse a folder.
 JUNK = (".*", "Thumbs.db", "desktop.ini", "*~", "*.bak", "*.orig", "#*#")
@@ -201,51 +199,19 @@ def _check_repo_id(repo_id: str, kind: Kind, folder: Path) -> str:
     return repo_id
 
 
-_COUNTS = ("rows_read", "rows_used", "rows_rejected", "pairs_formed", "duplicates_dropped", "pairs_kept")
-_XXH3_128 = re.compile(r"[0-9a-f]{32}")
-
-
-def _whole(value, what: str) -> None:
-    if type(value) is not int or value < 0:  # not bool, not 7.0, not "7"
-        raise ValueError(f"{what} is {value!r}, not a whole number")
-
-
-def _read_manifest(folder: Path, repo_id: str) -> dict:
-    """build.json, once the values push compares (files, counts, hashes) have their types and
-    the card renders from it for `repo_id` (tried here, without the data's figures, so that a
-    build.json the card cannot use stops before the shards are read); an edited or foreign
-    build.json ends in one line."""
-    from critic_data.builders import SOURCES
+def _manifest_for_the_card(folder: Path, repo_id: str) -> Manifest:
+    """build.json, as `read_manifest` reads it, once the card renders from it for `repo_id`: the
+    template also renders what the type leaves as it is (options, inputs). Tried here, without
+    the data's figures, so that a build.json the card cannot use stops before the shards are read."""
     from critic_data.cards.dataset_card import render_dataset_card
-    from critic_data.schemas import FORMATS
 
     _file_inside(folder, "build.json", "build.json")
+    manifest = read_manifest(folder)
     try:
-        manifest = json.loads((folder / "build.json").read_text(encoding="utf-8"))
-        if manifest["format"] not in FORMATS:
-            raise ValueError(f"unknown format {manifest['format']!r}")
-        for name, source in manifest["sources"].items():
-            if name not in SOURCES:
-                raise ValueError(f"unknown source {name!r}")
-            for key in _COUNTS:
-                _whole(source["counts"][key], f"sources.{name}.counts.{key}")
-            for rule, n in source["counts"]["pairs_filtered"].items():
-                _whole(n, f"sources.{name}.counts.pairs_filtered.{rule}")
-        for name, split in manifest["splits"].items():
-            _whole(split["rows"], f"splits.{name}.rows")
-            _whole(split["bytes"], f"splits.{name}.bytes")
-            if not isinstance(split["files"], list) or not all(isinstance(path, str) for path in split["files"]):
-                raise ValueError(f"splits.{name}.files is not a list of paths")
-        render_dataset_card(manifest, source_specs(manifest), repo_id=repo_id)
-    except KeyError as error:
-        _not_a_manifest(folder, f"{error.args[0]!r} is missing")
-    except Exception as error:  # noqa: BLE001 - an edited build.json can break the card anywhere
-        _not_a_manifest(folder, str(error) or type(error).__name__)
+        render_dataset_card(manifest.raw, source_specs(manifest.raw), repo_id=repo_id)
+    except Exception as error:  # noqa: BLE001 - what the type leaves as it is can break the template anywhere
+        raise not_a_manifest(folder / "build.json", str(error) or type(error).__name__) from None
     return manifest
-
-
-def _not_a_manifest(folder: Path, reason: str) -> NoReturn:
-    raise UserError(f"{folder / 'build.json'} is not a critic-data manifest ({reason}); rebuild the dataset")
 
 
 def source_specs(manifest: dict) -> list:
@@ -261,20 +227,21 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
     from critic_data.cards.dataset_card import PLOTS, card_figures, render_dataset_card
 
     folder = plan.folder
-    manifest = _read_manifest(folder, plan.repo_id)
+    manifest = _manifest_for_the_card(folder, plan.repo_id)
     rows = _check_shards(folder, manifest)
 
     # The card and its charts are rendered again from the shards just checked (as README.md is
     # for the repo id), not taken from plots/: what the Hub shows is always the figures of the
     # data it serves, and a chart of the folder that was changed or lost cannot be published.
     with tempfile.TemporaryDirectory(prefix="critic-data-plots-") as scratch:
-        statistics, plots = card_figures(folder, manifest, Path(scratch))
+        statistics, plots = card_figures(folder, manifest.raw, Path(scratch))
         charts = {f"{PLOTS}/{name}": (Path(scratch) / name).read_bytes() for name in plots}
     _check_label_balance(folder, manifest, statistics)
-    plan.files = {path: folder / path for split in manifest["splits"].values() for path in split["files"]}
+    plan.files = {path: folder / path for split in manifest.splits.values() for path in split.files}
     plan.files["build.json"] = folder / "build.json"
-    plan.files["README.md"] = render_dataset_card(manifest, source_specs(manifest), plan.repo_id, statistics,
-                                                  plots, option_flags=cli_flags(BuildOptions)).encode("utf-8")
+    plan.files["README.md"] = render_dataset_card(manifest.raw, source_specs(manifest.raw), plan.repo_id,
+                                                  statistics, plots, option_flags=cli_flags(BuildOptions)
+                                                  ).encode("utf-8")
     plan.files.update(charts)
     if include_rejects and ((folder / "rejects.jsonl").exists() or (folder / "rejects.jsonl").is_symlink()):
         plan.files["rejects.jsonl"] = _file_inside(folder, "rejects.jsonl", "--include-rejects")
@@ -287,52 +254,53 @@ def _plan_dataset(plan: Plan, include_rejects: bool) -> None:
     plan.summary = f"{sum(rows.values())} rows (" + ", ".join(f"{n} {r}" for n, r in rows.items()) + ")"
 
 
-def _check_shards(folder: Path, manifest: dict) -> dict[str, int]:
+def _check_shards(folder: Path, manifest: Manifest) -> dict[str, int]:
     """The rows of each split, once the folder's shards are checked to be exactly the build
     build.json describes: its listed files, schema, row counts, accounting and bytes."""
     from critic_data.schemas import FORMATS
 
-    splits = {name: (split["files"], split["rows"]) for name, split in manifest["splits"].items()}
-    features = FORMATS[manifest["format"]]  # as datasets serialises Features
-    listed = [path for files, _ in splits.values() for path in files]
-    if len(set(listed)) != len(listed):
-        _mismatch(folder, f"it lists {sorted(p for p in listed if listed.count(p) > 1)[0]} more than once")
+    features = FORMATS[manifest.format]  # as datasets serialises Features
+    listed = [path for split in manifest.splits.values() for path in split.files]
     # Publish exactly the build: a shard missing from the folder, or a stray one the card's
     # `data/{split}-*` patterns would load, means the folder is not what build.json describes.
-    held = dict.fromkeys(splits, 0)  # rows
-    for split, (files, _) in splits.items():
-        for path in files:
-            if not fnmatch(path, f"data/{split}-*"):
+    held = dict.fromkeys(manifest.splits, 0)  # rows
+    for name, split in manifest.splits.items():
+        for path in split.files:
+            if not fnmatch(path, f"data/{name}-*"):
                 _mismatch(folder,
-                          f"{path} is listed as a {split} shard, but the card loads that split from data/{split}-*")
+                          f"{path} is listed as a {name} shard, but the card loads that split from data/{name}-*")
             shard = _file_inside(folder, path, "build.json")
-            held[split] += _shard_rows(shard, path, folder, features, manifest["format"])
-    for split, (_, rows) in splits.items():
-        if rows != held[split]:
-            _mismatch(folder, f"build.json says the {split} split has {rows} rows, its shards hold {held[split]} rows")
+            held[name] += _shard_rows(shard, path, folder, features, manifest.format)
+    for name, split in manifest.splits.items():
+        if split.rows != held[name]:
+            _mismatch(folder, f"build.json says the {name} split has {split.rows} rows, its shards hold {held[name]} "
+                              "rows")
     stray = sorted(path for path in _files(folder / "data", folder) if path not in listed and not _is_junk(path))
     if stray:
         _mismatch(folder, f"{', '.join(stray)} is not listed in it")
-    _check_counts(folder, {name: source["counts"] for name, source in manifest["sources"].items()}, sum(held.values()))
+    # (its counts add up, `read_manifest` checked: what its sources kept must be what the shards hold)
+    kept = sum(source.counts.pairs_kept for source in manifest.sources.values())
+    if kept != sum(held.values()):
+        _mismatch(folder, f"its sources kept {kept} pairs (pairs_kept), its splits hold {sum(held.values())} rows")
     check_shard_bytes(folder, manifest)  # last, as it reads every byte
     return held
 
 
-def _check_label_balance(folder: Path, manifest: dict, statistics: dict) -> None:
+def _check_label_balance(folder: Path, manifest: Manifest, statistics: dict) -> None:
     """build.json's label balance per source and split must be the shards' count (the card
     shows the shards' count; build.json is published beside it)."""
     held = {(row["source"], row["split"]): {label: n for label, n in (("1", row["answer_1"]), ("2", row["answer_2"]),
                                                                     ("tie", row["ties"])) if n}
             for row in statistics["rows"]}
     said = {(name, split): {label: n for label, n in labels.items() if n}
-            for name, source in manifest["sources"].items() for split, labels in source["label_balance"].items()}
+            for name, source in manifest.sources.items() for split, labels in source.label_balance.items()}
     for key in dict.fromkeys([*said, *held]):
         if said.get(key, {}) != held.get(key, {}):
             _mismatch(folder, f"its label balance of {key[0]} {key[1]} is {said.get(key, {})}, its shards hold "
                               f"{held.get(key, {})}")
 
 
-def check_shard_bytes(folder: Path, manifest: dict) -> None:
+def check_shard_bytes(folder: Path, manifest: Manifest) -> None:
     """The shards build.json lists hold the bytes the build wrote: each split's size, and each
     shard's xxh3_128, so that neither a same-sized shard of another build (other labels) nor a
     damaged copy passes for this build's (a build of an older critic-data records no hashes: a
@@ -340,15 +308,9 @@ def check_shard_bytes(folder: Path, manifest: dict) -> None:
     reads every byte. Raises UserError naming the first split or shard that differs."""
     from critic_data.builders.writer import file_xxh3_128
 
-    splits = {name: split.get("files", []) for name, split in manifest["splits"].items()}
-    hashes = {name: split.get("xxh3_128") for name, split in manifest["splits"].items()}
-    for name, digests in hashes.items():
-        if digests is not None and not (isinstance(digests, dict) and all(
-                isinstance(digest, str) and _XXH3_128.fullmatch(digest) for digest in digests.values())):
-            _not_a_manifest(folder, f"splits.{name}.xxh3_128 is not a map of paths to xxh3_128 hex digests")
-    for name, files in splits.items():
+    for name, split in manifest.splits.items():
         size = 0
-        for path in files:
+        for path in split.files:
             try:
                 info = (folder / path).stat()
             except OSError:
@@ -356,17 +318,13 @@ def check_shard_bytes(folder: Path, manifest: dict) -> None:
             if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read forever
                 _differs(folder, f"{path} is not a regular file")
             size += info.st_size
-        if manifest["splits"][name].get("bytes") != size:
-            _differs(folder, f"it says the {name} split has {manifest['splits'][name].get('bytes')} bytes, its shards "
-                             f"hold {size} bytes")
-    if None in hashes.values():
+        if split.bytes != size:
+            _differs(folder, f"it says the {name} split has {split.bytes} bytes, its shards hold {size} bytes")
+    if any(split.xxh3_128 is None for split in manifest.splits.values()):
         log.warning("%s records no content hash of its shards (a build of an older critic-data): they cannot be "
                     "checked to be the files the build wrote; rebuild to have them checked", folder / "build.json")
-    for name, digests in hashes.items():
-        differs = sorted(set(splits[name] if digests is None else digests) ^ set(splits[name]))
-        if differs:
-            _differs(folder, f"its {name} split's content hashes (xxh3_128) and files differ on {differs[0]}")
-    for path, digest in (item for digests in hashes.values() if digests for item in digests.items()):
+    for path, digest in (item for split in manifest.splits.values() if split.xxh3_128 for item in
+                         split.xxh3_128.items()):
         if file_xxh3_128(folder / path) != digest:
             raise UserError(f"{path} is not the file this build wrote (content hash differs); rebuild or restore it")
 
@@ -427,22 +385,6 @@ def _shard_rows(shard: Path, path: str, folder: Path, features, output_format: s
     if restored != Features.from_dict(features):
         _mismatch(folder, f"{path}: its schema metadata does not declare the build's features (Image columns)")
     return metadata.num_rows
-
-
-def _check_counts(folder: Path, counts: dict, rows: int) -> None:
-    """The per-source accounting the card shows must add up, and to the rows the shards hold
-    (`_read_manifest` checked that they are whole numbers)."""
-    for name, c in counts.items():
-        if c["rows_read"] != c["rows_used"] + c["rows_rejected"]:
-            _mismatch(folder, f"{name}: rows_read {c['rows_read']} is not rows_used + rows_rejected "
-                              f"({c['rows_used']} + {c['rows_rejected']})")
-        formed = c["pairs_kept"] + sum(c["pairs_filtered"].values()) + c["duplicates_dropped"]
-        if c["pairs_formed"] != formed:
-            _mismatch(folder, f"{name}: pairs_formed {c['pairs_formed']} is not pairs_kept + pairs_filtered + "
-                              f"duplicates_dropped ({formed})")
-    kept = sum(c["pairs_kept"] for c in counts.values())
-    if kept != rows:
-        _mismatch(folder, f"its sources kept {kept} pairs (pairs_kept), its splits hold {rows} rows")
 
 
 def _files(folder: Path, root: Path) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"critic_data.schemas": "schemas", "critic_data.cards": "cards", "critic_data.builders": "builders",
             "critic_data.rl": "rl"}
-LEAVES = ("critic_data.files", "critic_data.hub_client")  # utilities every package may use
+LEAVES = ("critic_data.files", "critic_data.hub_client", "critic_data.manifest")  # utilities every package may use
 SHELL = "critic_data"  # cli, hub, inspection, env: on top, may use everything
 # package -> what it may import of critic-data besides itself, the top-level `critic_data` (UserError) and the leaves
 ALLOWED = {
@@ -98,6 +98,7 @@ def test_no_package_function_is_over_50_lines(folder):
     assert not long, f"functions over 50 lines: {long}"
 
 
+@pytest.mark.slow
 def test_a_build_imports_only_what_it_uses(tmp_path):
     """`datasets` (half a second) is not imported by a build: its files and card are written from
     the schema's own serialisation (schemas/row.py). (pandas is: pyarrow imports it to look for
@@ -118,6 +119,7 @@ def test_a_build_imports_only_what_it_uses(tmp_path):
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_what_the_card_process_imports_leaves_polars_out():
     """The process that draws a build's card (pipeline._card_process) imports the card and its
     charts while the data is written; polars (a tenth of a second of CPU) is not among them:
