@@ -7,9 +7,7 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import gc
 import inspect
 import os
 import sys
@@ -25,7 +23,8 @@ from rich.table import Table
 
 from critic_data import UserError, __version__, cli_flags
 from critic_data.builders.options import BuildOptions
-from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH, BestOfNOptions, EvalOptions
+from critic_data.push_limits import ATTEMPTS, DEFAULT_TIMEOUT, MAX_TIMEOUT, RETRY_WINDOW
+from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH, BestOfNOptions, DifficultyOptions, EvalOptions
 
 app = typer.Typer(
     name="critic-data",
@@ -143,33 +142,33 @@ def _spare_pandas_import() -> None:
         sys.meta_path.remove(finder)
 
 
-def _print_build_summary(manifest: dict, out: Path) -> None:
+def _print_build_summary(built: dict, out: Path) -> None:
+    from critic_data.manifest import Manifest
+
+    manifest = Manifest.from_dict(built)  # what the build wrote to build.json, read as every reader reads it
     table = Table(title=escape(f"built {out}"))
     table.caption = "rows: read = used + rejected; pairs: formed = kept + filtered + duplicates"
     for column in ("source", "read", "used", "rejected", "formed", "filtered", "duplicates", "kept"):
         table.add_column(column, justify="left" if column == "source" else "right")
-    for name, stats in manifest["sources"].items():
-        c = stats["counts"]
-        table.add_row(name, *(str(v) for v in (c["rows_read"], c["rows_used"], c["rows_rejected"], c["pairs_formed"],
-                                                sum(c["pairs_filtered"].values()), c["duplicates_dropped"],
-                                               c["pairs_kept"])))
+    for name, source in manifest.sources.items():
+        c = source.counts
+        table.add_row(name, *(str(v) for v in (c.rows_read, c.rows_used, c.rows_rejected, c.pairs_formed,
+                                                sum(c.pairs_filtered.values()), c.duplicates_dropped, c.pairs_kept)))
     console.print(table)
-    splits = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
-    console.print(f"splits: {splits}; {manifest['timings']['total_seconds']:.1f}s; rejects in {out / 'rejects.jsonl'}",
-                  markup=False)
+    splits = ", ".join(f"{name} {split.rows}" for name, split in manifest.splits.items())
+    console.print(f"splits: {splits}; {manifest.total_seconds:.1f}s; rejects in {out / 'rejects.jsonl'}", markup=False)
     # (a build that keeps no row at all is an error, so one split here has rows)
     advice = {"train": "lower --test-size to leave rows for training",
               "test": "raise --test-size for a test split, or check the rejects"}
-    for name, split in manifest["splits"].items():
-        if not split["rows"] and (name != "test" or manifest["options"]["test_size"] > 0):
+    for name, split in manifest.splits.items():
+        if not split.rows and (name != "test" or manifest.options["test_size"] > 0):
             console.print(f"[yellow]warning:[/yellow] the {name} split is empty and was not written; {advice[name]}")
 
 
-# Kept in step with critic_data.hub (ATTEMPTS, RETRY_WINDOW, DEFAULT_TIMEOUT); a test checks the first two.
 PUSH_TIMEOUT_HELP = ("Seconds each request waits for the Hub (to connect, or for the next bytes of an answer). A "
                      "request that times out is not sent again, so a Hub that never answers ends the push within two "
-                     "timeouts. Connection errors, 408, 429 and 5xx are retried: at most 4 tries per Hub call, none "
-                     "later than 60 s after its first.")
+                     f"timeouts. Connection errors, 408, 429 and 5xx are retried: at most {ATTEMPTS} tries per Hub "
+                     f"call, none later than {RETRY_WINDOW} s after its first.")
 
 
 @app.command()
@@ -187,7 +186,7 @@ def push(
                                              "checkpoint.")] = False,
     include_rejects: Annotated[bool, typer.Option(help="Also upload rejects.jsonl (datasets).")] = False,
     dry_run: Annotated[bool, typer.Option(help="List what would be uploaded and where; contact nothing.")] = False,
-    timeout: Annotated[float, typer.Option(help=PUSH_TIMEOUT_HELP)] = 60.0,
+    timeout: Annotated[float, typer.Option(help=PUSH_TIMEOUT_HELP)] = DEFAULT_TIMEOUT,
 ) -> None:
     """Publish a dataset or a checkpoint to the Hub in one commit.
 
@@ -195,7 +194,7 @@ def push(
     from huggingface_hub import constants
     from huggingface_hub.utils import disable_progress_bars
 
-    from critic_data.hub import MAX_TIMEOUT, plan_push, require_token
+    from critic_data.hub import plan_push, require_token
     from critic_data.hub import push as run_push
 
     if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan
@@ -378,6 +377,21 @@ def best_of_n(options: BestOfNOptions) -> None:
     _fail_if_incomplete(summary, "questions")
 
 
+@_options_command("difficulty", DifficultyOptions)
+def difficulty(options: DifficultyOptions) -> None:
+    """Measure each row's pass rate: how often the model to train judges it right.
+
+    Each row judged --samples times with the recipe's rollout sampling and graded by its rewards, through an
+    OpenAI-compatible server; `critic-data inspect OUT` shows what a pass-rate band would keep."""
+    from critic_data.rl.difficulty import run_difficulty, summary_table
+
+    summary = _run_with_progress(run_difficulty, options, options.out / "difficulty.jsonl")
+    console.print(summary_table(summary))
+    console.print(f"rows in {options.out / 'difficulty.jsonl'}, summary in {options.out / 'summary.json'}",
+                  markup=False)
+    _fail_if_incomplete(summary, "rows")
+
+
 def _fail_if_incomplete(summary: dict, what: str) -> None:
     """A run the server refused in part is not a success: say so, and exit 1 (the results
     written so far stay; --resume asks again for just the missing ones)."""
@@ -429,10 +443,6 @@ def main() -> None:
     """Run the CLI: a user's mistake (bad input, a bad option, an interrupt) ends in one line on stderr."""
     from typer.exceptions import TyperException
 
-    # At exit, once the command has closed its files: spare the interpreter its collection of every
-    # object left (a fifth of a second after a build, for memory the process gives back anyway).
-    # A caller that runs main() in its own process is not affected until that process exits.
-    atexit.register(gc.freeze)
     if sys.argv[1:2] == ["build"]:
         _spare_pandas_import()
     try:

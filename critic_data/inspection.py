@@ -3,9 +3,10 @@
 PATH is told apart by the files in it:
 - a dataset folder (`build.json`; or a Hub dataset id, downloaded into the Hub cache first, once
   the Hub says it has it: a mistyped folder reads as OWNER/NAME too, `check_hub_repo`): its
-  shards checked to be the ones build.json records (`critic_data.hub.check_shard_bytes`, the
-  rule push applies), then the figures of `critic_data.cards.statistics`; `--against OTHER`
-  puts a second dataset's beside them; `--processor MODEL` adds each row's prompt tokens as the trainer counts them
+  manifest read (`critic_data.manifest.read_manifest`), its shards checked to be the ones
+  build.json records (`critic_data.hub.check_shard_bytes`, the rule push applies), then the
+  figures of `critic_data.cards.statistics`; `--against OTHER` puts a second dataset's beside
+  them; `--processor MODEL` adds each row's prompt tokens as the trainer counts them
   (`critic_data.rl.train.prompt_lengths`, the recipe's pixel bounds), how many rows
   `--max-prompt-length` would drop, and the length bias in tokens;
 - an eval run (`results.jsonl`): accuracy per category with counts, with unparsed verdicts
@@ -14,7 +15,12 @@ PATH is told apart by the files in it:
   consistency per category (`eval_statistics`);
 - a best-of-n run (`picks.jsonl`): accuracy of the pick, the first sample and the majority
   vote, and accuracy against N for every power of two up to N, replayed from the recorded
-  matches (`best_of_n_statistics`).
+  matches (`best_of_n_statistics`);
+- a difficulty run (`difficulty.jsonl`): rows per pass count (bins k/K), the share of rows whose
+  GRPO group would have zero advantage, observed and expected from the rates, what each symmetric
+  pass-rate band [k/K, 1-k/K] keeps and the share of rollouts it saves (the first, 0.125:0.875 at
+  K = 8, is `build --pass-rate`'s default: it drops exactly the zero-advantage rows); `--against
+  RUN2` shows how the rates moved over the rows both runs measured alike (`difficulty_statistics`).
 A run's lines are read by the run's own record types (`critic_data.rl.records`: a line that is not
 one is counted and left out), and every figure is the one its summary.json reports, computed by
 `critic_data.rl.metrics`; each accuracy carries its Wilson 95% interval (`<name>_ci95`).
@@ -38,10 +44,11 @@ from critic_data import UserError
 from critic_data.cards import charts, statistics
 from critic_data.files import json_lines
 from critic_data.hub_client import check_hub_repo, is_repo_id
+from critic_data.manifest import Manifest, read_manifest
 from critic_data.rl import metrics
 from critic_data.rl.client import percent
 from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH
-from critic_data.rl.records import Judgement, Pick
+from critic_data.rl.records import DIFFICULTY_LOG, Judgement, Pick, read_difficulty
 
 # stdout: the report is what the command produces; wide when written to a file, not cut at 80 columns
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -71,12 +78,13 @@ def resolve(path: str) -> Path:
 
 
 def kind_of(folder: Path) -> str:
-    """dataset, eval or best-of-n, by the files the folder holds."""
-    for name, kind in (("build.json", "dataset"), ("results.jsonl", "eval"), ("picks.jsonl", "best-of-n")):
+    """dataset, eval, best-of-n or difficulty, by the files the folder holds."""
+    for name, kind in (("build.json", "dataset"), ("results.jsonl", "eval"), ("picks.jsonl", "best-of-n"),
+                       (DIFFICULTY_LOG, "difficulty")):
         if (folder / name).is_file():
             return kind
     raise UserError(f"{folder} is neither a dataset folder (build.json), an eval run (results.jsonl) nor a "
-                    "best-of-n run (picks.jsonl)")
+                    f"best-of-n run (picks.jsonl) or a difficulty run ({DIFFICULTY_LOG})")
 
 
 def _read_json(path: Path) -> dict:
@@ -113,7 +121,7 @@ def _records(path: Path, read) -> tuple[list, int]:
 
 # --- datasets ----------------------------------------------------------------------------------
 
-def _token_counts(folder: Path, manifest: dict, model: Path) -> pl.LazyFrame:
+def _token_counts(folder: Path, manifest: Manifest, model: Path) -> pl.LazyFrame:
     """Per row: split, source, answer, prompt tokens as the trainer counts them (`prompt_lengths`,
     with the model's processor under the recipes' pixel bounds), and each response's tokens."""
     import datasets
@@ -145,7 +153,7 @@ def _token_counts(folder: Path, manifest: dict, model: Path) -> pl.LazyFrame:
     return pl.concat(parts).lazy()
 
 
-def prompt_tokens(folder: Path, manifest: dict, model: Path, budget: int) -> tuple[dict, list[dict]]:
+def prompt_tokens(folder: Path, manifest: Manifest, model: Path, budget: int) -> tuple[dict, list[dict]]:
     """Prompt tokens per row as the trainer counts them, and the length bias in tokens.
 
     The processor is the model's own with the recipes' pixel bounds (`load_processor`); each
@@ -153,13 +161,13 @@ def prompt_tokens(folder: Path, manifest: dict, model: Path, budget: int) -> tup
     function the trainer filters with. Returns the prompt figures (a histogram per split, and
     per source and split the rows over `budget`) and `length_bias` rows in tokens.
     """
-    if manifest.get("format", "trl") != "trl":
+    if manifest.format != "trl":
         raise UserError("--processor counts the TRL layout's prompts; this dataset was built with --format "
-                        f"{manifest.get('format')}, whose prompt the EasyR1 trainer assembles itself")
+                        f"{manifest.format}, whose prompt the EasyR1 trainer assembles itself")
     if not model.is_dir():
         raise UserError(f"--processor {model}: no such folder; pass a local model folder")
     frame = _token_counts(folder, manifest, model)
-    sources, splits = list(manifest["sources"]), list(manifest["splits"])
+    sources, splits = list(manifest.sources), list(manifest.splits)
     edges = [round(budget * k / 10) for k in range(10)] + [budget + 1]  # the last bin: rows the trainer drops
     by_split = statistics.histogram(frame, "prompt_tokens", edges, by="split")
     prompts = pl.col("prompt_tokens")
@@ -178,7 +186,7 @@ def prompt_tokens(folder: Path, manifest: dict, model: Path, budget: int) -> tup
 def dataset_report(folder: Path, model: Path | None, budget: int) -> dict:
     from critic_data.hub import check_shard_bytes
 
-    manifest = statistics.read_manifest(folder)
+    manifest = read_manifest(folder)
     check_shard_bytes(folder, manifest)  # figures of another build's shard would be reported as this one's
     report = {"kind": "dataset", **statistics.dataset_statistics(folder, manifest)}
     if model is not None:
@@ -423,7 +431,8 @@ def inspect(path: str, against: str | None = None, as_json: bool = False, plots:
     if budget < 1:
         raise UserError(f"--max-prompt-length must be at least 1, not {budget}")
     folder = resolve(path)
-    kind = kind_of(folder)
+    if (kind := kind_of(folder)) == "difficulty":
+        return inspect_difficulty(folder, against, as_json, plots, processor)
     if kind != "dataset" and (against or processor):
         raise UserError(f"{path} is a{'n' if kind == 'eval' else ''} {kind} run; --against and --processor apply to "
                         "datasets")
@@ -461,4 +470,101 @@ def inspect(path: str, against: str | None = None, as_json: bool = False, plots:
             (print_eval if kind == "eval" else print_best_of_n)(report)
         if written:
             console.print(f"plots: {', '.join(str(p) for p in written)}", highlight=False, markup=False, soft_wrap=True)
+    return report
+
+
+# --- difficulty runs ---------------------------------------------------------------------------
+
+def difficulty_statistics(folder: Path, against: str | None = None) -> dict:
+    """A difficulty run's figures (`metrics.difficulty_summary`), the histogram with each bin's share,
+    and with `against` how the pass rates moved from this run to that one (`metrics.rate_transitions`)."""
+    run = read_difficulty(folder)
+    rows = list(run.rows.values())
+    if not rows:
+        raise UserError(f"{folder / DIFFICULTY_LOG} holds no row; was the run stopped before the first?")
+    figures = metrics.difficulty_summary(rows, run.samples, dict(run.identity["rewards"]))
+    histogram = [{"passes": k, "pass_rate": k / run.samples, "rows": count, "share": count / len(rows)}
+                 for k, count in enumerate(figures["histogram"])]
+    report = {"kind": "difficulty", "folder": str(folder), "model": run.identity.get("model"),
+              "recipe": run.identity.get("recipe"), "dataset": run.dataset, "lines_left_out": run.lines_left_out,
+              **figures, "histogram": histogram, "against": None}
+    if against is not None:
+        other = Path(against).expanduser()
+        if not (other / DIFFICULTY_LOG).is_file():
+            raise UserError(f"--against {against} is not a difficulty run (no {DIFFICULTY_LOG}); it compares two "
+                            "difficulty runs, e.g. a base model's and a trained checkpoint's")
+        second = read_difficulty(other)
+        report["against"] = {"folder": str(other), "model": second.identity.get("model"),
+                             "same_dataset": second.dataset == run.dataset,
+                             **metrics.rate_transitions(run.rows, second.rows)}
+    return report
+
+
+def print_difficulty(report: dict) -> None:
+    samples = report["samples"]
+    zero = report["zero_advantage"]
+    console.print(f"difficulty {report['folder']}: {report['model']} on {report['rows']} rows x {samples} samples "
+                  f"(recipe {report['recipe']}); mean pass rate {_pct(report['mean_pass_rate'])}%, mean format rate "
+                  f"{_pct(report['mean_format_rate'])}%", highlight=False, markup=False, soft_wrap=True)
+    histogram = Table(title="rows per pass rate", title_justify="left")
+    for column in ("pass rate", "rows", "share %"):
+        histogram.add_column(column, justify="right")
+    for bin_ in report["histogram"]:
+        histogram.add_row(f"{bin_['passes']}/{samples}", str(bin_["rows"]), _pct(bin_["share"]))
+    console.print(histogram)
+    console.print(f"zero advantage (a group of {samples} whose preference rewards all agree): "
+                  f"{_pct(zero['observed'])}% of rows observed, {_pct(zero['expected'])}% expected from the rates "
+                  f"(mean of p^{samples} + (1-p)^{samples}); {_pct(zero.get('observed_all_rewards'))}% with every "
+                  "weighted reward alike", highlight=False, markup=False, soft_wrap=True)
+    console.print(_bands_table(report["bands"]))
+    if report["against"]:
+        _print_transitions(report["against"], samples)
+    if report["lines_left_out"]:
+        console.print(f"{report['lines_left_out']} line(s) of {DIFFICULTY_LOG} are not rows of this run and were "
+                      "left out", highlight=False, markup=False)
+
+
+def _bands_table(bands: list[dict]) -> Table:
+    table = Table(title="what a pass-rate band keeps (build --difficulty RUN --pass-rate LOW:HIGH)",
+                  title_justify="left")
+    for column in ("band", "rows kept", "rows dropped", "rollouts saved %", "zero advantage left % (expected)"):
+        table.add_column(column, justify="right")
+    for band in bands:
+        table.add_row(f"{band['band'][0]:g}:{band['band'][1]:g}", str(band["rows_kept"]), str(band["rows_dropped"]),
+                      _pct(band["compute_saved"]), _pct(band["zero_advantage_kept"]["expected"]))
+    table.caption = ("closed bands; each row costs K rollouts, so the rollouts saved are the rows dropped. The "
+                     "expected zero advantage of the rows kept is what a fresh group of K would still show")
+    return table
+
+
+def _print_transitions(moved: dict, samples: int) -> None:
+    table = Table(title=escape(f"pass rates moved: rows (this run, down) -> {moved['folder']} ({moved['model']}, "
+                               "across)"), title_justify="left")
+    size = len(moved["table"][0]) - 1
+    table.add_column("this run")
+    for k in range(size + 1):
+        table.add_column(f"{k}/{size}", justify="right")
+    for k, counts in enumerate(moved["table"]):
+        if any(counts):
+            table.add_row(f"{k}/{samples}", *(str(count) if count else "." for count in counts))
+    console.print(table)
+    change = "-" if moved["mean_change"] is None else f"{100 * moved['mean_change']:+.1f}"
+    console.print(f"rows in both {moved['rows_in_both']}: mean change {change} points; rose {moved['rose']}, same "
+                  f"{moved['same']}, fell {moved['fell']}. Left out: {moved['other_content']} with other content "
+                  f"(another build), {moved['only_first']} only here, {moved['only_second']} only there"
+                  + ("" if moved["same_dataset"] else "; the runs measured different datasets"),
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+def inspect_difficulty(folder: Path, against: str | None, as_json: bool, plots: Path | None,
+                       processor: Path | None) -> dict:
+    """`inspect` on a difficulty run: its figures as tables, or as one JSON object."""
+    if plots is not None or processor is not None:
+        raise UserError(f"{folder} is a difficulty run; --plots and --processor apply to datasets and eval or "
+                        "best-of-n runs (--json gives the run's figures to a script)")
+    report = difficulty_statistics(folder, against)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print_difficulty(report)
     return report

@@ -11,6 +11,10 @@
   (`knockout_winners`); round-robin scores and their seeded tie-break (`round_robin_scores`,
   `round_robin_winner`); accuracy against N replayed from the recorded matches
   (`accuracy_against_n`).
+- Difficulty: rows per pass count (`pass_count_histogram`, bins k/K), the share of rows whose GRPO
+  group has zero advantage, observed and expected from the rates (`zero_advantage`), the closed
+  pass-rate band a selection keeps (`in_band`) and the rollouts it saves (`band_savings`), and how
+  rates moved between two runs (`rate_transitions`); all in `difficulty_summary`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import math
 from collections import defaultdict
 
 from critic_data.rl.client import derive_seed
-from critic_data.rl.records import Judgement, Match, Pick
+from critic_data.rl.records import DifficultyRow, Judgement, Match, Pick
 
 # The normal quantile of 0.975 (scipy.stats.norm.ppf(0.975)): a two-sided 95% interval.
 Z_95 = 1.959963984540054
@@ -218,3 +222,93 @@ def accuracy_against_n(picks: list[Pick], strategy: str, seed: int) -> tuple[lis
              for size, found in sorted(right.items())]
     curve = [{**point, "accuracy_ci95": wilson_interval(point["accuracy"], point["questions"])} for point in curve]
     return curve, left_out
+
+
+# --- difficulty ----------------------------------------------------------------------------------
+
+def pass_count_histogram(rows: list[DifficultyRow], samples: int) -> list[int]:
+    """Rows per pass count k = 0 .. K (pass rate k/K)."""
+    counts = [0] * (samples + 1)
+    for row in rows:
+        counts[row.passes] += 1
+    return counts
+
+
+def _flat(row: DifficultyRow, weights: dict[str, float]) -> bool:
+    """Whether every sample's weighted total reward is the same: the trainer's group advantage is then 0."""
+    totals = {round(sum(weights[name] * row.rewards[name][k] for name in weights), 9) for k in range(row.samples)}
+    return len(totals) == 1
+
+
+def zero_advantage(rows: list[DifficultyRow], weights: dict[str, float] | None = None) -> dict:
+    """The share of rows whose group of K has zero advantage on the preference reward: `observed` (pass
+    rate 0 or 1) and `expected` from the rates, mean of p^K + (1-p)^K (the chance that K fresh samples
+    all agree). With the recipe's reward `weights`, `observed_all_rewards`: the share whose weighted
+    total reward is the same for every sample (a group the format reward alone still spreads is not)."""
+    if not rows:
+        return {"observed": None, "expected": None, **({"observed_all_rewards": None} if weights else {})}
+    figures = {"observed": sum(row.passes in (0, row.samples) for row in rows) / len(rows),
+               "expected": sum(row.pass_rate ** row.samples + (1 - row.pass_rate) ** row.samples
+                               for row in rows) / len(rows)}
+    if weights:
+        figures["observed_all_rewards"] = sum(_flat(row, weights) for row in rows) / len(rows)
+    return figures
+
+
+def in_band(rate: float, low: float, high: float) -> bool:
+    """Whether a pass rate lies in the closed band [low, high]: what a selection by difficulty keeps."""
+    return low <= rate <= high
+
+
+def band_savings(rows: list[DifficultyRow], low: float, high: float) -> dict:
+    """What keeping only the rows in [low, high] does: rows kept and dropped, the share of rollout compute
+    saved (every row costs K rollouts, so the share of rows dropped), and the zero-advantage shares of
+    the rows kept."""
+    kept = [row for row in rows if in_band(row.pass_rate, low, high)]
+    return {"band": [low, high], "rows_kept": len(kept), "rows_dropped": len(rows) - len(kept),
+            "compute_saved": (len(rows) - len(kept)) / len(rows) if rows else None,
+            "zero_advantage_kept": zero_advantage(kept)}
+
+
+def symmetric_bands(samples: int) -> list[tuple[float, float]]:
+    """[k/K, 1 - k/K] for k = 1 .. K/2 - 1 (K = 8: 0.125:0.875, 0.25:0.75, 0.375:0.625); the first
+    drops exactly the rows with zero advantage."""
+    return [(k / samples, 1 - k / samples) for k in range(1, (samples + 1) // 2)]
+
+
+def difficulty_summary(rows: list[DifficultyRow], samples: int, weights: dict[str, float]) -> dict:
+    """The figures of a difficulty run: rows, mean pass and format rates, the histogram, zero advantage,
+    what the symmetric bands save, and how many rows the server would not sample in one request."""
+    formats = [row.format_rate for row in rows if row.format_rate is not None]
+    return {
+        "rows": len(rows),
+        "samples": samples,
+        "mean_pass_rate": sum(row.pass_rate for row in rows) / len(rows) if rows else None,
+        "mean_format_rate": sum(formats) / len(formats) if formats else None,
+        "histogram": pass_count_histogram(rows, samples),
+        "zero_advantage": zero_advantage(rows, weights),
+        "bands": [band_savings(rows, low, high) for low, high in symmetric_bands(samples)],
+        "requests": sum(row.requests for row in rows),
+        "rows_sampled_one_by_one": sum(row.requests > 1 for row in rows),
+    }
+
+
+def rate_transitions(first: dict[str, DifficultyRow], second: dict[str, DifficultyRow]) -> dict:
+    """How pass rates moved from one run to another (a base model, then a trained checkpoint) over the
+    rows both measured alike (same id and `digest`: the same prompt, images and label): the mean change,
+    how many rose, fell or stayed, and `table[i][j]`, the rows with i passes in the first run and j in
+    the second. `other_content`: ids in both runs that showed the model something else (another build)."""
+    shared = [row_id for row_id in first if row_id in second]
+    both = [row_id for row_id in shared if first[row_id].digest == second[row_id].digest]
+    size_first = max((row.samples for row in first.values()), default=0)
+    size_second = max((row.samples for row in second.values()), default=0)
+    table = [[0] * (size_second + 1) for _ in range(size_first + 1)]
+    changes = []
+    for row_id in both:
+        table[first[row_id].passes][second[row_id].passes] += 1
+        changes.append(second[row_id].pass_rate - first[row_id].pass_rate)
+    return {"rows_in_both": len(both), "other_content": len(shared) - len(both),
+            "only_first": len(first) - len(shared), "only_second": len(second) - len(shared),
+            "mean_change": sum(changes) / len(changes) if changes else None,
+            "rose": sum(change > 0 for change in changes), "fell": sum(change < 0 for change in changes),
+            "same": sum(change == 0 for change in changes), "table": table}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from critic_data import UserError, option
+from critic_data.rl.records import PASS_REWARD
 from critic_data.schemas.prompts import PROMPT_STYLES
 
 # The official prompt filter (si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/verl/utils/dataset.py:167-172, bound from
@@ -195,3 +196,121 @@ class BestOfNOptions:
 def requests_per_question(n: int, strategy: str) -> tuple[int, int]:
     """(samples, judgements) one question costs."""
     return n, n - 1 if strategy == "knockout" else n * (n - 1)
+
+
+# --- difficulty ----------------------------------------------------------------------------------
+
+MAX_SAMPLES = 64  # a guard against a mistyped --samples: each row costs that many completions
+# What `difficulty` reads of a recipe (`critic-data train`'s YAML): its rollout sampling, completion length and
+# group size, the rewards it trains on, and the pixel bounds its images are fitted to.
+DIFFICULTY_RECIPE_KEYS = ("temperature", "top_p", "max_completion_length", "num_generations", "reward_funcs",
+                          "reward_weights", "min_pixels", "max_pixels")
+
+
+@dataclass
+class DifficultyOptions:
+    """Everything `critic-data difficulty` needs; checked on creation, the recipe's values filled in."""
+
+    dataset: str = option(help="A critic-data dataset: a folder from `critic-data build` (--format trl), or its Hub "
+                               "id.", argument=True)
+    base_url: str = option(help=SERVER_HELP)
+    model: str = option(help="Model name as the server knows it: the model you will train (its base checkpoint).")
+    out: Path = option(help="Folder for difficulty.jsonl, run.json and summary.json.")
+    split: str = option("train", "Split to measure.")
+    recipe: str = option("critic-r1", "critic-r1, critic-r1-plus, or the path of a recipe .yaml: its temperature, "
+                                      "top_p, max_completion_length, num_generations, rewards and pixel bounds are "
+                                      "what a row is measured with.")
+    samples: int | None = option(None, f"Judgements per row (2 to {MAX_SAMPLES}); default the recipe's "
+                                       "num_generations, the GRPO group size (8).", show_default=False)
+    temperature: float | None = option(None, "Sampling temperature; default the recipe's (1.0).", show_default=False)
+    top_p: float | None = option(None, "Nucleus sampling; default the recipe's (0.99).", show_default=False)
+    max_tokens: int | None = option(None, "Completion budget per judgement; default the recipe's "
+                                          "max_completion_length (2048).", show_default=False)
+    seed: int = option(0, "Fixes each row's sampling seed.")
+    limit: int | None = option(None, "Measure only the first N rows.")
+    concurrency: int = option(8, "Requests in flight at once (each asks for --samples completions).")
+    resume: bool = option(False, "Continue a run in --out with the same options and dataset: rows already in "
+                          "difficulty.jsonl are skipped (--concurrency, --timeout, --limit may change).")
+    timeout: float = option(DEFAULT_TIMEOUT, TIMEOUT_HELP)
+
+    # Filled from the recipe on creation (not options: the recipe is the one place they are set).
+    rewards = ()  # ((name, weight), ...): the recipe's reward_funcs and reward_weights
+    pixels = (0, 0)  # (min_pixels, max_pixels): the images are fitted to them, as the trainer fits them
+    # The measured dataset's fingerprint (`rl/difficulty.py` `dataset_fingerprint`), set by the run
+    # before its first request: run.json records it, and a resume on another dataset is refused.
+    fingerprint = None
+
+    def __post_init__(self) -> None:
+        recipe = read_recipe(self.recipe)
+        self.samples = recipe["num_generations"] if self.samples is None else self.samples
+        self.temperature = recipe["temperature"] if self.temperature is None else self.temperature
+        self.top_p = recipe["top_p"] if self.top_p is None else self.top_p
+        self.max_tokens = recipe["max_completion_length"] if self.max_tokens is None else self.max_tokens
+        weights = recipe["reward_weights"] or [1.0] * len(recipe["reward_funcs"])
+        self.rewards = tuple(zip(recipe["reward_funcs"], weights, strict=True))
+        self.pixels = (recipe["min_pixels"], recipe["max_pixels"])
+        if not 2 <= self.samples <= MAX_SAMPLES:
+            raise UserError(f"--samples must be from 2 to {MAX_SAMPLES}, not {self.samples}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise UserError("--temperature must be above 0: a pass rate is measured over sampled judgements")
+        if not 0 < self.top_p <= 1:  # nan fails too
+            raise UserError("--top-p must be above 0 and at most 1")
+        if self.limit is not None and self.limit < 1:
+            raise UserError("--limit must be at least 1")
+        _check_common(self)
+        self.out = Path(self.out)
+
+    def identity(self) -> dict:
+        """What a row's record depends on; a resume must repeat it. The dataset is named by its
+        fingerprint, not its path: a moved folder resumes, another build of the same path does not."""
+        return {"dataset": self.fingerprint, "split": self.split, "model": self.model, "recipe": self.recipe,
+                "samples": self.samples, "temperature": self.temperature, "top_p": self.top_p,
+                "max_tokens": self.max_tokens, "seed": self.seed, "rewards": [list(pair) for pair in self.rewards],
+                "pixels": list(self.pixels)}
+
+
+def read_recipe(recipe: str) -> dict:
+    """The values `difficulty` reads of a recipe (DIFFICULTY_RECIPE_KEYS), by shipped name or .yaml path,
+    read as `critic-data train --help` reads them (the YAML itself: TRL is not imported)."""
+    import yaml
+
+    from critic_data.rl import recipes
+
+    shipped = recipes()
+    path = shipped.get(recipe) or Path(recipe)
+    if recipe not in shipped and not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        raise UserError(f"unknown recipe {recipe!r}: use {', '.join(shipped)} or the path of a recipe .yaml file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise UserError(f"recipe {path.name} cannot be read ({type(error).__name__}); fix it or pass another "
+                        "--recipe") from None
+    values = values if isinstance(values, dict) else {}
+    missing = [key for key in DIFFICULTY_RECIPE_KEYS if key not in values]
+    if missing:
+        raise UserError(f"recipe {path.name} sets no {', '.join(missing)}; difficulty measures with the recipe's own "
+                        "values: add them")
+    return _checked_recipe(path.name, values)
+
+
+def _checked_recipe(name: str, values: dict) -> dict:
+    """The recipe's values when each has the type `difficulty` uses it as; else one line naming the first
+    that does not."""
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def names(value) -> bool:
+        return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
+
+    checks = {"temperature": number, "top_p": number, "max_completion_length": lambda v: type(v) is int,
+              "num_generations": lambda v: type(v) is int, "reward_funcs": names,
+              "reward_weights": lambda v: v is None or (isinstance(v, list) and all(map(number, v))
+                                                       and len(v) == len(values["reward_funcs"] or ())),
+              "min_pixels": lambda v: type(v) is int and v > 0, "max_pixels": lambda v: type(v) is int and v > 0}
+    wrong = next((key for key, fits in checks.items() if not fits(values[key])), None)
+    if wrong:
+        raise UserError(f"recipe {name}: {wrong}: {values[wrong]!r} is not what difficulty can use")
+    if PASS_REWARD not in values["reward_funcs"]:
+        raise UserError(f"recipe {name} trains on no {PASS_REWARD} reward; a pass rate is the share of samples it "
+                        "pays 1")
+    return values

@@ -3,6 +3,10 @@
 - `Judgement`: a line of an eval's `results.jsonl`, one verdict on one item in one presented order.
 - `Pick`: a line of a best-of-n's `picks.jsonl`, one question's candidates, the matches played and
   the candidate picked (its `Match`es).
+- `DifficultyRow`: a line of a difficulty run's `difficulty.jsonl`, one dataset row judged K times:
+  each sample's rewards, the pass count and rate; `read_difficulty` reads a whole run
+  (run.json's identity, the dataset's fingerprint among it, and its rows by id), for `inspect` and
+  for a build that selects rows by pass rate; `row_digest` names what a row showed the model.
 
 The writers (`rl/evaluate.py`, `rl/best_of_n.py`) build these and write `to_json()`; `--resume` and
 `critic-data inspect` read a line back with `from_json`, which returns None for any line this
@@ -15,9 +19,16 @@ version does not know are ignored.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import xxhash
+
+from critic_data import UserError
+from critic_data.files import json_lines
 from critic_data.schemas import ANSWERS
 
 # What a verdict reads as: a label, or None when the completion names none.
@@ -213,3 +224,140 @@ class Pick:
                    **(pick.correctness() or {})}
         written = {"too_long": 0} | record  # a log from before too-long matches has no count of them
         return pick if all(_same(written.get(name), value) for name, value in derived.items()) else None
+
+
+# --- difficulty ----------------------------------------------------------------------------------
+
+DIFFICULTY_LOG = "difficulty.jsonl"
+PASS_REWARD = "preference"  # a sample passes when this reward pays 1: the rollout judged the pair right
+FORMAT_REWARD = "format"
+
+
+def image_digest(data: bytes) -> str:
+    """xxh3_128 of an image's bytes then a NUL byte: the build's `image_digest` (builders/keys.py), which
+    the build already holds for every row; a test keeps the two equal."""
+    hasher = xxhash.xxh3_128(data)
+    hasher.update(b"\x00")
+    return hasher.hexdigest()
+
+
+def row_digest(images: list[bytes], template: str, question: str, response_1: str, response_2: str,
+               answer: str) -> str:
+    """What a row shows the model and what grades it, as one xxh3_128: the build's `digest` (builders/keys.py:
+    the texts, each followed by NUL) of each image's `image_digest`, then the template, question, responses
+    in presented order, and label. Equal digests: the same prompt, images and label, so the same pass rate."""
+    parts = [*map(image_digest, images), template, question, response_1, response_2, answer]
+    return xxhash.xxh3_128_hexdigest("\x00".join(parts).encode("utf-8") + b"\x00")
+
+
+def _is_rewards(value: object) -> bool:
+    """{name: one finite number per sample}, the pass reward among them, for one or more samples."""
+    passed = value.get(PASS_REWARD) if isinstance(value, dict) else None
+    samples = len(passed) if isinstance(passed, list) else 0
+    return (samples >= 1
+            and all(isinstance(name, str) and isinstance(per_sample, list) and len(per_sample) == samples
+                    and all(isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r)
+                            for r in per_sample) for name, per_sample in value.items()))
+
+
+@dataclass(frozen=True)
+class DifficultyRow:
+    """One row judged `samples` times with the recipe's sampling: each recipe reward per sample, graded
+    by the reward functions the trainer uses (the completions themselves are not kept: 40k rows x 8
+    would be gigabytes). A sample passes when the preference reward pays 1; `digest` is the
+    `row_digest` of what was measured."""
+
+    id: str
+    source: str | None
+    digest: str
+    rewards: dict[str, list[float]]  # reward name -> one value per sample
+    requests: int  # the requests its samples took: 1 where the server honours `n`
+
+    @property
+    def samples(self) -> int:
+        return len(self.rewards[PASS_REWARD])
+
+    @property
+    def passes(self) -> int:
+        return sum(reward == 1 for reward in self.rewards[PASS_REWARD])
+
+    @property
+    def pass_rate(self) -> float:
+        return self.passes / self.samples
+
+    @property
+    def format_rate(self) -> float | None:
+        """The share of samples the format reward pays (its mean); None when the recipe has none."""
+        paid = self.rewards.get(FORMAT_REWARD)
+        return None if paid is None else sum(paid) / self.samples
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "source": self.source, "digest": self.digest, "samples": self.samples,
+                "passes": self.passes, "pass_rate": self.pass_rate, "format_rate": self.format_rate,
+                "rewards": self.rewards, "requests": self.requests}
+
+    @classmethod
+    def from_json(cls, record: dict) -> DifficultyRow | None:
+        """The row a difficulty.jsonl line holds, or None (a field missing or of another type, or a
+        count that does not follow from the rewards)."""
+        if not (isinstance(record.get("id"), str) and isinstance(record.get("source", ""), (str, type(None)))
+                and isinstance(record.get("digest"), str) and _is_rewards(record.get("rewards"))
+                and _is_int(record.get("requests")) and record["requests"] >= 1):
+            return None
+        row = cls(record["id"], record.get("source"), record["digest"], record["rewards"], record["requests"])
+        derived = {"samples": row.samples, "passes": row.passes, "pass_rate": row.pass_rate,
+                   "format_rate": row.format_rate}
+        return row if all(_same(record.get(name), value) for name, value in derived.items()) else None
+
+
+@dataclass(frozen=True)
+class DifficultyRun:
+    """A difficulty run as `read_difficulty` finds it: run.json's identity, and its rows by id."""
+
+    folder: Path
+    identity: dict  # the options a row depends on, `dataset` (the fingerprint) among them
+    rows: dict[str, DifficultyRow]
+    lines_left_out: int  # lines that are not rows of this run (cut short, edited, another K)
+
+    @property
+    def dataset(self) -> dict:
+        """What was measured: {"split", "shards": {path: xxh3_128}} for a folder, {"split", "hub_id",
+        "revision"} for a Hub dataset (rl/difficulty.py `dataset_fingerprint`)."""
+        return self.identity["dataset"]
+
+    @property
+    def samples(self) -> int:
+        return self.identity["samples"]
+
+    @property
+    def pass_rates(self) -> dict[str, float]:
+        return {row_id: row.pass_rate for row_id, row in self.rows.items()}
+
+
+def read_difficulty(folder: Path) -> DifficultyRun:
+    """A difficulty run folder: run.json and the rows of difficulty.jsonl (a line that is not one of this
+    run's rows is counted and left out, never fatal; a repeated id keeps its first row). One line when the
+    folder holds no run."""
+    log, stored = folder / DIFFICULTY_LOG, folder / "run.json"
+    if not log.is_file():
+        raise UserError(f"{folder} holds no {DIFFICULTY_LOG}: not a run of `critic-data difficulty`")
+    try:
+        identity = json.loads(stored.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        identity = None
+    rewards = identity.get("rewards") if isinstance(identity, dict) else None
+    if not (isinstance(identity, dict) and isinstance(identity.get("dataset"), dict)
+            and _is_int(identity.get("samples")) and isinstance(rewards, list)
+            and all(isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+                    and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool) for pair in rewards)):
+        raise UserError(f"{stored} is missing or unreadable, so what the run in {folder} measured is unknown; "
+                        "measure again in a new --out")
+    names = {name for name, _ in rewards}
+    rows, left_out = {}, 0
+    for _, _, line in json_lines(log):
+        row = DifficultyRow.from_json(line) if isinstance(line, dict) else None
+        if row is None or row.samples != identity["samples"] or set(row.rewards) != names or row.id in rows:
+            left_out += 1
+        else:
+            rows[row.id] = row
+    return DifficultyRun(folder, identity, rows, left_out)
