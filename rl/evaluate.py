@@ -64,7 +64,6 @@ from critic_data.rl import metrics
 from critic_data.rl.client import ChatClient, RunSpec, data_url, derive_seed, is_text, percent, run_jobs, write_summary
 from critic_data.rl.options import EvalOptions
 from critic_data.rl.records import Judgement
-from critic_data.rl.rewards import boxed_verdict, last_boxed, normalize_completion
 from critic_data.schemas import RejectReason
 from critic_data.schemas.prompts import (
     DEFAULT_TEMPLATE,
@@ -163,6 +162,8 @@ def paper_verdict(text: str) -> str | None:
     when it names 1 or 2 by the reward's rule or says "Answer 1" / "Answer 2"; else the last
     "Answer X is (the) (slightly) better".
     """
+    from critic_data.rl.rewards import boxed_verdict, last_boxed, normalize_completion  # see `_run`
+
     verdict = boxed_verdict(text)
     if verdict in ("1", "2"):
         return verdict
@@ -408,6 +409,16 @@ def _mmrlhf_items(folder: Path, skipped: Counter, videos: bool, template: str) -
     return total, items()
 
 
+def benchmark_items(benchmark: str, folder: Path, skipped: Counter, *, split: str = "test", videos: bool = False,
+                    template: str = DEFAULT_TEMPLATE) -> tuple[int, Iterator[Item]]:
+    """(upper bound on the item count, the items read lazily) of a local snapshot of `benchmark`
+    (vl-rewardbench or mm-rlhf; MM-RLHF video rows only with `videos`); unusable rows are counted in
+    `skipped`. The build's decontamination reads the benchmarks here too."""
+    if benchmark == "vl-rewardbench":
+        return _vlrb_items(folder, split, skipped, template)
+    return _mmrlhf_items(folder, skipped, videos, template)
+
+
 def load_items(options: EvalOptions, skipped: Counter) -> tuple[int, Iterator[Item]]:
     """(upper bound on the item count, the items read lazily); unusable rows are counted in `skipped`."""
     if options.benchmark == "built":
@@ -421,10 +432,8 @@ def load_items(options: EvalOptions, skipped: Counter) -> tuple[int, Iterator[It
                             f"`hf download {repo} --repo-type dataset --local-dir {folder}`")
         # the template of the critic's training rows (--protocol paper sends its own prompt instead)
         template = PROMPT_STYLES[options.prompt_style or "critic-data"][0]  # the benchmarks hold no tie
-        if options.benchmark == "vl-rewardbench":
-            total, items = _vlrb_items(folder, options.split, skipped, template)
-        else:
-            total, items = _mmrlhf_items(folder, skipped, options.protocol == "paper", template)
+        total, items = benchmark_items(options.benchmark, folder, skipped, split=options.split,
+                                       videos=options.protocol == "paper", template=template)
         if options.protocol == "paper":
             items = _without_small_images(items, skipped)
     items = _unique(items, skipped)
@@ -570,6 +579,10 @@ async def _ask(client: ChatClient, item: Item, presented: tuple[int, int], optio
 
 async def _run(options: EvalOptions, progress) -> dict:
     skipped: Counter = Counter()
+    # imported here, not with the module: the reward's grader imports sympy (0.5 s), which the build,
+    # reading the benchmarks through `benchmark_items` to decontaminate, has no use for
+    from critic_data.rl.rewards import boxed_verdict
+
     total, items = load_items(options, skipped)
     read_verdict = paper_verdict if options.protocol == "paper" else boxed_verdict
 
