@@ -17,7 +17,6 @@ and the same inputs, options and seed give byte-identical data files.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import time
@@ -91,8 +90,7 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
                 progress.add_task("writing the card", total=None)
             # the card's figures, counted from the data files just written (in this process: polars
             # must not run in a forked one, whose copy of polars' thread pool has no threads)
-            card = partial(_write_card, staging, manifest, options.sources, card_statistics(staging, manifest),
-                           child_setup=worker_started if card_process else None)
+            card = partial(_write_card, staging, manifest, options.sources, card_statistics(staging, manifest))
             try:
                 card_process.submit(card).result() if card_process else card()
             except BrokenProcessPool:
@@ -116,12 +114,11 @@ def _refuse_changed_inputs(seen: dict[Path, tuple | None], out: Path) -> None:
                         f"was written to {out}: rerun when the input is settled")
 
 
-def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statistics: dict, child_setup) -> None:
-    """The dataset card (README.md) and its charts (in the card's own process: side by side, in
-    children set up by `child_setup` as the build's workers are)."""
+def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statistics: dict) -> None:
+    """The dataset card (README.md) and its charts (in the card's own process, with workers)."""
     from critic_data.cards.dataset_card import PLOTS, card_plots, render_dataset_card
 
-    plots = card_plots(statistics, folder / PLOTS, child_setup)
+    plots = card_plots(statistics, folder / PLOTS)
     card = render_dataset_card(manifest, [SOURCES[name] for name in sources], statistics=statistics, plots=plots,
                                option_flags=cli_flags(BuildOptions))
     (folder / "README.md").write_text(card, encoding="utf-8")
@@ -143,9 +140,6 @@ def _card_process(options: BuildOptions) -> Iterator[ProcessPoolExecutor | None]
 
 def _ready_for_the_card(build_pid: int) -> None:
     worker_started(build_pid)
-    # A lower priority: the imports run mostly on what the workers leave idle. Not the lowest: on
-    # a machine busy with other work, the card still gets a tenth of a core.
-    os.nice(10)
     try:
         import matplotlib.backends.backend_agg  # noqa: F401
         import matplotlib.figure  # noqa: F401
@@ -158,20 +152,11 @@ def _ready_for_the_card(build_pid: int) -> None:
 
 @contextmanager
 def _tuned() -> Iterator[None]:
-    """Process settings for a build, undone at its end (its worker processes inherit them). Each
-    saves about a tenth of a build's time when rows are small (benchmarks/run.py):
-    - Python's cyclic garbage collector leaves the objects alive when the build starts (imported
-      modules, mostly) out of its scans (`gc.freeze`) and runs after 20,000 new container objects
-      instead of 700: a batch of rows makes hundreds of thousands of short-lived objects and next
-      to no cycles.
-    - Arrow allocates from jemalloc, where pyarrow has it: its default, mimalloc, hands freed pages
-      back to the system at once, and a build that allocates and frees megabytes per batch would
-      then fault each page in again."""
-    threshold, pool = gc.get_threshold(), pa.default_memory_pool()
-    freezing = not gc.get_freeze_count()  # a caller's own freeze is left as it is
-    if freezing:
-        gc.freeze()
-    gc.set_threshold(20_000, *threshold[1:])
+    """Arrow allocates from jemalloc during a build, where pyarrow has it (undone at its end; its
+    worker processes inherit it): its default, mimalloc, keeps more memory mapped for a build that
+    allocates and frees megabytes per batch (peak RSS 790-821 MB against 860-891 MB, 160k
+    small-image rows, three runs each, 2026-12-07)."""
+    pool = pa.default_memory_pool()
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
     except NotImplementedError:  # a pyarrow built without jemalloc (Windows)
@@ -180,9 +165,6 @@ def _tuned() -> Iterator[None]:
         yield
     finally:
         pa.set_memory_pool(pool)
-        gc.set_threshold(*threshold)
-        if freezing:
-            gc.unfreeze()
 
 
 def _nothing_kept(sources: dict, out: Path) -> str:

@@ -47,14 +47,18 @@ def _row_bytes(table: pa.Table) -> list[int]:
     """Image and text bytes per row: a size fixed by content, not by memory layout."""
     sizes = np.zeros(table.num_rows, dtype=np.int64)
     for field in table.schema:
-        column = contiguous(table[field.name])
-        if field.name == "images":
-            lengths = pc.binary_length(pc.struct_field(pc.list_flatten(column), "bytes")).to_numpy(zero_copy_only=False)
-            sizes += np.bincount(pc.list_parent_indices(column).to_numpy(), weights=lengths,
-                                 minlength=table.num_rows).astype(np.int64)
+        if field.name == "images":  # chunk by chunk: joining the chunks would copy every image's bytes
+            sizes += np.concatenate([_image_bytes(chunk) for chunk in table[field.name].chunks])
         elif pa.types.is_string(field.type):
-            sizes += pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+            sizes += pc.utf8_length(contiguous(table[field.name])).fill_null(0).to_numpy(zero_copy_only=False)
     return sizes.tolist()
+
+
+def _image_bytes(images: pa.ListArray) -> np.ndarray:
+    """Each row's image bytes, summed over its list of images."""
+    lengths = pc.binary_length(pc.struct_field(pc.list_flatten(images), "bytes")).to_numpy(zero_copy_only=False)
+    return np.bincount(pc.list_parent_indices(images).to_numpy(), weights=lengths,
+                       minlength=len(images)).astype(np.int64)
 
 
 class SplitWriter:

@@ -11,7 +11,6 @@ process that draws a build's card (pipeline.py) imports only what drawing needs.
 from __future__ import annotations
 
 import math
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,50 +90,19 @@ def bin_labels(edges: list[float]) -> list[str]:
     return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:])] + [f"≥{edges[-1]:g}"]
 
 
-def write_dataset_plots(named: list[tuple[str, dict]], folder: Path, child_setup=None) -> list[Path]:
+def write_dataset_plots(named: list[tuple[str, dict]], folder: Path) -> list[Path]:
     """PNG charts of one or two datasets' statistics (side by side, each panel titled by its
     name): label balance, margin histogram, better/worse length ratio by source, and the
     prompt-token histogram against the budget when the statistics hold token counts. Returns the
-    files written.
-
-    With `child_setup` (called in each child with its parent's pid), each chart but the first is
-    drawn in a forked child, beside the others: a build's card process, whose cores are idle by
-    then. Only where forking is safe: a process without threads (polars' pool)."""
+    files written."""
     folder.mkdir(parents=True, exist_ok=True)
     charts = [(folder / name, draw) for name, draw, shown in _CHARTS if shown(named)]
-    drawn = [lambda path=path, draw=draw: save_figure(draw(named), path) for path, draw in charts]
     words = [name for name, _ in named] + [f"{row['source']} {row['split']}" for _, stats in named
                                            for row in stats["rows"]]
     with plain_text(" ".join(words)):
-        if child_setup is not None and len(drawn) > 1 and sys.platform == "linux":
-            _in_children(drawn[1:], then=drawn[0], child_setup=child_setup)
-        else:
-            for job in drawn:
-                job()
+        for path, draw in charts:
+            save_figure(draw(named), path)
     return [path for path, _ in charts]
-
-
-def _in_children(jobs: list, then, child_setup) -> None:
-    """Run each of `jobs` in a forked child while this process runs `then`; a job whose child
-    failed runs again here, so that its error is raised as it would be without children."""
-    import os
-
-    children = []
-    for job in jobs:
-        pid = os.fork()
-        if pid == 0:  # the child: ends with this process, quietly on Ctrl-C, and never returns
-            code = 1
-            try:
-                child_setup(os.getppid())
-                job()
-                code = 0
-            finally:
-                os._exit(code)
-        children.append((pid, job))
-    then()
-    failed = [job for pid, job in children if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0]
-    for job in failed:
-        job()
 
 
 def _label_balance(named: list[tuple[str, dict]]):

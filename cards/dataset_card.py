@@ -118,13 +118,12 @@ def card_figures(folder: Path, manifest: dict, plots: Path) -> tuple[dict, list[
     return statistics, card_plots(statistics, plots)
 
 
-def card_plots(statistics: dict, plots: Path, child_setup=None) -> list[str]:
-    """The card's charts of `statistics` (`card_statistics`), written into `plots`: their names.
-    With `child_setup`: drawn side by side in forked children (see `write_dataset_plots`)."""
+def card_plots(statistics: dict, plots: Path) -> list[str]:
+    """The card's charts of `statistics` (`card_statistics`), written into `plots`: their names."""
     from critic_data.cards.charts import write_dataset_plots
 
     # one fixed title, not the folder's name: the charts do not depend on where the build lies
-    return [path.name for path in write_dataset_plots([("this dataset", statistics)], plots, child_setup)]
+    return [path.name for path in write_dataset_plots([("this dataset", statistics)], plots)]
 
 
 def _contents(manifest: dict, statistics: dict | None) -> list[dict]:
