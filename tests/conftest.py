@@ -13,6 +13,15 @@ import pytest
 
 from tests.snapshots import write_vlfeedback_jsonl
 
+# Fixtures that start a model or a server: a test that uses one is slow, whatever its own body costs.
+SLOW_FIXTURES = {"tiny_qwen_dir", "server"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def tiny_qwen_dir(tmp_path_factory) -> Path:

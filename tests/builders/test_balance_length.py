@@ -12,10 +12,7 @@ dynamic programme over the same input; and on an input without bias, where it sh
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -30,9 +27,9 @@ from critic_data.builders.prepare import Candidate
 from critic_data.cards.statistics import dataset_statistics
 from critic_data.files import published_path
 from tests import snapshots
+from tests.cli import run_cli
 
 T = BuildOptions.length_tolerance
-CLI = [sys.executable, "-m", "critic_data.cli"]
 
 
 def greedy(signs: list[int], split: str = "train") -> tuple[list[bool], SourceCounts]:
@@ -178,11 +175,11 @@ def _signs(out: Path, split: str) -> list[int]:
     return signs
 
 
+@pytest.mark.slow
 def test_a_biased_source_is_balanced_with_the_fewest_drops(biased, tmp_path):
     before = _build(biased, tmp_path / "before")
-    balanced = subprocess.run([*CLI, "build", "--source", "vlfeedback", "--input", str(biased), "--out",
-                               str(tmp_path / "after"), "--test-size", "0.2", "--num-proc", "1", "--balance-length"],
-                              capture_output=True, text=True, timeout=120)
+    balanced = run_cli("build", "--source", "vlfeedback", "--input", biased, "--out", tmp_path / "after",
+                       "--test-size", "0.2", "--num-proc", "1", "--balance-length")
     assert balanced.returncode == 0, balanced.stderr
     after = json.loads((tmp_path / "after" / "build.json").read_text())
 
@@ -214,6 +211,7 @@ def test_a_biased_source_is_balanced_with_the_fewest_drops(biased, tmp_path):
     assert after["options"]["balance_length"] is True
 
 
+@pytest.mark.slow
 def test_balancing_does_not_depend_on_the_number_of_workers(biased, tmp_path, monkeypatch):
     one = _build(biased, tmp_path / "one", balance_length=True)
     monkeypatch.setattr("critic_data.builders.readers.ROWS_PER_BATCH", 7)  # parts prepared by two processes
@@ -232,7 +230,6 @@ def test_balancing_does_not_depend_on_the_number_of_workers(biased, tmp_path, mo
 
 
 def test_help_states_the_tolerance():
-    result = subprocess.run([*CLI, "build", "--help"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "COLUMNS": "400"})
+    result = run_cli("build", "--help", env={"COLUMNS": "400"})
     text = " ".join(result.stdout.split())
     assert "--balance-length" in text and "at most √n" in text and "pairs_filtered.length_balance" in text

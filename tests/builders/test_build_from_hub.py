@@ -19,6 +19,7 @@ import pytest
 
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build as run_build
+from tests.cli import one_line_error, run_cli
 from tests.hub_server import LocalHub, client_env
 from tests.snapshots import (
     write_llava_critic_repo,
@@ -67,8 +68,8 @@ def hub(tmp_path):
 
 def build(env: dict, out: Path, *args: str, timeout: float = 120,
           source: str = "vlfeedback") -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, "build", "--source", source, "--out", str(out), "--test-size", "0.2",
-                           "--num-proc", "1", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return run_cli("build", "--source", source, "--out", out, "--test-size", "0.2", "--num-proc", "1", *args,
+                   environ=env, timeout=timeout)
 
 
 def build_here(folder: Path, out: Path, source: str = "vlfeedback", **options) -> dict:
@@ -81,14 +82,7 @@ def data_files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "data").glob("*.parquet"))}
 
 
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return " ".join(result.stderr.split())
-
-
+@pytest.mark.slow
 def test_build_from_the_hub_at_a_pinned_commit_then_again_offline_from_the_cache(hub, tmp_path):
     pinned = hub.put_files("dataset", REPO, snapshot_files(tmp_path / "v1", seed=1), "v1")
     hub.put_files("dataset", REPO, snapshot_files(tmp_path / "v2", seed=2), "v2")  # main moves on
@@ -117,6 +111,7 @@ def test_build_from_the_hub_at_a_pinned_commit_then_again_offline_from_the_cache
     assert again == origin
 
 
+@pytest.mark.slow
 def test_build_from_the_hub_follows_main_when_not_pinned(hub, tmp_path):
     hub.put_files("dataset", REPO, snapshot_files(tmp_path / "v1", seed=1), "v1")
     head = hub.put_files("dataset", REPO, snapshot_files(tmp_path / "v2", seed=2), "v2")
@@ -127,17 +122,18 @@ def test_build_from_the_hub_follows_main_when_not_pinned(hub, tmp_path):
 
 
 def test_offline_without_a_cached_snapshot_is_one_line_suggesting_input(tmp_path):
-    line = one_error_line(build(client_env(tmp_path, "http://127.0.0.1:9", HF_HUB_OFFLINE="1"), tmp_path / "out"))
+    line = one_line_error(build(client_env(tmp_path, "http://127.0.0.1:9", HF_HUB_OFFLINE="1"), tmp_path / "out"))
     assert REPO in line and "--input" in line
     assert not (tmp_path / "out").exists()
 
 
 def test_an_unknown_revision_is_one_line(hub, tmp_path):
     hub.put_files("dataset", REPO, snapshot_files(tmp_path / "v1", seed=1), "v1")
-    line = one_error_line(build(client_env(tmp_path, hub.url), tmp_path / "out", "--revision", "no-such-branch"))
+    line = one_line_error(build(client_env(tmp_path, hub.url), tmp_path / "out", "--revision", "no-such-branch"))
     assert "no-such-branch" in line
 
 
+@pytest.mark.slow
 def test_a_hub_that_never_answers_ends_the_build_in_one_line(tmp_path):
     with socket.socket() as silent:  # accepts connections (the kernel does), never answers
         silent.bind(("127.0.0.1", 0))
@@ -147,7 +143,7 @@ def test_a_hub_that_never_answers_ends_the_build_in_one_line(tmp_path):
         result = build(client_env(tmp_path, endpoint, HF_HUB_DOWNLOAD_TIMEOUT="1", HF_HUB_ETAG_TIMEOUT="1"),
                        tmp_path / "out", timeout=60)
         elapsed = time.monotonic() - started
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert REPO in line and "--input" in line
     assert elapsed < 15
 
@@ -155,10 +151,11 @@ def test_a_hub_that_never_answers_ends_the_build_in_one_line(tmp_path):
 @pytest.mark.parametrize("body, content_type", [
     (b"<!doctype html><html><body>Please log in</body></html>", "text/html"), (b"\x00\xff{garbage", "application/json"),
 ], ids=["login page", "garbage"])
+@pytest.mark.slow
 def test_an_endpoint_that_does_not_answer_like_the_hub_is_one_line(hub, tmp_path, body, content_type):
     hub.put_files("dataset", REPO, snapshot_files(tmp_path / "v1", seed=1), "v1")
     hub.answer(r"^GET /api/datasets/", body, content_type)
-    line = one_error_line(build(client_env(tmp_path, hub.url), tmp_path / "out"))
+    line = one_line_error(build(client_env(tmp_path, hub.url), tmp_path / "out"))
     assert hub.url in line and "HF_ENDPOINT" in line
     assert not (tmp_path / "out").exists()
 
@@ -166,7 +163,7 @@ def test_an_endpoint_that_does_not_answer_like_the_hub_is_one_line(hub, tmp_path
 @pytest.mark.parametrize("revision", ["../x", "a b"])
 def test_a_revision_that_is_no_ref_name_is_refused_before_any_request(hub, tmp_path, revision):
     hub.put_files("dataset", REPO, snapshot_files(tmp_path / "v1", seed=1), "v1")
-    line = one_error_line(build(client_env(tmp_path, hub.url), tmp_path / "out", "--revision", revision))
+    line = one_line_error(build(client_env(tmp_path, hub.url), tmp_path / "out", "--revision", revision))
     assert "--revision" in line
     assert hub.requests == []
     assert not (tmp_path / "out").exists()
@@ -174,6 +171,7 @@ def test_a_revision_that_is_no_ref_name_is_refused_before_any_request(hub, tmp_p
 
 # --- each source's repository as it is laid out today ------------------------------------------
 
+@pytest.mark.slow
 def test_vlfeedback_main_fetches_only_the_files_the_build_reads(hub, tmp_path):
     """main holds no data/ folder: the JSON Lines copy and its images are fetched, not
     instruction_source.jsonl, the loading script or the card, and read as a local copy is."""
@@ -188,6 +186,7 @@ def test_vlfeedback_main_fetches_only_the_files_the_build_reads(hub, tmp_path):
     assert data_files(tmp_path / "from-hub") == data_files(tmp_path / "from-local")
 
 
+@pytest.mark.slow
 def test_the_parquet_conversion_is_fetched_at_its_branch_and_read_like_a_reupload(hub, tmp_path):
     hub.put_files("dataset", REPO, snapshot_files(tmp_path / "main", seed=1))
     write_vlfeedback_converted(tmp_path / "converted", n=30, seed=1)
@@ -249,6 +248,7 @@ OTHER_SOURCES = [  # source, its repository, the writer of its layout, what is f
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source, repo_id, write, fetched, options", OTHER_SOURCES, ids=[s[0] for s in OTHER_SOURCES])
 def test_each_source_fetches_only_what_its_reader_reads(hub, tmp_path, source, repo_id, write, fetched, options):
     write(tmp_path / "repo")
@@ -274,6 +274,7 @@ SUGGESTIONS = [  # source, its repository, the writer of its layout, the branch,
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source, repo_id, write, branch, fetched, options", SUGGESTIONS,
                          ids=["vlfeedback", "vlfeedback-converted", *(s[0] for s in OTHER_SOURCES)])
 def test_offline_the_suggested_download_fetches_what_the_build_reads(hub, tmp_path, source, repo_id, write, branch,
@@ -286,7 +287,7 @@ def test_offline_the_suggested_download_fetches_what_the_build_reads(hub, tmp_pa
     hub.put_files("dataset", repo_id, repo_files(tmp_path / "repo"), branch=branch)
     options = [str(tmp_path / o) if o.startswith("coco") else o for o in options]
     env = client_env(tmp_path, hub.url)
-    line = one_error_line(build({**env, "HF_HUB_OFFLINE": "1"}, tmp_path / "out", *options, source=source))
+    line = one_line_error(build({**env, "HF_HUB_OFFLINE": "1"}, tmp_path / "out", *options, source=source))
     suggested = line.split("(hf download ", 1)[1].split(") and pass --input DIR", 1)[0]
     words = shlex.split(suggested)
     assert words[0] == repo_id and words[words.index("--local-dir") + 1] == "DIR"
@@ -307,7 +308,7 @@ def test_a_revision_without_the_files_a_source_reads_is_one_line(hub, tmp_path, 
     hub.put_files("dataset", repo_id, {"README.md": b"# main\n"})
     hub.put_files("dataset", repo_id, files, branch=branch)
     result = build(client_env(tmp_path, hub.url), tmp_path / "out", "--revision", branch, source=source)
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert result.stderr.strip() == line
     assert f"{repo_id} at revision {branch} holds none" in line and looked_for in line
     assert downloaded(hub) == set()

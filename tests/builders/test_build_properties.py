@@ -50,6 +50,7 @@ row = st.fixed_dictionaries({
 line = st.one_of(row.map(json.dumps), st.sampled_from(['{"id": "x"', "[1, 2]", "null", '"text"', "{}", "[" * 5000]))
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lines=st.lists(line, min_size=1, max_size=12), keep_ties=st.integers(0, 2),
        pairs=st.sampled_from(["max-gap", "all"]))
@@ -104,6 +105,7 @@ blanky = st.lists(st.one_of(st.sampled_from(list(_BLANK)),
                  max_size=12).map("".join)
 
 
+@settings(deadline=None)
 @given(st.lists(st.one_of(st.none(), blanky, markup, st.text(max_size=12)), max_size=20), st.integers(0, 3),
        st.integers(0, 3))
 def test_cleaning_a_column_at_once_is_cleaning_each_text(texts, start, cut):
@@ -339,6 +341,7 @@ def _plain(paired):
     return n, ([tuple(p) for p in pairs], formed, dict(filtered), dict(notes))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(scored_row, max_size=10), st.integers(0, 3), st.sampled_from(["max-gap", "all"]),
        st.sampled_from([0.0, 0.6, 1.5]))

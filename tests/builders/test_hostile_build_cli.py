@@ -9,8 +9,6 @@ named twice, an input file written to while the build reads it.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,13 +20,8 @@ from critic_data import UserError
 from critic_data.builders import parallel, readers
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
+from tests.cli import run_cli
 from tests.snapshots import write_llava_critic, write_rlhf_v, write_vlfeedback_jsonl, write_vlfeedback_parquet
-
-CLI = [sys.executable, "-m", "critic_data.cli", "build"]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def _accounted(manifest: dict, out: Path, name: str) -> dict:
@@ -76,6 +69,7 @@ def _shards(name: str, folder: Path) -> list[Path]:
     return sorted((folder / "pairwise").glob("*.parquet"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vlfeedback", "rlhf_v", "llava_critic"])
 @pytest.mark.parametrize("kind", ["plain bytes", "text", "a number", "a struct without bytes", "a struct of numbers",
                                   "a list of images", "all nulls"])
@@ -104,7 +98,8 @@ def test_an_image_column_of_another_type_is_one_line_from_the_cli_never_a_traceb
     table = pq.read_table(path)
     pq.write_table(table.set_column(table.schema.get_field_index("image"), "image",
                                     pc.struct_field(table["image"].combine_chunks(), "bytes")), path)
-    result = _cli("--source", "rlhf_v", "--input", tmp_path / "s", "--out", tmp_path / "o", "--num-proc", "1")
+    result = run_cli("build", "--source", "rlhf_v", "--input", tmp_path / "s", "--out", tmp_path / "o",
+                     "--num-proc", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "no rows kept" in result.stderr and "image_missing" in result.stderr
     assert not (tmp_path / "o").exists()
@@ -120,18 +115,21 @@ def three_parts(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_proc", ["99999999999999999999", "3000000000"])
 def test_a_num_proc_past_what_python_can_start_builds_like_one_process(num_proc, three_parts, tmp_path):
     """Before: Python's process pool was asked for that many workers and ended in an
     OverflowError traceback (a semaphore of that size); 10,000 would fork 10,000 processes for
     three parts. Now no more workers than parts start, and the data is that of --num-proc 1."""
-    one = _cli("--source", "vlfeedback", "--input", three_parts, "--out", tmp_path / "one", "--num-proc", "1")
+    build = ("build", "--source", "vlfeedback", "--input", three_parts)
+    one = run_cli(*build, "--out", tmp_path / "one", "--num-proc", "1")
     assert one.returncode == 0, one.stderr
-    many = _cli("--source", "vlfeedback", "--input", three_parts, "--out", tmp_path / "many", "--num-proc", num_proc)
+    many = run_cli(*build, "--out", tmp_path / "many", "--num-proc", num_proc)
     assert many.returncode == 0 and "Traceback" not in many.stderr, many.stderr
     assert _data(tmp_path / "many") == _data(tmp_path / "one")
 
 
+@pytest.mark.slow
 def test_no_more_workers_start_than_there_are_parts(three_parts, tmp_path, monkeypatch):
     started = []
     pool = parallel.ProcessPoolExecutor
@@ -149,6 +147,7 @@ def test_no_more_workers_start_than_there_are_parts(three_parts, tmp_path, monke
 
 # --- --aspects naming one aspect twice -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_aspect_named_twice_counts_once(three_parts, tmp_path):
     """Before: `--aspects Helpfulness --aspects Helpfulness --aspects "Visual Faithfulness"`
     weighed Helpfulness double in the mean, and kept other pairs than naming each once. Now an
@@ -213,7 +212,7 @@ def test_a_macos_metadata_file_beside_the_shards_is_named_as_such(tmp_path):
     matches them. Before: "cannot read ... as parquet; re-download that file", which does not help."""
     write_vlfeedback_parquet(tmp_path / "vlf")
     (tmp_path / "vlf" / "data" / "._train-00000-of-00002.parquet").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 78)
-    done = _cli("--source", "vlfeedback", "--input", str(tmp_path / "vlf"), "--out", str(tmp_path / "out"))
+    done = run_cli("build", "--source", "vlfeedback", "--input", tmp_path / "vlf", "--out", tmp_path / "out")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "is a macOS metadata file (._*), not parquet; delete the ._* files in" in done.stderr
     assert not (tmp_path / "out").exists()

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import struct
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
 from critic_data.builders.text import clean_question, clean_response
 from critic_data.schemas import RejectReason
+from tests.cli import one_line_error, run_cli
 from tests.snapshots import (
     ASPECTS,
     LLAVA_RLHF_FAULTS,
@@ -39,8 +39,6 @@ from tests.snapshots import (
     write_vlfeedback_jsonl,
     write_vlfeedback_parquet,
 )
-
-CLI = [sys.executable, "-m", "critic_data.cli", "build"]
 
 
 def _outcome(manifest: dict, out: Path, name: str, rows: int) -> tuple[dict, dict[str, str]]:
@@ -58,18 +56,6 @@ def _outcome(manifest: dict, out: Path, name: str, rows: int) -> tuple[dict, dic
 
 def _details(out: Path) -> dict[str, str]:
     return {r["source_id"]: r["detail"] for r in map(json.loads, (out / "rejects.jsonl").read_text().splitlines())}
-
-
-def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def _one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # --- VLFeedback (JSON Lines + merged_images.zip) ---------------------------------------------
@@ -245,6 +231,7 @@ def test_a_byte_order_mark_starts_json_lines_without_costing_a_row(num_proc, tmp
     assert rejects == {} and counts["rows_used"] == 7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("end", [b"\r\n", b"\r"])
 def test_json_lines_with_windows_or_old_mac_line_ends_build_the_same_dataset(end, tmp_path, monkeypatch):
     """The same rows, line numbers and rejects as with \\n, across parts (files.py's one rule)."""
@@ -282,7 +269,6 @@ def test_zero_width_characters_around_text_are_trimmed_like_whitespace():
 
 
 def test_text_cleaning_leaves_nothing_str_strip_would_remove():
-    import sys
 
     every_space = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
     assert clean_response(every_space + "x" + every_space) == "x" == clean_question(every_space + "x" + every_space)
@@ -379,15 +365,16 @@ def _corrupt_page(path: Path, row_group: int, column: str, where: str) -> None:
     # raw image bytes decode to other bytes without complaint: only a page checksum tells
     ("none+checksum", "image.bytes", "data", "1"),
 ])
+@pytest.mark.slow
 def test_a_corrupt_parquet_page_is_one_line_naming_the_file(compression, column, where, num_proc, tmp_path):
     write_vlfeedback_parquet(tmp_path / "s", n=20, quirks=False, shards=2)
     shard = tmp_path / "s" / "data" / "train-00001-of-00002.parquet"
     pq.write_table(pq.read_table(shard), shard, compression=compression.removesuffix("+checksum"), row_group_size=5,
                    write_page_checksum=compression.endswith("+checksum"))
     _corrupt_page(shard, 1, column, where)
-    result = _cli("--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--num-proc",
-                  num_proc)
-    line = _one_line_error(result)
+    result = run_cli("build", "--source", "vlfeedback", "--input", tmp_path / "s", "--out", tmp_path / "o",
+                     "--num-proc", num_proc)
+    line = one_line_error(result)
     assert str(shard) in line and "re-download" in line
     assert not (tmp_path / "o").exists()
 
@@ -457,10 +444,10 @@ def test_llava_rlhf_file_nested_past_the_recursion_limit_is_one_line(tmp_path):
     _llava_rlhf(tmp_path)
     path = tmp_path / "s" / "llava_7b_v1_preference.json"
     path.write_text("[" * 100_000)
-    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root",
+    result = run_cli("build", "--source", "llava_rlhf", "--input", tmp_path / "s", "--image-root",
                   str(tmp_path / "coco" / "train2017"),
                   "--out", str(tmp_path / "o"))
-    line = _one_line_error(result)
+    line = one_line_error(result)
     assert str(path) in line and "re-download" in line
 
 
@@ -548,13 +535,13 @@ def _not_regular(folder: Path, names: list[str]) -> None:
     (folder / names[2]).mkdir()
 
 
+@pytest.mark.slow
 def test_only_regular_files_are_read_from_merged_images(tmp_path):
     rows = _vlfeedback(tmp_path / "s")
     images = _unzip(tmp_path / "s")
     _not_regular(images, [f"{rows[i]['id']}.jpg" for i in (1, 2, 3)])
-    result = _cli("--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--num-proc",
-                  "1",
-                  timeout=60)
+    result = run_cli("build", "--source", "vlfeedback", "--input", tmp_path / "s", "--out", tmp_path / "o",
+                     "--num-proc", "1", timeout=60)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "o" / "build.json").read_text())
     _, rejects = _outcome(manifest, tmp_path / "o", "vlfeedback", 6)
@@ -574,8 +561,8 @@ def test_only_regular_files_are_read_from_the_image_root(tmp_path):
 def test_a_parquet_shard_that_is_not_a_regular_file_is_one_line(tmp_path):
     _rlhf_v(tmp_path / "s" / "RLHF-V-Dataset.parquet")
     os.mkfifo(tmp_path / "s" / "RLHF-V-Extra.parquet")
-    result = _cli("--source", "rlhf_v", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), timeout=60)
-    assert "RLHF-V-Extra.parquet is not a regular file" in _one_line_error(result)
+    result = run_cli("build", "--source", "rlhf_v", "--input", tmp_path / "s", "--out", tmp_path / "o", timeout=60)
+    assert "RLHF-V-Extra.parquet is not a regular file" in one_line_error(result)
 
 
 # --- Ids, numbers and structs that used to end a build ------------------------------------
@@ -586,6 +573,7 @@ def _edit_parquet(path: Path, change) -> None:
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
+@pytest.mark.slow
 def test_an_id_of_only_whitespace_is_no_id(tmp_path):
     """A blank id is a missing one: VLFeedback, whose id names the row's image, rejects the row
     (`row_malformed`); the other sources name the row by its place in the input, as they do a
@@ -637,10 +625,10 @@ def test_a_llava_rlhf_file_with_an_integer_past_the_digit_limit_is_one_line(tmp_
     _llava_rlhf(tmp_path)
     path = tmp_path / "s" / "llava_7b_v1_preference.json"
     path.write_text(path.read_text()[:-1] + ', {"id": ' + BIG + "}]")
-    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root",
+    result = run_cli("build", "--source", "llava_rlhf", "--input", tmp_path / "s", "--image-root",
                   str(tmp_path / "coco" / "train2017"),
                   "--out", str(tmp_path / "o"))
-    line = _one_line_error(result)
+    line = one_line_error(result)
     assert str(path) in line and "not valid JSON" in line
 
 
@@ -706,15 +694,15 @@ def test_an_image_struct_without_a_path_field_gives_rows_without_file_names(tmp_
                                                                for image in images)
 
 
+@pytest.mark.slow
 def test_reject_details_hold_nothing_that_changes_from_run_to_run(tmp_path):
     """PIL names the stream it could not identify by its memory address; the detail leaves it out,
     so two builds of one snapshot give the same rejects.jsonl, byte for byte."""
     _rlhf_v(tmp_path / "s" / "RLHF-V-Dataset.parquet",
             images={3: {"bytes": b'<svg xmlns="http://www.w3.org/2000/svg"/>', "path": "x.jpg"}})
     for out in ("a", "b"):
-        result = subprocess.run([*CLI, "--source", "rlhf_v", "--input", str(tmp_path / "s"), "--out",
-                                 str(tmp_path / out),
-                                 "--num-proc", "1"], capture_output=True, text=True, timeout=120)
+        result = run_cli("build", "--source", "rlhf_v", "--input", tmp_path / "s", "--out", tmp_path / out,
+                         "--num-proc", "1")
         assert result.returncode == 0, result.stderr
     detail = _details(tmp_path / "a")["5003"]
     assert detail.startswith("UnidentifiedImageError") and "0x" not in detail
@@ -830,9 +818,9 @@ def test_a_llava_rlhf_file_that_is_not_regular_is_one_line(kind, name, tmp_path)
         path.mkdir()
     else:
         os.symlink("/dev/zero", path)
-    result = _cli("--source", "llava_rlhf", "--input", str(tmp_path / "s"), "--image-root", str(tmp_path / "coco"),
-                  "--out", str(tmp_path / "o"), timeout=60)
-    assert f"{path} is not a regular file" in _one_line_error(result)
+    result = run_cli("build", "--source", "llava_rlhf", "--input", tmp_path / "s", "--image-root", tmp_path / "coco",
+                     "--out", tmp_path / "o", timeout=60)
+    assert f"{path} is not a regular file" in one_line_error(result)
 
 
 def test_a_llava_rlhf_file_over_the_size_cap_is_refused(tmp_path, monkeypatch):
@@ -858,7 +846,7 @@ def test_an_input_file_that_cannot_be_read_is_one_line(which, tmp_path):
     path = tmp_path / "s" / which
     path.unlink()
     os.symlink("/proc/self/mem", path)
-    line = _one_line_error(_cli(*args, "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"), timeout=60))
+    line = one_line_error(run_cli("build", *args, "--input", tmp_path / "s", "--out", tmp_path / "o", timeout=60))
     assert line.startswith(f"error: cannot read {path}") and "Input/output error" in line
 
 
@@ -944,6 +932,7 @@ def _ids(out: Path) -> list[str]:
             for i in pq.read_table(path, columns=["id"])["id"].to_pylist()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_proc", [1, 2])
 def test_rows_sharing_a_source_id_and_responses_get_ids_unique_in_the_dataset(num_proc, tmp_path, monkeypatch):
     """Forty rows with one source id and the same responses, each with another image (and some with

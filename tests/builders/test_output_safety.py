@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,10 @@ from critic_data import UserError
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
 from critic_data.builders.writer import SplitWriter
+from tests.cli import one_line_error, run_cli
 from tests.snapshots import write_vlfeedback_jsonl
 
-CLI = [sys.executable, "-m", "critic_data.cli", "build", "--source", "vlfeedback", "--num-proc", "1"]
+BUILD = ("build", "--source", "vlfeedback", "--num-proc", "1")
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +47,8 @@ def _siblings(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*") if ".partial-" in p.name or ".old-" in p.name)
 
 
-def _cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
-
-
-def _one_line(result: subprocess.CompletedProcess) -> str:
-    """The single line of a user error: exit code 2, no traceback."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
+def _cli(*args: object, **how) -> subprocess.CompletedProcess:
+    return run_cli(*BUILD, *args, **how)
 
 
 def _no_read(*args, **kwargs):
@@ -80,7 +71,7 @@ def test_an_out_overlapping_an_input_is_refused_before_reading(where, snapshot, 
         "the input through a symlink": (tmp_path / "link", inputs / "vlf"),
         "inside --image-root": (inputs / "vlf", inputs / "coco" / "out"),
     }[where]
-    line = _one_line(_cli("--input", given, "--image-root", inputs / "coco", "--out", out, "--overwrite"))
+    line = one_line_error(_cli("--input", given, "--image-root", inputs / "coco", "--out", out, "--overwrite"))
     assert f"--out {out} overlaps" in line
     assert _tree(inputs) == before
     assert not _siblings(tmp_path)
@@ -103,8 +94,8 @@ def test_overwrite_never_replaces_home_or_the_working_directory(which, previous,
         "a parent of the working directory": (build_copy / "data", "..", tmp_path / "home"),
         "your home folder": (tmp_path, build_copy, build_copy),
     }[which]
-    line = _one_line(_cli("--input", snapshot, "--out", out, "--overwrite", cwd=cwd,
-                          env={**os.environ, "HOME": str(home)}))
+    line = one_line_error(_cli("--input", snapshot, "--out", out, "--overwrite", cwd=cwd,
+                          env={"HOME": str(home)}))
     assert f"is {which}" in line
     assert _tree(build_copy) == before
     assert not _siblings(tmp_path)
@@ -152,6 +143,7 @@ def test_overwrite_replaces_only_a_previous_build(make, previous, snapshot, tmp_
     assert not _siblings(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_second_build_into_the_same_out_is_refused_and_the_first_is_kept(overwrite, previous, snapshot, tmp_path,
                                                                            monkeypatch):
@@ -169,7 +161,7 @@ def test_a_second_build_into_the_same_out_is_refused_and_the_first_is_kept(overw
 
     monkeypatch.setattr(SplitWriter, "write", write_then_start_another)
     manifest = build(BuildOptions(out=out, inputs={"vlfeedback": snapshot}, overwrite=overwrite))
-    line = _one_line(second[0])
+    line = one_line_error(second[0])
     assert f"another build (pid {os.getpid()}) is writing {out}" in line
     assert json.loads((out / "build.json").read_text()) == manifest
     assert manifest["seed"] == 0
@@ -201,7 +193,7 @@ def test_an_out_under_a_file_is_one_line_naming_the_file(depth, snapshot, tmp_pa
     """Before: "cannot write beside --out ...: File exists" (or "Not a directory")."""
     (tmp_path / "notes").write_text("mine")
     out = tmp_path / "notes" / "o" if depth == 1 else tmp_path / "notes" / "a" / "o"
-    line = _one_line(_cli("--input", snapshot, "--out", out))
+    line = one_line_error(_cli("--input", snapshot, "--out", out))
     assert f"--out {out}: {tmp_path / 'notes'} is a file, not a folder" in line
     assert (tmp_path / "notes").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
 
@@ -220,7 +212,7 @@ def test_an_out_that_is_a_file_or_a_symlink_is_one_line(kind, previous, snapshot
             target.mkdir()
         out.symlink_to(target)
     before = _tree(tmp_path)
-    line = _one_line(_cli("--input", snapshot, "--out", out, "--overwrite"))
+    line = one_line_error(_cli("--input", snapshot, "--out", out, "--overwrite"))
     assert f"--out {out} is {'a file' if kind == 'a file' else 'a symbolic link'}" in line
     assert _tree(tmp_path) == before and out.is_symlink() == (kind != "a file")
     assert not _siblings(tmp_path)
@@ -347,11 +339,12 @@ def test_a_symbolic_link_loop_on_a_path_is_one_line(which, snapshot, tmp_path):
     loop.symlink_to(loop)
     args = ("--input", loop, "--out", tmp_path / "o") if which == "--input" else ("--input", snapshot, "--out",
                                                                                   loop / "o")
-    line = _one_line(_cli(*args))
+    line = one_line_error(_cli(*args))
     assert f"cannot resolve {which} " in line and "symbolic links" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]
 
 
+@pytest.mark.slow
 def test_an_out_name_too_long_for_a_suffix_still_builds(snapshot, tmp_path):
     """A 245-byte name is valid, `.<name>.partial-<pid>` would not be: its siblings take a cut
     name and a hash of the whole; a dead build's leftover of that name is found and removed."""
@@ -364,7 +357,7 @@ def test_an_out_name_too_long_for_a_suffix_still_builds(snapshot, tmp_path):
     result = _cli("--input", snapshot, "--out", out)
     assert result.returncode == 0, result.stderr
     assert (out / "build.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
-    line = _one_line(_cli("--input", snapshot, "--out", tmp_path / ("n" * 256)))
+    line = one_line_error(_cli("--input", snapshot, "--out", tmp_path / ("n" * 256)))
     assert "File name too long; choose a shorter --out" in line
 
 
@@ -396,6 +389,7 @@ def test_leftovers_named_with_pids_no_process_can_have_are_removed(snapshot, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
+@pytest.mark.slow
 def test_a_build_that_keeps_no_row_leaves_the_old_output_as_it_was(previous, snapshot, tmp_path):
     """Every pair filtered (a margin no gap exceeds): one line, exit 2, the previous build
     untouched with --overwrite, no folder where there was none."""
@@ -404,7 +398,7 @@ def test_a_build_that_keeps_no_row_leaves_the_old_output_as_it_was(previous, sna
     before = _tree(out)
     empty = tmp_path / "not-there"
     for args in (["--out", out, "--overwrite"], ["--out", empty]):
-        line = _one_line(_cli("--input", snapshot, "--margin", "100", *args))
+        line = one_line_error(_cli("--input", snapshot, "--margin", "100", *args))
         assert line.startswith("error: no rows kept (vlfeedback: 13 rows read, ") and "below_margin" in line
     assert _tree(out) == before and not empty.exists()
     assert not _siblings(tmp_path)

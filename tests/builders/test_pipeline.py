@@ -14,6 +14,7 @@ from critic_data.builders.pipeline import build
 from tests.snapshots import write_vlfeedback_parquet
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("caller_froze", [False, True])
 def test_a_build_leaves_the_process_settings_as_it_found_them(caller_froze, tmp_path):
     write_vlfeedback_parquet(tmp_path / "s", n=12)
@@ -38,6 +39,7 @@ def test_a_build_leaves_the_process_settings_as_it_found_them(caller_froze, tmp_
         pa.set_memory_pool(pool)
 
 
+@pytest.mark.slow
 def test_a_build_with_workers_finishes_in_a_process_that_has_run_polars(tmp_path):
     """The card is drawn in a forked process (pipeline._card_process), while its figures are counted
     with polars in the build's own: a fork of a process whose polars thread pool is running has a

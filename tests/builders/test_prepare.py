@@ -112,6 +112,7 @@ def test_a_row_that_breaks_the_schema_is_a_bug_not_a_row(broken, message):
         render(offered, None, options)
 
 
+@pytest.mark.slow
 def test_pairs_are_rendered_in_parts_whose_text_fits_an_arrow_array(monkeypatch, tmp_path):
     """A batch whose prompts would pass Arrow's 2 GiB string-array limit is rendered in parts:
     the same bytes. (Simulated with a limit of one pair per part: 4 GB of real text is too much here.)"""

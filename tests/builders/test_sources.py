@@ -201,6 +201,7 @@ print(json.dumps({"texts": len(texts), "slowest": slowest}))
 """
 
 
+@pytest.mark.slow
 def test_hostile_judge_prompts_and_verdicts_parse_in_linear_time():
     """No pattern backtracks over a long run of spaces or blank lines: 100k-character texts parse
     within a second (the patterns were O(n^3) and O(n^4): 600 spaces never finished)."""
@@ -288,6 +289,7 @@ def test_verdict_sentences_prefer_a_stated_preference_to_an_equally(text, label)
     assert parse_verdict(f"JUSTIFICATION: the image shows two cats on a sofa. {text}") == label
 
 
+@pytest.mark.slow
 def test_all_sources_in_one_build_drop_cross_source_duplicates(snapshots, tmp_path):
     root, rlhf_v, _ = snapshots
     args = ["--source", "all", "--image-root", str(root / "coco" / "train2017"), "--out", str(tmp_path / "o"),
@@ -404,6 +406,7 @@ def test_llava_critic_never_loses_a_row(rows, tmp_path_factory):
     assert len((out / "rejects.jsonl").read_text().splitlines()) == counts["rows_rejected"]
 
 
+@pytest.mark.slow
 def test_the_official_rl_set_composition_is_one_command(snapshots, tmp_path):
     """README: every pairwise row of LLaVA-Critic-113k, ties kept with the checkable label "tie", in
     LLaVA-Critic's own prompt body; counts by upstream dataset in build.json and the card."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from critic_data.builders import SOURCES
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.pipeline import build
 from critic_data.schemas import FEATURES
+from tests.cli import run_cli
 from tests.snapshots import (
     CORRUPT_IMAGE_ROW,
     MISSING_IMAGE_ROW,
@@ -22,8 +21,6 @@ from tests.snapshots import (
     write_vlfeedback_jsonl,
     write_vlfeedback_parquet,
 )
-
-CLI = [sys.executable, "-m", "critic_data.cli"]
 
 
 def _rows(out: Path, split: str | None = None) -> list[dict]:
@@ -151,6 +148,7 @@ def test_load_dataset_gives_both_splits_with_declared_features(built):
     assert dataset["train"][0]["images"][0].size == (64, 48)
 
 
+@pytest.mark.slow
 def test_same_seed_is_byte_identical_and_another_seed_reorders(jsonl_snapshot, tmp_path, monkeypatch):
     first = _build(jsonl_snapshot[0], tmp_path / "a", test_size=0.25)
     # the JSON Lines file in parts of 7 lines, read and prepared by two worker processes
@@ -179,6 +177,7 @@ def test_small_shards_roll_over_without_changing_rows(jsonl_snapshot, tmp_path):
     assert _rows(tmp_path / "one") == _rows(tmp_path / "many")
 
 
+@pytest.mark.slow
 def test_parquet_layout_gives_the_same_rows_as_jsonl(parquet_snapshot, built, tmp_path, monkeypatch):
     manifest = _build(parquet_snapshot[0], tmp_path / "pq", test_size=0.25)
     assert manifest["inputs"]["vlfeedback"]["layout"] == "parquet"
@@ -212,12 +211,9 @@ def test_pairs_per_prompt_all_and_keep_ties(jsonl_snapshot, built, tmp_path):
     assert "tie if they are equally good" in rows[0]["prompt"][0]["content"][-1]["text"]
 
 
-def _cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
-
-
+@pytest.mark.slow
 def test_cli_builds_and_prints_a_summary(jsonl_snapshot, tmp_path):
-    result = _cli("build", "--source", "vlfeedback", "--input", str(jsonl_snapshot[0]), "--out", str(tmp_path / "o"))
+    result = run_cli("build", "--source", "vlfeedback", "--input", str(jsonl_snapshot[0]), "--out", str(tmp_path / "o"))
     assert result.returncode == 0, result.stderr
     assert "rejected" in result.stderr and "vlfeedback" in result.stderr
     manifest = json.loads((tmp_path / "o" / "build.json").read_text())
@@ -274,7 +270,7 @@ def test_cli_user_errors_are_one_line(args, message, jsonl_snapshot, tmp_path):
     args = [a.replace("SNAPSHOT", str(jsonl_snapshot[0])) for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "o")]
-    result = _cli("build", *args, cwd=tmp_path)
+    result = run_cli("build", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()  # one line, nothing else
@@ -284,10 +280,8 @@ def test_cli_user_errors_are_one_line(args, message, jsonl_snapshot, tmp_path):
 
 
 def test_offline_without_input_suggests_input(tmp_path):
-    import os
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = _cli("build", "--source", "vlfeedback", "--out", str(tmp_path / "o"), env=env)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = run_cli("build", "--source", "vlfeedback", "--out", str(tmp_path / "o"), env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--input" in result.stderr and "MMInstruction/VLFeedback" in result.stderr
 
@@ -313,6 +307,7 @@ def _link_in_plots(out: Path) -> None:
     (lambda out: (out / "plots" / "drafts").mkdir(), "plots/drafts"),
     (_link_in_plots, "plots/mine.png"),
 ], ids=["only its charts", "a text file", "a folder", "a link"])
+@pytest.mark.slow
 def test_overwrite_takes_a_previous_builds_charts_for_its_own_and_nothing_more(change, refused, jsonl_snapshot,
                                                                                tmp_path):
     from critic_data import UserError
@@ -367,8 +362,9 @@ def test_a_damaged_archive_member_is_a_reject_not_a_crash(tmp_path):
     assert reject["source_id"] == rows[3]["id"] and reject["reason"] == "image_undecodable"
 
 
+@pytest.mark.slow
 def test_cli_a_source_named_twice_is_built_once_from_its_input(jsonl_snapshot, tmp_path):
-    result = _cli("build", "--source", "vlfeedback,vlfeedback", "--source", "vlfeedback", "--input",
+    result = run_cli("build", "--source", "vlfeedback,vlfeedback", "--source", "vlfeedback", "--input",
                   str(jsonl_snapshot[0]),
                   "--out", str(tmp_path / "o"), "--max-shard-size", " 1.5 mb ", "--num-proc", "1")
     assert result.returncode == 0, result.stderr
@@ -376,12 +372,13 @@ def test_cli_a_source_named_twice_is_built_once_from_its_input(jsonl_snapshot, t
     assert manifest["options"]["sources"] == ["vlfeedback"] and manifest["options"]["max_shard_bytes"] == 1_572_864
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("test_size", "split", "advice"),
                          [("0.999", "train", "lower --test-size to leave rows for training"),
                          ("0.0001", "test", "raise --test-size for a test split")])
 def test_cli_an_empty_split_is_a_warning_with_the_advice_that_fills_it(test_size, split, advice, jsonl_snapshot,
                                                                        tmp_path):
-    result = _cli("build", "--source", "vlfeedback", "--input", str(jsonl_snapshot[0]), "--out", str(tmp_path / "o"),
+    result = run_cli("build", "--source", "vlfeedback", "--input", str(jsonl_snapshot[0]), "--out", str(tmp_path / "o"),
                   "--test-size", test_size, "--num-proc", "1")
     assert result.returncode == 0, result.stderr
     warning = " ".join(result.stderr[result.stderr.index("warning:"):].split())
@@ -393,7 +390,7 @@ def test_cli_an_empty_split_is_a_warning_with_the_advice_that_fills_it(test_size
 def test_cli_a_build_that_keeps_no_row_is_one_line_and_writes_nothing(parquet_snapshot, tmp_path):
     """An RLHF-V build pointed at the VLFeedback download: every row is row_malformed. A folder
     with no data could be neither loaded nor pushed: the build ends in one line, exit 2."""
-    result = _cli("build", "--source", "rlhf_v", "--input", str(parquet_snapshot[0]), "--out", str(tmp_path / "o"),
+    result = run_cli("build", "--source", "rlhf_v", "--input", str(parquet_snapshot[0]), "--out", str(tmp_path / "o"),
                   "--num-proc", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()

@@ -53,6 +53,7 @@ def manifest_of(folder: Path) -> dict:
     return json.loads((folder / "build.json").read_text())
 
 
+@pytest.mark.slow
 def test_metadata_is_read_back_by_the_hub_and_datasets_parsers(cli_build):
     out, _ = cli_build
     manifest = manifest_of(out)
@@ -187,6 +188,7 @@ def test_the_card_shows_the_figures_of_the_data_files_and_embeds_their_charts(cl
     assert len(redrawn) == len(links)
 
 
+@pytest.mark.slow
 def test_charts_drawn_side_by_side_are_the_same_bytes_and_a_chart_that_fails_fails_here(cli_build, tmp_path,
                                                                                         monkeypatch):
     """A build's card process draws its charts in forked children at once (`child_setup`)."""
@@ -209,6 +211,7 @@ def test_charts_drawn_side_by_side_are_the_same_bytes_and_a_chart_that_fails_fai
     assert (tmp_path / "broken" / "label_balance.png").is_file()
 
 
+@pytest.mark.slow
 def test_two_builds_of_the_same_input_give_the_same_card_and_charts(tmp_path):
     from critic_data.builders.options import BuildOptions
     from critic_data.builders.pipeline import build
@@ -251,6 +254,7 @@ def test_a_card_rendered_without_figures_has_no_statistics_section(built_dataset
     assert "(counted from the data files)" not in text
 
 
+@pytest.mark.slow
 def test_the_official_composition_trains_on_every_row_and_its_card_says_what_differs_from_the_official_set(tmp_path):
     """`--prompt-style llava-critic` is the official RL set's style, which LLaVA-Critic-R1 trained on whole:
     its default --test-size is 0, so the README's one command gives no test split. The card lists what
@@ -358,6 +362,7 @@ def card_structure(text: str) -> list[tuple]:
             for i, t in enumerate(tokens) if t.type not in ("inline", "text")]
 
 
+@pytest.mark.slow
 def test_hostile_texts_in_the_example_row_cannot_break_the_card(tmp_path):
     from critic_data.builders.pipeline import build
     from critic_data.cards.dataset_card import EXAMPLE_LINES, EXAMPLE_WIDTH

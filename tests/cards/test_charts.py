@@ -83,6 +83,7 @@ def legend_labels(ax) -> set[str]:
 
 # --- size, axes, legends -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_every_chart_is_at_least_800_px_wide_with_labelled_axes(tmp_path, saved):
     written = charts.write_dataset_plots([("one", stats(tokens=True))], tmp_path / "one")
     written += charts.write_dataset_plots([("one", stats(tokens=True)), ("two", stats())], tmp_path / "two")
@@ -114,6 +115,7 @@ def test_an_empty_responses_ratio_of_zero_or_infinity_draws_without_a_warning(tm
     assert 0 < ax.get_ylim()[0] < ax.get_ylim()[1] < float("inf")
 
 
+@pytest.mark.slow
 def test_legends_list_only_what_is_drawn_and_cover_no_bar(tmp_path, saved):
     no_ties = [{"source": "vlfeedback", "split": "train", "rows": 10, "answer_1": 6, "answer_2": 4, "ties": 0},
                {"source": "vlfeedback", "split": "test", "rows": 4, "answer_1": 2, "answer_2": 2, "ties": 0}]
@@ -130,6 +132,7 @@ def test_legends_list_only_what_is_drawn_and_cover_no_bar(tmp_path, saved):
                 assert not legend.overlaps(bar.get_window_extent()), name
 
 
+@pytest.mark.slow
 def test_the_panels_of_two_datasets_are_titled_by_their_folder_names(sample, tmp_path, saved):
     first, second = tmp_path / "run$1", tmp_path / "other" / "a$b$c"
     shutil.copytree(sample, first)
@@ -176,6 +179,7 @@ def test_best_of_n_chart_is_wide_labelled_and_its_legend_is_outside(tmp_path, sa
 
 # --- names drawn as written ----------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_a_dataset_folder_named_with_dollars_or_cjk_plots_silently(sample, tmp_path, name):
     folder = tmp_path / name
@@ -188,6 +192,7 @@ def test_a_dataset_folder_named_with_dollars_or_cjk_plots_silently(sample, tmp_p
                                                                         "margins.png"]
 
 
+@pytest.mark.slow
 def test_an_eval_run_with_dollar_and_cjk_categories_plots_silently(tmp_path):
     folder = write_eval_run(tmp_path / "数据$x^$", ["$x^$", "幻觉", "a$b$c"])
     result = subprocess.run([*CLI, "inspect", str(folder), "--plots", str(tmp_path / "plots")],

@@ -13,11 +13,7 @@ from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "critic_data.cli"]
-
-
-def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+from tests.cli import run_cli
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -28,20 +24,20 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     (["eval", "--nope"], "No such option: --nope"),
 ])
 def test_usage_errors_are_one_line(args, message):
-    result = _run(*args)
+    result = run_cli(*args)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr
 
 
 def test_a_line_break_in_a_path_stays_on_one_line(tmp_path):
-    result = _run("build", "--source", "vlfeedback", "--input", str(tmp_path / "no\nsuch"), "--out",
+    result = run_cli("build", "--source", "vlfeedback", "--input", str(tmp_path / "no\nsuch"), "--out",
                   str(tmp_path / "o"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no\\nsuch" in result.stderr
 
 
 @pytest.mark.parametrize("endpoint", ["http://[::1", "ftp://example.org", "not a url"])
 def test_a_malformed_hf_endpoint_is_one_line_before_anything_imports_it(endpoint, tmp_path):
-    result = _run("build", "--source", "vlfeedback", "--input", str(tmp_path), "--out", str(tmp_path / "o"),
+    result = run_cli("build", "--source", "vlfeedback", "--input", str(tmp_path), "--out", str(tmp_path / "o"),
                   env={"HF_ENDPOINT": endpoint})
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "HF_ENDPOINT" in result.stderr
 
@@ -52,6 +48,7 @@ _SLOW_BUILD = ("import time, critic_data.builders.prepare as prepare; check = pr
                "from critic_data.cli import main; import sys; sys.argv = ['critic-data'] + sys.argv[1:]; main()")
 
 
+@pytest.mark.slow
 def test_an_interrupted_build_says_so_and_leaves_no_output(tmp_path):
     """Ctrl-C mid-build: exit 130 with one line (typer would exit silently), --out untouched."""
     from tests.snapshots import write_vlfeedback_jsonl
@@ -87,6 +84,7 @@ def _processes_left(group: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_build_with_workers_is_one_line_and_ends_every_process(tmp_path):
     """Ctrl-C reaches every process of the build (its workers and the card's process too): one line
     from the build, no traceback from the others, none of them left running."""
@@ -101,6 +99,7 @@ def test_ctrl_c_during_a_build_with_workers_is_one_line_and_ends_every_process(t
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_build_killed_by_sigterm_leaves_no_worker_behind(tmp_path):
     """SIGTERM to the build's process alone: its workers and the card's process end with it,
     instead of waiting for work forever."""
@@ -114,6 +113,7 @@ def test_a_build_killed_by_sigterm_leaves_no_worker_behind(tmp_path):
     assert not _processes_left(process.pid)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_proc", ["1", "2"])
 def test_a_build_without_a_working_matplotlib_is_one_line(num_proc, tmp_path):
     """matplotlib that fails to import: the card cannot be drawn, in this process or in the card's
@@ -123,7 +123,7 @@ def test_a_build_without_a_working_matplotlib_is_one_line(num_proc, tmp_path):
     write_vlfeedback_parquet(tmp_path / "s", n=24, shards=2)
     (tmp_path / "broken" / "matplotlib").mkdir(parents=True)
     (tmp_path / "broken" / "matplotlib" / "__init__.py").write_text('raise ImportError("a broken matplotlib")\n')
-    result = _run("build", "--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
+    result = run_cli("build", "--source", "vlfeedback", "--input", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
                   "--num-proc", num_proc, env={"PYTHONPATH": str(tmp_path / "broken")})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -132,6 +132,7 @@ def test_a_build_without_a_working_matplotlib_is_one_line(num_proc, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_the_build_command_run_in_process_leaves_pyarrow_looking_for_pandas(tmp_path):
     """Only `main` spares pandas' import: the `build` command invoked in-process (typer's CliRunner)
     leaves pyarrow's pandas handling as it was for the rest of the caller's process."""
@@ -146,6 +147,7 @@ def test_the_build_command_run_in_process_leaves_pyarrow_looking_for_pandas(tmp_
     assert result.stdout.strip().startswith("dictionary<")  # with pandas unseen: string
 
 
+@pytest.mark.slow
 def test_a_build_from_the_command_line_spares_pandas_import_and_leaves_pandas_usable(tmp_path):
     """pyarrow imports pandas (0.2 s) to look for pandas objects among the Python values it converts;
     `critic-data build` tells it pandas is absent, so neither its process nor its workers import it,
@@ -175,6 +177,7 @@ def test_a_build_from_the_command_line_spares_pandas_import_and_leaves_pandas_us
     assert digests[0] == digests[1]
 
 
+@pytest.mark.slow
 def test_main_run_in_a_process_leaves_its_garbage_collector_as_it_was(tmp_path):
     """main() defers its exit-time gc.freeze to the process's exit: a caller running it in its own
     process gets its collector back, and the command's files are complete."""
@@ -194,13 +197,13 @@ def test_main_run_in_a_process_leaves_its_garbage_collector_as_it_was(tmp_path):
 def test_version_is_printed_on_stdout():
     from critic_data import __version__
 
-    result = _run("--version")
+    result = run_cli("--version")
     assert (result.returncode, result.stdout, result.stderr) == (0, f"critic-data {__version__}\n", "")
 
 
 def test_a_bare_command_prints_its_usage_and_no_error_line():
     """As click answers a group called without a command: the usage on stderr, exit 2."""
-    result = _run()
+    result = run_cli()
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("Usage: critic-data ") and "error:" not in result.stderr
     for command in ("build", "push", "train", "inspect", "env", "eval", "best-of-n"):
@@ -219,7 +222,7 @@ def _declared_options(command: str) -> list[str]:
 
 @pytest.mark.parametrize("command", ["build", "eval", "best-of-n", "inspect", "push"])
 def test_help_at_80_columns_names_every_option_whole_and_fits(command):
-    result = _run(command, "--help", env={"COLUMNS": "80"})
+    result = run_cli(command, "--help", env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     names = _declared_options(command)
@@ -234,8 +237,9 @@ def test_help_at_80_columns_names_every_option_whole_and_fits(command):
     ("eval", ["<built|vl-rewardbench|mm-rlhf>", "<critic-data|paper>"]),
     ("best-of-n", ["<knockout|round-robin>"]),
 ])
+@pytest.mark.slow
 def test_help_lists_the_choices_of_an_option(command, choices):
-    result = _run(command, "-h", env={"COLUMNS": "80"})  # -h as TRL's commands take it
+    result = run_cli(command, "-h", env={"COLUMNS": "80"})  # -h as TRL's commands take it
     assert all(choice in result.stdout for choice in choices), result.stdout
     assert "<list[str]>" not in result.stdout
 
@@ -253,14 +257,15 @@ _SERVER = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
     (["inspect", ".", "--max_prompt_length", "5"], "--max-prompt-length needs --processor"),
 ])
 def test_trl_underscore_spelling_is_accepted(args, message):
-    result = _run(*args)
+    result = run_cli(*args)
     assert result.returncode == 2 and result.stderr.startswith("error: ") and message in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_a_build_takes_trls_output_dir_and_underscores(tmp_path):
     """`--output_dir` is TRL's name for --out; `--test_size` is --test-size."""
     sample = str(Path(__file__).resolve().parents[2] / "sample" / "vlfeedback")
-    result = _run("build", "--source", "vlfeedback", "--input", sample, "--output_dir", str(tmp_path / "o"),
+    result = run_cli("build", "--source", "vlfeedback", "--input", sample, "--output_dir", str(tmp_path / "o"),
                   "--test_size", "0.25", "--num_proc", "1")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "o" / "build.json").read_text())["options"]["test_size"] == 0.25
@@ -282,9 +287,10 @@ def test_a_build_takes_trls_output_dir_and_underscores(tmp_path):
     (["best-of-n", *_SERVER, "--input", "q", "--n", "2", "--out", "o", "--strategy", "swiss"], "choose from knockout"),
     (["push", ".", "--repo-id", "a/b", "--timeout", "soon"], "Invalid value for '--timeout'"),
 ])
+@pytest.mark.slow
 def test_every_commands_usage_errors_are_one_error_line(args, message):
     """click's own errors (a box, or 'Usage: ... Error: ...') and the commands' checks look the same."""
-    result = _run(*args, env={"COLUMNS": "80"})
+    result = run_cli(*args, env={"COLUMNS": "80"})
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr, \
         result.stderr
@@ -308,18 +314,21 @@ def _run_without_training_extra(*args: str, env: dict | None = None) -> subproce
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_train_without_the_training_extra_says_what_to_install():
     result = _run_without_training_extra("train", "--recipe", "critic-r1", "--max_steps", "1")
     assert result.returncode == 2
     assert result.stderr == "error: critic-data train needs the training extra: pip install 'critic-data[rl]'\n"
 
 
+@pytest.mark.slow
 def test_inspect_processor_without_the_training_extra_says_what_to_install(built_dataset, tmp_path):
     result = _run_without_training_extra("inspect", str(built_dataset), "--processor", str(tmp_path))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ") and "pip install 'critic-data[rl]'" in result.stderr
 
 
+@pytest.mark.slow
 def test_every_other_command_works_without_the_training_extra(tmp_path):
     """build (on the sample), inspect, push --dry-run, eval, best-of-n and env need none of torch,
     transformers, trl: a user without the rl extra can run them."""
@@ -355,6 +364,7 @@ _TRAIN_HELP_OPTIONS = ("model_name_or_path", "dataset_name", "dataset_revision",
                        "prompt_length_unit", "min_pixels", "max_pixels")
 
 
+@pytest.mark.slow
 def test_train_help_names_the_options_people_change_with_the_recipes_values_in_seconds_without_torch():
     """With torch, transformers and trl unimportable the help still answers, at 80 columns, within 5 s:
     each option on a line with its value in critic-r1 and critic-r1-plus (one value where they agree)."""
@@ -378,11 +388,12 @@ def test_train_help_names_the_options_people_change_with_the_recipes_values_in_s
     assert "`critic-data train --recipe critic-r1 -h` lists them all" in " ".join(result.stdout.split())
 
 
+@pytest.mark.slow
 def test_a_build_on_a_terminal_says_when_it_writes_the_card_after_the_rows(tmp_path):
     """The card (statistics, charts) is a pause of its own after the rows' bar: a step names it."""
     sample = str(Path(__file__).resolve().parents[2] / "sample" / "vlfeedback")
     # rich draws its bars only on a terminal; TTY_COMPATIBLE=1 tells it stderr is one
-    result = _run("build", "--source", "vlfeedback", "--input", sample, "--out", str(tmp_path / "o"),
+    result = run_cli("build", "--source", "vlfeedback", "--input", sample, "--out", str(tmp_path / "o"),
                   env={"TTY_COMPATIBLE": "1", "TERM": "xterm"})
     assert result.returncode == 0, result.stderr
     assert "writing the card" in result.stderr

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import shutil
 import subprocess
-import sys
+import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -31,9 +33,8 @@ from critic_data.rl.client import derive_seed
 from critic_data.rl.evaluate import score
 from critic_data.rl.metrics import knockout_winners, pick_summary
 from critic_data.rl.records import Judgement, Match, Pick
+from tests.cli import one_line_message, run_cli
 from tests.snapshots import RLHF_V_FAULTS, _completion, jpeg, write_rlhf_v
-
-CLI = [sys.executable, "-m", "critic_data.cli"]
 
 # (better response, worse response, better rating, worse rating, image size): one VLFeedback row each.
 ROWS = [
@@ -176,6 +177,7 @@ def test_a_damaged_or_missing_shard_is_one_line(designed, tmp_path, damage):
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("swap", ["another build's shard of the same size", "the test shard"])
 def test_a_shard_that_is_not_the_one_build_json_records_is_one_line(two_seeds, tmp_path, swap):
     import shutil
@@ -232,6 +234,7 @@ def _assert_pngs(paths: list[Path], names: set[str]) -> None:
             image.verify()
 
 
+@pytest.mark.slow
 def test_dataset_plots_are_valid_pngs_and_the_same_data_gives_the_same_bytes(designed, designed_easyr1, tmp_path):
     named = [("A", dataset_statistics(designed)), ("B", dataset_statistics(designed_easyr1))]
     first = write_dataset_plots(named, tmp_path / "one")
@@ -361,6 +364,7 @@ def test_judgements_without_a_category_are_other_and_the_overall_row_counts_each
     assert [(r["category"], r["judgements"]) for r in alone["categories"]] == [("all", 2)]
 
 
+@pytest.mark.slow
 def test_eval_plot_is_a_valid_png(tmp_path):
     records = [_judgement("g1", "1", (1, 2), "1", category="general"),
                _judgement("h1", "2", (1, 2), "1", category="hallucination")]
@@ -471,7 +475,7 @@ def test_best_of_n_plot_is_a_valid_png(tmp_path):
 # --- the command ---------------------------------------------------------------------------------
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, "inspect", *args], capture_output=True, text=True, timeout=120)
+    return run_cli("inspect", *args)
 
 
 def test_cli_json_parses_for_a_dataset_and_a_run(designed, tmp_path):
@@ -506,6 +510,7 @@ def test_a_folder_that_is_neither_is_a_user_error(tmp_path):
         inspect(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_hub_id_is_downloaded_then_inspected(designed, tmp_path):
     """Pushed with `critic-data push` to the local Hub of tests/hub_server.py, inspected by its id."""
     from tests.hub_server import LocalHub, client_env
@@ -513,14 +518,11 @@ def test_a_hub_id_is_downloaded_then_inspected(designed, tmp_path):
     hub = LocalHub(tmp_path / "hub", tokens={"hf_test_write": "write"}).start()
     try:
         env = client_env(tmp_path, hub.url, "hf_test_write")
-        pushed = subprocess.run([*CLI, "push", str(designed), "--repo-id", "critic/designed"], env=env,
-                                capture_output=True, text=True, timeout=120)
+        pushed = run_cli("push", designed, "--repo-id", "critic/designed", environ=env)
         assert pushed.returncode == 0, pushed.stderr
-        result = subprocess.run([*CLI, "inspect", "critic/designed", "--json"], env=env, capture_output=True, text=True,
-                                timeout=120)
+        result = run_cli("inspect", "critic/designed", "--json", environ=env)
         assert result.returncode == 0, result.stderr
-        missing = subprocess.run([*CLI, "inspect", "critic/absent"], env=env, capture_output=True, text=True,
-                                 timeout=120)
+        missing = run_cli("inspect", "critic/absent", environ=env)
     finally:
         hub.stop()
     printed, local = json.loads(result.stdout), dataset_statistics(designed)
@@ -590,3 +592,137 @@ def test_best_of_n_accuracies_and_curve_carry_wilson_intervals(tmp_path):
     assert "acc % (95% CI)" in table and "Wilson" in table
     assert percent(report["accuracy"]["best_of_n"], report["accuracy_ci95"]["best_of_n"]) in table
     assert percent(report["curve"][0]["accuracy"], report["curve"][0]["accuracy_ci95"]) in table
+
+
+# --- inspect: a build.json whose shape the figures cannot read -----------------------------------
+
+ODD = {
+    "counts null": lambda m: m["sources"]["vlfeedback"].update(counts=None),
+    "a source entry null": lambda m: m["sources"].update(vlfeedback=None),
+    "a split entry a list": lambda m: m["splits"].update(train=[]),
+    "files null": lambda m: m["splits"]["train"].update(files=None),
+    "files numbers": lambda m: m["splits"]["train"].update(files=[1]),
+    "rejects_by_reason a list": lambda m: m["sources"]["vlfeedback"].update(rejects_by_reason=[1]),
+    "a reject count a string": lambda m: m["sources"]["vlfeedback"].update(rejects_by_reason={"x": "many"}),
+    "duplicates_of a list": lambda m: m["sources"]["vlfeedback"].update(duplicates_of=[1]),
+    "duplicates_dropped negative": lambda m: m["sources"]["vlfeedback"]["counts"].update(duplicates_dropped=-3),
+    "format unknown": lambda m: m.update(format="xyz"),
+    "format null": lambda m: m.update(format=None),
+    "format a list": lambda m: m.update(format=[]),
+    "a shard listed twice": lambda m: m["splits"]["train"]["files"].append(m["splits"]["train"]["files"][0]),
+}
+
+
+@pytest.mark.parametrize("edit", ODD)
+def test_inspect_of_a_build_json_it_cannot_read_is_one_line_naming_it(built_dataset, tmp_path, edit):
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    _edit_json(folder / "build.json", ODD[edit])
+    with pytest.raises(UserError) as caught:
+        inspect(str(folder))
+    assert f"{folder / 'build.json'} is not a critic-data manifest" in one_line_message(caught)
+
+
+def test_inspect_of_a_build_json_nested_past_the_recursion_limit_is_one_line(built_dataset, tmp_path):
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    text = (folder / "build.json").read_text().rstrip()
+    (folder / "build.json").write_text(text[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(UserError) as caught:
+        inspect(str(folder))
+    assert str(folder / "build.json") in one_line_message(caught)
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot"])
+def test_inspect_never_reads_a_listed_shard_outside_the_folder(built_dataset, tmp_path, where):
+    """A build.json (one downloaded from the Hub, say) naming a parquet file elsewhere: refused, not
+    reported as if it were the dataset's."""
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    outside = shutil.copy(folder / "data" / "test-00000-of-00001.parquet", tmp_path / "elsewhere.parquet")
+    listed = str(outside) if where == "absolute" else "data/../../elsewhere.parquet"
+    _edit_json(folder / "build.json", lambda m: m["splits"]["test"].update(files=[listed]))
+    with pytest.raises(UserError) as caught:
+        inspect(str(folder))
+    line = one_line_message(caught)
+    assert listed in line and "outside the folder" in line
+
+
+def test_a_listed_shard_that_is_a_fifo_is_one_line_and_never_opened(built_dataset, tmp_path):
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    shard = folder / "data" / "train-00000-of-00001.parquet"
+    shard.unlink()
+    os.mkfifo(shard)
+    with pytest.raises(UserError) as caught:
+        inspect(str(folder))
+    assert "data/train-00000-of-00001.parquet" in one_line_message(caught) and "not a regular file" in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["runs[1]", "run*"])
+def test_a_folder_whose_name_looks_like_a_glob_is_read_as_named(built_dataset, tmp_path, name):
+    """polars reads a path as a glob pattern by default: `runs[1]` ended in "invalid glob
+    pattern", and `run*` also read the shards of `runs-other` beside it (twice the rows)."""
+    from critic_data.cards.statistics import dataset_statistics
+    from critic_data.hub import plan_push
+
+    folder = shutil.copytree(built_dataset, tmp_path / name)
+    shutil.copytree(built_dataset, tmp_path / "runs-other")
+    (tmp_path / "runs-other" / "rejects.jsonl").write_text("")
+    expected = dataset_statistics(built_dataset)
+    found = dataset_statistics(folder)
+    for figure in ("rows", "margins", "length_bias", "rejects", "images"):
+        assert found[figure] == expected[figure], figure
+    assert plan_push(folder, "critic/vlf").files["README.md"]
+
+
+# --- inspect: run folders ------------------------------------------------------------------------
+
+def _eval_run(folder: Path) -> Path:
+    records = [_judgement(f"i{k}", "1", (1, 2), "1" if k % 2 else "2") for k in range(6)]
+    return _write_run(folder, "results.jsonl", records, {"benchmark": "built"})
+
+
+@pytest.mark.parametrize("n", ["8", 10**9, 0, -4, True, None])
+def test_a_best_of_n_run_json_with_an_odd_n_replays_the_recorded_candidates(tmp_path, n):
+    """n is what picks.jsonl records (one final answer per candidate), whatever run.json says: a
+    string used to end in a traceback, 10**9 in a bracket of a billion candidates."""
+    folder = write_best_of_n_run(tmp_path / "run", "knockout")
+    _edit_json(folder / "run.json", lambda run: run.update(n=n))
+    started = time.monotonic()
+    report = best_of_n_statistics(folder)
+    assert report["n"] == 8 and [point["n"] for point in report["curve"]] == [1, 2, 4, 8]
+    assert time.monotonic() - started < 10
+
+
+def test_a_pick_without_candidates_is_left_out_not_fatal(tmp_path):
+    folder = write_best_of_n_run(tmp_path / "run", "knockout")
+    lines = (folder / "picks.jsonl").read_text().splitlines()
+    first = {**json.loads(lines[0]), "final_answers": []}
+    (folder / "picks.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    (folder / "run.json").unlink()
+    (folder / "summary.json").unlink()
+    report = best_of_n_statistics(folder)
+    assert (report["n"], report["questions"], report["lines_left_out"]) == (8, 2, 1)
+
+
+@pytest.mark.parametrize("kind", ["eval", "best-of-n"])
+def test_a_summary_whose_options_are_not_an_object_is_read_as_absent(tmp_path, kind):
+    folder = _eval_run(tmp_path / "run") if kind == "eval" else write_best_of_n_run(tmp_path / "run", "knockout")
+    (folder / "run.json").unlink()
+    (folder / "summary.json").write_text(json.dumps({"options": [1, 2]}))
+    report = eval_statistics(folder) if kind == "eval" else best_of_n_statistics(folder)
+    assert report["kind"] == kind and report["questions" if kind == "best-of-n" else "judgements"] in (3, 6)
+
+
+@pytest.mark.slow
+def test_a_run_json_that_is_a_fifo_is_one_line_not_a_hang(tmp_path):
+    folder = _eval_run(tmp_path / "run")
+    (folder / "run.json").unlink()
+    os.mkfifo(folder / "run.json")
+    result = run_cli("inspect", folder)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "run.json is not a regular file" in result.stderr
+
+
+def _edit_json(path: Path, edit) -> None:
+    value = json.loads(path.read_text())
+    edit(value)
+    path.write_text(json.dumps(value))

@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SUBPACKAGES = ("critic_data", "critic_data.builders", "critic_data.schemas", "critic_data.rl", "critic_data.cards")
 
 
+@pytest.mark.slow
 def test_wheel_holds_every_subpackage_and_the_card_template(tmp_path):
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                             "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)

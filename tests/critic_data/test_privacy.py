@@ -13,15 +13,14 @@ import json
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import one_line_error, run_cli
 from tests.hub_server import LocalHub, client_env
 from tests.snapshots import write_llava_critic, write_llava_rlhf, write_rlhf_v, write_vlfeedback_jsonl
 
-CLI = str(Path(sys.executable).parent / "critic-data")
 USER = "alice-h3"  # a name that appears nowhere but in the home folder's path
 TOKEN = "hf_write_privacy"
 REPO = "critic/private-paths"
@@ -48,7 +47,7 @@ def _build(machine: Path, cwd: Path, out: Path) -> subprocess.CompletedProcess:
             f"llava_critic={snapshots / 'llcritic'}", "--image-root", str(snapshots.parent / "coco"), f"--out={out}",
             "--num-proc", "1"]
     env = {**client_env(machine, "http://127.0.0.1:9"), "HOME": str(machine / "home" / USER)}
-    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return run_cli(*args, environ=env, cwd=cwd)
 
 
 def _leaks(folder: Path, machine: Path) -> list[str]:
@@ -66,6 +65,7 @@ WHERE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", WHERE)
 def test_a_build_names_no_local_folder_in_what_it_publishes(machine, tmp_path, where):
     cwd_of, recorded = WHERE[where]
@@ -83,6 +83,7 @@ def test_a_build_names_no_local_folder_in_what_it_publishes(machine, tmp_path, w
     shutil.rmtree(out)
 
 
+@pytest.mark.slow
 def test_a_command_run_in_the_project_is_recorded_as_it_reads_back_there(machine):
     """Inside the working directory, paths are kept relative: pasted back in the project, the
     recorded command builds the same data."""
@@ -90,9 +91,8 @@ def test_a_command_run_in_the_project_is_recorded_as_it_reads_back_there(machine
     result = _build(machine, project, project / "first")
     assert result.returncode == 0, result.stderr
     command = json.loads((project / "first" / "build.json").read_text())["command"]
-    again = subprocess.run([CLI, *[("--out=again" if word.startswith("--out=") else word) for word in command[1:]]],
-                           cwd=project, capture_output=True, text=True, timeout=300,
-                           env={**client_env(machine, "http://127.0.0.1:9"), "HOME": str(machine / "home" / USER)})
+    again = run_cli(*[("--out=again" if word.startswith("--out=") else word) for word in command[1:]], cwd=project,
+                    environ={**client_env(machine, "http://127.0.0.1:9"), "HOME": str(machine / "home" / USER)})
     assert again.returncode == 0, f"{shlex.join(command)}\n{again.stderr}"
     for shard in (project / "first" / "data").iterdir():
         assert (project / "again" / "data" / shard.name).read_bytes() == shard.read_bytes()
@@ -109,18 +109,10 @@ def hub(tmp_path):
 
 def _push(folder: Path, tmp_path: Path, hub: LocalHub, home: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**client_env(tmp_path, hub.url, TOKEN), "HOME": str(home)}
-    return subprocess.run([CLI, "push", str(folder), "--repo-id", REPO, *extra], env=env, capture_output=True,
-                          text=True, timeout=120)
+    return run_cli("push", folder, "--repo-id", REPO, *extra, environ=env)
 
 
-def _one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return " ".join(errors[0].split())
-
-
+@pytest.mark.slow
 def test_a_pushed_build_publishes_no_local_folder(machine, tmp_path, hub):
     home = machine / "home" / USER
     out = home / "project" / "pushed"
@@ -147,22 +139,25 @@ def _add_to_manifest(folder: Path, **fields) -> None:
     (folder / "build.json").write_text(json.dumps(manifest, indent=2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_a_build_json_naming_the_home_folder_is_not_pushed(built_copy, tmp_path, hub, dry_run):
     home = tmp_path / "home" / USER
     _add_to_manifest(built_copy, command=["critic-data", "build", "--input", f"{home}/snapshots/vlf", "--out", "x"])
-    line = _one_error_line(_push(built_copy, tmp_path, hub, home, *(["--dry-run"] if dry_run else [])))
+    line = one_line_error(_push(built_copy, tmp_path, hub, home, *(["--dry-run"] if dry_run else [])))
     assert "build.json" in line and str(home) in line and "your home folder" in line and "nothing was sent" in line
     assert hub.requests == []
 
 
+@pytest.mark.slow
 def test_a_build_json_naming_the_folder_being_pushed_is_not_pushed(built_copy, tmp_path, hub):
     _add_to_manifest(built_copy, command=["critic-data", "build", "--out", str(built_copy)])
-    line = _one_error_line(_push(built_copy, tmp_path, hub, tmp_path / "home" / USER))
+    line = one_line_error(_push(built_copy, tmp_path, hub, tmp_path / "home" / USER))
     assert "build.json" in line and str(built_copy) in line and "nothing was sent" in line
     assert hub.requests == []
 
 
+@pytest.mark.slow
 def test_a_path_that_only_begins_like_the_home_folder_is_not_taken_for_it(built_copy, tmp_path, hub):
     home = tmp_path / "home" / USER
     _add_to_manifest(built_copy, note=f"{home}-archive and {home}.old are other folders")
@@ -175,6 +170,6 @@ def test_a_checkpoint_whose_config_names_the_home_folder_is_not_pushed(tiny_qwen
     folder = shutil.copytree(tiny_qwen_dir, tmp_path / "run")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "_name_or_path": f"{home}/models/base"}))
-    line = _one_error_line(_push(folder, tmp_path, hub, home))
+    line = one_line_error(_push(folder, tmp_path, hub, home))
     assert "config.json" in line and str(home) in line and "nothing was sent" in line
     assert hub.requests == []

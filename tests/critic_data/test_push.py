@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from critic_data import UserError
+from tests.cli import one_line_error, one_line_message, run_cli
 from tests.hub_server import LocalHub
 from tests.hub_server import client_env as hub_client_env
 
@@ -39,6 +41,17 @@ REPO = "critic/vlf"
 LOAD = """
 import hashlib, json, sys
 import datasets
+from critic_data import UserError
+from critic_data.inspection import best_of_n_statistics, eval_statistics, inspect
+from pathlib import Path
+from tests.critic_data.test_inspect import _judgement, _write_run, write_best_of_n_run
+import json
+import os
+import pytest
+import shutil
+import subprocess
+import sys
+import time
 datasets.disable_progress_bars()
 def describe(target, revision):
     out = {}
@@ -69,7 +82,7 @@ def env(tmp_path, hub):
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, "push", *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
+    return run_cli("push", *args, environ=env)
 
 
 def describe(env: dict, *targets: tuple[str | Path, str | None]) -> list[dict]:
@@ -97,14 +110,6 @@ def hits(hub: LocalHub, method: str, fragment: str) -> int:
     return sum(1 for m, path, _ in hub.requests if m == method and fragment in path)
 
 
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
-
-
 @pytest.fixture(scope="module")
 def other_dataset(tmp_path_factory) -> Path:
     """A different build whose train split has several shards (the first build has one)."""
@@ -120,6 +125,7 @@ def other_dataset(tmp_path_factory) -> Path:
     return root / "dataset"
 
 
+@pytest.mark.slow
 def test_push_publishes_one_commit_that_loads_back_identically(built_dataset, hub, env, tmp_path):
     result = cli(env, built_dataset, "--repo-id", REPO)
     assert result.returncode == 0, result.stderr
@@ -154,6 +160,7 @@ def _image_links(card: str) -> list[str]:
     return re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", card)
 
 
+@pytest.mark.slow
 def test_the_hub_page_shows_the_charts_of_the_data_it_serves(built_dataset, hub, env, tmp_path):
     """The card's charts are in the repo where its relative links point, drawn from the pushed
     shards: a chart changed, lost or linked out of the folder is not what gets published."""
@@ -189,6 +196,7 @@ def test_the_hub_page_shows_the_charts_of_the_data_it_serves(built_dataset, hub,
     assert _image_links(hub.read(published["README.md"]).decode()) == ["plots/label_balance.png"]
 
 
+@pytest.mark.slow
 def test_pushing_the_same_dataset_again_changes_nothing(built_dataset, hub, env):
     assert cli(env, built_dataset, "--repo-id", REPO).returncode == 0
     again = cli(env, built_dataset, "--repo-id", REPO)
@@ -197,11 +205,12 @@ def test_pushing_the_same_dataset_again_changes_nothing(built_dataset, hub, env)
     assert len(history(hub)) == 2
 
 
+@pytest.mark.slow
 def test_a_different_dataset_is_not_pushed_over_a_published_one(built_dataset, other_dataset, hub, env):
     assert cli(env, built_dataset, "--repo-id", REPO, "--include-rejects").returncode == 0
     published = hub.repo("dataset", REPO).refs["main"]
 
-    line = one_error_line(cli(env, other_dataset, "--repo-id", REPO))
+    line = one_line_error(cli(env, other_dataset, "--repo-id", REPO))
     assert "already holds a different dataset" in line and "--force" in line and "--revision" in line
     assert hub.repo("dataset", REPO).refs["main"] == published
 
@@ -228,6 +237,7 @@ def test_a_different_dataset_is_not_pushed_over_a_published_one(built_dataset, o
     assert describe(env, (REPO, None)) == [second]
 
 
+@pytest.mark.slow
 def test_transient_failures_are_retried(built_dataset, hub, env):
     hub.fail(r"POST /api/repos/create", 503, times=2)
     hub.fail(r"PUT /lfs-upload/", 500, times=1)
@@ -242,21 +252,23 @@ def test_transient_failures_are_retried(built_dataset, hub, env):
     assert remote == local
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("token, expected", [(READ_TOKEN, "403"), ("hf_not_a_token", "401")])
 def test_permanent_failures_stop_at_once(built_dataset, hub, tmp_path, token, expected):
     result = cli(client_env(tmp_path, hub.url, token), built_dataset, "--repo-id", REPO)
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert expected in line and "token" in line and "nothing was published" in line
     assert hits(hub, "POST", "/api/repos/create") == 1  # not retried
     assert hub.repo("dataset", REPO) is None
     assert token not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_commit_that_keeps_failing_publishes_nothing(built_dataset, other_dataset, hub, env):
     assert cli(env, built_dataset, "--repo-id", REPO).returncode == 0
     before = hub.repo("dataset", REPO).refs["main"]
     hub.fail(r"POST /api/datasets/.*/commit/", 503, times=None)
-    line = one_error_line(cli(env, other_dataset, "--repo-id", REPO, "--force"))
+    line = one_line_error(cli(env, other_dataset, "--repo-id", REPO, "--force"))
     assert "503" in line and "nothing was published" in line
     assert hits(hub, "POST", "/commit/main") == 1 + 4  # the first push, then every attempt of the second
     assert hub.repo("dataset", REPO).refs["main"] == before
@@ -265,22 +277,25 @@ def test_a_commit_that_keeps_failing_publishes_nothing(built_dataset, other_data
     assert remote == local
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_ends_with_one_line(built_dataset, tmp_path):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     started = time.monotonic()
-    line = one_error_line(cli(client_env(tmp_path, f"http://127.0.0.1:{port}"), built_dataset, "--repo-id", REPO))
+    line = one_line_error(cli(client_env(tmp_path, f"http://127.0.0.1:{port}"), built_dataset, "--repo-id", REPO))
     assert "cannot reach the Hub" in line and f"127.0.0.1:{port}" in line
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.slow
 def test_no_token_is_a_clear_error(built_dataset, hub, tmp_path):
-    line = one_error_line(cli(client_env(tmp_path, hub.url, token=None), built_dataset, "--repo-id", REPO))
+    line = one_line_error(cli(client_env(tmp_path, hub.url, token=None), built_dataset, "--repo-id", REPO))
     assert "HF_TOKEN" in line and "hf auth login" in line
     assert hub.requests == []
 
 
+@pytest.mark.slow
 def test_dry_run_lists_files_and_destination_and_sends_nothing(built_dataset, hub, env):
     result = cli(env, built_dataset, "--repo-id", f"datasets/{REPO}", "--dry-run", "--revision", "v3")
     assert result.returncode == 0, result.stderr
@@ -310,6 +325,7 @@ def test_folder_and_repo_id_mistakes_are_caught_before_any_request(built_dataset
         plan_push(make(built_dataset, tmp_path), repo_id)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_folder_goes_to_a_model_repo(tiny_qwen_dir, hub, env, tmp_path):
     folder = shutil.copytree(tiny_qwen_dir, tmp_path / "run")
     (folder / "README.md").write_text("---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# tiny critic\n")
@@ -446,6 +462,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_folder_that_is_not_what_its_build_json_says_is_refused_before_any_request(built_dataset, hub, env, tmp_path,
                                                                                      damage):
@@ -453,9 +470,8 @@ def test_a_folder_that_is_not_what_its_build_json_says_is_refused_before_any_req
     folder = shutil.copytree(built_dataset, tmp_path / "work" / "dataset")
     make(folder)
     started = time.monotonic()
-    result = subprocess.run([CLI, "push", str(folder), "--repo-id", REPO], env=env, capture_output=True, text=True,
-                            timeout=30)
-    line = " ".join(one_error_line(result).split())
+    result = run_cli("push", folder, "--repo-id", REPO, environ=env, timeout=30)
+    line = " ".join(one_line_error(result).split())
     assert named in line, line
     assert hub.requests == []
     assert "hf_SECRET" not in result.stdout + result.stderr
@@ -473,6 +489,7 @@ def test_an_edited_manifest_is_refused_with_what_differs(built_dataset, tmp_path
         plan_push(folder, REPO)
 
 
+@pytest.mark.slow
 def test_rejects_jsonl_is_read_only_when_asked_for_and_only_as_a_file_of_the_folder(built_dataset, tmp_path):
     from critic_data import UserError
     from critic_data.hub import plan_push
@@ -485,6 +502,7 @@ def test_rejects_jsonl_is_read_only_when_asked_for_and_only_as_a_file_of_the_fol
         plan_push(folder, REPO, include_rejects=True)
 
 
+@pytest.mark.slow
 def test_os_and_editor_leftovers_are_left_out_not_fatal(built_dataset, hub, env, tmp_path):
     folder = shutil.copytree(built_dataset, tmp_path / "dataset")
     junk = [".DS_Store", "Thumbs.db", "data/.DS_Store", "data/._train-00000-of-00001.parquet", "data/Thumbs.db",
@@ -501,10 +519,11 @@ def test_os_and_editor_leftovers_are_left_out_not_fatal(built_dataset, hub, env,
     assert remote == local
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_a_link_out_of_the_folder_is_refused(tiny_qwen_dir, hub, env, tmp_path):
     folder = shutil.copytree(tiny_qwen_dir, tmp_path / "run")
     (folder / "tokenizer_extra.json").symlink_to(_secret(folder))
-    line = one_error_line(cli(env, folder, "--repo-id", REPO))
+    line = one_line_error(cli(env, folder, "--repo-id", REPO))
     assert "tokenizer_extra.json" in line and "link" in line
     assert hub.requests == []
 
@@ -519,6 +538,7 @@ def test_a_checkpoint_with_a_link_out_of_the_folder_is_refused(tiny_qwen_dir, hu
     assert not any(path.startswith("runs") for path in repo.files)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated header", "not json", "empty"])
 def test_a_checkpoint_whose_weights_do_not_read_is_refused(tiny_qwen_dir, hub, env, tmp_path, damage):
     folder = shutil.copytree(tiny_qwen_dir, tmp_path / "run")
@@ -526,11 +546,12 @@ def test_a_checkpoint_whose_weights_do_not_read_is_refused(tiny_qwen_dir, hub, e
     data = weights.read_bytes()
     weights.write_bytes({"truncated header": data[:20], "not json": data[:8] + b"x" * (len(data) - 8),
                          "empty": b""}[damage])
-    line = one_error_line(cli(env, folder, "--repo-id", REPO))
+    line = one_line_error(cli(env, folder, "--repo-id", REPO))
     assert weights.name in line
     assert hub.requests == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["cut short", "cut inside the last tensor", "bytes after the data"])
 def test_a_checkpoint_whose_weights_are_not_as_long_as_their_header_says_is_refused(tiny_qwen_dir, hub, env, tmp_path,
                                                                                     damage):
@@ -540,7 +561,7 @@ def test_a_checkpoint_whose_weights_are_not_as_long_as_their_header_says_is_refu
     data = weights.read_bytes()
     weights.write_bytes({"cut short": data[: len(data) // 2], "cut inside the last tensor": data[:-1],
                          "bytes after the data": data + b"\x00" * 8}[damage])
-    line = " ".join(one_error_line(cli(env, folder, "--repo-id", REPO)).split())
+    line = " ".join(one_line_error(cli(env, folder, "--repo-id", REPO)).split())
     assert str(weights) in line and "header declares" in line and "nothing was sent" in line
     assert hub.requests == []
 
@@ -562,6 +583,7 @@ def _sharded(tiny_qwen_dir: Path, folder: Path) -> dict:
     return index
 
 
+@pytest.mark.slow
 def test_a_sharded_checkpoint_is_pushed_whole(tiny_qwen_dir, hub, env, tmp_path):
     folder = tmp_path / "run"
     _sharded(tiny_qwen_dir, folder)
@@ -592,6 +614,7 @@ INDEX_DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", INDEX_DAMAGE)
 def test_a_checkpoint_whose_weight_index_does_not_match_its_shards_is_refused(tiny_qwen_dir, hub, env, tmp_path,
                                                                               damage):
@@ -599,7 +622,7 @@ def test_a_checkpoint_whose_weight_index_does_not_match_its_shards_is_refused(ti
     _sharded(tiny_qwen_dir, folder)
     make, named = INDEX_DAMAGE[damage]
     make(folder)
-    line = " ".join(one_error_line(cli(env, folder, "--repo-id", REPO)).split())
+    line = " ".join(one_line_error(cli(env, folder, "--repo-id", REPO)).split())
     assert "model.safetensors.index.json" in line and named in line and "nothing was sent" in line, line
     assert hub.requests == []
 
@@ -618,41 +641,49 @@ GARBAGE = b"\x00\xff{garbage"
     (r"POST /api/repos/create", GARBAGE), (r"POST /api/datasets/.*/preupload/", GARBAGE),
     (r"POST /.*\.git/info/lfs/objects/batch", GARBAGE), (r"POST /api/datasets/.*/commit/", GARBAGE),
 ])
+@pytest.mark.slow
 def test_an_endpoint_that_does_not_answer_like_the_hub_is_one_line(built_dataset, hub, env, step, answer):
     hub.answer(step, answer, "text/html; charset=utf-8" if answer is LOGIN_PAGE else "application/json")
     result = cli(env, built_dataset, "--repo-id", REPO)
-    line = " ".join(one_error_line(result).split())
+    line = " ".join(one_line_error(result).split())
     assert hub.url in line and "HF_ENDPOINT" in line and "nothing was published" in line
     repo = hub.repo("dataset", REPO)
     assert repo is None or set(repo.resolve("main").files) == {".gitattributes"}
 
 
+@pytest.mark.slow
 def test_a_hub_that_never_answers_ends_the_push_within_the_timeout(built_dataset, tmp_path):
     with socket.socket() as silent:  # the kernel accepts the connection; nobody ever answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
-        result = subprocess.run([CLI, "push", str(built_dataset), "--repo-id", REPO, "--timeout", "1"],
-                                env=client_env(tmp_path, endpoint), capture_output=True, text=True, timeout=60)
+        result = run_cli("push", built_dataset, "--repo-id", REPO, "--timeout", "1",
+                         environ=client_env(tmp_path, endpoint), timeout=60)
         elapsed = time.monotonic() - started
-    line = " ".join(one_error_line(result).split())
+    line = " ".join(one_line_error(result).split())
     assert endpoint in line and "1 s" in line and "--timeout" in line and "nothing was published" in line
     assert elapsed < 10
 
 
-def test_push_help_states_the_bound_on_waiting_and_retrying():
-    from critic_data.hub import ATTEMPTS, RETRY_WINDOW
+def test_push_help_states_the_bounds_push_applies_without_importing_the_hub_client():
+    """The numbers live once (critic_data/push_limits.py): the help states those push applies, and
+    the CLI, which only names them, stays free of huggingface_hub's import."""
+    from critic_data.push_limits import ATTEMPTS, DEFAULT_TIMEOUT, RETRY_WINDOW
 
-    result = subprocess.run([CLI, "push", "--help"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "COLUMNS": "300", "TERM": "dumb"})
+    result = run_cli("push", "--help", env={"COLUMNS": "300", "TERM": "dumb"})
     text = " ".join(result.stdout.split())
     assert "--timeout" in text and f"{ATTEMPTS} tries" in text and f"{RETRY_WINDOW} s" in text
+    assert f"[default: {DEFAULT_TIMEOUT}]" in text
+    imported = subprocess.run([sys.executable, "-c", "import sys, critic_data.cli; print('huggingface_hub' in "
+                               "sys.modules)"], capture_output=True, text=True, timeout=60, check=True)
+    assert imported.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e308", "1e10"])
 def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(built_dataset, hub, env, value):
-    line = one_error_line(cli(env, built_dataset, "--repo-id", REPO, "--timeout", value))
+    line = one_line_error(cli(env, built_dataset, "--repo-id", REPO, "--timeout", value))
     assert "--timeout" in line
     assert hub.requests == []
 
@@ -696,12 +727,12 @@ def test_a_build_json_push_cannot_use_is_refused_with_one_line(built_dataset, tm
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_a_build_json_that_is_not_an_object_is_refused(built_dataset, tmp_path):
     folder = shutil.copytree(built_dataset, tmp_path / "dataset")
     (folder / "build.json").write_text("[1, 2]")
-    result = subprocess.run([CLI, "push", str(folder), "--repo-id", REPO, "--dry-run"], capture_output=True, text=True,
-                            timeout=60)
-    assert "is not a critic-data manifest" in one_error_line(result)
+    result = run_cli("push", folder, "--repo-id", REPO, "--dry-run")
+    assert "is not a critic-data manifest" in one_line_error(result)
     assert "path in repo" not in result.stderr  # no plan table before the error
 
 
@@ -714,6 +745,7 @@ def test_build_json_records_the_content_hash_of_each_shard(built_dataset):
                                      for path in split["files"]}
 
 
+@pytest.mark.slow
 def test_a_shard_from_another_build_of_the_same_size_is_refused(two_seeds, tmp_path):
     first, other = two_seeds
     shard = "data/train-00000-of-00001.parquet"
@@ -721,11 +753,11 @@ def test_a_shard_from_another_build_of_the_same_size_is_refused(two_seeds, tmp_p
     assert (first / shard).read_bytes() != (other / shard).read_bytes()
     folder = shutil.copytree(first, tmp_path / "mixed")
     shutil.copy(other / shard, folder / shard)
-    line = " ".join(one_error_line(subprocess.run([CLI, "push", str(folder), "--repo-id", REPO, "--dry-run"],
-                                                  capture_output=True, text=True, timeout=60)).split())
+    line = " ".join(one_line_error(run_cli("push", folder, "--repo-id", REPO, "--dry-run")).split())
     assert line.endswith(f"{shard} is not the file this build wrote (content hash differs); rebuild or restore it")
 
 
+@pytest.mark.slow
 def test_a_shard_with_one_byte_changed_is_refused(built_dataset, tmp_path):
     from critic_data import UserError
     from critic_data.hub import plan_push
@@ -741,6 +773,7 @@ def test_a_shard_with_one_byte_changed_is_refused(built_dataset, tmp_path):
         plan_push(folder, REPO)
 
 
+@pytest.mark.slow
 def test_a_build_json_without_hashes_is_pushed_with_a_warning(built_dataset, hub, env, tmp_path):
     folder = shutil.copytree(built_dataset, tmp_path / "dataset")
     _edit_manifest(folder, lambda m: [split.pop("xxh3_128") for split in m["splits"].values()])
@@ -761,6 +794,7 @@ def test_a_revision_that_is_not_a_branch_name_is_refused_before_any_request(buil
         plan_push(built_dataset, REPO, revision)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("revision", ["v2", "feature/critic-r1", "release_1.0", "a+b"])
 def test_a_branch_name_is_accepted_as_revision(built_dataset, revision):
     from critic_data.hub import plan_push
@@ -794,6 +828,7 @@ def _push_logged(env: dict, *args: str) -> tuple[int, bytes]:
         return result.returncode, log.read()
 
 
+@pytest.mark.slow
 def test_a_push_logged_to_a_file_writes_plain_lines_and_no_progress_bars(built_dataset, hub, env):
     returncode, log = _push_logged(env, built_dataset, "--repo-id", REPO)
     assert returncode == 0, log
@@ -806,6 +841,7 @@ def test_a_push_logged_to_a_file_writes_plain_lines_and_no_progress_bars(built_d
     assert lines[-1].startswith(f"pushed 53 rows (train 41, test 12) to {hub.url}/datasets/{REPO} @ main: "), log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [(), ("--revision", "v2")])
 def test_pushing_the_same_build_again_prints_one_line_and_makes_no_commit(built_dataset, hub, env, args):
     assert cli(env, built_dataset, "--repo-id", REPO, *args).returncode == 0
@@ -818,11 +854,12 @@ def test_pushing_the_same_build_again_prints_one_line_and_makes_no_commit(built_
     assert hits(hub, "POST", "/commit/") == commits
 
 
+@pytest.mark.slow
 def test_a_missing_token_is_reported_before_the_plan_and_nothing_is_sent(built_dataset, hub, tmp_path):
     env = client_env(tmp_path, hub.url, token=None)
     Path(env["HF_HOME"]).mkdir()  # a home without a saved login
     result = cli(env, built_dataset, "--repo-id", REPO)
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert "hf auth login" in line and "HF_TOKEN" in line
     assert result.stderr == line + "\n" and result.stdout == ""  # nothing of the plan
     assert hub.requests == []
@@ -832,3 +869,67 @@ def test_a_missing_token_is_reported_before_the_plan_and_nothing_is_sent(built_d
     pushed = cli(env, built_dataset, "--repo-id", REPO)
     assert pushed.returncode == 0, pushed.stderr
     assert "README.md" in files_at(hub)
+
+
+# --- push ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("repo_id",
+                         ["critic/vlf ü", "critic/vl f", "críticó/vlf", "critic/" + "x" * 200, "critic/\u200bvlf",
+                          "critic/vlf\n", " critic/vlf", "critic/..", "critic/-vlf"])
+def test_a_repo_id_the_hub_refuses_is_one_line_before_any_request(built_dataset, repo_id):
+    from critic_data.hub import plan_push
+
+    with pytest.raises(UserError, match="is not a repo id") as caught:
+        plan_push(built_dataset, repo_id)
+    assert "\n" not in str(caught.value).replace(repr(repo_id), "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", ["fifo", "folder", "link to /dev/zero"])
+def test_include_rejects_takes_rejects_jsonl_only_as_a_regular_file(built_dataset, tmp_path, make):
+    from critic_data.hub import plan_push
+
+    folder = shutil.copytree(built_dataset, tmp_path / "dataset")
+    rejects = folder / "rejects.jsonl"
+    rejects.unlink()
+    {"fifo": os.mkfifo, "folder": Path.mkdir, "link to /dev/zero": lambda p: p.symlink_to("/dev/zero")}[make](rejects)
+    with pytest.raises(UserError, match="rejects.jsonl") as caught:
+        plan_push(folder, "critic/vlf", include_rejects=True)
+    assert "nothing was sent" in one_line_message(caught)
+
+
+@pytest.mark.slow
+def test_a_hub_that_echoes_the_token_in_its_error_never_gets_it_printed(built_dataset, tmp_path):
+    """A proxy or a misconfigured server answering 400 with the request's Authorization header in
+    its message: the one line says what the Hub refused, with the token masked."""
+    from tests.hub_server import LocalHub, client_env
+
+    token = "hf_write_" + "e" * 32
+    hub = LocalHub(tmp_path / "hub", tokens={token: "write"}).start()
+    try:
+        hub.answer(r"POST /api/repos/create",
+                   json.dumps({"error": f"bad header Authorization: Bearer {token}"}).encode(),
+                   "application/json", status=400)
+        result = run_cli("push", built_dataset, "--repo-id", "critic/vlf", environ=client_env(tmp_path, hub.url, token))
+    finally:
+        hub.stop()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert token not in result.stdout + result.stderr
+    assert "bad header Authorization" in result.stderr and "nothing was published" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["inspect", "push", "push --dry-run"])
+def test_a_path_that_looks_like_rich_markup_is_printed_as_it_is(built_dataset, tmp_path, command):
+    """A folder named `run[/red]` (a `[/red]` made of the folder `run[` and its `red]`): rich
+    would read it as a closing tag (a MarkupError traceback); `[bold]` would vanish from a name."""
+    folder = tmp_path / "run[" / "red]"
+    if command == "push --dry-run":  # a valid dataset: the plan table's title names the folder
+        shutil.copytree(built_dataset, folder)
+    else:
+        folder.mkdir(parents=True)
+    args = ["--repo-id", "critic/vlf", *command.split()[1:]] if command.startswith("push") else []
+    result = run_cli(command.split()[0], folder, *args)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == (0 if command == "push --dry-run" else 2), result.stderr
+    assert str(folder) in "".join(result.stderr.split())  # rich may wrap the line

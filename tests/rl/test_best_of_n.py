@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import math
+import os
 import re
 import time
 
@@ -18,7 +19,15 @@ from critic_data.rl.best_of_n import final_answer, knockout, majority_vote, read
 from critic_data.rl.client import derive_seed
 from critic_data.rl.metrics import pick_summary, round_robin_scores
 from critic_data.rl.records import Match, Pick, normalize_answer
-from tests.serve import SECRET_KEY, Reply, completion, fake_server, free_port, prompt_of, run_cli, served_model
+from tests.cli import SECRET_KEY, run_cli
+from tests.rl.runs import (
+    MODEL,
+    lines,
+    png_bomb,
+    question,
+    write_question_file,
+)
+from tests.serve import Reply, completion, fake_server, free_port, prompt_of, served_model
 from tests.snapshots import jpeg
 
 MAX_TOKENS = "4"  # each token costs ~40 ms here and the server generates one request at a time
@@ -68,6 +77,7 @@ def _check_pick(pick, n):
 
 # --- live ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_knockout_through_the_cli(server, tmp_path):
     base_url, model = server
     questions = write_questions(tmp_path / "in", QUESTIONS)
@@ -122,6 +132,7 @@ def test_a_control_token_in_a_candidate_cannot_break_the_judge_request(server, m
     assert len(asyncio.run(ask(prompt))) == 1  # ... and the run goes on: the next request is answered
 
 
+@pytest.mark.slow
 def test_round_robin_plays_every_ordered_pair(server, tmp_path):
     base_url, model = server
     questions = write_questions(tmp_path / "in", QUESTIONS[:2])
@@ -138,6 +149,7 @@ def test_round_robin_plays_every_ordered_pair(server, tmp_path):
     assert json.loads((out / "summary.json").read_text())["matches"] == 12
 
 
+@pytest.mark.slow
 def test_resume_skips_questions_already_picked(server, tmp_path):
     base_url, model = server
     out = tmp_path / "run"
@@ -159,6 +171,7 @@ def test_resume_skips_questions_already_picked(server, tmp_path):
     assert json.loads((out / "summary.json").read_text())["questions"] == 3
 
 
+@pytest.mark.slow
 def test_endpoint_down_is_one_line_and_quick(tmp_path):
     questions = write_questions(tmp_path / "in", QUESTIONS[:1])
     started = time.monotonic()
@@ -180,6 +193,7 @@ def test_endpoint_down_is_one_line_and_quick(tmp_path):
     (["--n", "4", "--timeout", "0"], "--timeout must be a number of seconds above 0"),
     (["--n", "4", "--temperature", "nan"], "--temperature must be a number, 0 or more"),
 ])
+@pytest.mark.slow
 def test_bad_options_are_one_line(tmp_path, args, message):
     questions = write_questions(tmp_path / "in", QUESTIONS[:1])
     done = run_cli("best-of-n", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--input", str(questions),
@@ -219,6 +233,7 @@ def test_malformed_questions_are_user_errors(tmp_path, content, message):
         read_questions(path)
 
 
+@pytest.mark.slow
 def test_a_questions_file_that_is_not_utf8_is_one_line(tmp_path):
     path = write_questions(tmp_path / "in", QUESTIONS[:1])
     path.write_bytes(b'{"id": "a", "image": "img/0.jpg", "question": "\xff\xfe"}\n')
@@ -249,6 +264,7 @@ def by_number(request):
     return completion(*(f"<think>hm</think> \\boxed{{{v}}}" for v in VALUES[: request.get("n", 1)]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy, matches, scores", [("knockout", 3, None), ("round-robin", 12, [-1, 1, -3, 3])])
 def test_a_judge_with_known_preferences_picks_the_best_candidate(tmp_path, strategy, matches, scores):
     rows = [{**QUESTIONS[0], "answer": "9"}, {**QUESTIONS[1], "answer": "$7$."}]
@@ -272,6 +288,7 @@ def test_a_judge_with_known_preferences_picks_the_best_candidate(tmp_path, strat
     assert summary["matches"] == 2 * matches and summary["failed"] == 0
 
 
+@pytest.mark.slow
 def test_a_resume_asks_again_for_a_pick_whose_figures_do_not_follow_from_its_matches(tmp_path):
     """A picks.jsonl line is read back by the one Pick reader: one whose pick is marked right while
     its winner's answer is not the gold one (the old resume rule looked at types only) is set aside,
@@ -297,8 +314,8 @@ def test_a_resume_asks_again_for_a_pick_whose_figures_do_not_follow_from_its_mat
     assert summary["accuracy"]["best_of_n"] == 0.5 and summary["set_aside"]["lines"] == 1
 
 
+@pytest.mark.slow
 def test_a_question_whose_image_is_a_decompression_bomb_fails_alone(tmp_path):
-    from tests.rl.test_client_hardening import png_bomb
 
     questions = write_questions(tmp_path / "in", QUESTIONS)
     (tmp_path / "in" / "img" / "1.jpg").write_bytes(png_bomb(20_000, 10_000))
@@ -440,6 +457,7 @@ def split_requests(server):
     return [b for b in bodies if b not in judge], judge
 
 
+@pytest.mark.slow
 def test_candidates_are_sampled_with_the_official_instruction_and_the_stated_defaults(tmp_path):
     from critic_data.schemas.prompts import with_instruction
 
@@ -461,6 +479,7 @@ def test_candidates_are_sampled_with_the_official_instruction_and_the_stated_def
     assert pick["candidates"][0].startswith("<think>REASONING-0")  # kept whole in the picks
 
 
+@pytest.mark.slow
 def test_sampling_options_and_a_judge_that_sees_the_thinking(tmp_path):
     questions = write_questions(tmp_path / "in", QUESTIONS[:1])
     with fake_server(reasoning_sampler()) as server:
@@ -475,6 +494,7 @@ def test_sampling_options_and_a_judge_that_sees_the_thinking(tmp_path):
     assert summary["options"]["top_p"] == 0.9 and summary["options"]["judge_sees_thinking"] is True
 
 
+@pytest.mark.slow
 def test_a_match_over_max_model_len_is_reported_not_sent(tmp_path):
     """q1's candidates are 4000 characters long even without their thinking: its match cannot fit
     4096 tokens beside a 512-token answer by the byte count, so it is not sent; q0's is."""
@@ -505,6 +525,7 @@ def test_the_context_bound_counts_bytes_and_image_tokens():
     assert prompt_token_bound("abc", (28, 28)) == 3 + 1 + TEMPLATE_TOKENS
 
 
+@pytest.mark.slow
 def test_a_context_length_refusal_decides_the_match_like_one_not_sent(tmp_path):
     questions = write_questions(tmp_path / "in", QUESTIONS[:1])
     refusal = Reply(json.dumps({"error": {"message": "This model's maximum context length is 8192 tokens. However, "
@@ -533,6 +554,7 @@ def test_a_context_length_refusal_decides_the_match_like_one_not_sent(tmp_path):
     (["--top-p", "1.5"], "--top-p must be above 0 and at most 1"),
     (["--max-model-len", "2048"], "--max-model-len 2048 leaves no room for a prompt beside --max-tokens 2048"),
 ])
+@pytest.mark.slow
 def test_bad_sampling_and_context_options_are_one_line(tmp_path, args, message):
     questions = write_questions(tmp_path / "in", QUESTIONS[:1])
     done = run_cli("best-of-n", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--input", str(questions),
@@ -540,6 +562,7 @@ def test_bad_sampling_and_context_options_are_one_line(tmp_path, args, message):
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_help_states_the_sampling_defaults_and_their_source():
     done = run_cli("best-of-n", "--help", env={"COLUMNS": "400"})
     text = " ".join(done.stdout.replace("│", " ").split())
@@ -549,7 +572,6 @@ def test_help_states_the_sampling_defaults_and_their_source():
 
 
 def test_question_images_must_be_regular_files_under_the_size_cap(tmp_path, monkeypatch):
-    import os
 
     import critic_data.files as images
 
@@ -588,6 +610,7 @@ def _progress_of_a_run(tmp_path, chat, rows, **options):
     return task, chats
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy, matches", [("knockout", 3), ("round-robin", 12)])
 def test_progress_counts_the_requests_of_a_server_that_honours_n(tmp_path, strategy, matches):
     """N=4: one sampling request and the matches per question, announced and counted as such (the bar
@@ -615,3 +638,49 @@ def test_progress_leaves_out_a_match_that_is_not_sent(tmp_path):
                                      max_model_len=4096, judge_sees_thinking=True)
     assert chats == 2 + 1
     assert task.total == task.completed == chats
+
+
+# --- best-of-n: a server that answers a judgement with several choices --------------------------------
+
+def two_choices_for_everything(request):
+    """Asked for n, or for one: always more choices than asked (a server with its own default n)."""
+    return completion(*["\\boxed{1}"] * (request.get("n", 1) + 1))
+
+
+@pytest.mark.slow
+def test_a_judgement_answered_with_several_choices_reads_the_first(tmp_path):
+    """Before: `[completion] = ...` raised ValueError, a traceback that ended the run."""
+    questions = write_question_file(tmp_path / "in", [question(0), question(1)])
+    with fake_server(two_choices_for_everything) as server:
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", MODEL, "--input", str(questions),
+                       "--n", "2", "--out", str(tmp_path / "run"))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    picks = lines(tmp_path / "run" / "picks.jsonl")
+    assert sorted(p["id"] for p in picks) == ["q0", "q1"]
+    assert all(len(p["candidates"]) == 2 and p["unparsed"] == 0 for p in picks)
+
+
+# --- best-of-n: question lines that cannot name a question -------------------------------------------
+
+@pytest.mark.parametrize("row, message", [
+    (question(0, id=""), ":1: id is blank"),
+    (question(0, id=" \t "), ":1: id is blank"),
+    ('{"id": "q0", "image": "img.jpg", "question": "Q?", "answer": NaN}',
+     ":1: answer must be a string or a finite number"),
+    ('{"id": "q0", "image": "img.jpg", "question": "Q?", "answer": -Infinity}',
+     ":1: answer must be a string or a finite"),
+], ids=["empty id", "blank id", "NaN answer", "-Infinity answer"])
+def test_a_blank_id_or_a_non_finite_answer_is_refused_naming_the_line(tmp_path, row, message):
+    """Before: a blank id named nothing in picks.jsonl and in failures ("  : HTTP 400 ..."), and a NaN
+    (which JSON does not allow, Python's reader does) became the gold answer "nan"."""
+    questions = write_question_file(tmp_path / "in", [row])
+    with pytest.raises(UserError, match=message):
+        read_questions(questions)
+
+
+def test_numbers_and_null_answers_still_read(tmp_path):
+    questions = write_question_file(tmp_path / "in",
+                                [question(0, answer=3), question(1, answer=2.5), question(2, answer=None),
+                                 question(3, id=7)])
+    assert [(q.id, q.answer) for q in read_questions(questions)] == [("q0", "3"), ("q1", "2.5"), ("q2", None),
+                                                                     ("7", None)]

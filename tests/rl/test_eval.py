@@ -8,22 +8,36 @@ the results file; the metric arithmetic is checked on hand-made results.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 
+import openai  # noqa: F401 - imported now: the timed requests below must not pay for its import
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from critic_data import UserError
 from critic_data.rl.evaluate import EvalOptions, load_items, presentations, run_eval, score
 from critic_data.rl.records import Judgement, expected_verdict
 from critic_data.rl.rewards import boxed_verdict
-from tests.serve import SECRET_KEY, Reply, completion, fake_server, free_port, prompt_of, run_cli, served_model
+from tests.cli import SECRET_KEY, run_cli
+from tests.rl.runs import (
+    MODEL,
+    judge_all_first,
+    lines,
+    options,
+    png_bomb,
+    refused_in_one_line,
+    write_mmrlhf,
+)
+from tests.serve import Reply, completion, fake_server, free_port, prompt_of, served_model
 from tests.snapshots import jpeg
 
 MAX_TOKENS = "4"  # garbage either way; each token costs ~40 ms on this CPU and the server runs one request at a time
@@ -100,6 +114,7 @@ def _check_consistent(records, summary):
 
 # --- live: the three benchmarks -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_built_both_orders_through_the_cli(server, built_dataset, tmp_path):
     base_url, model = server
     out = tmp_path / "run"
@@ -125,6 +140,7 @@ def test_built_both_orders_through_the_cli(server, built_dataset, tmp_path):
     assert SECRET_KEY not in everything
 
 
+@pytest.mark.slow
 def test_built_order_is_a_seeded_coin_per_item(server, built_dataset, tmp_path):
     base_url, model = server
     options = EvalOptions(base_url=base_url, model=model, benchmark="built", input=str(built_dataset), out=tmp_path,
@@ -143,6 +159,7 @@ def test_built_order_is_a_seeded_coin_per_item(server, built_dataset, tmp_path):
     assert [presentations(item, 0, True) for item in items[:1]] == [[(1, 2), (2, 1)]]
 
 
+@pytest.mark.slow
 def test_vl_rewardbench_categories_and_macro(server, vlrb_snapshot, tmp_path):
     base_url, model = server
     summary = run_eval(EvalOptions(base_url=base_url, model=model, benchmark="vl-rewardbench", input=str(vlrb_snapshot),
@@ -162,6 +179,7 @@ def test_vl_rewardbench_categories_and_macro(server, vlrb_snapshot, tmp_path):
     assert "SECRET-RATIONALE" not in (tmp_path / "results.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_mm_rlhf_pairs_ids_and_video_skip(server, mmrlhf_snapshot, tmp_path):
     base_url, model = server
     summary = run_eval(EvalOptions(base_url=base_url, model=model, benchmark="mm-rlhf", input=str(mmrlhf_snapshot),
@@ -178,6 +196,7 @@ def test_mm_rlhf_pairs_ids_and_video_skip(server, mmrlhf_snapshot, tmp_path):
 
 # --- live: resume and failure paths ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_where_it_stopped(server, built_dataset, tmp_path):
     base_url, model = server
     out = tmp_path / "run"
@@ -211,6 +230,7 @@ def test_interrupted_run_resumes_where_it_stopped(server, built_dataset, tmp_pat
     _check_consistent(records, summary)
 
 
+@pytest.mark.slow
 def test_endpoint_down_is_one_line_and_quick(built_dataset, tmp_path):
     started = time.monotonic()
     done = run_cli("eval", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--model", "m", "--benchmark", "built",
@@ -232,6 +252,7 @@ def test_endpoint_down_is_one_line_and_quick(built_dataset, tmp_path):
     # ... and servers that list what they serve (vllm serve; transformers serve pinned to one model)
     (("served-model",), None, "does not serve model 'not-this-one'; it serves served-model"),
 ])
+@pytest.mark.slow
 def test_a_model_the_server_does_not_serve_ends_in_one_line(built_dataset, tmp_path, listed, refusal, message):
     """On scripted servers: what a live server lists depends on its version and cache, not on this test."""
     with fake_server(lambda request: refusal, models=listed) as server:
@@ -242,6 +263,7 @@ def test_a_model_the_server_does_not_serve_ends_in_one_line(built_dataset, tmp_p
     assert "Traceback" not in done.stderr and not (tmp_path / "run" / "results.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_both_orders_scores_a_known_judge(tmp_path):
     """A scripted judge whose verdicts are known: steady (names the chosen response in either order),
     biased (always "1"), mute (no verdict). Two steady, one biased, one mute, each judged both ways."""
@@ -287,6 +309,7 @@ def test_input_mistakes_are_user_errors(tmp_path, benchmark, make_input, message
                                out=tmp_path / "o"), Counter())
 
 
+@pytest.mark.slow
 def test_a_hub_id_that_cannot_be_loaded_is_one_line(tmp_path):
     done = run_cli("eval", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--benchmark", "built",
                    "--input", "someone/nothing-here", "--out", str(tmp_path / "run"),
@@ -344,6 +367,7 @@ def test_position_consistency_compares_the_response_each_order_picks():
     assert metrics["both_orders_correct"] == pytest.approx(1 / 3)
 
 
+@pytest.mark.slow
 def test_progress_shows_items_done_and_running_accuracy(server, built_dataset, tmp_path):
     import io
 
@@ -360,6 +384,7 @@ def test_progress_shows_items_done_and_running_accuracy(server, built_dataset, t
     assert f"acc {summary['accuracy']:.3f}" in task.description and "failed 0" in task.description
 
 
+@pytest.mark.slow
 def test_a_refused_item_is_counted_left_out_and_retried_on_resume(server, tmp_path):
     base_url, model = server
     root = tmp_path / "snapshot"
@@ -386,6 +411,7 @@ def test_a_refused_item_is_counted_left_out_and_retried_on_resume(server, tmp_pa
     assert [r["id"] for r in _lines(tmp_path / "run" / "results.jsonl")][-1] == "g1#0"
 
 
+@pytest.mark.slow
 def test_built_from_a_hub_id(server, built_dataset, tmp_path):
     """Published with `critic-data push` to the local Hub of tests/hub_server.py, evaluated by its id."""
     from tests.hub_server import LocalHub, client_env
@@ -438,6 +464,7 @@ def strict_server():
     httpd.shutdown()
 
 
+@pytest.mark.slow
 def test_a_refused_key_and_an_unserved_model_are_one_line(strict_server, built_dataset, tmp_path):
     args = ["eval", "--base-url", strict_server, "--benchmark", "built", "--input", str(built_dataset)]
     refused = run_cli(*args, "--model", "served-model", "--out", str(tmp_path / "a"))
@@ -520,6 +547,7 @@ def test_every_accuracy_in_the_summary_carries_its_interval():
     assert mm["both_orders_correct_ci95"] == pytest.approx(wilson_interval(1 / 2, 2))  # over items judged twice
 
 
+@pytest.mark.slow
 def test_the_summary_and_its_table_report_both_scorings_with_intervals(vlrb_snapshot, tmp_path):
     """Through the command: a judge that gives no verdict on two of the eight items."""
     def judge(request):
@@ -542,3 +570,213 @@ def test_the_summary_and_its_table_report_both_scorings_with_intervals(vlrb_snap
 
     assert percent(summary["accuracy"], summary["accuracy_ci95"]) in table
     assert percent(summary["macro_accuracy_unparsed_half"], summary["macro_accuracy_unparsed_half_ci95"]) in table
+
+
+# --- an item whose image cannot be read fails, not the run ---------------------------------------
+
+def encoded(kind: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(buffer, kind)
+    return buffer.getvalue()
+
+
+def damaged_tail(data: bytes) -> bytes:
+    """The header intact, the last bytes of the coded picture flipped."""
+    return data[:-10] + bytes(b ^ 0x5A for b in data[-10:])
+
+
+BAD_IMAGES = {
+    "a decompression bomb (over twice the pixel limit)": png_bomb(20_000, 10_000),
+    "a decompression bomb (over the pixel limit)": png_bomb(11_000, 11_000),
+    "a corrupt AVIF": damaged_tail(encoded("AVIF")),
+    "a corrupt JPEG 2000": damaged_tail(encoded("JPEG2000")),
+    "a JPEG cut short": jpeg(5)[:300],
+}
+
+
+def test_an_item_whose_image_cannot_be_decoded_fails_alone(tmp_path):
+    rows = [("Q?", jpeg(1))] + [(f"Q {k}?", image) for k, image in enumerate(BAD_IMAGES.values())]
+    snapshot = write_mmrlhf(tmp_path / "in", rows)
+    with fake_server(judge_all_first) as server:
+        summary = run_eval(options(server.url, snapshot, tmp_path / "run"))
+    assert summary["failed"] == len(BAD_IMAGES)
+    assert [r["id"] for r in lines(tmp_path / "run" / "results.jsonl")] == ["g0#0"]
+    assert sum(path.endswith("/chat/completions") for path, _ in server.requests) == 1  # the bad images were never sent
+    assert "the image cannot be decoded" in summary["first_failure"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bomb", [png_bomb(20_000, 10_000), png_bomb(11_000, 11_000)])
+def test_a_decompression_bomb_is_one_failed_item_through_the_cli(tmp_path, bomb):
+    snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1)), ("Q?", bomb)])
+    with fake_server(judge_all_first) as server:
+        done = run_cli("eval", "--base-url", server.url, "--model", MODEL, "--benchmark", "mm-rlhf", "--input",
+                       str(snapshot), "--out", str(tmp_path / "run"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "warnings.warn" not in done.stderr  # Pillow's warning is the item's failure, not a stray line
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 request failed") and "g1#0: the image cannot be decoded" in last
+    assert "could be decompression bomb" in last
+
+
+# --- rows of a benchmark that cannot be read are skipped, with a reason -------------------------
+
+def test_malformed_benchmark_rows_are_skipped_with_a_reason(tmp_path):
+    folder = write_mmrlhf(tmp_path / "in", [("Fine?", jpeg(1))])
+    good = json.loads((folder / "mm_reward_bench.jsonl").read_text())
+    bad = [
+        b'{"id": "u", "image": "images/0.img", "prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n',  # Latin-1
+        json.dumps({**good, "id": "s", "prompt": "odd \ud800"}).encode() + b"\n",  # a lone surrogate
+        json.dumps({**good, "id": "l", "prompt": ["a", "list"]}).encode() + b"\n",
+        json.dumps({**good, "id": "n", "chosen": 3}).encode() + b"\n",
+        b"[" * 100_000 + b"\n",  # deeper than Python's recursion limit
+        b'{"id": "x", "prompt": \n',
+    ]
+    with (folder / "mm_reward_bench.jsonl").open("ab") as handle:
+        handle.write(b"".join(bad))
+    with fake_server(judge_all_first) as server:
+        summary = run_eval(options(server.url, folder, tmp_path / "run"))
+    assert summary["skipped"] == {"not_utf8": 2, "row_malformed": 4}
+    assert summary["n"] == 1 and summary["failed"] == 0
+
+
+def test_malformed_vl_rewardbench_rows_are_skipped_with_a_reason(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def row(k, **changes):
+        return {"id": f"wildvision_{k}", "query": f"Q{k}?", "response": ["a", "b"], "human_ranking": [0, 1],
+                "image": {"bytes": jpeg(k), "path": f"{k}.jpg"}, "query_source": "WildVision", **changes}
+
+    rows = [row(0), row(1, query=None), row(2, human_ranking=[0, 1, 2]), row(3, image={"bytes": None, "path": None})]
+    (tmp_path / "in" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "data" / "test-00000-of-00001.parquet")
+    with fake_server(judge_all_first) as server:
+        summary = run_eval(EvalOptions(base_url=server.url, model=MODEL, benchmark="vl-rewardbench",
+                                       input=str(tmp_path / "in"), out=tmp_path / "run"))
+    assert summary["skipped"] == {"row_malformed": 1, "ranking_unusable": 1, "image_missing": 1}
+    assert summary["n"] == 1
+
+
+def test_built_rows_that_break_the_schema_are_skipped_and_an_easyr1_build_is_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from critic_data.rl.evaluate import load_items
+
+    def row(k, **changes):
+        return {"id": f"r{k}", "images": [{"bytes": jpeg(k), "path": None}], "question": "Q?", "response_1": "a",
+                "response_2": "b", "answer": "1", **changes}
+
+    (tmp_path / "trl" / "data").mkdir(parents=True)
+    rows = [row(0), row(1, answer="maybe"), row(2, question=None), row(3, images=[])]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "trl" / "data" / "test-00000-of-00001.parquet")
+    skipped = Counter()
+    _, items = load_items(EvalOptions(base_url="", model="", benchmark="built", input=str(tmp_path / "trl"),
+                                      out=tmp_path / "o"), skipped)
+    assert [item.id for item in items] == ["r0"] and skipped == {"row_malformed": 2, "image_missing": 1}
+    # a source that is not text could be written to results.jsonl but never read back by --resume
+    (tmp_path / "numbered" / "data").mkdir(parents=True)
+    numbered = tmp_path / "numbered" / "data" / "test-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist([row(0, source=7)]), numbered)
+    skipped = Counter()
+    _, items = load_items(EvalOptions(base_url="", model="", benchmark="built", input=str(tmp_path / "numbered"),
+                                      out=tmp_path / "o"), skipped)
+    assert list(items) == [] and skipped == {"row_malformed": 1}
+
+    (tmp_path / "easyr1" / "data").mkdir(parents=True)
+    flat = [{k: v for k, v in row(0).items() if k not in ("response_1", "response_2")}]
+    pq.write_table(pa.Table.from_pylist(flat), tmp_path / "easyr1" / "data" / "test-00000-of-00001.parquet")
+    _, items = load_items(EvalOptions(base_url="", model="", benchmark="built", input=str(tmp_path / "easyr1"),
+                                      out=tmp_path / "o"), Counter())
+    with pytest.raises(UserError, match="built with --format easyr1"):
+        list(items)
+
+
+@pytest.mark.slow
+def test_a_damaged_benchmark_parquet_is_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in" / "data").mkdir(parents=True)
+    path = tmp_path / "in" / "data" / "test-00000-of-00001.parquet"
+    rows = [{"id": f"w{k}", "query": "Q?" * 50, "response": ["a" * 40, "b" * 40], "human_ranking": [0, 1],
+             "image": {"bytes": jpeg(k), "path": None}, "query_source": "WildVision"} for k in range(8)]
+    pq.write_table(pa.Table.from_pylist(rows), path, compression="snappy")
+    data = bytearray(path.read_bytes())
+    for i in range(8, len(data) // 2):  # the data pages; the footer at the end stays intact
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with fake_server(judge_all_first) as server:
+        done = run_cli("eval", "--base-url", server.url, "--model", MODEL, "--benchmark", "vl-rewardbench",
+                       "--input", str(tmp_path / "in"), "--out", str(tmp_path / "run"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "test-00000-of-00001.parquet cannot be read" in done.stderr and "download" in done.stderr
+
+
+# --- eval: benchmark snapshots with odd shards and rows --------------------------------------------
+
+def vlrb_row(k, **changes):
+    return {"id": f"wildvision_{k}", "query": f"Q{k}?", "response": ["a", "b"], "human_ranking": [0, 1],
+            "image": {"bytes": jpeg(k), "path": f"{k}.jpg"}, "query_source": "WildVision", **changes}
+
+
+def write_vlrb_snapshot(folder, shards):
+    (folder / "data").mkdir(parents=True)
+    for name, rows in shards.items():
+        pq.write_table(pa.Table.from_pylist(rows), folder / "data" / name)
+    return folder
+
+
+def vlrb_args(url, snapshot, out, *extra):
+    return ("eval", "--base-url", url, "--model", MODEL, "--benchmark", "vl-rewardbench", "--input", str(snapshot),
+            "--out", str(out), *extra)
+
+
+@pytest.mark.slow
+def test_a_shard_that_is_a_fifo_is_one_line_never_a_hang(tmp_path):
+    """Before: pyarrow opened the FIFO and waited for a writer, for ever."""
+    snapshot = write_vlrb_snapshot(tmp_path / "in", {"test-00000-of-00002.parquet": [vlrb_row(0)]})
+    os.mkfifo(snapshot / "data" / "test-00001-of-00002.parquet")
+    with fake_server(judge_all_first) as server:
+        try:
+            done = run_cli(*vlrb_args(server.url, snapshot, tmp_path / "run"), timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("eval hung on a FIFO shard")
+    line = refused_in_one_line(done)
+    assert "test-00001-of-00002.parquet is not a regular file" in line and "download the benchmark again" in line
+
+
+@pytest.mark.slow
+def test_a_split_that_looks_like_a_glob_is_read_as_named(tmp_path):
+    """Before: --split 't*' read the test and the train shards together, and said nothing."""
+    snapshot = write_vlrb_snapshot(tmp_path / "in", {"test-00000-of-00001.parquet": [vlrb_row(0)],
+                                               "train-00000-of-00001.parquet": [vlrb_row(1), vlrb_row(2)]})
+    with fake_server(judge_all_first) as server:
+        done = run_cli(*vlrb_args(server.url, snapshot, tmp_path / "run", "--split", "t*"))
+        assert "holds no data/t*-*.parquet" in refused_in_one_line(done)
+        assert not any(path.endswith("/chat/completions") for path, _ in server.requests)
+
+
+def test_rows_that_repeat_an_id_are_skipped_and_counted(tmp_path):
+    """Before: a repeated id was judged twice and scored as one item judged in both orders (a
+    position consistency on a single-order run), and a --resume dropped the second row unsaid."""
+    rows = [vlrb_row(0), vlrb_row(0, response=["c", "d"]), vlrb_row(1)]
+    snapshot = write_vlrb_snapshot(tmp_path / "in", {"test-00000-of-00001.parquet": rows})
+    with fake_server(judge_all_first) as server:
+        summary = run_eval(EvalOptions(base_url=server.url, model=MODEL, benchmark="vl-rewardbench",
+                                       input=str(snapshot), out=tmp_path / "run"))
+    assert summary["skipped"] == {"duplicate_id": 1}
+    assert summary["n"] == summary["items"] == 2 and "position_consistency" not in summary
+    assert sorted(r["id"] for r in lines(tmp_path / "run" / "results.jsonl")) == ["wildvision_0", "wildvision_1"]
+
+
+def test_responses_that_are_not_a_list_are_skipped(tmp_path):
+    """Before: a response column holding the string "ab" was judged as the two answers "a" and "b"."""
+    snapshot = write_vlrb_snapshot(tmp_path / "in", {"test-00000-of-00002.parquet": [vlrb_row(0, response="ab")],
+                                               "test-00001-of-00002.parquet": [vlrb_row(1)]})
+    with fake_server(judge_all_first) as server:
+        summary = run_eval(EvalOptions(base_url=server.url, model=MODEL, benchmark="vl-rewardbench",
+                                       input=str(snapshot), out=tmp_path / "run"))
+    assert summary["skipped"] == {"responses_malformed": 1} and summary["n"] == 1
+    assert [r["id"] for r in lines(tmp_path / "run" / "results.jsonl")] == ["wildvision_1"]

@@ -148,6 +148,7 @@ def test_an_image_qwen_cannot_take_fails_alone(tmp_path):
                                         "which Qwen2-VL's processors refuse")
 
 
+@pytest.mark.slow
 def test_no_thinking_and_max_tokens_through_the_cli(tmp_path):
     root = write_vlrb(tmp_path / "vlrb", [("mmmu_pro_1", {"bytes": png((300, 300)), "path": "a.png"})])
     with fake_server(judge_by_marker) as server:
@@ -271,6 +272,7 @@ def write_mmrlhf(root, table=MMRLHF_TABLE):
     return root
 
 
+@pytest.mark.slow
 def test_mm_rlhf_paper_protocol_scores_every_row_as_the_official_scorer(tmp_path):
     """Accuracy over rows, Acc+ over ids, per category with the official denominators (worked out
     by hand): x1 has a safety row and a short row and is all right, so it counts for `short` only
@@ -370,6 +372,7 @@ def test_vl_rewardbench_image_paths_outside_the_snapshot_are_skipped(tmp_path):
 
 # --- --prompt-style: the benchmarks in the template the critic was trained on --------------------
 
+@pytest.mark.slow
 def test_prompt_style_llava_critic_renders_the_benchmarks_with_its_template(tmp_path):
     """A critic trained on `build --prompt-style llava-critic` rows is judged in that template (before:
     always pairwise-v2's [Question] / [Response 1] body); the style is recorded in summary.json."""
@@ -411,6 +414,7 @@ def test_a_resume_under_another_prompt_style_is_refused(tmp_path):
     (["--benchmark", "vl-rewardbench", "--input", ".", "--protocol", "paper"],
      "--prompt-style applies to --protocol critic-data"),
 ])
+@pytest.mark.slow
 def test_prompt_style_where_it_does_not_apply_is_one_line(built_dataset, tmp_path, args, message):
     args = [str(built_dataset) if arg == "BUILT" else arg for arg in args]
     done = run_cli("eval", "--base-url", "http://127.0.0.1:9/v1", "--model", MODEL, "--out", str(tmp_path / "run"),

@@ -56,6 +56,7 @@ def _round_robin_pick(qid: str, n: int, seed: int) -> Pick:
     return Pick(qid, answers, winner, matches, answers, "0", None, "1")
 
 
+@pytest.mark.slow
 def test_accuracy_against_n_replays_a_large_round_robin_run_quickly():
     """1000 questions of a round-robin of 16 (240 matches each): the replay stays a second or two."""
     picks = [_round_robin_pick(f"q{k}", 16, 0) for k in range(1000)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from critic_data import UserError
 from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH
 from critic_data.rl.train import RECIPES_DIR, parse_recipe, recipes
 
@@ -119,6 +120,7 @@ def test_recipe_states_what_a_trl_release_could_change(name):
     assert set(PINNED_IN_RECIPES) <= set(stated), set(PINNED_IN_RECIPES) - set(stated)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", [*sorted(RECIPES_DIR.glob("*.yaml")), RECIPES_DIR.parent / "rewards.py",
                                   Path(__file__)], ids=lambda p: p.name)
 def test_sources_are_cited_by_public_paths_not_by_notes_outside_the_repository(path):
@@ -251,3 +253,83 @@ def test_every_accelerate_config_is_used_by_a_recipe():
     mentioned = set(re.findall(r"rl/recipes/accelerate/([\w-]+\.yaml)",
                                " ".join(path.read_text() for path in recipes().values())))
     assert mentioned == {path.name for path in ACCELERATE_DIR.glob("*.yaml")}
+
+
+# --- train: a recipe whose values make no sense is one line -------------------------------------------
+
+CPU = ["--use_cpu", "--bf16", "false", "--use_vllm", "false"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- learning_rate\n- 1e-6\n", "must be a YAML mapping of option names to values"),
+    ("{1: 2}\n", "must be a YAML mapping of option names to values"),
+    ("max_prompt_length: null\n", "max_prompt_length: None is not int"),
+    ("min_pixels: null\n", "min_pixels: None is not int"),
+    ("max_prompt_length: 1.5\n", "max_prompt_length: 1.5 is not int"),
+    ("learning_rate: [1]\n", "learning_rate: [1] is not float"),
+    ("output_dir: 3\n", "output_dir: 3 is not str | None"),
+    ("reward_funcs: preference\n", "reward_funcs: 'preference' is not list[str]"),
+    ("reward_weights: 0.5\n", "reward_weights: 0.5 is not list[float] | None"),
+    ("learning_rate: -1.0e-6\n", "--learning_rate -1e-06 must be a number, 0 or more"),
+    ("learning_rate: .nan\n", "--learning_rate nan must be a number, 0 or more"),
+    ("num_train_epochs: .inf\n", "--num_train_epochs inf must be a finite number"),
+    ("temperature: -1.0\n", "--temperature -1.0 must be above 0"),
+    ("temperature: 0.0\n", "--temperature 0.0 must be above 0"),
+    ("top_p: 1.5\n", "--top_p 1.5 must be above 0 and at most 1"),
+    ("top_k: -3\n", "--top_k -3 must be 0 (no top-k filtering) or a number of tokens"),
+    ("top_k: -1\n", "--top_k -1 must be 0 (no top-k filtering)"),  # vLLM's "off"; transformers' sampler refuses it
+    ("prompt_length_unit: words\n", "prompt_length_unit must be one of characters, tokens, got 'words'"),
+    ("beta: -0.01\n", "--beta -0.01 must be a number, 0 or more"),
+    ("beta: .nan\n", "--beta nan must be a number, 0 or more"),
+    ("epsilon_high: -0.3\n", "--epsilon_high -0.3 must be a number, 0 or more"),
+    ("delta: 0.5\n", "--delta 0.5 must be above 1"),
+    ("max_completion_length: 0\n", "--max_completion_length 0 must be at least 1"),
+    ("max_steps: -2\n", "--max_steps -2 must be -1 (train --num_train_epochs) or at least 1"),
+    ("save_steps: 0\n", "--save_steps 0 must be above 0"),
+    ("gradient_accumulation_steps: 0\n", "--gradient_accumulation_steps 0 must be at least 1"),
+    ("reward_weights: [0.9, .inf]\n", "--reward_weights [0.9, inf] must be finite numbers"),
+    ("per_device_train_batch_size: 0\n", "--per_device_train_batch_size 0 must be at least 1"),
+    ("generation_batch_size: 8\nper_device_train_batch_size: 0\n", "a batch size, step count or generation count is 0"),
+])
+def test_a_recipe_value_of_the_wrong_type_or_out_of_range_is_one_line(tmp_path, text, message):
+    """Before the fix the first six ended in a TypeError traceback (TRL's parser takes YAML values as
+    they are), `reward_funcs: preference` asked for rewards named 'p', 'r', ...; the range checks
+    trained (a batch size of 0: a ZeroDivisionError traceback)."""
+    from critic_data.rl.train import parse_recipe
+
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(text)
+    with pytest.raises(UserError) as refused:
+        parse_recipe(str(recipe), CPU)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_recipe_may_write_numbers_as_strings_and_a_shipped_recipe_parses(tmp_path):
+    from critic_data.rl.train import RECIPES_DIR, parse_recipe
+
+    recipe = tmp_path / "mine.yaml"
+    # YAML reads 1e-6 as text
+    recipe.write_text("learning_rate: 1e-6\nmax_prompt_length: '100'\nreward_funcs: [preference]\n")
+    script_args, training_args, _ = parse_recipe(str(recipe), CPU)
+    assert (training_args.learning_rate, script_args.max_prompt_length, script_args.reward_funcs) == (1e-6, 100,
+                                                                                                      ["preference"])
+    _, shipped, _ = parse_recipe(str(RECIPES_DIR / "critic-r1.yaml"), CPU)
+    assert shipped.learning_rate == 1e-6
+
+
+def test_a_dataset_whose_train_split_has_no_rows_is_one_line(monkeypatch, capsys, tmp_path):
+    """datasets cannot read a parquet file of no rows (pyarrow: "BatchSize must be greater than 0"):
+    before the fix a DatasetGenerationError traceback, exit 1."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.rl.test_train import _cli_error
+
+    data = tmp_path / "dataset" / "data"
+    data.mkdir(parents=True)
+    schema = pa.schema([("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+                        ("images", pa.list_(pa.binary())), ("answer", pa.string())])
+    pq.write_table(schema.empty_table(), data / "train-00000-of-00001.parquet")
+    line = _cli_error(monkeypatch, capsys, "--recipe", "critic-r1", *CPU, "--model_name_or_path", str(tmp_path / "m"),
+                      "--dataset_name", str(data.parent))
+    assert line.startswith(f"error: cannot load dataset {data.parent}: ") and "BatchSize" in line

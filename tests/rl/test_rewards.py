@@ -146,3 +146,17 @@ def test_reward_function_by_name_or_import_path():
         reward_function("critic_data.rl.rewards.no_such_reward")
     with pytest.raises(UserError, match="cannot import reward"):
         reward_function("no_such_package.reward")
+
+
+# --- rewards never raise on an odd completion --------------------------------------------------------
+
+@pytest.mark.parametrize("parts", [
+    [{"type": "text", "text": 3}],
+    [{"type": "text", "text": ["\\boxed{1}"]}],
+    [{"type": "text", "text": {"a": 1}}, {"type": "text", "text": "\\boxed{1}"}],
+])
+def test_content_parts_whose_text_is_not_text_never_raise(parts):
+    completion = [{"role": "assistant", "content": parts}]
+    assert format_reward([completion]) == [0.0]
+    expected = 1.0 if any(p["text"] == "\\boxed{1}" for p in parts) else 0.0  # the text parts still count
+    assert preference_reward([completion], answer=["1"]) == [expected]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from critic_data import UserError
 from critic_data.rl.rewards import completion_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +93,7 @@ def run(tmp_path_factory, tiny_qwen_dir, built_dataset, budget):
             "card_after_two": card_after_two}
 
 
+@pytest.mark.slow
 def test_two_grpo_steps_change_the_weights(run, tiny_qwen_dir):
     from safetensors.torch import load_file
 
@@ -196,6 +198,7 @@ def test_resume_continues_from_the_checkpoint(run):
     assert "trained 4 steps" in run["second"].stderr
 
 
+@pytest.mark.slow
 def test_a_new_run_into_a_trained_folder_is_refused_and_leaves_it_as_it_was(run, tiny_qwen_dir, built_dataset):
     """Before the fix a new run wrote its checkpoints and final weights over the trained ones."""
     out = run["out"]
@@ -209,6 +212,7 @@ def test_a_new_run_into_a_trained_folder_is_refused_and_leaves_it_as_it_was(run,
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == before
 
 
+@pytest.mark.slow
 def test_a_resume_into_a_folder_that_is_not_its_run_folder_is_refused_and_leaves_it_as_it_was(
         run, tiny_qwen_dir, built_dataset, tmp_path):
     """Before the fix a resume skipped the folder check and wrote checkpoints, weights and a model card
@@ -256,6 +260,7 @@ def test_resume_loads_the_checkpoint_weights_not_the_base_ones(run, tiny_qwen_di
     assert "missing keys" not in run["second"].stderr  # transformers' warning when the resume loads nothing
 
 
+@pytest.mark.slow
 def test_trl_grpo_runs_a_shipped_recipe_only_with_the_readme_edits(tmp_path, tiny_qwen_dir, built_dataset):
     """README: `trl grpo --config <recipe>` fails on critic-data's own keys; with them removed and the
     rewards named by import path, TRL's own CLI trains on a built dataset."""
@@ -285,6 +290,7 @@ def test_trl_grpo_runs_a_shipped_recipe_only_with_the_readme_edits(tmp_path, tin
     assert (tmp_path / "b" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_prompt_lengths_match_the_processor(tiny_qwen_dir, built_dataset):
     """The budget check counts exactly what the trainer's processor produces, under several pixel bounds."""
     from datasets import load_dataset
@@ -297,6 +303,7 @@ def test_prompt_lengths_match_the_processor(tiny_qwen_dir, built_dataset):
         assert prompt_lengths(dataset, processor) == true_prompt_lengths(dataset, processor)
 
 
+@pytest.mark.slow
 def test_images_are_fitted_to_the_pixel_bounds(tiny_qwen_dir, built_dataset):
     """Fitted images are a fixed point of the processor: vLLM, whose processor keeps the model's own
     bounds, then sees the same pixels and emits as many image tokens as the trainer."""
@@ -316,6 +323,7 @@ def test_images_are_fitted_to_the_pixel_bounds(tiny_qwen_dir, built_dataset):
         assert fitted["answer"] == original["answer"] and fitted["prompt"] == original["prompt"]
 
 
+@pytest.mark.slow
 def test_the_character_and_the_token_rules_each_keep_rows_the_other_drops(tiny_qwen_dir, built_dataset):
     """The official filter counts the template string's characters (one placeholder per image); the token
     rule counts text tokens + each image's tokens. A large image with a short prompt passes the first and
@@ -379,6 +387,7 @@ def _cli_error(monkeypatch, capsys, *args) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line(monkeypatch, capsys, tmp_path, tiny_qwen_dir, built_dataset):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -420,6 +429,7 @@ def test_user_errors_are_one_line(monkeypatch, capsys, tmp_path, tiny_qwen_dir, 
                               too_long))
 
 
+@pytest.mark.slow
 def test_env_prints_the_versions_that_matter():
     result = subprocess.run([str(CLI), "env"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
@@ -432,6 +442,7 @@ def test_env_prints_the_versions_that_matter():
         assert fields[name].strip(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hub", ["closed port", "silent server"])
 @pytest.mark.parametrize("what", ["model", "dataset"])
 def test_without_a_network_a_hub_model_or_dataset_ends_in_one_line_within_seconds(what, hub, tmp_path, tiny_qwen_dir,
@@ -495,3 +506,50 @@ def test_the_resize_of_eval_and_train_is_the_processors_own():
                 assert outcome(smart_resize, height, width, low, high, factor=factor) == expected, (height, width)
                 refused += expected is ValueError
     assert refused >= 2 * len(bounds) * 3  # the ratio refusals were among the cases
+
+
+# --- train: a new run never writes over another ---------------------------------------------------------
+
+def test_an_output_dir_that_cannot_take_a_new_run_is_one_line(tmp_path):
+    from critic_data.rl.train import check_output_dir
+
+    check_output_dir(tmp_path / "new", None)  # a new folder, or an empty one, is fine
+    check_output_dir(tmp_path, None)
+    (tmp_path / "notes").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    for out, says in [(tmp_path / "notes", "is a file"), (tmp_path / "link", "which does not exist"),
+                      (tmp_path / "notes" / "run", f"{tmp_path / 'notes'} is a file, not a folder"),
+                      (tmp_path, "already holds link, notes; a new run would write over it: choose another")]:
+        with pytest.raises(UserError, match=says):
+            check_output_dir(out, None)
+    run = tmp_path / "run"
+    for name in ("checkpoint-9", "checkpoint-10", "checkpoint-x", "model.safetensors"):
+        (run / name).mkdir(parents=True)
+    with pytest.raises(UserError, match=f"continue it with --resume_from_checkpoint {run}/checkpoint-10, "):
+        check_output_dir(run, None)
+    check_output_dir(run, str(run / "checkpoint-10"))  # a resumed run continues in its folder
+
+
+def test_a_resumed_run_writes_only_into_its_own_run_folder_or_a_new_one(tmp_path):
+    """Before the fix a resume skipped the check: `--output_dir /` or a dataset folder got checkpoints,
+    weights and a model card written over its README."""
+    from critic_data.rl.train import check_output_dir
+
+    run = tmp_path / "run"
+    (run / "checkpoint-10").mkdir(parents=True)
+    (run / "model.safetensors").write_text("weights")
+    resume = str(run / "checkpoint-10")
+    check_output_dir(run, resume)
+    check_output_dir(tmp_path / "run" / ".." / "run", resume)  # the same folder, spelled otherwise
+    check_output_dir(tmp_path / "elsewhere", resume)  # a new folder
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty", resume)
+    dataset = tmp_path / "dataset"
+    (dataset / "data").mkdir(parents=True)
+    (dataset / "README.md").write_text("my card")
+    for out in (dataset, run / "checkpoint-10", tmp_path, Path("/")):
+        if out == run / "checkpoint-10":
+            (out / "optimizer.pt").write_text("state")
+        with pytest.raises(UserError, match=f"is not the run folder of --resume_from_checkpoint {resume}: "
+                                            f"continue in {run} or in a new, empty folder"):
+            check_output_dir(out, resume)

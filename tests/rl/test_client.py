@@ -1,70 +1,49 @@
-"""`critic-data eval` and `best-of-n` against hostile servers and damaged inputs, on the scripted
-stand-in server of tests/serve.py (fast: no model runs). The promises: every request is bounded
-in time, a bad answer or a bad item fails that item and the run goes on, a bad row is skipped
-with a reason, and `--resume` neither loses records nor mixes runs.
+"""rl/client.py, the client and run loop that eval and best-of-n share, against hostile servers and
+run folders, on the scripted stand-in server of tests/serve.py (fast: no model runs).
+
+The promises: every request is bounded in time; an answer that is not a chat completion, or a
+refusal, fails its item and the run goes on (a refusal is asked again only where that can change
+the answer); `--resume` keeps every valid record and never mixes runs; an --out that cannot hold
+a run is refused before any request, two runs into one folder cannot mix, and a full disk or a
+connection dropped mid-answer is one line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
+import os
 import re
-import struct
+import subprocess
 import time
-import zlib
-from collections import Counter
 
 import openai  # noqa: F401 - imported now: the timed requests below must not pay for its import
 import pytest
-from PIL import Image
 
 from critic_data import UserError
 from critic_data.rl.client import ChatClient, RequestFailed, ResultLog
-from critic_data.rl.evaluate import EvalOptions, run_eval
-from tests.serve import Reply, completion, fake_server, prompt_of, run_cli
+from critic_data.rl.evaluate import run_eval
+from tests.cli import SECRET_KEY, run_cli
+from tests.rl.runs import (
+    MODEL,
+    chats,
+    eval_args,
+    judge_all_first,
+    judge_right,
+    lines,
+    one_line,
+    options,
+    question,
+    refused_in_one_line,
+    write_mmrlhf,
+    write_question_file,
+)
+from tests.serve import Reply, completion, fake_server, prompt_of
 from tests.snapshots import jpeg
-
-MODEL = "fake-model"
-
-
-def judge_all_first(request: dict) -> Reply:
-    return completion("<think>ok</think> \\boxed{1}")
-
-
-def judge_right(request: dict) -> Reply:
-    """Names the position of the chosen response: every verdict is correct."""
-    text = prompt_of(request)
-    return completion("\\boxed{1}" if text.index("CHOSEN") < text.index("REJECTED") else "\\boxed{2}")
-
-
-def write_mmrlhf(folder, rows):
-    """An MM-RLHF-RewardBench snapshot; each row is (prompt, image bytes); ids g0, g1, ..."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for k, (prompt, image) in enumerate(rows):
-        (folder / "images" / f"{k}.img").write_bytes(image)
-        lines.append(json.dumps({"id": f"g{k}", "image": f"images/{k}.img", "prompt": prompt,
-                                 "chosen": f"CHOSEN-{k}.", "rejected": f"REJECTED-{k}."}) + "\n")
-    (folder / "mm_reward_bench.jsonl").write_text("".join(lines))
-    return folder
-
-
-def options(url, folder, out, **extra):
-    return EvalOptions(base_url=url, model=MODEL, benchmark="mm-rlhf", input=str(folder), out=out, **extra)
-
-
-def lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def one_line(text: str) -> str:
-    """The help screen as one line: rich's box and wrapping removed."""
-    return " ".join(text.replace("│", " ").split())
-
 
 # --- every request is bounded in time -----------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["models", "chat"])
 @pytest.mark.parametrize("behaviour", ["hang", "trickle"])
 def test_a_server_that_never_finishes_an_answer_ends_the_run_within_the_timeout(tmp_path, where, behaviour):
@@ -95,6 +74,7 @@ def _seconds_until_it_fails_with_503(url: str, timeout: float) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_retries_stop_at_the_timeout(tmp_path):
     """A server that keeps answering 503: retried with back-off, but the request ends within --timeout."""
     with fake_server(lambda request: Reply(b'{"error": {"message": "overloaded"}}', status=503)) as server:
@@ -104,6 +84,7 @@ def test_retries_stop_at_the_timeout(tmp_path):
     assert 2 <= attempts <= 3
 
 
+@pytest.mark.slow
 def test_an_overloaded_server_cut_off_by_the_timeout_is_reported_as_overloaded():
     """A server that answers 503 slowly: the deadline cuts the second attempt short. The item fails
     with the server's answer, not with "did not answer" (it did answer; before the fix this
@@ -119,6 +100,7 @@ def test_an_overloaded_server_cut_off_by_the_timeout_is_reported_as_overloaded()
     assert elapsed < 2.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["eval", "best-of-n"])
 def test_help_states_the_bound_on_each_request(command):
     done = run_cli(command, "--help")
@@ -160,6 +142,7 @@ def test_an_answer_that_is_not_a_chat_completion_fails_that_item_only(tmp_path, 
     assert summary["n"] == 2 and summary["accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_an_html_page_for_a_chat_is_one_line_and_exit_1(tmp_path):
     reply, _ = GARBAGE["an HTML page"]
     snapshot = write_mmrlhf(tmp_path / "in", [("Fine?", jpeg(1)), ("GARBAGE?", jpeg(2))])
@@ -176,6 +159,7 @@ def test_an_html_page_for_a_chat_is_one_line_and_exit_1(tmp_path):
     (Reply(b'{"object": "list"}'), "not a model list"),
     (Reply(b'{"detail": "broken cache"}', status=500), "HTTP 500"),
 ])
+@pytest.mark.slow
 def test_a_models_endpoint_that_answers_garbage_is_one_line(tmp_path, models, message):
     snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1))])
     with fake_server(judge_all_first, models=models) as server:
@@ -197,162 +181,10 @@ def test_a_lone_surrogate_in_an_answer_reaches_neither_the_next_request_nor_the_
     assert record["completion"] == "odd \ufffd \\boxed{1}"
 
 
-# --- an item whose image cannot be read fails, not the run ---------------------------------------
-
-def encoded(kind: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 10, 10)).save(buffer, kind)
-    return buffer.getvalue()
-
-
-def damaged_tail(data: bytes) -> bytes:
-    """The header intact, the last bytes of the coded picture flipped."""
-    return data[:-10] + bytes(b ^ 0x5A for b in data[-10:])
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A few hundred bytes that declare width x height pixels."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
-            + chunk(b"IEND", b""))
-
-
-BAD_IMAGES = {
-    "a decompression bomb (over twice the pixel limit)": png_bomb(20_000, 10_000),
-    "a decompression bomb (over the pixel limit)": png_bomb(11_000, 11_000),
-    "a corrupt AVIF": damaged_tail(encoded("AVIF")),
-    "a corrupt JPEG 2000": damaged_tail(encoded("JPEG2000")),
-    "a JPEG cut short": jpeg(5)[:300],
-}
-
-
-def test_an_item_whose_image_cannot_be_decoded_fails_alone(tmp_path):
-    rows = [("Q?", jpeg(1))] + [(f"Q {k}?", image) for k, image in enumerate(BAD_IMAGES.values())]
-    snapshot = write_mmrlhf(tmp_path / "in", rows)
-    with fake_server(judge_all_first) as server:
-        summary = run_eval(options(server.url, snapshot, tmp_path / "run"))
-    assert summary["failed"] == len(BAD_IMAGES)
-    assert [r["id"] for r in lines(tmp_path / "run" / "results.jsonl")] == ["g0#0"]
-    assert sum(path.endswith("/chat/completions") for path, _ in server.requests) == 1  # the bad images were never sent
-    assert "the image cannot be decoded" in summary["first_failure"]
-
-
-@pytest.mark.parametrize("bomb", [png_bomb(20_000, 10_000), png_bomb(11_000, 11_000)])
-def test_a_decompression_bomb_is_one_failed_item_through_the_cli(tmp_path, bomb):
-    snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1)), ("Q?", bomb)])
-    with fake_server(judge_all_first) as server:
-        done = run_cli("eval", "--base-url", server.url, "--model", MODEL, "--benchmark", "mm-rlhf", "--input",
-                       str(snapshot), "--out", str(tmp_path / "run"))
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "warnings.warn" not in done.stderr  # Pillow's warning is the item's failure, not a stray line
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: 1 request failed") and "g1#0: the image cannot be decoded" in last
-    assert "could be decompression bomb" in last
-
-
-# --- rows of a benchmark that cannot be read are skipped, with a reason -------------------------
-
-def test_malformed_benchmark_rows_are_skipped_with_a_reason(tmp_path):
-    folder = write_mmrlhf(tmp_path / "in", [("Fine?", jpeg(1))])
-    good = json.loads((folder / "mm_reward_bench.jsonl").read_text())
-    bad = [
-        b'{"id": "u", "image": "images/0.img", "prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n',  # Latin-1
-        json.dumps({**good, "id": "s", "prompt": "odd \ud800"}).encode() + b"\n",  # a lone surrogate
-        json.dumps({**good, "id": "l", "prompt": ["a", "list"]}).encode() + b"\n",
-        json.dumps({**good, "id": "n", "chosen": 3}).encode() + b"\n",
-        b"[" * 100_000 + b"\n",  # deeper than Python's recursion limit
-        b'{"id": "x", "prompt": \n',
-    ]
-    with (folder / "mm_reward_bench.jsonl").open("ab") as handle:
-        handle.write(b"".join(bad))
-    with fake_server(judge_all_first) as server:
-        summary = run_eval(options(server.url, folder, tmp_path / "run"))
-    assert summary["skipped"] == {"not_utf8": 2, "row_malformed": 4}
-    assert summary["n"] == 1 and summary["failed"] == 0
-
-
-def test_malformed_vl_rewardbench_rows_are_skipped_with_a_reason(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    def row(k, **changes):
-        return {"id": f"wildvision_{k}", "query": f"Q{k}?", "response": ["a", "b"], "human_ranking": [0, 1],
-                "image": {"bytes": jpeg(k), "path": f"{k}.jpg"}, "query_source": "WildVision", **changes}
-
-    rows = [row(0), row(1, query=None), row(2, human_ranking=[0, 1, 2]), row(3, image={"bytes": None, "path": None})]
-    (tmp_path / "in" / "data").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "data" / "test-00000-of-00001.parquet")
-    with fake_server(judge_all_first) as server:
-        summary = run_eval(EvalOptions(base_url=server.url, model=MODEL, benchmark="vl-rewardbench",
-                                       input=str(tmp_path / "in"), out=tmp_path / "run"))
-    assert summary["skipped"] == {"row_malformed": 1, "ranking_unusable": 1, "image_missing": 1}
-    assert summary["n"] == 1
-
-
-def test_built_rows_that_break_the_schema_are_skipped_and_an_easyr1_build_is_one_line(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from critic_data.rl.evaluate import load_items
-
-    def row(k, **changes):
-        return {"id": f"r{k}", "images": [{"bytes": jpeg(k), "path": None}], "question": "Q?", "response_1": "a",
-                "response_2": "b", "answer": "1", **changes}
-
-    (tmp_path / "trl" / "data").mkdir(parents=True)
-    rows = [row(0), row(1, answer="maybe"), row(2, question=None), row(3, images=[])]
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "trl" / "data" / "test-00000-of-00001.parquet")
-    skipped = Counter()
-    _, items = load_items(EvalOptions(base_url="", model="", benchmark="built", input=str(tmp_path / "trl"),
-                                      out=tmp_path / "o"), skipped)
-    assert [item.id for item in items] == ["r0"] and skipped == {"row_malformed": 2, "image_missing": 1}
-    # a source that is not text could be written to results.jsonl but never read back by --resume
-    (tmp_path / "numbered" / "data").mkdir(parents=True)
-    numbered = tmp_path / "numbered" / "data" / "test-00000-of-00001.parquet"
-    pq.write_table(pa.Table.from_pylist([row(0, source=7)]), numbered)
-    skipped = Counter()
-    _, items = load_items(EvalOptions(base_url="", model="", benchmark="built", input=str(tmp_path / "numbered"),
-                                      out=tmp_path / "o"), skipped)
-    assert list(items) == [] and skipped == {"row_malformed": 1}
-
-    (tmp_path / "easyr1" / "data").mkdir(parents=True)
-    flat = [{k: v for k, v in row(0).items() if k not in ("response_1", "response_2")}]
-    pq.write_table(pa.Table.from_pylist(flat), tmp_path / "easyr1" / "data" / "test-00000-of-00001.parquet")
-    _, items = load_items(EvalOptions(base_url="", model="", benchmark="built", input=str(tmp_path / "easyr1"),
-                                      out=tmp_path / "o"), Counter())
-    with pytest.raises(UserError, match="built with --format easyr1"):
-        list(items)
-
-
-def test_a_damaged_benchmark_parquet_is_one_line(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    (tmp_path / "in" / "data").mkdir(parents=True)
-    path = tmp_path / "in" / "data" / "test-00000-of-00001.parquet"
-    rows = [{"id": f"w{k}", "query": "Q?" * 50, "response": ["a" * 40, "b" * 40], "human_ranking": [0, 1],
-             "image": {"bytes": jpeg(k), "path": None}, "query_source": "WildVision"} for k in range(8)]
-    pq.write_table(pa.Table.from_pylist(rows), path, compression="snappy")
-    data = bytearray(path.read_bytes())
-    for i in range(8, len(data) // 2):  # the data pages; the footer at the end stays intact
-        data[i] ^= 0x5A
-    path.write_bytes(bytes(data))
-    with fake_server(judge_all_first) as server:
-        done = run_cli("eval", "--base-url", server.url, "--model", MODEL, "--benchmark", "vl-rewardbench",
-                       "--input", str(tmp_path / "in"), "--out", str(tmp_path / "run"))
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "test-00000-of-00001.parquet cannot be read" in done.stderr and "download" in done.stderr
-
-
 # --- --resume keeps every valid record and refuses to mix runs --------------------------------------
 
-def eval_args(url, snapshot, out, *extra):
-    return ("eval", "--base-url", url, "--model", MODEL, "--benchmark", "mm-rlhf", "--input", str(snapshot),
-            "--out", str(out), *extra)
 
-
+@pytest.mark.slow
 def test_resume_keeps_every_valid_record_and_sets_bad_lines_aside(tmp_path):
     snapshot = write_mmrlhf(tmp_path / "in", [(f"Q{k}?", jpeg(k)) for k in range(5)])
     results = tmp_path / "run" / "results.jsonl"
@@ -392,6 +224,7 @@ def test_result_log_sets_aside_lines_its_caller_does_not_accept(tmp_path):
     assert again.set_aside is None and len(again.records) == 2  # a clean file is left as it is
 
 
+@pytest.mark.slow
 def test_resume_with_other_options_is_refused_naming_each_difference(tmp_path):
     snapshot = write_mmrlhf(tmp_path / "in", [(f"Q{k}?", jpeg(k)) for k in range(3)])
     out = tmp_path / "run"
@@ -446,6 +279,7 @@ def test_a_4xx_refusal_fails_its_item_at_once_and_the_run_goes_on(tmp_path, stat
     assert sorted(r["id"] for r in lines(tmp_path / "run" / "results.jsonl")) == ["g0#0", "g2#0"]
 
 
+@pytest.mark.slow
 def test_a_408_is_asked_again_like_a_429(tmp_path):
     """408 Request Timeout says "not now" (a proxy in front of the server gave up waiting), as 429
     does: asked again, the request is answered. Before: the item failed on the first 408."""
@@ -455,3 +289,212 @@ def test_a_408_is_asked_again_like_a_429(tmp_path):
         summary = run_eval(options(server.url, snapshot, tmp_path / "run"))
     assert sum(body is not None for _, body in server.requests) == 2
     assert summary["failed"] == 0 and summary["n"] == 1 and summary["accuracy"] == 1.0
+
+
+# --- answers the server sent, but that cannot be read --------------------------------------------------
+
+@pytest.mark.slow
+def test_a_body_that_cannot_be_decompressed_fails_that_item_not_the_run(tmp_path):
+    """Before: a 200 whose Content-Encoding lies (gzip over plain bytes) read as "cannot reach the
+    server ... start it" and stopped the whole run, though the server was up and other items fine."""
+    lying = Reply(b'{"choices": []}', headers={"Content-Encoding": "gzip"})
+    snapshot = write_mmrlhf(tmp_path / "in", [("Fine?", jpeg(1)), ("GARBAGE?", jpeg(2)), ("Fine?", jpeg(3))])
+    with fake_server(lambda request: lying if "GARBAGE" in prompt_of(request) else judge_all_first(request)) as server:
+        done = run_cli(*eval_args(server.url, snapshot, tmp_path / "run", "--timeout", "3"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 request failed") and "g1#0: the server answered with a body that cannot be" in last
+    assert sorted(r["id"] for r in lines(tmp_path / "run" / "results.jsonl")) == ["g0#0", "g2#0"]
+
+
+@pytest.mark.slow
+def test_a_server_that_redirects_for_ever_is_named_as_such(tmp_path):
+    """Before: "cannot reach the OpenAI-compatible server ... start it", for a server that answers."""
+    loop = Reply(status=307, headers={"Location": "/v1/chat/completions"})
+    snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1))])
+    with fake_server(lambda request: loop) as server:
+        line = refused_in_one_line(run_cli(*eval_args(server.url, snapshot, tmp_path / "run", "--timeout", "3")))
+    assert "redirects" in line and "check --base-url" in line and "start it" not in line
+
+
+@pytest.mark.slow
+def test_a_retry_after_header_is_not_waited_out(tmp_path):
+    """A 429 asking for a day's pause: the request still ends within --timeout (tenacity's waits
+    alone; the openai client's retries, which honour Retry-After, stay off)."""
+    busy = Reply(b'{"error": {"message": "slow down"}}', status=429, headers={"Retry-After": "99999"})
+    questions = write_question_file(tmp_path / "in", [question(0)])
+    with fake_server(lambda request: busy) as server:
+        started = time.monotonic()
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", MODEL, "--input", str(questions),
+                       "--n", "2", "--out", str(tmp_path / "run"), "--timeout", "3", timeout=60)
+        elapsed = time.monotonic() - started
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "error: every question failed (1); first: q0: HTTP 429: slow down"
+    assert elapsed < 15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", ["fifo", "folder"])
+def test_questions_that_are_not_a_regular_file_are_named_as_such(tmp_path, make):
+    """Before: `--input <(jq ...)` (a pipe) or a folder read as "no such file"."""
+    path = tmp_path / "questions.jsonl"
+    os.mkfifo(path) if make == "fifo" else path.mkdir()
+    done = run_cli("best-of-n", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--input", str(path),
+                   "--n", "2", "--out", str(tmp_path / "run"), timeout=30)
+    assert "is not a regular file; save the questions to a questions.jsonl" in refused_in_one_line(done)
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda path: path.write_bytes(path.read_text().encode("utf-16")), "rows skipped: "),
+    (lambda path: path.write_bytes(b"\n\n"), "no rows"),
+], ids=["every row unreadable (UTF-16)", "no rows"])
+@pytest.mark.slow
+def test_a_benchmark_with_nothing_to_judge_is_one_line_not_an_empty_success(tmp_path, damage, says):
+    """Before: exit 0 with a table of dashes and "results in results.jsonl", a file never written."""
+    snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1)), ("Q2?", jpeg(2))])
+    damage(snapshot / "mm_reward_bench.jsonl")
+    with fake_server(judge_all_first) as server:
+        line = refused_in_one_line(run_cli(*eval_args(server.url, snapshot, tmp_path / "run")))
+    assert "has no item to judge" in line and says in line and "check --input" in line
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+# --- an --out that cannot hold a run is refused before any request ---------------------------------
+
+def _a_file(out):
+    out.write_text("my notes")
+
+
+def _under_a_file(out):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "notes").write_text("my notes")
+    return out.parent / "notes" / "run"
+
+
+def _a_dangling_link(out):
+    out.symlink_to(out.parent / "nowhere")
+
+
+def _folders_named_like_run_files(out):
+    for name in ("results.jsonl", "run.json", "summary.json"):
+        (out / name).mkdir(parents=True)
+
+
+@pytest.mark.parametrize("make, says", [
+    (_a_file, "is a file"),
+    (_under_a_file, "is a file"),
+    (_a_dangling_link, "is a link to"),
+    (_folders_named_like_run_files, "is not a file"),
+])
+@pytest.mark.slow
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_out_that_cannot_hold_a_run_is_one_line_before_any_request(tmp_path, make, says, resume):
+    snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1))])
+    out = make(tmp_path / "run") or tmp_path / "run"
+    with fake_server(judge_all_first) as server:
+        done = run_cli(*eval_args(server.url, snapshot, out, *(["--resume"] if resume else [])))
+    line = refused_in_one_line(done)
+    assert says in line and "--out" in line
+    assert chats(server) == 0  # before the fix: every request was sent, then the first write failed
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.slow
+def test_a_new_run_into_the_folder_of_another_run_is_refused_and_keeps_it(tmp_path):
+    """An eval run, then a best-of-n run into the same --out: before the fix the second overwrote the
+    first's run.json and summary.json (and the eval could then no longer be resumed)."""
+    snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1))])
+    (tmp_path / "img.jpg").write_bytes(jpeg(2))
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"id": "q0", "image": "img.jpg", "question": "Q?"}) + "\n")
+    out = tmp_path / "run"
+    with fake_server(judge_all_first) as server:
+        assert run_cli(*eval_args(server.url, snapshot, out)).returncode == 0
+        before = {name: (out / name).read_bytes() for name in ("results.jsonl", "run.json", "summary.json")}
+        server.requests.clear()
+        done = run_cli("best-of-n", "--base-url", server.url, "--model", MODEL, "--input", str(questions),
+                       "--n", "2", "--out", str(out))
+        line = refused_in_one_line(done)
+        assert "holds another run" in line and "choose another --out" in line
+        assert chats(server) == 0
+        assert {name: (out / name).read_bytes() for name in before} == before
+        assert not (out / "picks.jsonl").exists()
+        resumed = run_cli(*eval_args(server.url, snapshot, out, "--resume"))  # the eval is still resumable
+    assert resumed.returncode == 0, resumed.stderr
+
+
+# --- two runs into one folder at once --------------------------------------------------------------
+
+def test_two_runs_into_one_out_at_once_cannot_mix(tmp_path):
+    path = tmp_path / "run" / "results.jsonl"
+    first = ResultLog(path, resume=False, identity={"seed": 0}, valid=lambda record: True)
+    second = ResultLog(path, resume=False, identity={"seed": 1}, valid=lambda record: True)  # both saw no file
+    first.append({"id": "a"})
+    with pytest.raises(UserError, match="another run is writing to .*; wait for it to end, or choose another --out"):
+        second.append({"id": "b"})
+    with pytest.raises(UserError, match="another run is writing to"):
+        ResultLog(path, resume=True, identity={"seed": 0}, valid=lambda record: True)
+    first.append({"id": "c"})
+    first.close()
+    assert path.read_text() == '{"id": "a"}\n{"id": "c"}\n'
+    assert json.loads(path.with_name("run.json").read_text()) == {"seed": 0}
+    resumed = ResultLog(path, resume=True, identity={"seed": 0}, valid=lambda record: True)  # the lock went with it
+    assert [r["id"] for r in resumed.records] == ["a", "c"]
+    resumed.close()
+
+
+# --- eval: a disk that fills, a server that drops the connection mid-answer --------------------------------
+
+def _file_size_limit(limit: int):
+    """In the child: files may not grow past `limit` bytes (writes fail with EFBIG, as on a full disk)."""
+    def apply():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_while_results_are_written_is_one_line_and_resume_finishes(tmp_path):
+    """Before the fix: an OSError traceback from the result log (and another from closing it)."""
+    import os
+    import sys
+
+    snapshot = write_mmrlhf(tmp_path / "in", [(f"Q{k}?", jpeg(k)) for k in range(8)])
+    with fake_server(judge_all_first) as server:
+        whole = run_cli(*eval_args(server.url, snapshot, tmp_path / "whole"))
+        assert whole.returncode == 0, whole.stderr
+        size = (tmp_path / "whole" / "results.jsonl").stat().st_size
+        assert (tmp_path / "whole" / "run.json").stat().st_size < size // 2
+        out = tmp_path / "run"
+        env = {**os.environ, "OPENAI_API_KEY": SECRET_KEY, "COLUMNS": "200"}
+        full = subprocess.run([sys.executable, "-m", "critic_data.cli", *eval_args(server.url, snapshot, out)],
+                              capture_output=True, text=True, env=env, timeout=300,
+                              preexec_fn=_file_size_limit(size // 2))
+        line = refused_in_one_line(full)
+        assert f"cannot write {out / 'results.jsonl'} (File too large)" in line and "rerun with --resume" in line
+        kept = (out / "results.jsonl").read_bytes()
+        assert 0 < len(kept) <= size // 2
+        resumed = run_cli(*eval_args(server.url, snapshot, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(json.loads(line)["id"] for line in
+                                                      (tmp_path / "whole" / "results.jsonl").read_text().splitlines())
+    assert (out / "results.jsonl").read_bytes().startswith(kept[:kept.rfind(b"\n") + 1])  # what finished stayed
+
+
+@pytest.mark.slow
+def test_a_server_that_drops_the_connection_mid_answer_is_named_as_such(tmp_path):
+    """Before the fix: "cannot reach the server ... start it", about a server that had just answered."""
+    snapshot = write_mmrlhf(tmp_path / "in", [("Q?", jpeg(1))])
+
+    def cut(request):
+        return Reply(completion("<think>ok</think> \\boxed{1}").body, behaviour="cut")
+
+    with fake_server(cut) as server:
+        done = run_cli(*eval_args(server.url, snapshot, tmp_path / "run", "--timeout", "3"))
+    line = refused_in_one_line(done)
+    assert "closed the connection before its answer was complete" in line and "rerun with --resume" in line
+    assert "cannot reach" not in line
