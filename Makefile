@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 PIP    := PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(BIN)/pip install --quiet \
           --disable-pip-version-check -c constraints.txt
 
-.PHONY: install install-data demo test lock clean
+.PHONY: install install-data demo test test-fast lock clean
 
 install: $(VENV)/.installed-test
 install-data: $(VENV)/.installed-data
@@ -30,9 +30,17 @@ demo: install-data
 	rm -rf out/vlfeedback-sample
 	$(BIN)/critic-data build --source vlfeedback --input sample/vlfeedback --out out/vlfeedback-sample --seed 0
 
+# The suite runs in parallel (pytest-xdist), a worker per core: its tests are independent (each its own
+# tmp_path, free ports); the tests of one file share a worker (--dist loadfile), and with it the file's
+# built fixtures and servers.
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# The inner loop: every test but those marked slow (a CLI process, a server, a model), ~2 min on 2 cores.
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 # Re-resolve the newest versions pyproject.toml allows in a scratch environment, and record them.
 lock:

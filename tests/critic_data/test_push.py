@@ -32,8 +32,9 @@ from tests.hub_server import LocalHub
 from tests.hub_server import client_env as hub_client_env
 
 CLI = str(Path(sys.executable).parent / "critic-data")
-WRITE_TOKEN = f"hf_write_{uuid.uuid4().hex}"
-READ_TOKEN = f"hf_read_{uuid.uuid4().hex}"
+# fixed, not random: pytest-xdist's workers must collect the same test names (a token is a parameter)
+WRITE_TOKEN = "hf_write_5d1c0a9e7b3f42c8a6e1d0b9f4c7a2e3"
+READ_TOKEN = "hf_read_8b2e6f1a4c9d47e0b3a5c8f2d1e6b9a7"
 REPO = "critic/vlf"
 
 # Loads each (target, revision) with `datasets` and prints, per split, the row count, the
