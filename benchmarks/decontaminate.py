@@ -5,19 +5,20 @@
 Writes once a VLFeedback-shaped snapshot (make_snapshot.py, ~50 KB JPEGs) and a VL-RewardBench
 snapshot of `--items` items: unrelated photos and questions, but for `--copies` copies of training
 rows (resized to 0.75, re-encoded at quality 70, the question upper-cased and re-spaced). Then, each
-in a fresh process, `--repeats` times:
-  default   read the benchmark (the imports it needs included) and match every row's question and
-            image as the build calls it, with the digest of each image it computes anyway: a row is
-            decoded only when its question matches
-  near      the same with the near-duplicate search for image-only matches, on `--near-rows` rows:
+in a fresh process, `--repeats` times, interleaved (build, decontaminated, near, build, ...):
+  build     `critic-data build` of the rows, as benchmarks/run.py builds them
+  decontaminated  the same build with `--decontaminate vl-rewardbench=DIR` (default image matching:
+            a row's image is decoded only when its question matches an item's); its build.json's
+            counts are printed as a check (the copies, dropped)
+  near      matching alone (in this process, as the build calls it) with the near-duplicate search for
+            image-only matches (`--image-matches near`), on `--near-rows` rows:
             here every row's aspect ratio is some benchmark image's, the worst case (and a common
             one: 4:3 and 1:1 photos are in every benchmark), so each row is decoded. The rows here
             share 256 images, so each copied row's image recurs: those rows are image-only matches
 First, the distances behind the image rule's threshold: copies against unrelated images, as histograms.
 Then each stage's best run (least wall time; single runs swing 2x on this shared machine), its
 CPU time, the reading and matching parts, and the matches found (the copies, as a check); beside
-them `critic-data build` of the same rows, run interleaved with the stages (build, default, near,
-build, ...) so that the added cost is a share of a build timed in the same conditions.
+them, the added cost as a share of the plain build timed in the same conditions.
 """
 
 from __future__ import annotations
@@ -112,17 +113,23 @@ def stage(name: str, snapshot: Path, benchmark: Path, near_rows: int) -> dict:
 
 
 def run_stage(name: str, args) -> dict:
-    if name == "build":  # the build itself, in the same conditions: what the cost is a share of
+    if name in ("build", "decontaminated"):  # a build, plain or decontaminated, in the same conditions
         out = args.workdir / "build-out"
         shutil.rmtree(out, ignore_errors=True)
         command = [str(Path(sys.executable).parent / "critic-data"), "build", "--source", "vlfeedback",
                    "--input", str(args.workdir / f"vlf-{args.rows}"), "--out", str(out),
                    "--num-proc", str(os.cpu_count() or 1)]  # as benchmarks/run.py builds
+        if name == "decontaminated":
+            command += ["--decontaminate", f"vl-rewardbench={args.workdir / f'vlrb-{args.items}'}"]
         before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
+        wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-        return {"wall": time.perf_counter() - started, "cpu": cpu}
+        found = json.loads((out / "build.json").read_text()).get("contamination", {}).get("vl-rewardbench", {})
+        shutil.rmtree(out)
+        return {"wall": wall, "cpu": cpu, **({"contaminated": found["pairs_contaminated"],
+                                              "image_only": found["pairs_image_only"]} if found else {})}
     command = [sys.executable, __file__, "--stage", name, "--workdir", str(args.workdir), "--rows", str(args.rows),
                "--items", str(args.items), "--near-rows", str(args.near_rows)]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
@@ -136,6 +143,8 @@ def report(name: str, runs: list[dict]) -> dict:
     chosen = best(runs)
     walls = [round(run["wall"], 2) for run in runs]
     print(f"{name:8} best wall {chosen['wall']:.3f} s, its CPU {chosen['cpu']:.3f} s (all walls {walls})")
+    if "contaminated" in chosen and "rows" not in chosen:
+        print(f"         found {chosen['contaminated']} contaminated (dropped), {chosen['image_only']} image-only")
     if "rows" in chosen:
         print(f"         {chosen['rows']} rows: benchmark read {chosen['load']:.3f} s, "
               f"matching {chosen['match']:.3f} s; "
@@ -151,7 +160,7 @@ def main() -> None:
     parser.add_argument("--near-rows", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/critic-bench-decon"))
-    parser.add_argument("--stage", choices=("default", "near"), help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=("near",), help=argparse.SUPPRESS)
     args = parser.parse_args()
     snapshot, benchmark = args.workdir / f"vlf-{args.rows}", args.workdir / f"vlrb-{args.items}"
     if args.stage:
@@ -162,13 +171,13 @@ def main() -> None:
         write_snapshot(snapshot, args.rows)
     if not benchmark.exists():
         write_benchmark(benchmark, snapshot, args.items, args.copies)
-    runs: dict[str, list[dict]] = {"build": [], "default": [], "near": []}
+    runs: dict[str, list[dict]] = {"build": [], "decontaminated": [], "near": []}
     for _ in range(args.repeats):  # interleaved: the machine's load changes from minute to minute
         for name in runs:
             runs[name].append(run_stage(name, args))
-    build, default, near = (report(name, stage_runs) for name, stage_runs in runs.items())
-    print(f"default adds {default['wall'] / build['wall']:.1%} of the build's wall time, "
-          f"{default['cpu'] / build['cpu']:.1%} of its CPU time")
+    build, decontaminated, near = (report(name, stage_runs) for name, stage_runs in runs.items())
+    print(f"--decontaminate adds {decontaminated['wall'] / build['wall'] - 1:+.1%} to the build's wall time, "
+          f"{decontaminated['cpu'] / build['cpu'] - 1:+.1%} to its CPU time (target: under +10%)")
     per_row = near["match"] / near["rows"]
     print(f"near     {per_row * 1e3:.3f} ms per row: {per_row * args.rows:.1f} s for {args.rows} rows, "
           f"{per_row * args.rows / build['wall']:.0%} of the build's wall time")

@@ -1,7 +1,8 @@
 """The ordered, single-threaded step: which offered pairs are kept, and each kept pair's label.
 
 It sees every candidate of a build in input order (sources in build order), so its decisions
-never depend on worker count: ties kept or dropped (the one place ties are decided, by
+never depend on worker count: benchmark copies and pass rates out of band dropped (curation.py),
+ties kept or dropped (the one place ties are decided, by
 --keep-ties), duplicates dropped (exact copies, and across sources copies by content),
 --balance-length, the presented order, which balances the labels, and each kept row's id, unique
 in the dataset.
@@ -10,11 +11,16 @@ in the dataset.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import NamedTuple
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, NamedTuple
 
 from critic_data.builders.duplicates import CrossSourceIndex
 from critic_data.builders.options import BuildOptions
 from critic_data.builders.prepare import Candidate
+
+if TYPE_CHECKING:
+    from critic_data.builders.curation import Curation
 
 _DROPPED = (None, None)  # a dropped candidate's label and row id
 
@@ -68,8 +74,8 @@ class Decider:
     and downs (tests/builders/test_balance_length.py measures both).
     """
 
-    def __init__(self, options: BuildOptions):
-        self.options = options
+    def __init__(self, options: BuildOptions, curation: Curation | None = None):
+        self.options, self.curation = options, curation
         self.seen: dict[str, tuple[str, int]] = {}  # exact key -> source of the pair kept, the response it prefers
         self.ids: set[str] = set()  # of the rows kept
         self.earlier_sources = CrossSourceIndex()
@@ -77,26 +83,37 @@ class Decider:
         self.lengths: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))  # kept (L, S)
         self.ties_kept: Counter = Counter()  # per source
 
-    def decide(self, candidates: list[Candidate]) -> Decisions:
-        """The decisions about a chunk's candidates, the next in input order."""
+    def decide(self, candidates: list[Candidate], image: Callable[[int], bytes] | None = None) -> Decisions:
+        """The decisions about a chunk's candidates, the next in input order; `image(i)` gives the
+        first image of candidate i, which decontamination decodes when a benchmark's question matches."""
         copies = [None] * len(candidates)
         if candidates and candidates[0].content is not None:
             copies = self.earlier_sources.earlier_copies([c.content[0] for c in candidates],
                                                          [c.content[2] for c in candidates])
         counts: Counter = Counter()
-        kept = [self._kept(candidate, copy, counts) for candidate, copy in zip(candidates, copies)]
+        kept = [self._kept(candidate, copy, counts, partial(image, i) if image else bytes)
+                for i, (candidate, copy) in enumerate(zip(candidates, copies))]
         return Decisions([answer for answer, _ in kept], [row_id for _, row_id in kept], counts)
 
     def source_done(self) -> None:
         self.earlier_sources.seal()
 
-    def _kept(self, candidate: Candidate, earlier_copy: tuple[str, int] | None,
-              counts: Counter) -> tuple[str | None, str | None]:
+    def _kept(self, candidate: Candidate, earlier_copy: tuple[str, int] | None, counts: Counter,
+              image: Callable[[], bytes]) -> tuple[str | None, str | None]:
         """The candidate's label and row id, (None, None) if it is dropped; what was decided is counted in `counts`."""
+        curation = self.curation
+        # a benchmark's copy first: dropped whatever else holds of it (curation.py)
+        if curation and (rule := curation.contaminated(candidate, image, candidate.content and candidate.content[2])):
+            counts["filtered", rule] += 1
+            return _DROPPED
         if candidate.tie and not self.options.ties_allowed(self.ties_kept[candidate.source]):
             counts["filtered", "tie_dropped"] += 1  # the one place ties are decided
             return _DROPPED
         if self._is_duplicate(candidate, earlier_copy, counts):
+            return _DROPPED
+        if curation and (rule := curation.outside_band(candidate)):
+            self._seen(candidate)  # a later copy is a duplicate, as in the build the pass rates were measured on
+            counts["filtered", rule] += 1
             return _DROPPED
         if self.options.balance_length and candidate.longer:
             # before the pair is marked seen: a later copy of a pair dropped here is not a duplicate
@@ -107,10 +124,7 @@ class Decider:
                 counts["filtered", "length_balance"] += 1
                 return _DROPPED
             self.lengths[slot] = longer, shorter
-        self.seen[candidate.key] = candidate.source, candidate.preferred
-        if candidate.content is not None:
-            text, preferred, image = candidate.content
-            self.earlier_sources.add(text, candidate.source, image, preferred)
+        self._seen(candidate)
         row_id = self._unique_id(candidate)
         if candidate.origin is not None:
             counts["kept_by_origin", candidate.origin] += 1
@@ -127,6 +141,13 @@ class Decider:
                 self.pending_label[slot] = None
         counts["kept", candidate.split, answer] += 1
         return answer, row_id
+
+    def _seen(self, candidate: Candidate) -> None:
+        """Mark the pair as kept: its later copies are duplicates."""
+        self.seen[candidate.key] = candidate.source, candidate.preferred
+        if candidate.content is not None:
+            text, preferred, thumbnail = candidate.content
+            self.earlier_sources.add(text, candidate.source, thumbnail, preferred)
 
     def _is_duplicate(self, candidate: Candidate, earlier_copy: tuple[str, int] | None, counts: Counter) -> bool:
         """Whether a copy of the pair was kept (counted by the source that kept it, and as a
@@ -147,7 +168,7 @@ class Decider:
         """The kept pair's id, or, when a kept row has it already, one made from its exact key."""
         row_id = candidate.id
         if row_id in self.ids:
-            row_id = base = f"{candidate.source}-{candidate.key[:16]}"
+            row_id = base = candidate.key_id
             number = 1
             while row_id in self.ids:
                 number += 1

@@ -245,9 +245,12 @@ def load_benchmark(name: str, path: Path | None, read_items: Callable, near_imag
     eval would skip are skipped and counted. A benchmark left with no item is one line."""
     folder, origin = benchmark_snapshot(name, path)
     skipped: Counter = Counter()
-    _, items = read_items(name, folder, skipped)
-    index = BenchmarkIndex(name, ((item.id, item.question, item.images[0]) for item in items), origin, skipped,
-                           near_image_only)
+    try:
+        _, items = read_items(name, folder, skipped)
+        index = BenchmarkIndex(name, ((item.id, item.question, item.images[0]) for item in items), origin, skipped,
+                               near_image_only)
+    except UserError as error:  # eval's reader says what is wrong with the folder; say which option gave it
+        raise UserError(f"--decontaminate {name}: {error}") from None
     if not index.ids:
         raise UserError(f"--decontaminate {name}: {published_path(folder)} holds no usable item "
                         f"(skipped: {dict(skipped) or 'none'}); pass a snapshot of {BENCHMARKS[name].repo_id}")

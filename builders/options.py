@@ -18,7 +18,7 @@ from pathlib import Path
 
 from critic_data import UserError, option
 from critic_data.files import published_path
-from critic_data.schemas import SOURCE_NAMES
+from critic_data.schemas import BENCHMARK_NAMES, SOURCE_NAMES
 from critic_data.schemas.prompts import PROMPT_STYLES
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold
@@ -71,6 +71,24 @@ class BuildOptions:
     format: str = option("trl", "trl: conversational prompt for TRL (default); easyr1: what LLaVA-Critic-R1's EasyR1 "
                          "fork reads (image, question, answer).", flag="--format",
                          metavar="trl|easyr1")
+    # curation (builders/curation.py): pairs dropped by measurement against a benchmark or a model
+    decontaminate: dict[str, Path | None] = option(
+        help=f"Drop the pairs a critic benchmark holds ({', '.join(BENCHMARK_NAMES)}): NAME fetches it from the Hub at "
+        "the revision critic-data pins, NAME=DIR reads a local snapshot. Repeatable. A pair is dropped when its "
+        "question matches an item's (case, spacing, Unicode form) and its image is a copy (re-encoded, resized).",
+        factory=dict, type=list[str], cli_default=[], metavar="name[=dir]")
+    image_matches: str = option("bytes", "With --decontaminate, how pairs whose image alone a benchmark holds are "
+                                "found: bytes (identical images) or near (re-encoded and resized copies too; slower).",
+                                metavar="bytes|near")
+    drop_image_matches: bool = option(False, "With --decontaminate, also drop the pairs whose image (under another "
+                                      "question) a benchmark holds; they are counted either way.")
+    difficulty: Path | None = option(None, "A `critic-data difficulty` run on this build's rows: keep the pairs whose "
+                                     "measured pass rate is within --pass-rate (unmeasured pairs are kept and "
+                                     "counted).", metavar="run")
+    pass_rate: tuple[float, float] | None = option(
+        None, "With --difficulty, the closed band of pass rates kept, LOW:HIGH. Default: 1/K:1-1/K for the run's K "
+        "samples, which drops the rows whose K samples all pass or all fail (zero advantage in GRPO).",
+        type=str, cli_default=None, metavar="low:high", show_default=False)
     overwrite: bool = option(False, "Replace --out if it holds a previous critic-data build (and nothing else).")
     num_proc: int = option(1, "Worker processes that read, check and pair the input (the output does not depend on "
                            "it).", cli_default=os.cpu_count() or 1, manifest=False)
@@ -110,6 +128,7 @@ class BuildOptions:
             raise UserError(f"--balance-length is on or off (True or False), not {self.balance_length!r}")
         if self.prompt_style not in PROMPT_STYLES:
             raise UserError(f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, not {self.prompt_style!r}")
+        self._check_curation()
         self._refuse_paths_not_utf8()
         if self.max_shard_bytes < 1:
             raise UserError(f"--max-shard-size must be more than 0 bytes, not {self.max_shard_bytes}")
@@ -123,9 +142,35 @@ class BuildOptions:
         if not self.aspects or unknown:
             raise UserError(f"--aspects must name some of {', '.join(VLFEEDBACK_ASPECTS)}")
 
+    def _check_curation(self) -> None:
+        if isinstance(self.decontaminate, (list, tuple)):  # the command line's NAME or NAME=DIR values
+            self.decontaminate = _benchmarks(self.decontaminate)
+        self.decontaminate = {name: None if path is None else Path(path) for name, path in self.decontaminate.items()}
+        unknown = sorted(set(self.decontaminate) - set(BENCHMARK_NAMES))
+        if unknown:
+            raise UserError(f"--decontaminate {unknown[0]!r} is not a benchmark critic-data knows; name one of "
+                            f"{', '.join(BENCHMARK_NAMES)}")
+        if self.image_matches not in ("bytes", "near"):
+            raise UserError(f"--image-matches must be 'bytes' or 'near', not {self.image_matches!r}")
+        if not isinstance(self.drop_image_matches, bool):
+            raise UserError(f"--drop-image-matches is on or off (True or False), not {self.drop_image_matches!r}")
+        if self.difficulty is not None:
+            self.difficulty = Path(self.difficulty)
+        if isinstance(self.pass_rate, str):
+            self.pass_rate = _band(self.pass_rate)
+        if self.pass_rate is not None:
+            low, high = self.pass_rate = tuple(float(bound) for bound in self.pass_rate)
+            if not 0.0 <= low <= high <= 1.0:  # also refuses nan
+                raise UserError(f"--pass-rate {low:g}:{high:g} is not a band within 0:1 (LOW <= HIGH)")
+            if self.difficulty is None:
+                raise UserError("--pass-rate selects rows by a difficulty run's pass rates; name the run with "
+                                "--difficulty RUN (made by `critic-data difficulty`)")
+
     def _refuse_paths_not_utf8(self) -> None:
         for name, path in [("--out", self.out), *(("--input", p) for p in self.inputs.values()),
-                           *([("--image-root", self.image_root)] if self.image_root else [])]:
+                           *([("--image-root", self.image_root)] if self.image_root else []),
+                           *(("--decontaminate", p) for p in self.decontaminate.values() if p is not None),
+                           *([("--difficulty", self.difficulty)] if self.difficulty else [])]:
             try:
                 str(path).encode("utf-8")
             except UnicodeEncodeError:  # build.json and the card record it: they are UTF-8 text
@@ -159,6 +204,10 @@ class BuildOptions:
         resolved["out"] = published_path(self.out)
         resolved["inputs"] = {name: published_path(path) for name, path in self.inputs.items()}
         resolved["image_root"] = None if self.image_root is None else published_path(self.image_root)
+        resolved["decontaminate"] = {name: None if path is None else published_path(path)
+                                     for name, path in self.decontaminate.items()}
+        resolved["difficulty"] = None if self.difficulty is None else published_path(self.difficulty)
+        resolved["pass_rate"] = None if self.pass_rate is None else list(self.pass_rate)
         resolved["sources"] = list(self.sources)
         resolved["aspects"] = list(self.aspects)
         return resolved
@@ -197,6 +246,30 @@ def _resolve_inputs(sources: tuple[str, ...], inputs) -> dict[str, Path]:
                             "source")
         resolved[source] = path
     return resolved
+
+
+def _benchmarks(values) -> dict[str, Path | None]:
+    """`--decontaminate NAME` (fetched from the Hub) or `NAME=DIR` (a local snapshot), each name once."""
+    resolved: dict[str, Path | None] = {}
+    for value in values:
+        name, sep, folder = str(value).partition("=")
+        if name in resolved:
+            raise UserError(f"--decontaminate names {name} twice; pass each benchmark once")
+        if sep and not folder:
+            raise UserError(f"--decontaminate {value!r} names no folder; write {name}=DIR, or {name} to fetch it")
+        resolved[name] = Path(folder) if sep else None
+    return resolved
+
+
+def _band(text: str) -> tuple[float, float]:
+    """`--pass-rate LOW:HIGH`: two numbers."""
+    low, sep, high = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return float(low), float(high)
+    except ValueError:
+        raise UserError(f"--pass-rate {text!r} is not LOW:HIGH; write e.g. 0.125:0.875") from None
 
 
 def _parse_size(text: str) -> int:

@@ -3,7 +3,8 @@
     read      readers.py (rows of each source, with their images)
     prepare   prepare.py in worker processes (parallel.py): check images and text, split, offer
               pairs with keys, render their columns
-    decide    decide.py, in input order: ties, duplicates, length balance, labels, ids
+    decide    decide.py, in input order: benchmark copies and pass rates out of band (curation.py),
+              ties, duplicates, length balance, labels, ids
     lay out   layout.py: the kept pairs in their presented order, with their prompts
     write     writer.py: Hub-style parquet shards
     then build.json (counts.py: every row and pair accounted for), rejects.jsonl and the card
@@ -32,6 +33,7 @@ import pyarrow as pa
 from critic_data import UserError, __version__, cli_flags
 from critic_data.builders import SOURCES
 from critic_data.builders.counts import SPLITS, SourceCounts
+from critic_data.builders.curation import Curation, Readers
 from critic_data.builders.decide import Decider
 from critic_data.builders.layout import lay_out_pairs, output_schema
 from critic_data.builders.options import BuildOptions
@@ -40,6 +42,7 @@ from critic_data.builders.parallel import ended_unexpectedly, prepared_chunks, w
 from critic_data.builders.readers import SourceSpec, file_identity
 from critic_data.builders.snapshot import Snapshot, fetch_from_hub, hub_origin, local_snapshot, published_command
 from critic_data.builders.writer import SplitWriter
+from critic_data.manifest import dataset_identity
 
 
 def resolve_snapshot(spec: SourceSpec, options: BuildOptions) -> tuple[Snapshot, object]:
@@ -59,8 +62,9 @@ def resolve_snapshot(spec: SourceSpec, options: BuildOptions) -> tuple[Snapshot,
     return snapshot, reader
 
 
-def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -> dict:
-    """Build the dataset folder `options.out`; return the manifest written to build.json.
+def build(options: BuildOptions, progress=None, argv: list[str] | None = None, readers: Readers | None = None) -> dict:
+    """Build the dataset folder `options.out`; return the manifest written to build.json. A build that
+    curates (--decontaminate, --difficulty) reads benchmarks and runs with `readers` (curation.py).
 
     `--out` is checked before any input is read, the output is staged in a sibling folder and
     moved into place only when complete (`output.staged`): an interrupted or failed build
@@ -70,16 +74,25 @@ def build(options: BuildOptions, progress=None, argv: list[str] | None = None) -
     started = time.perf_counter()
     reads = [("--input", folder) for folder in options.inputs.values()]
     reads += [("--image-root", options.image_root)] if options.image_root is not None else []
+    reads += [("--decontaminate", folder) for folder in options.decontaminate.values() if folder is not None]
+    reads += [("--difficulty", options.difficulty)] if options.difficulty is not None else []
     with _tuned(), staged(options.out, options.overwrite, reads) as staging:
         opened = [(SOURCES[name], *resolve_snapshot(SOURCES[name], options)) for name in options.sources]
         seen = _identities([path for _, _, reader in opened for path in reader.files])
+        identity = dataset_identity(options.to_manifest(), {spec.name: snapshot.origin for spec, snapshot, _ in opened})
+        curation = Curation.open(options, readers, identity)
         (staging / "data").mkdir()
         with _card_process(options) as card_process:
-            manifest = _write(opened, options, staging, progress, started)
+            manifest = _write(opened, options, staging, progress, started, curation)
             _refuse_changed_inputs(seen, options.out)
+            if curation is not None:
+                curation.refuse_rows_not_formed(options.out)
+                manifest.update(curation.record())
             if not any(stats["counts"]["pairs_kept"] for stats in manifest["sources"].values()):
                 raise UserError(_nothing_kept(manifest["sources"], options.out))
-            paths = [options.out, *options.inputs.values(), *([options.image_root] if options.image_root else [])]
+            paths = [options.out, *options.inputs.values(), *([options.image_root] if options.image_root else []),
+                     *(folder for folder in options.decontaminate.values() if folder is not None),
+                     *([options.difficulty] if options.difficulty else [])]
             manifest["command"] = None if argv is None else published_command(argv, paths)
             # allow_nan=False: build.json stays valid JSON, whatever slipped past the options' checks
             (staging / "build.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False,
@@ -190,11 +203,11 @@ def _nothing_kept(sources: dict, out: Path) -> str:
             f"filter pairs (--margin, --keep-ties); nothing was written to {out}")
 
 
-def _write(opened, options: BuildOptions, staging: Path, progress, started: float) -> dict:
+def _write(opened, options: BuildOptions, staging: Path, progress, started: float, curation: Curation | None) -> dict:
     """Run every source through the steps into the staging folder; return the manifest."""
     writers = {split: SplitWriter(staging / "data", split, options.max_shard_bytes, output_schema(options.format))
                for split in SPLITS}
-    decider = Decider(options)
+    decider = Decider(options, curation)
     counts: dict[str, SourceCounts] = {}
     timings = {}
     scratch = staging / ".chunks"  # tables on their way from the workers; each removed once read
@@ -224,7 +237,7 @@ def _run_source(reader, options: BuildOptions, scratch: Path, decider: Decider, 
         table = chunk.reload()
         if table is None:
             continue
-        decided = decider.decide(chunk.candidates)
+        decided = decider.decide(chunk.candidates, _first_image(table) if decider.curation else None)
         counts.update(decided.counts)
         for split, writer in writers.items():
             picked = [i for i, (c, a) in enumerate(zip(chunk.candidates, decided.answers)) if a and c.split == split]
@@ -232,6 +245,17 @@ def _run_source(reader, options: BuildOptions, scratch: Path, decider: Decider, 
                 writer.write(lay_out_pairs(table, picked, [decided.answers[i] for i in picked], options,
                                            [decided.ids[i] for i in picked]))
     return counts
+
+
+def _first_image(table: pa.Table):
+    """Row i's first image bytes, read only when asked (decontamination decodes few of them)."""
+    images = table.column("images")
+
+    def image(i: int) -> bytes:
+        value = images[i].as_py()
+        return (value[0] if isinstance(value, list) else value)["bytes"]  # trl: a list of images; easyr1: one
+
+    return image
 
 
 def _manifest(opened, options: BuildOptions, counts: dict[str, SourceCounts], writers: dict, files: dict,

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from critic_data.builders.decontaminate import question_key
 from critic_data.builders.duplicates import content_key, thumbnail
 from critic_data.builders.images import check_image
 from critic_data.builders.keys import digest, image_digest, keyed_fraction
@@ -44,6 +45,13 @@ class Candidate:
     # sorts before the worse one, 2 after it (content copies compare `content_key`'s own)
     preferred: int = 1
     id: str = ""  # the row's id; the ordered step decides another for a pair whose id a kept pair has already
+    # --decontaminate: the question as matching compares it, and the first image's digest (curation.py)
+    probe: tuple[str, str] | None = None
+
+    @property
+    def key_id(self) -> str:
+        """The id made from the pair's exact key: a kept pair's when its own `id` was taken (decide.py)."""
+        return f"{self.source}-{self.key[:16]}"
 
 
 @dataclass
@@ -93,9 +101,12 @@ def prepare(batch: RowBatch, options: BuildOptions) -> Chunk:
         split = "test" if keyed_fraction(options.seed, "split", *digests,
                                          item.question) < options.test_size else "train"
         image_key = thumbnail(item.images[0][0]) if len(options.sources) > 1 else None
+        probe = (question_key(item.question), digests[0]) if options.decontaminate else None
         for pair in item.pairs:
             row_id = f"{item.source}-{digest(item.source_id, pair.better, pair.worse)[:16]}"
-            chunk.candidates.append(_candidate(item, pair, row_id, split, digests, image_key, options))
+            candidate = _candidate(item, pair, row_id, split, digests, image_key, options)
+            candidate.probe = probe
+            chunk.candidates.append(candidate)
             offered.append((index, item, pair, row_id))
     chunk.counts.update({("rows", "read"): len(batch.items), ("rows", "used"): len(batch.items) - len(chunk.rejects),
                          ("pairs", "formed"): formed})

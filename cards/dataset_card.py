@@ -73,6 +73,10 @@ RULE_TERMS = {  # identical_responses, a rule of VLFeedback's pairs too, is expl
     "length_balance": "dropped by `--balance-length`, so that the better response is the longer one about as often "
                       "as the shorter one.",
     "gap_not_finite": "scores so far apart that their gap is not a finite number.",
+    "contaminated": "a critic benchmark holds the pair's question and image (`--decontaminate`; see Curation).",
+    "image_match": "a critic benchmark holds the pair's image under another question (`--drop-image-matches`).",
+    "too_easy": "the measured model judged the pair right more often than `--pass-rate` keeps (see Curation).",
+    "too_hard": "the measured model judged the pair right less often than `--pass-rate` keeps (see Curation).",
 }
 REASON_TERMS = {
     RejectReason.JSON_INVALID: "the row's JSON does not parse.",
@@ -208,6 +212,27 @@ def _options(manifest: dict, option_flags: dict[str, str] | None) -> list[tuple[
     return shown
 
 
+def _curation(manifest: dict) -> dict | None:
+    """What the card's Curation section shows (None: the build curated nothing): per benchmark its
+    snapshot and counts; the difficulty run's band, counts and pass-count histogram."""
+    contamination, difficulty = manifest.get("contamination"), manifest.get("difficulty")
+    if not contamination and not difficulty:
+        return None
+    benchmarks = []
+    for name, found in (contamination or {}).items():
+        origin = found["origin"]
+        snapshot = (f"{origin['repo_id']}@{origin['commit']}" if origin.get("kind") == "hub"
+                    else f"local snapshot ({len(origin.get('files', []))} files, fingerprinted in build.json)")
+        benchmarks.append({"name": name, "snapshot": snapshot, **found})
+    histogram = []
+    if difficulty:
+        samples = difficulty["samples"]
+        histogram = [(k, k / samples, n, kept) for k, (n, kept) in enumerate(
+            zip(difficulty["pass_count_histogram"], difficulty["pass_count_histogram_kept"], strict=True))]
+    return {"benchmarks": benchmarks, "rules": list(dict.fromkeys(b["rule"] for b in benchmarks)),
+            "difficulty": difficulty, "histogram": histogram}
+
+
 def _glossary(manifest: dict) -> tuple[dict[str, str], dict[str, str]]:
     """What the words of the card's counts mean, and each rule and reject reason the card shows
     (in the order the tables show them); a code of unknown meaning is left out."""
@@ -314,6 +339,7 @@ def render_dataset_card(manifest: dict, specs: list, repo_id: str | None = None,
         statistics=statistics,
         margin_rows=_margin_rows(statistics),
         official=_against_the_official_set(manifest),
+        curation=_curation(manifest),
         plots={name: f"{PLOTS}/{name}" for name in plots},
         # Quoted so that it can be pasted back into a shell (e.g. --aspects "Visual Faithfulness").
         command=shlex.join(manifest["command"]) if manifest.get("command") else None,

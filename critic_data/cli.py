@@ -110,8 +110,21 @@ def build(options: BuildOptions) -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # Off when stderr is not a terminal: there the bar only leaves a blank line before an error.
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
-        manifest = run_build(options, progress=progress, argv=["critic-data", *sys.argv[1:]])
+        manifest = run_build(options, progress=progress, argv=["critic-data", *sys.argv[1:]],
+                             readers=_curation_readers(options))
     _print_build_summary(manifest, options.out)
+
+
+def _curation_readers(options: BuildOptions):
+    """What a curating build reads benchmarks and difficulty runs with (builders do not import rl/);
+    None for a build that does not curate, which is spared rl/'s imports."""
+    if not options.decontaminate and options.difficulty is None:
+        return None
+    from critic_data.builders.curation import Readers
+    from critic_data.rl.evaluate import benchmark_items
+    from critic_data.rl.records import read_difficulty
+
+    return Readers(benchmark_items, read_difficulty)
 
 
 class _NoPandas:

@@ -96,6 +96,8 @@ class Manifest:
     splits: dict[str, Split]
     total_seconds: float
     command: tuple[str, ...] | None  # None: built from Python
+    contamination: dict | None  # benchmark -> what --decontaminate found (builders/curation.py); None: not asked
+    difficulty: dict | None  # what --difficulty kept and dropped (builders/curation.py); None: not asked
     raw: dict = field(repr=False, compare=False)  # the JSON as read: what the card's template renders
 
     @classmethod
@@ -118,7 +120,28 @@ class Manifest:
                    total_seconds=_seconds(_take(_object(_take(data, "timings"), "timings"), "total_seconds", "timings"),
                                           "timings.total_seconds"),
                    command=_command(data.get("command")),
+                   contamination=_optional_object(data, "contamination"),
+                   difficulty=_optional_object(data, "difficulty"),
                    raw=data)
+
+
+# The options that choose which of a build's pairs are kept by measuring them against something outside
+# the sources (builders/curation.py): a build with other values of these is the same dataset, less some
+# rows. The others decide the rows themselves, and so do the inputs' contents.
+CURATION_OPTIONS = ("decontaminate", "image_matches", "drop_image_matches", "difficulty", "pass_rate")
+_WHERE_OPTIONS = ("out", "inputs", "image_root", "overwrite")  # where the build reads and writes, not what
+
+
+def dataset_identity(options: dict, inputs: dict) -> dict:
+    """What decides a build's rows before curation: its options as build.json records them, less the
+    curation options and those naming folders; and each input's content (a local snapshot's files with
+    their sizes and fingerprints, a Hub snapshot's repo and commit), not where it lay. Two builds of one
+    identity form the same pairs with the same ids: `critic-data difficulty` records it of the dataset it
+    measures, and `build --difficulty` refuses a run measured on another."""
+    shaping = {name: value for name, value in options.items() if name not in (*CURATION_OPTIONS, *_WHERE_OPTIONS)}
+    content = {name: {key: value for key, value in origin.items() if key != "folder"}
+               for name, origin in inputs.items()}
+    return {"options": shaping, "inputs": content}
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -174,6 +197,11 @@ def _object(value, where: str) -> dict:
     if not isinstance(value, dict):
         raise ManifestError(f"{where} is {_shown(value)}, not an object")
     return value
+
+
+def _optional_object(data: dict, key: str) -> dict | None:
+    value = data.get(key)
+    return None if value is None else _object(value, key)
 
 
 def _whole(value, where: str) -> int:

@@ -37,6 +37,7 @@ import xxhash
 
 from critic_data import UserError
 from critic_data.hub_client import check_hub_repo, is_repo_id
+from critic_data.manifest import dataset_identity, read_manifest
 from critic_data.rl import metrics
 from critic_data.rl.client import ChatClient, RunSpec, data_url, derive_seed, percent, run_jobs, write_summary
 from critic_data.rl.evaluate import EvalOptions, Item, load_items
@@ -57,13 +58,20 @@ def file_xxh3_128(path: Path) -> str:
 
 def dataset_fingerprint(dataset: str, split: str) -> dict:
     """What identifies the measured rows: for a folder, the xxh3_128 of each shard of the split (the files
-    read, named as build.json names them: equal to its `splits.<split>.xxh3_128` for an untouched build);
-    for a Hub dataset, its id and the commit the Hub serves now."""
+    read, named as build.json names them: equal to its `splits.<split>.xxh3_128` for an untouched build)
+    and, from its build.json, the identity of the build (`dataset_identity`: its options but curation and
+    folders, its inputs' content), by which `build --difficulty` knows a rebuild of the same dataset; for a
+    Hub dataset, its id and the commit the Hub serves now."""
     folder = Path(dataset)
     if folder.is_dir():
         # the shards eval's reader reads: data/<split>-*.parquet, the split a name, never a pattern
         files = sorted((folder / "data").glob(f"{glob.escape(split)}-*.parquet"))
-        return {"split": split, "shards": {f"data/{path.name}": file_xxh3_128(path) for path in files}}
+        fingerprint = {"split": split, "shards": {f"data/{path.name}": file_xxh3_128(path) for path in files}}
+        try:
+            manifest = read_manifest(folder)
+        except UserError:  # eval's reader has refused a folder without one already; an edited one names no build
+            return fingerprint
+        return {**fingerprint, "build": dataset_identity(manifest.options, manifest.inputs)}
     from huggingface_hub import HfApi
 
     check_hub_repo(dataset, dataset)

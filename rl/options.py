@@ -14,6 +14,7 @@ from pathlib import Path
 
 from critic_data import UserError, option
 from critic_data.rl.records import PASS_REWARD
+from critic_data.schemas import BENCHMARK_NAMES
 from critic_data.schemas.prompts import PROMPT_STYLES
 
 # The official prompt filter (si0wang/LLaVA-Critic-R1@6fd42d1 EasyR1/verl/utils/dataset.py:167-172, bound from
@@ -28,7 +29,7 @@ TIMEOUT_HELP = (f"Seconds a request may take, retries included (at most {RUN_ATT
                 "errors, 408, 429 and 5xx); a server that does not answer in time stops the run.")
 SERVER_HELP = "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (`vllm serve`). Key: $OPENAI_API_KEY."
 
-BENCHMARKS = ("built", "vl-rewardbench", "mm-rlhf")
+BENCHMARKS = ("built", *BENCHMARK_NAMES)
 PROTOCOLS = ("critic-data", "paper")
 DEFAULT_MAX_TOKENS = 2048
 PAPER_MAX_TOKENS = {"vl-rewardbench": 4096, "mm-rlhf": 2048}  # the official scripts' --max-tokens defaults

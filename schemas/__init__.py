@@ -8,6 +8,7 @@ from critic_data.schemas.rejects import Reject, RejectReason
 from critic_data.schemas.row import (
     ANSWERS,
     ARROW_SCHEMA,
+    BENCHMARK_NAMES,
     COLUMNS,
     EASYR1_FEATURES,
     FEATURES,
@@ -19,5 +20,6 @@ from critic_data.schemas.row import (
     yaml_features,
 )
 
-__all__ = ["ANSWERS", "ARROW_SCHEMA", "COLUMNS", "EASYR1_FEATURES", "FEATURES", "FORMATS", "IMAGE_PLACEHOLDER",
-           "SOURCE_NAMES", "Reject", "RejectReason", "arrow_schema", "validate_columns", "yaml_features"]
+__all__ = ["ANSWERS", "ARROW_SCHEMA", "BENCHMARK_NAMES", "COLUMNS", "EASYR1_FEATURES", "FEATURES", "FORMATS",
+           "IMAGE_PLACEHOLDER", "SOURCE_NAMES", "Reject", "RejectReason", "arrow_schema", "validate_columns",
+           "yaml_features"]

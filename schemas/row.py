@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 # The sources a row may come from, in build order: a pair repeated in a later source (LLaVA-Critic
 # re-judges rows of the others) is kept from the earlier one.
 SOURCE_NAMES = ("vlfeedback", "rlhf_v", "llava_rlhf", "llava_critic")
+# The critic benchmarks `critic-data eval` reads and `build --decontaminate` checks against.
+BENCHMARK_NAMES = ("vl-rewardbench", "mm-rlhf")
 
 # The labels a row's `answer` holds, and so the verdicts a critic can give (rl/rewards.py reads them
 # from here). "tie" only appears in builds run with --keep-ties, whose rows use the tie-aware template.

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.serve import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +30,7 @@ def quickstart_script() -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.slow
 def test_the_quickstart_runs_as_written(tmp_path):
     script = quickstart_script()
     assert "critic-data build" in script and "critic-data train" in script and "critic-data eval" in script

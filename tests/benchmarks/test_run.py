@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_every_stage_and_prints_its_ratios(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--rows", "60", "120", "--image-size",
                              "small", "--workdir", str(tmp_path), "--num-proc", "2", "--repeats", "2"],
@@ -30,6 +33,7 @@ def test_the_benchmark_runs_every_stage_and_prints_its_ratios(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vlfeedback-120-small", "vlfeedback-60-small"]
 
 
+@pytest.mark.slow
 def test_a_failing_stage_shows_what_it_printed(tmp_path):
     snapshot = tmp_path / "vlfeedback-10-small"
     (snapshot / "data").mkdir(parents=True)

@@ -189,29 +189,6 @@ def test_the_card_shows_the_figures_of_the_data_files_and_embeds_their_charts(cl
 
 
 @pytest.mark.slow
-def test_charts_drawn_side_by_side_are_the_same_bytes_and_a_chart_that_fails_fails_here(cli_build, tmp_path,
-                                                                                        monkeypatch):
-    """A build's card process draws its charts in forked children at once (`child_setup`)."""
-    from critic_data.builders.parallel import worker_started
-    from critic_data.cards import charts
-    from critic_data.cards.statistics import dataset_statistics
-
-    named = [("this dataset", dataset_statistics(cli_build[0]))]
-    one = charts.write_dataset_plots(named, tmp_path / "one")
-    at_once = charts.write_dataset_plots(named, tmp_path / "at_once", child_setup=worker_started)
-    assert [path.name for path in at_once] == [path.name for path in one] and len(one) == 3
-    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, at_once))
-
-    def broken(named):
-        raise ValueError("no room on the canvas")
-
-    monkeypatch.setattr(charts, "_CHARTS", (charts._CHARTS[0], ("margins.png", broken, lambda named: True)))
-    with pytest.raises(ValueError, match="no room on the canvas"):  # from the child's job, run again here
-        charts.write_dataset_plots(named, tmp_path / "broken", child_setup=worker_started)
-    assert (tmp_path / "broken" / "label_balance.png").is_file()
-
-
-@pytest.mark.slow
 def test_two_builds_of_the_same_input_give_the_same_card_and_charts(tmp_path):
     from critic_data.builders.options import BuildOptions
     from critic_data.builders.pipeline import build

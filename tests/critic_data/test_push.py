@@ -269,7 +269,7 @@ def test_a_commit_that_keeps_failing_publishes_nothing(built_dataset, other_data
     assert cli(env, built_dataset, "--repo-id", REPO).returncode == 0
     before = hub.repo("dataset", REPO).refs["main"]
     hub.fail(r"POST /api/datasets/.*/commit/", 503, times=None)
-    line = one_line_error(cli(env, other_dataset, "--repo-id", REPO, "--force"))
+    line = one_line_error(cli(env, other_dataset, "--repo-id", REPO, "--force"), alone=False)
     assert "503" in line and "nothing was published" in line
     assert hits(hub, "POST", "/commit/main") == 1 + 4  # the first push, then every attempt of the second
     assert hub.repo("dataset", REPO).refs["main"] == before
@@ -284,7 +284,8 @@ def test_an_unreachable_hub_ends_with_one_line(built_dataset, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     started = time.monotonic()
-    line = one_line_error(cli(client_env(tmp_path, f"http://127.0.0.1:{port}"), built_dataset, "--repo-id", REPO))
+    line = one_line_error(cli(client_env(tmp_path, f"http://127.0.0.1:{port}"), built_dataset, "--repo-id", REPO),
+                          alone=False)
     assert "cannot reach the Hub" in line and f"127.0.0.1:{port}" in line
     assert time.monotonic() - started < 20
 
@@ -646,7 +647,7 @@ GARBAGE = b"\x00\xff{garbage"
 def test_an_endpoint_that_does_not_answer_like_the_hub_is_one_line(built_dataset, hub, env, step, answer):
     hub.answer(step, answer, "text/html; charset=utf-8" if answer is LOGIN_PAGE else "application/json")
     result = cli(env, built_dataset, "--repo-id", REPO)
-    line = " ".join(one_line_error(result).split())
+    line = " ".join(one_line_error(result, alone=False).split())
     assert hub.url in line and "HF_ENDPOINT" in line and "nothing was published" in line
     repo = hub.repo("dataset", REPO)
     assert repo is None or set(repo.resolve("main").files) == {".gitattributes"}

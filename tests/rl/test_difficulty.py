@@ -20,6 +20,7 @@ from PIL import Image
 from critic_data import UserError
 from critic_data.builders.keys import digest, image_digest
 from critic_data.inspection import inspect
+from critic_data.manifest import CURATION_OPTIONS
 from critic_data.rl import metrics
 from critic_data.rl.client import smart_resize
 from critic_data.rl.difficulty import run_difficulty
@@ -111,7 +112,12 @@ def test_run_json_holds_the_shards_digests_that_build_json_records(built_dataset
         run_difficulty(_options(built_dataset, server.url, tmp_path / "run", limit=2))
     manifest = json.loads((built_dataset / "build.json").read_text())
     run = read_difficulty(tmp_path / "run")
-    assert run.dataset == {"split": "train", "shards": manifest["splits"]["train"]["xxh3_128"]}
+    # the build it measured, as build --difficulty compares it: options less curation and folders, inputs' content
+    build = {"options": {name: value for name, value in manifest["options"].items()
+                         if name not in (*CURATION_OPTIONS, "out", "inputs", "image_root", "overwrite")},
+             "inputs": {name: {key: value for key, value in origin.items() if key != "folder"}
+                        for name, origin in manifest["inputs"].items()}}
+    assert run.dataset == {"split": "train", "shards": manifest["splits"]["train"]["xxh3_128"], "build": build}
     assert run.identity["samples"] == K and run.identity["rewards"] == [["preference", 0.9], ["format", 0.1]]
     assert run.pass_rates == {row_id: rates[row_id] for row_id in run.rows} and len(run.rows) == 2
 
