@@ -109,7 +109,8 @@ def grade(item: Item, texts: list[str], rewards: dict) -> dict[str, list[float]]
 
 async def measure(client: ChatClient, item: Item, options: DifficultyOptions, rewards: dict) -> DifficultyRow:
     """One row judged --samples times as the trainer would show it, graded by the recipe's rewards."""
-    images = [data_url(image, options.pixels) for image in item.images]  # most of the client CPU: benchmarks/
+    # most of the client's CPU (benchmarks/difficulty.py), in a thread: PIL lets other threads run meanwhile
+    images = await asyncio.to_thread(lambda: [data_url(image, options.pixels) for image in item.images])
     prompt = render_critic_prompt(item.template, item.question, *item.responses)
     texts, requests = await sample(client, images, prompt, options, item.id)
     return DifficultyRow(item.id, item.extra.get("source"),
