@@ -28,7 +28,8 @@ def option(default=MISSING, help: str = "", factory=None, **cli):  # noqa: A002 
     """A field of an options dataclass (BuildOptions, EvalOptions, BestOfNOptions): its default
     (none: a required field) and its help; `cli` says how the command line takes it: `flag`,
     `type` and `cli_default` where it writes the value otherwise, `show_default`, `required`,
-    `metavar` for the help's value (its choices: `max-gap|all`), `manifest=False` for an option
+    `metavar` for the help's value (its choices: `max-gap|all`), `argument=True` for a positional
+    argument instead of an option, `manifest=False` for an option
     that does not shape the result. critic_data/cli.py makes each command's options from these
     fields: one declaration per option."""
     metadata = {"help": help, "cli": cli}

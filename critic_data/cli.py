@@ -83,10 +83,12 @@ def _options_command(name: str, options_class):
             default = inspect.Parameter.empty
         else:
             default = cli.get("cli_default", spec.default)
-        annotation = Annotated[cli.get("type", hints[spec.name]),
-                               typer.Option(*flags, help=spec.metadata["help"],
-                                            show_default=cli.get("show_default", True),
-                                            metavar=f"<{cli['metavar']}>" if "metavar" in cli else None)]
+        if cli.get("argument"):  # a positional argument (`critic-data difficulty DATASET`)
+            declared = typer.Argument(help=spec.metadata["help"], show_default=False)
+        else:
+            declared = typer.Option(*flags, help=spec.metadata["help"], show_default=cli.get("show_default", True),
+                                    metavar=f"<{cli['metavar']}>" if "metavar" in cli else None)
+        annotation = Annotated[cli.get("type", hints[spec.name]), declared]
         parameters.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                             annotation=annotation))
 
@@ -330,9 +332,11 @@ def train(
 @app.command("inspect")
 def inspect_(
     path: Annotated[str, typer.Argument(help="A dataset folder from `critic-data build` (or its Hub id), an eval run "
-                                             "folder (results.jsonl) or a best-of-n run folder (picks.jsonl).")],
+                                             "folder (results.jsonl), a best-of-n run folder (picks.jsonl) or a "
+                                             "difficulty run folder (difficulty.jsonl).")],
     against: Annotated[str | None,
-                       typer.Option(help="A second dataset (folder or Hub id): the same figures side by side.")] = None,
+                       typer.Option(help="A second dataset (folder or Hub id): the same figures side by side; or, "
+                                                "for a difficulty run, a second run: how pass rates moved.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")] = False,
     plots: Annotated[Path | None, typer.Option(help="Write PNG charts into this folder.")] = None,
     processor: Annotated[Path | None, typer.Option(help="A local model folder: count each row's prompt tokens with its "

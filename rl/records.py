@@ -341,8 +341,8 @@ def read_difficulty(folder: Path) -> DifficultyRun:
     log, stored = folder / DIFFICULTY_LOG, folder / "run.json"
     if not log.is_file():
         raise UserError(f"{folder} holds no {DIFFICULTY_LOG}: not a run of `critic-data difficulty`")
-    try:
-        identity = json.loads(stored.read_text(encoding="utf-8"))
+    try:  # a regular file only: reading a FIFO would wait for a writer forever
+        identity = json.loads(stored.read_text(encoding="utf-8")) if stored.is_file() else None
     except (OSError, ValueError, RecursionError):
         identity = None
     rewards = identity.get("rewards") if isinstance(identity, dict) else None

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -295,3 +297,26 @@ def test_a_run_of_rows_this_build_does_not_form_is_refused(files, measured, tmp_
     with pytest.raises(UserError, match=r"1 of the \d+ rows it measured are not rows of this build"):
         build(options(files, tmp_path / "o", difficulty=run), readers=READERS)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_whose_run_json_is_a_fifo_is_one_line_not_a_hang(files, measured, tmp_path):
+    run = tmp_path / "fifo-run"
+    run.mkdir()
+    shutil.copy(measured["run"] / "difficulty.jsonl", run / "difficulty.jsonl")
+    os.mkfifo(run / "run.json")
+    result = run_cli("build", "--source", "vlfeedback", "--input", files["snapshot"], "--out", tmp_path / "o",
+                     "--difficulty", run, timeout=60)
+    assert "run.json is missing or unreadable" in one_line_error(result)
+
+
+def test_damaged_lines_of_a_run_leave_their_rows_unmeasured_and_kept(files, measured, tmp_path):
+    run = shutil.copytree(measured["run"], tmp_path / "damaged-run")
+    lines = (run / "difficulty.jsonl").read_text().splitlines()
+    damaged = {json.loads(line)["id"] for line in lines[:3]}
+    (run / "difficulty.jsonl").write_text("\n".join(["{\"id\": cut sh", "\x00\xff", json.dumps({"id": 7}),
+                                                      *lines[3:]]) + "\n")
+    out = tmp_path / "o"
+    build(options(files, out, difficulty=run), readers=READERS)
+    middle = ids_with(measured["rates"], lambda rate: rate == 0.5)
+    assert kept_ids(out) == middle | damaged
+    assert read_manifest(out).difficulty["pairs_unmeasured"] == 3

@@ -133,7 +133,7 @@ def test_a_hub_dataset_is_named_by_the_commit_measured(built_dataset, planned, t
         pushed = run_cli("push", built_dataset, "--repo-id", "critic/difficulty-set", environ=env)
         assert pushed.returncode == 0, pushed.stderr
         with fake_server(ScriptedJudge(plan)) as server:
-            done = run_cli("difficulty", "--dataset", "critic/difficulty-set", "--base-url", server.url, "--model",
+            done = run_cli("difficulty", "critic/difficulty-set", "--base-url", server.url, "--model",
                            "fake-model", "--out", tmp_path / "run", "--limit", "3", environ=env)
         assert done.returncode == 0, done.stderr
         commit = hub.repos[("dataset", "critic/difficulty-set")].refs["main"]
@@ -202,13 +202,13 @@ def test_a_refused_row_is_counted_left_out_and_measured_on_resume(built_dataset,
     refused_text = next(iter(plan))
     out = tmp_path / "run"
     with fake_server(ScriptedJudge({**plan, refused_text: (plan[refused_text][0], "refuse")})) as server:
-        done = run_cli("difficulty", "--dataset", built_dataset, "--base-url", server.url, "--model", "fake-model",
+        done = run_cli("difficulty", built_dataset, "--base-url", server.url, "--model", "fake-model",
                        "--out", out, "--concurrency", "4")
     assert done.returncode == 1 and "1 row failed" in done.stderr and "Traceback" not in done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == 1 and "HTTP 400" in summary["first_failure"] and summary["rows"] == len(rates) - 1
     with fake_server(ScriptedJudge(plan)) as server:
-        done = run_cli("difficulty", "--dataset", built_dataset, "--base-url", server.url, "--model", "fake-model",
+        done = run_cli("difficulty", built_dataset, "--base-url", server.url, "--model", "fake-model",
                        "--out", out, "--resume")
     assert done.returncode == 0, done.stderr
     assert len(_chat_requests(server)) == 1 and "mean pass rate" in done.stderr
@@ -222,7 +222,7 @@ def test_a_refused_row_is_counted_left_out_and_measured_on_resume(built_dataset,
 ])
 def test_a_server_that_answers_garbage_or_never_ends_in_one_line(built_dataset, tmp_path, reply, message):
     with fake_server(lambda _: reply) as server:
-        done = run_cli("difficulty", "--dataset", built_dataset, "--base-url", server.url, "--model", "fake-model",
+        done = run_cli("difficulty", built_dataset, "--base-url", server.url, "--model", "fake-model",
                        "--out", tmp_path / "run", "--limit", "3", "--timeout", "2")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     said = done.stderr.strip().splitlines()
@@ -257,10 +257,10 @@ def test_option_mistakes_are_one_line(tmp_path, changes, message):
 
 
 def test_a_mistake_on_the_command_line_is_one_line(tmp_path):
-    done = run_cli("difficulty", "--dataset", tmp_path / "nowhere", "--base-url", "http://127.0.0.1:9/v1", "--model",
+    done = run_cli("difficulty", tmp_path / "nowhere", "--base-url", "http://127.0.0.1:9/v1", "--model",
                    "m", "--out", tmp_path / "run", "--recipe", "critic-r2")
     assert "unknown recipe 'critic-r2'" in one_line_error(done)
-    done = run_cli("difficulty", "--dataset", tmp_path / "nowhere", "--base-url", "http://127.0.0.1:9/v1", "--model",
+    done = run_cli("difficulty", tmp_path / "nowhere", "--base-url", "http://127.0.0.1:9/v1", "--model",
                    "m", "--out", tmp_path / "run")
     assert "no such folder, and not a Hub dataset id" in one_line_error(done)
 
