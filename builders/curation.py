@@ -161,10 +161,12 @@ def _refuse_another_dataset(run, identity: dict) -> None:
     measured = run.dataset.get("build")
     if measured is None or measured == identity:
         return
-    differs = [f"option {name}" for name in sorted({*measured["options"], *identity["options"]})
-               if measured["options"].get(name) != identity["options"].get(name)]
-    if measured["inputs"] != identity["inputs"]:
-        differs.append("the inputs' files")
+    differs = []
+    if isinstance(measured, dict) and isinstance(measured.get("options"), dict):  # else an edited run.json
+        differs = [f"option {name}" for name in sorted({*measured["options"], *identity["options"]}, key=str)
+                   if measured["options"].get(name) != identity["options"].get(name)]
+        if measured.get("inputs") != identity["inputs"]:
+            differs.append("the inputs' files")
     raise UserError(f"--difficulty {run.folder} measured another dataset (it differs from this build in "
                     f"{', '.join(differs[:3]) or 'what it was built from'}); build with the options and inputs of "
                     "the dataset it measured, or measure this build's rows with `critic-data difficulty`")

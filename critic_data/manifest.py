@@ -15,7 +15,8 @@ ends an edited, damaged or foreign manifest in one line naming the first thing w
   duplicates maps of whole numbers;
 - every split has whole-number rows and bytes, and lists its shards as paths inside the folder
   (relative, no ".."), no shard listed twice across splits; its `xxh3_128` maps exactly those
-  paths to 32 hex digits (a build of an older critic-data records none: None).
+  paths to 32 hex digits (a build of an older critic-data records none: None);
+- `contamination` and `difficulty`, present when the build curated (builders/curation.py), are objects.
 Whether the folder holds those files, rows and bytes is for whoever reads them to check
 (`critic_data.hub.check_shard_bytes`, the rule push and inspect share). The card's template also
 renders parts left untyped here (`options`, `inputs`): `Manifest.raw` is the JSON as read.

@@ -320,3 +320,14 @@ def test_damaged_lines_of_a_run_leave_their_rows_unmeasured_and_kept(files, meas
     middle = ids_with(measured["rates"], lambda rate: rate == 0.5)
     assert kept_ids(out) == middle | damaged
     assert read_manifest(out).difficulty["pairs_unmeasured"] == 3
+
+
+@pytest.mark.parametrize("recorded", [5, {"options": None}, {"options": {"seed": [1]}, "inputs": "x"}])
+def test_a_run_json_whose_record_of_the_build_is_damaged_is_refused_in_one_line(files, measured, tmp_path, recorded):
+    run = shutil.copytree(measured["run"], tmp_path / "edited-run")
+    identity = json.loads((run / "run.json").read_text())
+    identity["dataset"]["build"] = recorded
+    (run / "run.json").write_text(json.dumps(identity))
+    with pytest.raises(UserError, match="measured another dataset") as refused:
+        build(options(files, tmp_path / "o", difficulty=run), readers=READERS)
+    assert "\n" not in str(refused.value)
