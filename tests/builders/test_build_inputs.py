@@ -1,4 +1,4 @@
-"""Hostile options and file-level input to `critic-data build`: the build finishes with every
+"""The build's file-level inputs and options, hostile: the build finishes with every
 row accounted for, or stops in one line (exit 2, no traceback) with `--out` as it was.
 
 Each test plants one hazard the other hostile tests leave out: a parquet image column of

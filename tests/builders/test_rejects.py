@@ -1,4 +1,4 @@
-"""Hostile input: a damaged row is one reject with its reason, never the end of a build.
+"""Damaged rows: each is one reject with its reason, never the end of a build.
 
 Each test builds a small snapshot of one source's real layout with one kind of damage
 planted, and checks that the build finishes, that the damaged row is rejected for the
