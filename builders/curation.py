@@ -113,6 +113,9 @@ class Curation:
         pass_rates = None
         if options.difficulty is not None:
             run = readers.read_difficulty(options.difficulty)  # one line when it is no run
+            if not run.rows:  # a selection by nothing would keep every row and look like one that worked
+                raise UserError(f"--difficulty {options.difficulty}: none of its lines is a row this version can read "
+                                f"({run.lines_left_out} left out); measure again with `critic-data difficulty`")
             _refuse_another_dataset(run, identity)
             band = options.pass_rate or (1 / run.samples, 1 - 1 / run.samples)
             pass_rates = PassRates(run, band)

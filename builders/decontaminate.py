@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import math
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -71,11 +72,13 @@ BENCHMARKS = {
 
 
 def question_key(question: str) -> str:
-    """A question as matching compares it; ASCII text (most) skips NFKC, which leaves it as it is."""
+    """A question as matching compares it; ASCII text (most) skips NFKC, which leaves it as it is.
+    Invisible format characters (Unicode category Cf: zero-width spaces and joiners, direction
+    marks, byte-order marks) are removed first: NFKC keeps them, and a copy may carry them."""
     question = clean_question(question)
     if question.isascii():
         return " ".join(question.lower().split())  # what normalize_text gives, without its NFKC pass
-    return normalize_text(question)
+    return normalize_text("".join(c for c in question if unicodedata.category(c) != "Cf"))
 
 
 def describe_rule(near_image_only: bool) -> str:
@@ -83,7 +86,8 @@ def describe_rule(near_image_only: bool) -> str:
     image = f"identical bytes or 8x8 grey thumbnails within {MAX_PIXEL_DISTANCE:g} grey levels (mean)"
     image_only = (f"the same image rule, among images of the same aspect ratio (within {ASPECT_TOLERANCE:g})"
                   if near_image_only else "identical image bytes")
-    return (f"contaminated: question equal after <image> removal, NFKC, case folding and whitespace collapse, "
+    return (f"contaminated: question equal after <image> removal, invisible format characters removed, NFKC, "
+            f"case folding and whitespace collapse, "
             f"and image {image}; image-only: {image_only}")
 
 

@@ -159,7 +159,8 @@ class BuildOptions:
         if isinstance(self.pass_rate, str):
             self.pass_rate = _band(self.pass_rate)
         if self.pass_rate is not None:
-            low, high = self.pass_rate = tuple(float(bound) for bound in self.pass_rate)
+            # + 0.0: a bound of -0 is recorded as 0
+            low, high = self.pass_rate = tuple(float(bound) + 0.0 for bound in self.pass_rate)
             if not 0.0 <= low <= high <= 1.0:  # also refuses nan
                 raise UserError(f"--pass-rate {low:g}:{high:g} is not a band within 0:1 (LOW <= HIGH)")
             if self.difficulty is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from critic_data import UserError, option
-from critic_data.rl.records import PASS_REWARD
+from critic_data.rl.records import MAX_SAMPLES, PASS_REWARD
 from critic_data.schemas import BENCHMARK_NAMES
 from critic_data.schemas.prompts import PROMPT_STYLES
 
@@ -201,7 +201,6 @@ def requests_per_question(n: int, strategy: str) -> tuple[int, int]:
 
 # --- difficulty ----------------------------------------------------------------------------------
 
-MAX_SAMPLES = 64  # a guard against a mistyped --samples: each row costs that many completions
 # What `difficulty` reads of a recipe (`critic-data train`'s YAML): its rollout sampling, completion length and
 # group size, the rewards it trains on, and the pixel bounds its images are fitted to.
 DIFFICULTY_RECIPE_KEYS = ("temperature", "top_p", "max_completion_length", "num_generations", "reward_funcs",

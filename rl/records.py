@@ -41,6 +41,7 @@ REQUIRED_EXTRA = {"built": ("source",), "vl-rewardbench": ("category",), "mm-rlh
 # How a best-of-n match was decided: by the judge's verdict, by a coin when the verdict named no
 # answer, or by a coin when the prompt did not fit --max-model-len.
 DECIDED_BY = ("judge", "coin", "too-long")
+MAX_SAMPLES = 64  # judgements per row of a difficulty run: a guard against a mistyped --samples (and run.json)
 
 
 def _is_int(value: object) -> bool:
@@ -347,7 +348,8 @@ def read_difficulty(folder: Path) -> DifficultyRun:
         identity = None
     rewards = identity.get("rewards") if isinstance(identity, dict) else None
     if not (isinstance(identity, dict) and isinstance(identity.get("dataset"), dict)
-            and _is_int(identity.get("samples")) and isinstance(rewards, list)
+            and _is_int(identity.get("samples")) and 2 <= identity["samples"] <= MAX_SAMPLES
+            and isinstance(rewards, list)
             and all(isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
                     and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool) for pair in rewards)):
         raise UserError(f"{stored} is missing or unreadable, so what the run in {folder} measured is unknown; "

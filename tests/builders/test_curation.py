@@ -4,7 +4,10 @@
   the build drops exactly the copies, counts image-only matches, and its accounting stays exact;
 - `--difficulty RUN --pass-rate`: `critic-data difficulty` against a scripted judge whose pass rate per
   row is known (always, half the time, never right: tests/judge_server.py), then a build that keeps
-  exactly the middle rows; both filters composed; a run of another dataset refused in one line.
+  exactly the middle rows; both filters composed; a run of another dataset refused in one line;
+- hostile input: damaged, FIFO and symlinked runs and benchmarks, run.json sample counts that are
+  zero, negative or huge, bands out of range, odd Unicode in questions, several sources, the easyr1
+  layout, two builds at once from one run.
 """
 
 from __future__ import annotations
@@ -331,3 +334,279 @@ def test_a_run_json_whose_record_of_the_build_is_damaged_is_refused_in_one_line(
     with pytest.raises(UserError, match="measured another dataset") as refused:
         build(options(files, tmp_path / "o", difficulty=run), readers=READERS)
     assert "\n" not in str(refused.value)
+
+
+# --- hostile input ---------------------------------------------------------------------------------
+
+
+def build_cli(files, out, *flags, timeout=120):
+    return run_cli("build", "--source", "vlfeedback", "--input", files["snapshot"], "--out", out, "--test-size", "0",
+                   "--num-proc", "1", *flags, timeout=timeout)
+
+
+def edited_run(measured, tmp_path, name="run", **identity_changes) -> Path:
+    run = shutil.copytree(measured["run"], tmp_path / name)
+    identity = json.loads((run / "run.json").read_text())
+    identity.update(identity_changes)
+    (run / "run.json").write_text(json.dumps(identity))
+    return run
+
+
+# --- difficulty runs with impossible run.json values ------------------------------------------------
+
+@pytest.mark.slow
+def test_a_run_json_of_zero_samples_is_one_line(files, measured, tmp_path):
+    run = edited_run(measured, tmp_path, samples=0)
+    result = build_cli(files, tmp_path / "o", "--difficulty", run)
+    one_line_error(result)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_run_json_of_negative_samples_is_one_line(files, measured, tmp_path):
+    run = edited_run(measured, tmp_path, samples=-8)
+    result = build_cli(files, tmp_path / "o", "--difficulty", run)
+    one_line_error(result)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_run_json_of_a_huge_sample_count_is_one_line_not_a_hang(files, measured, tmp_path):
+    run = edited_run(measured, tmp_path, samples=10**12)
+    result = build_cli(files, tmp_path / "o", "--difficulty", run, "--pass-rate", "0.1:0.9", timeout=60)
+    one_line_error(result)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_inspect_a_run_with_a_nan_reward_weight_prints_valid_json(measured, tmp_path):
+    run = shutil.copytree(measured["run"], tmp_path / "nan-run")
+    text = (run / "run.json").read_text()
+    identity = json.loads(text)
+    identity["rewards"] = [[name, float("nan")] for name, _ in identity["rewards"]]
+    (run / "run.json").write_text(json.dumps(identity))  # NaN: what Python's json writes and reads
+    result = run_cli("inspect", run, "--json", timeout=120)
+    if result.returncode == 0:
+        json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"inspect --json printed {name}"))
+    else:
+        one_line_error(result)
+
+
+@pytest.mark.slow
+def test_a_run_of_only_damaged_lines_is_refused_not_silently_ignored(files, measured, tmp_path):
+    # every line of difficulty.jsonl is garbage: the build cannot select anything by pass rate
+    run = shutil.copytree(measured["run"], tmp_path / "garbage-run")
+    (run / "difficulty.jsonl").write_bytes(b"{\"id\": cut\n\x00\xff\xfe\n[1, 2]\n" * 1000)
+    result = build_cli(files, tmp_path / "o", "--difficulty", run)
+    assert "difficulty" in one_line_error(result)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_inspect_a_run_of_only_damaged_lines_is_one_line(measured, tmp_path):
+    run = shutil.copytree(measured["run"], tmp_path / "garbage-run")
+    (run / "difficulty.jsonl").write_bytes(b"{\"id\": cut\n\x00\xff\xfe\n[1, 2]\n")
+    assert "holds no row" in one_line_error(run_cli("inspect", run, timeout=120))
+
+
+# --- decontamination: odd unicode, other formats, several sources ---------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("training", "benchmark"), [
+    ("Is the caf\u00e9 open?", "IS THE CAFE\u0301 OPEN?"),  # NFC against NFD, re-cased
+    ("What is in the image?", "\u200bWhat is in the image?\u200b"),  # zero-width around it
+    ("\u0645\u0627 \u0647\u0630\u0627\u061f", "\u200f\u0645\u0627  \u0647\u0630\u0627\u061f"),  # RTL mark, re-spaced
+    ("Stra\u00dfe?", "STRASSE?"),  # case folding of sharp s
+])
+def test_odd_unicode_questions_match_their_copies(training, benchmark):
+    from critic_data.builders.decontaminate import CONTAMINATED, BenchmarkIndex, TrainingPair
+    from tests.benchmark_snapshots import encoded, photo
+
+    image = encoded(photo(3))
+    index = BenchmarkIndex("vl-rewardbench", [("b-1", benchmark, image)])
+    found = index.match(TrainingPair(training, image))
+    assert found is not None and found.kind == CONTAMINATED
+
+
+@pytest.mark.slow
+def test_easyr1_format_drops_the_same_copies_as_trl(files, tmp_path):
+    flags = ["--decontaminate", f"vl-rewardbench={files['vl-rewardbench']}", "--image-matches", "near",
+             "--drop-image-matches"]
+    trl, easyr1 = tmp_path / "trl", tmp_path / "easyr1"
+    assert build_cli(files, trl, *flags).returncode == 0
+    result = build_cli(files, easyr1, *flags, "--format", "easyr1")
+    assert result.returncode == 0, result.stderr
+    assert read_manifest(easyr1).sources["vlfeedback"].counts.pairs_filtered == \
+        read_manifest(trl).sources["vlfeedback"].counts.pairs_filtered
+    assert read_manifest(easyr1).contamination == read_manifest(trl).contamination
+    assert_accounting(easyr1)
+
+
+@pytest.mark.slow
+def test_several_sources_with_decontamination_keep_exact_accounting(files, tmp_path):
+    from tests.snapshots import write_rlhf_v
+
+    rlhf_v = tmp_path / "rlhf_v"
+    write_rlhf_v(rlhf_v)
+    out = tmp_path / "o"
+    result = run_cli("build", "--source", "vlfeedback,rlhf_v", "--input", f"vlfeedback={files['snapshot']}",
+                     "--input", f"rlhf_v={rlhf_v}", "--out", out, "--test-size", "0", "--num-proc", "2",
+                     "--decontaminate", f"vl-rewardbench={files['vl-rewardbench']}",
+                     "--decontaminate", f"mm-rlhf={files['mm-rlhf']}", "--image-matches", "near", timeout=300)
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(out)
+    for name, stats in manifest.sources.items():
+        c = stats.counts
+        assert c.rows_read == c.rows_used + c.rows_rejected, name
+        assert c.pairs_formed == c.pairs_kept + sum(c.pairs_filtered.values()) + c.duplicates_dropped, name
+    assert manifest.sources["vlfeedback"].counts.pairs_filtered["contaminated"] == 9
+    assert {source_id(row) for row in CONTAMINATED_ROWS}.isdisjoint(
+        pq.read_table(sorted((out / "data").glob("*.parquet")), columns=["source_id"])["source_id"].to_pylist())
+
+
+@pytest.mark.slow
+def test_a_benchmark_parquet_that_is_damaged_is_one_line(files, tmp_path):
+    bench = shutil.copytree(files["vl-rewardbench"], tmp_path / "vlrb")
+    shard = next((bench / "data").glob("test-*.parquet"))
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2] + b"\x00" * 64 + data[-8:])  # footer kept, body cut
+    result = build_cli(files, tmp_path / "o", "--decontaminate", f"vl-rewardbench={bench}")
+    assert "vl-rewardbench" in one_line_error(result)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_benchmark_shard_that_is_a_symlink_loop_is_one_line(files, tmp_path):
+    bench = shutil.copytree(files["vl-rewardbench"], tmp_path / "vlrb")
+    loop = bench / "data" / "test-00001-of-00002.parquet"
+    loop.symlink_to(loop)
+    result = build_cli(files, tmp_path / "o", "--decontaminate", f"vl-rewardbench={bench}", timeout=60)
+    one_line_error(result)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_decompression_bomb_in_a_benchmark_is_skipped_and_counted(files, tmp_path):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(buffer, format="PNG")  # 144 Mpx, a few hundred KB
+    items = [*CASE.items, ("bomb-1", CASE.training[0][0], buffer.getvalue())]
+    bench = write_vl_rewardbench(tmp_path / "vlrb", items)
+    out = tmp_path / "o"
+    result = build_cli(files, out, "--decontaminate", f"vl-rewardbench={bench}", "--image-matches", "near",
+                       timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = read_manifest(out).contamination["vl-rewardbench"]
+    assert found["items_skipped"].get("image_too_large") == 1
+    assert_accounting(out)
+
+
+# --- --difficulty paths and --pass-rate forms ----------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_run_through_a_symlink_selects_as_the_run_does(files, measured, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(measured["run"], target_is_directory=True)
+    out = tmp_path / "o"
+    result = build_cli(files, out, "--difficulty", link, "--pass-rate", " 0.125 : 0.875 ")
+    assert result.returncode == 0, result.stderr
+    assert kept_ids(out) == {i for i, rate in measured["rates"].items() if rate == 0.5}
+    assert_accounting(out)
+
+
+@pytest.mark.slow
+def test_a_difficulty_run_that_is_a_file_is_one_line(files, tmp_path):
+    run = tmp_path / "run.json"
+    run.write_text("{}")
+    assert "not a run" in one_line_error(build_cli(files, tmp_path / "o", "--difficulty", run))
+
+
+@pytest.mark.slow
+def test_a_difficulty_run_inside_out_is_refused(files, measured, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    shutil.copytree(measured["run"], out / "run")
+    result = build_cli(files, out, "--difficulty", out / "run", "--overwrite")
+    assert "overlaps" in one_line_error(result)
+    assert (out / "run" / "difficulty.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_a_difficulty_jsonl_that_is_a_fifo_is_one_line_not_a_hang(files, measured, tmp_path):
+    import os
+
+    run = tmp_path / "fifo-run"
+    run.mkdir()
+    shutil.copy(measured["run"] / "run.json", run / "run.json")
+    os.mkfifo(run / "difficulty.jsonl")
+    one_line_error(build_cli(files, tmp_path / "o", "--difficulty", run, timeout=60))
+    one_line_error(run_cli("inspect", run, timeout=60))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("band", ["nan:1", "1e999:1", "0:inf", "-1e-9:1", "0.2:0.1"])
+def test_pass_rates_outside_a_band_are_one_line(files, measured, tmp_path, band):
+    one_line_error(build_cli(files, tmp_path / "o", "--difficulty", measured["run"], "--pass-rate", band))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_negative_zero_bound_is_recorded_as_zero(files, measured, tmp_path):
+    out = tmp_path / "o"
+    result = build_cli(files, out, "--difficulty", measured["run"], "--pass-rate", "-0:0.5")
+    assert result.returncode == 0, result.stderr
+    assert read_manifest(out).difficulty["band"] == [0.0, 0.5]
+    assert "-0" not in json.dumps(read_manifest(out).difficulty["band"])
+    card = (out / "README.md").read_text()  # (its command block keeps the command as it was typed)
+    assert "0:0.5 (`--pass-rate`)" in card and "-0:0.5 (`--pass-rate`)" not in card
+
+
+@pytest.mark.slow
+def test_two_builds_at_once_with_the_same_run_both_select_alike(files, measured, tmp_path):
+    import subprocess
+    import sys
+
+    outs = [tmp_path / "a", tmp_path / "b"]
+    procs = [subprocess.Popen([sys.executable, "-m", "critic_data.cli", "build", "--source", "vlfeedback", "--input",
+                               str(files["snapshot"]), "--out", str(out), "--test-size", "0", "--num-proc", "1",
+                               "--difficulty", str(measured["run"])], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for out in outs]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert kept_ids(outs[0]) == kept_ids(outs[1]) == {i for i, r in measured["rates"].items() if r == 0.5}
+    names = sorted(p.name for p in (outs[0] / "data").iterdir())
+    assert all((outs[0] / "data" / n).read_bytes() == (outs[1] / "data" / n).read_bytes() for n in names)
+
+
+@pytest.mark.slow
+def test_a_run_measured_on_the_test_split_selects_the_test_rows(files, tmp_path):
+    from critic_data.builders.options import BuildOptions
+    from critic_data.builders.pipeline import build
+    from critic_data.rl.difficulty import run_difficulty
+    from critic_data.rl.options import DifficultyOptions
+    from tests.builders.test_curation import READERS
+    from tests.judge_server import ScriptedJudge, dataset_plan
+    from tests.serve import fake_server
+
+    def opts(out, **changes):
+        return BuildOptions(out=out, inputs={"vlfeedback": files["snapshot"]}, test_size=0.5, seed=0, num_proc=1,
+                            **changes)
+
+    built = tmp_path / "built"
+    build(opts(built))
+    plan, rates = dataset_plan(built, split="test")
+    run = tmp_path / "run"
+    with fake_server(ScriptedJudge(plan)) as server:
+        run_difficulty(DifficultyOptions(dataset=str(built), base_url=server.url, model="fake-model", out=run,
+                                         concurrency=2, timeout=20, split="test"))
+    out = tmp_path / "o"
+    build(opts(out, difficulty=run, pass_rate=(0.125, 0.875)), readers=READERS)
+    test_ids = set(pq.read_table(sorted((out / "data").glob("test-*.parquet")), columns=["id"])["id"].to_pylist())
+    assert test_ids == {i for i, r in rates.items() if r == 0.5}
+    recorded = read_manifest(out).difficulty
+    assert recorded["split"] == "test" and recorded["rows_measured"] == len(rates)
+    assert_accounting(out)
