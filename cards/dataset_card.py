@@ -222,7 +222,7 @@ def _curation(manifest: dict) -> dict | None:
     for name, found in (contamination or {}).items():
         origin = found["origin"]
         snapshot = (f"{origin['repo_id']}@{origin['commit']}" if origin.get("kind") == "hub"
-                    else f"local snapshot ({len(origin.get('files', []))} files, fingerprinted in build.json)")
+                    else f"local snapshot, its {len(origin.get('files', []))} file(s) fingerprinted in build.json")
         benchmarks.append({"name": name, "snapshot": snapshot, **found})
     histogram = []
     if difficulty:

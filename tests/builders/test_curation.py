@@ -131,7 +131,9 @@ def test_a_decontaminated_build_drops_exactly_the_copies_and_counts_them(files, 
     assert found["items"] == len(CASE.items) - CASE.damaged and found["items_skipped"] == {"image_undecodable": 1}
     assert found["origin"]["kind"] == "local" and "question equal after" in found["rule"]
     card = (out / "README.md").read_text()
-    assert "### Benchmark decontamination" in card and "| vl-rewardbench |" in card and found["rule"] in card
+    assert "### Benchmark decontamination" in card and f"`{found['rule']}`" in card
+    snapshot = "`local snapshot, its 1 file(s) fingerprinted in build.json`"
+    assert f"| vl-rewardbench | {snapshot} | {found['items']} | 8 | 1 | 8 |" in card
     assert "This build dropped the pairs whose question and image" in card
 
 
