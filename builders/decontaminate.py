@@ -254,7 +254,10 @@ def load_benchmark(name: str, path: Path | None, read_items: Callable, near_imag
         index = BenchmarkIndex(name, ((item.id, item.question, item.images[0]) for item in items), origin, skipped,
                                near_image_only)
     except UserError as error:  # eval's reader says what is wrong with the folder; say which option gave it
-        raise UserError(f"--decontaminate {name}: {error}") from None
+        # eval's advice names its own --split; a build reads the benchmark's test split
+        problem = str(error).removesuffix("; pass the snapshot folder (and --split if needed)")
+        raise UserError(f"--decontaminate {name}: {problem}; pass a snapshot of {BENCHMARKS[name].repo_id} as DIR, or "
+                        "leave =DIR out to fetch it") from None
     if not index.ids:
         raise UserError(f"--decontaminate {name}: {published_path(folder)} holds no usable item "
                         f"(skipped: {dict(skipped) or 'none'}); pass a snapshot of {BENCHMARKS[name].repo_id}")

@@ -192,7 +192,9 @@ def test_an_empty_benchmark_snapshot_is_one_line(files, tmp_path):
     (tmp_path / "empty" / "data").mkdir(parents=True)
     result = run_cli("build", "--source", "vlfeedback", "--input", files["snapshot"], "--out", tmp_path / "o",
                      "--decontaminate", f"vl-rewardbench={tmp_path / 'empty'}")
-    assert "vl-rewardbench" in one_line_error(result)
+    line = one_line_error(result)
+    assert line.startswith("error: --decontaminate vl-rewardbench: ") and "MMInstruction/VL-RewardBench" in line
+    assert "--split" not in line
 
 
 # --- difficulty ----------------------------------------------------------------------------------------
