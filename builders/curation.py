@@ -52,7 +52,7 @@ class PassRates:
         self.run, self.band = run, band
         self.rates = run.pass_rates
         self.met: set[str] = set()  # measured row ids this build formed a pair of
-        self.decided: Counter = Counter()  # "kept", TOO_EASY, TOO_HARD, "unmeasured"
+        self.decided: Counter = Counter()  # TOO_EASY, TOO_HARD, "unmeasured"
         self.passes: Counter = Counter()  # measured pairs checked, by pass count (out of K)
         self.passes_kept: Counter = Counter()
 
@@ -64,6 +64,10 @@ class PassRates:
                 return row_id
         return None
 
+    def meet(self, candidates: list[Candidate]) -> None:
+        """Note the measured rows among a chunk's candidates (all of them, whatever is decided of them)."""
+        self.met.update(row_id for candidate in candidates if (row_id := self.measured_id(candidate)) is not None)
+
     def outside_band(self, candidate: Candidate) -> str | None:
         row_id = self.measured_id(candidate)
         if row_id is None:
@@ -71,11 +75,12 @@ class PassRates:
             return None
         rate, (low, high) = self.rates[row_id], self.band
         rule = TOO_HARD if rate < low else TOO_EASY if rate > high else None
-        self.decided[rule or "kept"] += 1
         passes = self.run.rows[row_id].passes
         self.passes[passes] += 1
         if rule is None:
             self.passes_kept[passes] += 1
+        else:
+            self.decided[rule] += 1
         return rule
 
     def record(self) -> dict:
@@ -84,7 +89,7 @@ class PassRates:
         return {"run": published_path(self.run.folder), "model": identity.get("model"),
                 "recipe": identity.get("recipe"), "split": self.run.dataset.get("split"), "samples": samples,
                 "band": list(self.band), "rows_measured": len(self.rates),
-                "pairs_kept_measured": self.decided["kept"], "pairs_too_easy": self.decided[TOO_EASY],
+                "pairs_kept_measured": sum(self.passes_kept.values()), "pairs_too_easy": self.decided[TOO_EASY],
                 "pairs_too_hard": self.decided[TOO_HARD], "pairs_unmeasured": self.decided["unmeasured"],
                 # measured pairs that reached the band, and those it kept, by passes out of `samples`
                 "pass_count_histogram": [self.passes[k] for k in range(samples + 1)],
@@ -121,10 +126,14 @@ class Curation:
             pass_rates = PassRates(run, band)
         return cls(decontamination, pass_rates)
 
+    def meet(self, candidates: list[Candidate]) -> None:
+        """A chunk's candidates, before any is decided: the run's rows this build forms are noted
+        (`refuse_rows_not_formed`)."""
+        if self.pass_rates is not None:
+            self.pass_rates.meet(candidates)
+
     def contaminated(self, candidate: Candidate, image: Callable[[], bytes], thumbnail: bytes | None) -> str | None:
         """The rule that drops a candidate as a benchmark's copy (None: kept); every candidate is asked."""
-        if self.pass_rates is not None and (row_id := self.pass_rates.measured_id(candidate)) is not None:
-            self.pass_rates.met.add(row_id)
         if self.decontamination is None:
             return None
         question_key, image_digest = candidate.probe

@@ -90,6 +90,8 @@ class Decider:
         if candidates and candidates[0].content is not None:
             copies = self.earlier_sources.earlier_copies([c.content[0] for c in candidates],
                                                          [c.content[2] for c in candidates])
+        if self.curation:
+            self.curation.meet(candidates)
         counts: Counter = Counter()
         kept = [self._kept(candidate, copy, counts, partial(image, i) if image else bytes)
                 for i, (candidate, copy) in enumerate(zip(candidates, copies))]

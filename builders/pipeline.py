@@ -129,7 +129,7 @@ def _refuse_changed_inputs(seen: dict[Path, tuple | None], out: Path) -> None:
 
 
 def _write_card(folder: Path, manifest: dict, sources: tuple[str, ...], statistics: dict) -> None:
-    """The dataset card (README.md) and its charts (in the card's own process, with workers)."""
+    """The dataset card (README.md) and its charts (in the card's own process when there are workers)."""
     from critic_data.cards.dataset_card import PLOTS, card_plots, render_dataset_card
 
     plots = card_plots(statistics, folder / PLOTS)

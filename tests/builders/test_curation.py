@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from critic_data import UserError
 from critic_data.builders.curation import Readers
@@ -30,7 +32,7 @@ from critic_data.rl.difficulty import run_difficulty
 from critic_data.rl.evaluate import benchmark_items
 from critic_data.rl.options import DifficultyOptions
 from critic_data.rl.records import read_difficulty
-from tests.benchmark_snapshots import contamination_case, write_mm_rlhf, write_vl_rewardbench
+from tests.benchmark_snapshots import contamination_case, encoded, write_mm_rlhf, write_vl_rewardbench
 from tests.cli import one_line_error, run_cli
 from tests.judge_server import ScriptedJudge, dataset_plan
 from tests.serve import fake_server
@@ -71,19 +73,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
             "vl-rewardbench": write_vl_rewardbench(root / "vlrb", CASE.items),
             # MM-RLHF holds one more copy (row 13's, re-encoded, its question re-cased) and row 8's image
             "mm-rlhf": write_mm_rlhf(root / "mmrlhf", [
-                ("mm-copy-13", CASE.training[13][0].upper(), _reencoded(CASE.training[13][1])),
+                ("mm-copy-13", CASE.training[13][0].upper(), encoded(Image.open(io.BytesIO(CASE.training[13][1])), 55)),
                 ("mm-image-8", "What else is in the picture?", CASE.training[8][1])]),
             "root": root}
-
-
-def _reencoded(image: bytes) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.open(io.BytesIO(image)).save(buffer, format="JPEG", quality=55)
-    return buffer.getvalue()
 
 
 def kept_source_ids(out: Path) -> set[str]:
