@@ -267,6 +267,8 @@ def test_decontamination_and_difficulty_compose(files, measured, tmp_path):
                     if row["source_id"] in {source_id(row) for row in CONTAMINATED_ROWS}}
     middle = ids_with(measured["rates"], lambda rate: rate == 0.5)
     assert len(contaminated) == 8 and kept_ids(out) == middle - contaminated
+    for published in ("build.json", "README.md"):  # the run's and the benchmark's folders, named as published
+        assert str(files["root"]) not in (out / published).read_text()
     filtered = curated(out)
     assert filtered["contaminated"] == 8  # decided first: a contaminated row is not asked its pass rate
     assert filtered.get("too_easy", 0) + filtered.get("too_hard", 0) == len(measured["rates"]) - 8 - len(
