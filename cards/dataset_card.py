@@ -10,6 +10,7 @@ in `plots/` beside it, linked by relative paths, so the Hub page shows them from
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import textwrap
@@ -301,6 +302,16 @@ def _metadata(manifest: dict, specs: list, splits: dict[str, dict]) -> DatasetCa
     )
 
 
+@functools.cache
+def _card_template() -> jinja2.Template:
+    """The card's template, compiled once a process (0.2 s; push renders the card twice). What
+    DatasetCard.from_template does, but strict: a field missing from the manifest stops the card
+    (push turns that into one line) instead of rendering as nothing."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    environment.filters.update(code=_code, fenced=_fenced)
+    return environment.from_string(files("critic_data.cards").joinpath("templates/dataset_card.md").read_text())
+
+
 def render_dataset_card(manifest: dict, specs: list, repo_id: str | None = None, statistics: dict | None = None,
                         plots: list[str] = (), option_flags: dict[str, str] | None = None) -> str:
     """The README.md of a built dataset folder, given the specs of its sources (in the manifest's
@@ -315,11 +326,7 @@ def render_dataset_card(manifest: dict, specs: list, repo_id: str | None = None,
     splits = {name: split for name, split in manifest["splits"].items() if split["rows"]}  # empty: no files
     total = sum(split["rows"] for split in splits.values())
     data = _metadata(manifest, specs, splits)
-    # What DatasetCard.from_template does, but strict: a field missing from the manifest stops
-    # the card (push turns that into one line) instead of rendering as nothing.
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    environment.filters.update(code=_code, fenced=_fenced)
-    template = environment.from_string(files("critic_data.cards").joinpath("templates/dataset_card.md").read_text())
+    template = _card_template()
     contents = _contents(manifest, statistics)
     example = (statistics or {}).get("example")
     content = template.render(

@@ -2,25 +2,92 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 SECRET_KEY = "sk-test-NEVER-PRINT-THIS-0123456789"  # set in every run: no output may show it
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: object, env: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None,
-            cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`critic-data ARGS` in a fresh process. Its environment: `environ` (default this process's), then
-    a recognisable API key and a wide terminal, then `env`."""
+            cwd: Path | None = None, timeout: float = 300, fresh: bool = False) -> subprocess.CompletedProcess:
+    """`critic-data ARGS` in a process of its own, as `subprocess.run` would give it. Its environment:
+    `environ` (default this process's), then a recognisable API key and a wide terminal, then `env`.
+
+    The process is forked from a warm one that has imported the libraries (tests/warm_cli.py) unless
+    `fresh`, the environment sets a PYTHON* variable (read at interpreter start) or the warm one is
+    busy with another thread's command: then a new interpreter, `python -m critic_data.cli ARGS`."""
     environ = os.environ if environ is None else environ
-    return subprocess.run([sys.executable, "-m", "critic_data.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**environ, "OPENAI_API_KEY": SECRET_KEY, "COLUMNS": "200", **(env or {})}, cwd=cwd,
-                          timeout=timeout)
+    full = {**environ, "OPENAI_API_KEY": SECRET_KEY, "COLUMNS": "200", **(env or {})}
+    args = [str(arg) for arg in args]
+    warm = None if fresh or any(name.startswith("PYTHON") for name in {**(env or {})}) else _WarmCli.shared()
+    if warm is not None and warm.lock.acquire(blocking=False):
+        try:
+            return warm.run(args, full, cwd, timeout)
+        finally:
+            warm.lock.release()
+    return subprocess.run([sys.executable, "-m", "critic_data.cli", *args], capture_output=True, text=True, env=full,
+                          cwd=cwd, timeout=timeout)
+
+
+class _WarmCli:
+    """This process's warm `critic-data` (tests/warm_cli.py), started on first use."""
+
+    _shared: _WarmCli | None = None
+
+    @classmethod
+    def shared(cls) -> _WarmCli:
+        if cls._shared is None or cls._shared.process.poll() is not None:
+            cls._shared = cls()
+        return cls._shared
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cpu = 0.0  # CPU seconds of the commands run so far
+        self.pycache = tempfile.TemporaryDirectory(prefix="critic-data-pycache-")
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.warm_cli", self.pycache.name], cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True, bufsize=1)
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.pycache.cleanup()
+
+    def run(self, args: list[str], env: dict, cwd: Path | None, timeout: float) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory(prefix="critic-data-cli-") as scratch:
+            out, err = Path(scratch, "stdout"), Path(scratch, "stderr")
+            out.touch()
+            err.touch()
+            request = {"args": args, "env": env, "cwd": str(cwd or os.getcwd()), "stdout": str(out), "stderr": str(err)}
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            pid = json.loads(self.process.stdout.readline())["pid"]
+            expired = threading.Event()
+            timer = threading.Timer(timeout, lambda: (expired.set(), os.kill(pid, signal.SIGKILL)))
+            timer.start()
+            try:
+                ended = json.loads(self.process.stdout.readline())
+            finally:
+                timer.cancel()
+            stdout, stderr = out.read_text(), err.read_text()  # as subprocess.run(text=True) decodes
+        command = [sys.executable, "-m", "critic_data.cli", *args]
+        status = ended["status"]
+        self.cpu += ended["cpu"]
+        if expired.is_set():
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(command, status, stdout, stderr)
 
 
 def one_line_error(result: subprocess.CompletedProcess, alone: bool = True) -> str:

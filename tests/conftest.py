@@ -24,11 +24,22 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen_dir(tmp_path_factory) -> Path:
-    """A tiny random Qwen2.5-VL checkpoint folder (sampling enabled in its generation_config)."""
+def tiny_qwen_dir(tmp_path_factory, worker_id) -> Path:
+    """A tiny random Qwen2.5-VL checkpoint folder (sampling enabled in its generation_config), read-only
+    to the tests. Made once a run: the first pytest-xdist worker to need it builds it (5 s, torch's
+    import included), the others wait for it and share it."""
+    from filelock import FileLock
+
     from tests.tiny_qwen import build_tiny_qwen
 
-    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen") / "model")
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if worker_id != "master" else shared  # the run's folder, above each worker's
+    folder, done = shared / "tiny-qwen" / "model", shared / "tiny-qwen" / "built"
+    with FileLock(shared / "tiny-qwen.lock"):
+        if not done.exists():
+            build_tiny_qwen(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")

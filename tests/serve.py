@@ -4,8 +4,6 @@
 /v1/models answers, offline), waits for GET /health, yields (base_url, model name) and stops the
 process it started. Requests must name the model folder as `model`; the server ignores `n`,
 rejects unknown fields with 422 and generates one request at a time (TESTING.md).
-`run_cli` runs the `critic-data` command as a user would, with an API key set that must never
-appear in its output.
 `fake_server(chat)` is a scripted stand-in for the failure paths a real server rarely shows on
 demand: answers that are not chat completions, a server that never answers or trickles bytes.
 """
@@ -69,16 +67,6 @@ def served_model(model_dir: Path, workdir: Path) -> Iterator[tuple[str, str]]:
             process.kill()
             process.wait()
         log.close()
-
-
-SECRET_KEY = "sk-test-NEVER-PRINT-THIS-0123456789"
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`critic-data ARGS` in a fresh process, as a user runs it, with a recognisable API key set."""
-    env = {**os.environ, "OPENAI_API_KEY": SECRET_KEY, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "critic_data.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 @dataclass

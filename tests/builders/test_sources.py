@@ -21,6 +21,7 @@ from critic_data.cards.dataset_card import render_dataset_card
 from critic_data.hub import source_specs
 from critic_data.schemas import EASYR1_FEATURES
 from critic_data.schemas.prompts import FORMAT_INSTRUCTION
+from tests.cli import run_cli
 from tests.snapshots import (
     CRITIC_DUPLICATE_ROW,
     CRITIC_TEMPLATES,
@@ -102,9 +103,7 @@ def test_llava_rlhf_renders_context_and_guards_the_image_root(snapshots, tmp_pat
 
 
 def test_llava_rlhf_needs_an_image_root(snapshots, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "critic_data.cli", "build", "--source", "llava_rlhf", "--input",
-                             str(snapshots[0] / "llava_rlhf"), "--out", str(tmp_path / "o")], capture_output=True,
-                            text=True)
+    result = run_cli("build", "--source", "llava_rlhf", "--input", snapshots[0] / "llava_rlhf", "--out", tmp_path / "o")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "needs --image-root" in result.stderr
 
@@ -296,7 +295,7 @@ def test_all_sources_in_one_build_drop_cross_source_duplicates(snapshots, tmp_pa
             "--test-size", "0.3"]
     for name in ("vlfeedback", "rlhf_v", "llava_rlhf", "llava_critic"):
         args += ["--input", f"{name}={root / name}"]
-    result = subprocess.run([sys.executable, "-m", "critic_data.cli", "build", *args], capture_output=True, text=True)
+    result = run_cli("build", *args)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "o" / "build.json").read_text())
     assert list(manifest["sources"]) == ["vlfeedback", "rlhf_v", "llava_rlhf", "llava_critic"]
@@ -355,8 +354,7 @@ def test_easyr1_format_is_what_the_official_fork_reads(snapshots, tmp_path):
 
 
 def test_input_without_source_name_is_refused_for_several_sources(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "critic_data.cli", "build", "--source", "vlfeedback,rlhf_v",
-                             "--input", str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    result = run_cli("build", "--source", "vlfeedback,rlhf_v", "--input", tmp_path, "--out", tmp_path / "o")
     assert result.returncode == 2 and "--input SOURCE=DIR" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -411,9 +409,8 @@ def test_the_official_rl_set_composition_is_one_command(snapshots, tmp_path):
     """README: every pairwise row of LLaVA-Critic-113k, ties kept with the checkable label "tie", in
     LLaVA-Critic's own prompt body; counts by upstream dataset in build.json and the card."""
     root, _, critic = snapshots
-    result = subprocess.run([sys.executable, "-m", "critic_data.cli", "build", "--source", "llava_critic", "--input",
-                             str(root / "llava_critic"), "--keep-ties", "all", "--prompt-style", "llava-critic",
-                             "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    result = run_cli("build", "--source", "llava_critic", "--input", root / "llava_critic", "--keep-ties", "all",
+                     "--prompt-style", "llava-critic", "--out", tmp_path / "o")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "o" / "build.json").read_text())
     stats = manifest["sources"]["llava_critic"]

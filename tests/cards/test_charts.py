@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,10 +19,10 @@ from PIL import Image
 from critic_data.cards import charts
 from critic_data.cards.statistics import MARGIN_EDGES
 from critic_data.inspection import inspect
+from tests.cli import run_cli
 from tests.critic_data.test_inspect import write_best_of_n_run
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "critic_data.cli"]
 # $-names that mathtext would read as math (a$b$c loses its $) or refuse (p$x^$q: a traceback)
 HOSTILE_NAMES = ["run$1", "a$b$c", "p$x^$q", "数据集"]
 
@@ -33,8 +31,8 @@ HOSTILE_NAMES = ["run$1", "a$b$c", "p$x^$q", "数据集"]
 def sample(tmp_path_factory) -> Path:
     """The bundled sample built as `make demo` builds it (the README's chart is its margins)."""
     out = tmp_path_factory.mktemp("sample") / "vlfeedback-sample"
-    result = subprocess.run([*CLI, "build", "--source", "vlfeedback", "--input", str(REPO / "sample" / "vlfeedback"),
-                             "--out", str(out), "--seed", "0"], capture_output=True, text=True, timeout=300)
+    result = run_cli("build", "--source", "vlfeedback", "--input", REPO / "sample" / "vlfeedback", "--out", out,
+                     "--seed", "0")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -184,8 +182,7 @@ def test_best_of_n_chart_is_wide_labelled_and_its_legend_is_outside(tmp_path, sa
 def test_a_dataset_folder_named_with_dollars_or_cjk_plots_silently(sample, tmp_path, name):
     folder = tmp_path / name
     shutil.copytree(sample, folder)
-    result = subprocess.run([*CLI, "inspect", name, "--plots", str(tmp_path / "plots")], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = run_cli("inspect", name, "--plots", tmp_path / "plots", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "warn" not in result.stderr.lower() and "Traceback" not in result.stderr, result.stderr
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["label_balance.png", "length_ratio.png",
@@ -195,8 +192,7 @@ def test_a_dataset_folder_named_with_dollars_or_cjk_plots_silently(sample, tmp_p
 @pytest.mark.slow
 def test_an_eval_run_with_dollar_and_cjk_categories_plots_silently(tmp_path):
     folder = write_eval_run(tmp_path / "数据$x^$", ["$x^$", "幻觉", "a$b$c"])
-    result = subprocess.run([*CLI, "inspect", str(folder), "--plots", str(tmp_path / "plots")],
-                            capture_output=True, text=True, timeout=120)
+    result = run_cli("inspect", folder, "--plots", tmp_path / "plots")
     assert result.returncode == 0, result.stderr
     assert "warn" not in result.stderr.lower() and "Traceback" not in result.stderr, result.stderr
     assert (tmp_path / "plots" / "eval.png").is_file()

@@ -420,14 +420,11 @@ def test_built_from_a_hub_id(server, built_dataset, tmp_path):
     hub = LocalHub(tmp_path / "hub", tokens={"hf_test_write": "write"}).start()
     try:
         env = client_env(tmp_path, hub.url, "hf_test_write")
-        pushed = subprocess.run([sys.executable, "-m", "critic_data.cli", "push", str(built_dataset), "--repo-id",
-                                 "critic/eval-set"], env=env, capture_output=True, text=True, timeout=120)
+        pushed = run_cli("push", built_dataset, "--repo-id", "critic/eval-set", environ=env, timeout=120)
         assert pushed.returncode == 0, pushed.stderr
-        done = subprocess.run([sys.executable, "-m", "critic_data.cli", "eval", "--base-url", base_url, "--model",
-                               model,
-                               "--benchmark", "built", "--input", "critic/eval-set", "--limit", "3",
-                               "--max-tokens", MAX_TOKENS, "--out", str(tmp_path / "run")],
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = run_cli("eval", "--base-url", base_url, "--model", model, "--benchmark", "built", "--input",
+                       "critic/eval-set", "--limit", "3", "--max-tokens", MAX_TOKENS, "--out", tmp_path / "run",
+                       environ=env, timeout=120)
         assert done.returncode == 0, done.stderr
     finally:
         hub.stop()

@@ -24,7 +24,8 @@ from PIL import Image
 from critic_data import UserError
 from critic_data.rl.evaluate import EvalOptions, paper_verdict, run_eval, score, vlrb_category
 from critic_data.rl.records import Judgement
-from tests.serve import Reply, completion, fake_server, prompt_of, run_cli
+from tests.cli import run_cli
+from tests.serve import Reply, completion, fake_server, prompt_of
 
 MODEL = "fake-model"
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}

@@ -11,13 +11,14 @@ import inspect
 import math
 
 import pytest
-import torch
 
 EPS_LOW, EPS_HIGH, DUAL = 0.2, 0.3, 3.0
 
 
 def easyr1_policy_loss(old_logp, logp, advantages, mask):
     """core_algos.compute_policy_loss: PPO clip, then the dual clip for negative advantages, masked token mean."""
+    import torch  # in each function, not at the top: collecting the suite need not import torch (2 s)
+
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)
     clipped_ratio = torch.exp(torch.clamp(log_ratio, math.log(1 - EPS_LOW), math.log(1 + EPS_HIGH)))
@@ -30,6 +31,8 @@ def easyr1_policy_loss(old_logp, logp, advantages, mask):
 
 def trl_per_token_loss(old_logp, logp, advantages):
     """GRPOTrainer._compute_loss for loss_type bnpo/grpo with delta set (token-level ratios)."""
+    import torch
+
     coef_1 = torch.exp(logp - old_logp)
     coef_2 = torch.clamp(coef_1, 1 - EPS_LOW, 1 + EPS_HIGH)
     coef_1 = torch.clamp(coef_1, max=DUAL)
@@ -41,6 +44,8 @@ def trl_bnpo(per_token, mask):
 
 
 def _batch(seed: int, sequences: int = 4, length: int = 7):
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     old = torch.randn(sequences, length, generator=generator)
     # ratios from 0.05 to ~20: inside the clip range, past 1 + eps_high and past the dual clip of 3
@@ -53,6 +58,8 @@ def _batch(seed: int, sequences: int = 4, length: int = 7):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_delta_is_easyr1s_dual_clip(seed):
+    import torch
+
     old, new, advantages, mask = _batch(seed)
     ratios = torch.exp(new - old)
     assert (ratios > DUAL).any() and ((ratios > 1 + EPS_HIGH) & (ratios < DUAL)).any() and (ratios < 1 - EPS_LOW).any()
@@ -67,6 +74,8 @@ def test_delta_is_easyr1s_dual_clip(seed):
 def test_bnpo_over_micro_batches_of_four_is_easyr1s_masked_token_mean():
     """EasyR1: each micro-batch of 4 sequences contributes masked_mean / gradient_accumulation.
     TRL bnpo with per_device_train_batch_size 4: sum / mask.sum() per micro-batch / gradient_accumulation."""
+    import torch
+
     accumulation = 3
     batches = [_batch(seed) for seed in range(accumulation)]
     easyr1 = sum(easyr1_policy_loss(*b) / accumulation for b in batches)
@@ -81,6 +90,8 @@ def test_bnpo_over_micro_batches_of_four_is_easyr1s_masked_token_mean():
 def test_k3_kl_equals_easyr1s_low_var_kl_until_its_clamp():
     """EasyR1 clamps k3 to [-10, 10] (core_algos.py:420-423); TRL does not. They differ only where the
     reference gives a token more than ~e^2.5 = 12.6 times the policy's probability."""
+    import torch
+
     log_ratio = torch.linspace(-6, 6, 1201)  # ref_logp - logp
     k3 = torch.exp(log_ratio) - log_ratio - 1  # TRL's per_token_kl with use_bias_correction_kl False
     easyr1 = torch.clamp(torch.exp(log_ratio) - log_ratio - 1, min=-10, max=10)

@@ -10,10 +10,19 @@ import pytest
 import yaml
 
 from critic_data import UserError
+from critic_data.rl import RECIPES_DIR, recipes
 from critic_data.rl.options import OFFICIAL_MAX_PROMPT_LENGTH
-from critic_data.rl.train import RECIPES_DIR, parse_recipe, recipes
 
 ACCELERATE_DIR = RECIPES_DIR / "accelerate"
+
+
+def parse_recipe(recipe: str, overrides: list[str]):
+    """critic_data.rl.train's, imported when a test parses (importing TRL takes seconds: not at collection)."""
+    from critic_data.rl.train import parse_recipe as parse
+
+    return parse(recipe, overrides)
+
+
 CRITIC_DATA_KEYS = {"min_pixels", "max_pixels", "max_prompt_length", "prompt_length_unit"}  # TRL 1.16 has no field
 
 OFFICIAL = "si0wang/LLaVA-Critic-R1@6fd42d1"
@@ -295,7 +304,6 @@ def test_a_recipe_value_of_the_wrong_type_or_out_of_range_is_one_line(tmp_path, 
     """Before the fix the first six ended in a TypeError traceback (TRL's parser takes YAML values as
     they are), `reward_funcs: preference` asked for rewards named 'p', 'r', ...; the range checks
     trained (a batch size of 0: a ZeroDivisionError traceback)."""
-    from critic_data.rl.train import parse_recipe
 
     recipe = tmp_path / "mine.yaml"
     recipe.write_text(text)
@@ -305,7 +313,6 @@ def test_a_recipe_value_of_the_wrong_type_or_out_of_range_is_one_line(tmp_path, 
 
 
 def test_a_recipe_may_write_numbers_as_strings_and_a_shipped_recipe_parses(tmp_path):
-    from critic_data.rl.train import RECIPES_DIR, parse_recipe
 
     recipe = tmp_path / "mine.yaml"
     # YAML reads 1e-6 as text

@@ -1,0 +1,48 @@
+"""The tests' way of running `critic-data` (tests/cli.py): a command forked from the warm process of
+tests/warm_cli.py ends as the same command in a fresh interpreter does, and one past its timeout is
+killed and reported as subprocess.run reports it."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.cli import _WarmCli, run_cli
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [("--help",), ("push", "--help"), ("build", "--source", "nope", "--out", "o"),
+                                  ("inspect", "{dataset}"), ("inspect", "{dataset}", "--json")])
+def test_a_warm_command_ends_as_a_fresh_one(args, built_dataset, tmp_path):
+    args = [arg.format(dataset=built_dataset) for arg in args]
+    warm, fresh = run_cli(*args, cwd=tmp_path), run_cli(*args, cwd=tmp_path, fresh=True)
+    assert (warm.returncode, warm.stdout, warm.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert warm.stdout or warm.stderr
+
+
+@pytest.mark.slow
+def test_a_warm_command_sees_its_own_environment_and_folder(tmp_path):
+    result = run_cli("build", "--source", "vlfeedback", "--input", "here", "--out", "there", cwd=tmp_path,
+                     env={"HF_ENDPOINT": "not a url"})
+    assert result.returncode == 2 and "HF_ENDPOINT 'not a url' is not an http(s) URL" in result.stderr
+    assert not (tmp_path / "there").exists()
+
+
+@pytest.mark.slow
+def test_a_warm_command_past_its_timeout_is_killed_and_raises(built_dataset, tmp_path):
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        env = {"HF_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}", "HF_TOKEN": "hf_never_answered",
+               "HF_HOME": str(tmp_path / "hf")}
+        started = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            run_cli("push", built_dataset, "--repo-id", "a/b", "--timeout", "600", env=env, timeout=3)
+    assert time.monotonic() - started < 30
+    # the killed command's end was read: the warm process goes on serving, in step with its caller
+    warm = _WarmCli.shared()
+    after = run_cli("--help")
+    assert after.returncode == 0 and "Usage: critic-data" in after.stdout and _WarmCli.shared() is warm
