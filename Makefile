@@ -33,13 +33,13 @@ demo: install-data
 # The suite runs in parallel (pytest-xdist): its tests are independent (each its own tmp_path, free
 # ports); the tests of one file share a worker (--dist loadfile), and with it the file's built fixtures
 # and servers. One worker more than the cores: a tenth of the suite's time is spent waiting on servers and
-# timeouts, which the extra worker fills (2 cores: 5.5 min with 3 workers, 6.9 min with 2, 5.5 with 4).
+# timeouts, which the extra worker fills (2 cores: 5.5 min with 3 workers, 6.9 with 2, 5.5 with 4).
 WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
-# The inner loop: every test but those marked slow (a CLI process, a server, a model), ~2 min on 2 cores.
+# The inner loop: every test but those marked slow (a CLI process, a server, a model), ~1 min on 2 cores.
 test-fast: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n $(WORKERS) -m "not slow"

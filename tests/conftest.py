@@ -17,10 +17,18 @@ from tests.snapshots import write_vlfeedback_jsonl
 SLOW_FIXTURES = {"tiny_qwen_dir", "server"}
 
 
+# The files that take a minute or more of a worker: run first, so that `make test`'s workers (each
+# takes whole files, in this order) end together instead of one finishing a long file alone.
+LONGEST_FIRST = ["critic_data/test_push.py", "rl/test_train.py", "rl/test_client.py", "rl/test_best_of_n.py",
+                 "rl/test_eval.py", "test_readme.py"]
+
+
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0].removeprefix("tests/"), len(rank)))
 
 
 @pytest.fixture(scope="session")

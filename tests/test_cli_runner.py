@@ -14,8 +14,7 @@ from tests.cli import _WarmCli, run_cli
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [("--help",), ("push", "--help"), ("build", "--source", "nope", "--out", "o"),
-                                  ("inspect", "{dataset}"), ("inspect", "{dataset}", "--json")])
+@pytest.mark.parametrize("args", [("--help",), ("build", "--source", "nope", "--out", "o"), ("inspect", "{dataset}")])
 def test_a_warm_command_ends_as_a_fresh_one(args, built_dataset, tmp_path):
     args = [arg.format(dataset=built_dataset) for arg in args]
     warm, fresh = run_cli(*args, cwd=tmp_path), run_cli(*args, cwd=tmp_path, fresh=True)
