@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -29,15 +30,14 @@ def run_cli(*args: object, env: Mapping[str, str] | None = None, environ: Mappin
     busy with another thread's command: then a new interpreter, `python -m critic_data.cli ARGS`."""
     environ = os.environ if environ is None else environ
     full = {**environ, "OPENAI_API_KEY": SECRET_KEY, "COLUMNS": "200", **(env or {})}
-    args = [str(arg) for arg in args]
-    warm = None if fresh or any(name.startswith("PYTHON") for name in {**(env or {})}) else _WarmCli.shared()
+    command = [sys.executable, "-m", "critic_data.cli", *map(str, args)]
+    warm = None if fresh or any(name.startswith("PYTHON") for name in env or {}) else _WarmCli.shared()
     if warm is not None and warm.lock.acquire(blocking=False):
         try:
-            return warm.run(args, full, cwd, timeout)
+            return warm.run(command, full, cwd, timeout)
         finally:
             warm.lock.release()
-    return subprocess.run([sys.executable, "-m", "critic_data.cli", *args], capture_output=True, text=True, env=full,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, env=full, cwd=cwd, timeout=timeout)
 
 
 class _WarmCli:
@@ -53,7 +53,6 @@ class _WarmCli:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.cpu = 0.0  # CPU seconds of the commands run so far
         self.pycache = tempfile.TemporaryDirectory(prefix="critic-data-pycache-")
         self.process = subprocess.Popen([sys.executable, "-m", "tests.warm_cli", self.pycache.name], cwd=ROOT,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -65,26 +64,31 @@ class _WarmCli:
         self.process.wait()
         self.pycache.cleanup()
 
-    def run(self, args: list[str], env: dict, cwd: Path | None, timeout: float) -> subprocess.CompletedProcess:
+    def run(self, command: list[str], env: dict, cwd: Path | None, timeout: float) -> subprocess.CompletedProcess:
+        """`command` (python -m critic_data.cli ARGS) in a child of the warm process."""
         with tempfile.TemporaryDirectory(prefix="critic-data-cli-") as scratch:
             out, err = Path(scratch, "stdout"), Path(scratch, "stderr")
             out.touch()
             err.touch()
-            request = {"args": args, "env": env, "cwd": str(cwd or os.getcwd()), "stdout": str(out), "stderr": str(err)}
+            request = {"args": command[3:], "env": env, "cwd": str(cwd or os.getcwd()), "stdout": str(out),
+                       "stderr": str(err)}
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
             pid = json.loads(self.process.stdout.readline())["pid"]
             expired = threading.Event()
-            timer = threading.Timer(timeout, lambda: (expired.set(), os.kill(pid, signal.SIGKILL)))
+
+            def expire() -> None:
+                expired.set()
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    os.kill(pid, signal.SIGKILL)
+
+            timer = threading.Timer(timeout, expire)
             timer.start()
             try:
-                ended = json.loads(self.process.stdout.readline())
+                status = json.loads(self.process.stdout.readline())["status"]
             finally:
                 timer.cancel()
             stdout, stderr = out.read_text(), err.read_text()  # as subprocess.run(text=True) decodes
-        command = [sys.executable, "-m", "critic_data.cli", *args]
-        status = ended["status"]
-        self.cpu += ended["cpu"]
         if expired.is_set():
             raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
         return subprocess.CompletedProcess(command, status, stdout, stderr)

@@ -10,9 +10,8 @@ nor any critic_data module. `tests.cli.run_cli` starts one per pytest process an
 command's start-up is what a test is about (a PYTHON* variable, `fresh=True`).
 
 Run as `python -m tests.warm_cli PYCACHE_FOLDER`. Protocol, a JSON line each way: the caller sends
-{args, env, cwd, stdout, stderr}; the warm process answers {"pid"} once the child runs and {"status",
-"cpu"} when it has ended: subprocess's returncode, and the CPU seconds the command (and what it
-waited for) used.
+{args, env, cwd, stdout, stderr}; the warm process answers {"pid"} once the child runs and {"status"}
+(as subprocess's returncode) when it has ended.
 """
 
 from __future__ import annotations
@@ -51,9 +50,8 @@ def _serve() -> dict:
             answers.close()
             return request
         answers.write(json.dumps({"pid": pid}) + "\n")
-        _, status, usage = os.wait4(pid, 0)
-        answers.write(json.dumps({"status": os.waitstatus_to_exitcode(status),
-                                  "cpu": usage.ru_utime + usage.ru_stime}) + "\n")
+        _, status = os.waitpid(pid, 0)
+        answers.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n")
     sys.exit(0)
 
 
