@@ -5,24 +5,26 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# setuptools says "Editable installation ... be careful with folders named like the package" on every
-# editable install: information, not a problem of ours; every other warning still shows.
-PIP    := PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(BIN)/pip install --quiet \
-          --disable-pip-version-check -c constraints.txt
+# uv installs into the venv: the same versions as pip, in a third of pip's time (a fresh clone's
+# `make install` here: pip 1 min 50 s, uv 40 s, most of it the training stack's 5 GB of wheels; the
+# modules are compiled to bytecode as pip does, so that imports need not compile them each time).
+UV_VERSION := 0.13.10
+PIP    := $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c constraints.txt
 
 .PHONY: install install-data demo test test-fast lock clean
 
 install: $(VENV)/.installed-test
 install-data: $(VENV)/.installed-data
 
-$(BIN)/python:
+$(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.installed-data: pyproject.toml constraints.txt | $(BIN)/python
+$(VENV)/.installed-data: pyproject.toml constraints.txt | $(BIN)/uv
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/uv
 	$(PIP) -e ".[test]"
 	touch $(VENV)/.installed-data $@
 
@@ -48,8 +50,9 @@ test-fast: install
 lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
-	{ sed -n '1,2p' constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^critic-data'; } > constraints.txt.new
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	.venv-lock/bin/uv pip install --quiet --python .venv-lock/bin/python -e ".[test]"
+	{ sed -n '1,2p' constraints.txt; .venv-lock/bin/uv pip freeze --quiet --python .venv-lock/bin/python --exclude-editable | grep -v -E '^(critic-data|pip|setuptools|uv)=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -rf .venv-lock
 

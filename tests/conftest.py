@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-# Keep `datasets`' cache of loaded folders out of the user's cache (it reads this at import).
-os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="critic-data-test-cache-"))
+# Keep `datasets`' cache of loaded folders out of the user's cache (it reads this at import), in a
+# folder of this process's own that goes when it ends.
+if "HF_DATASETS_CACHE" not in os.environ:
+    os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="critic-data-test-cache-")
+    atexit.register(functools.partial(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], ignore_errors=True))
 
 import pytest
 

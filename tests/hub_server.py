@@ -142,7 +142,8 @@ class LocalHub:
 
     # -- lifecycle and hooks -------------------------------------------------------------
     def start(self) -> LocalHub:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # polled every 50 ms, not 0.5 s: stop() waits for the next poll, and the push tests stop a hub each
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 

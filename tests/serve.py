@@ -154,7 +154,7 @@ def fake_server(chat: Callable[[dict], Reply],
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server = FakeServer(f"http://127.0.0.1:{httpd.server_port}/v1")
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)  # shutdown() waits a poll
     thread.start()
     try:
         yield server

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,21 @@ def test_a_warm_command_past_its_timeout_is_killed_and_raises(built_dataset, tmp
     warm = _WarmCli.shared()
     after = run_cli("--help")
     assert after.returncode == 0 and "Usage: critic-data" in after.stdout and _WarmCli.shared() is warm
+
+
+@pytest.mark.slow
+def test_a_warm_build_writes_the_bytes_of_a_fresh_one(tmp_path):
+    """The warm process has drawn a chart before it forks (tests/warm_cli.py): the charts, the card and the
+    data files a warm build writes are the fresh build's, byte for byte."""
+    sample = Path(__file__).resolve().parents[1] / "sample" / "vlfeedback"
+    written = {}
+    for how, fresh in (("warm", False), ("fresh", True)):
+        (tmp_path / how).mkdir()
+        done = run_cli("build", "--source", "vlfeedback", "--input", str(sample), "--out", "out", cwd=tmp_path / how,
+                       fresh=fresh)
+        assert done.returncode == 0, done.stderr
+        out = tmp_path / how / "out"
+        written[how] = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+                        if p.is_file() and p.name != "build.json"}  # build.json holds the build's timings
+    assert [name for name in written["warm"] if name.startswith("plots/")]
+    assert written["warm"] == written["fresh"]

@@ -42,17 +42,6 @@ REPO = "critic/vlf"
 LOAD = """
 import hashlib, json, sys
 import datasets
-from critic_data import UserError
-from critic_data.inspection import best_of_n_statistics, eval_statistics, inspect
-from pathlib import Path
-from tests.critic_data.test_inspect import _judgement, _write_run, write_best_of_n_run
-import json
-import os
-import pytest
-import shutil
-import subprocess
-import sys
-import time
 datasets.disable_progress_bars()
 def describe(target, revision):
     out = {}
