@@ -39,7 +39,7 @@ demo: install-data
 WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The inner loop: every test but those marked slow (a CLI process, a server, a model), ~1 min on 2 cores.
 test-fast: install

@@ -23,6 +23,9 @@ from critic_data.builders.pipeline import build
 from tests.cli import run_cli
 from tests.snapshots import write_llava_critic, write_rlhf_v, write_vlfeedback_jsonl, write_vlfeedback_parquet
 
+# About rows and rejects, not the card: builds here skip drawing its charts (conftest.charts_not_drawn).
+pytestmark = pytest.mark.usefixtures("charts_not_drawn")
+
 
 def _accounted(manifest: dict, out: Path, name: str) -> dict:
     """The source's counts, after checking that every row read is used or rejected once."""

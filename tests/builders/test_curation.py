@@ -38,7 +38,8 @@ from tests.judge_server import ScriptedJudge, dataset_plan
 from tests.serve import fake_server
 from tests.snapshots import vlfeedback_rows
 
-pytestmark = pytest.mark.slow
+# About rows and rejects, not the card: builds here skip drawing its charts (conftest.charts_not_drawn).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("charts_not_drawn")]
 READERS = Readers(benchmark_items, read_difficulty)
 CASE = contamination_case()
 CONTAMINATED_ROWS = [row for row, (kind, _) in CASE.expected.items() if kind == "contaminated"]  # rows 0-7

@@ -19,6 +19,10 @@ from critic_data.builders.writer import SplitWriter
 from tests.cli import one_line_error, run_cli
 from tests.snapshots import write_vlfeedback_jsonl
 
+# About the output folder and the rows, not the card: builds here skip drawing its charts
+# (conftest.charts_not_drawn).
+pytestmark = pytest.mark.usefixtures("charts_not_drawn")
+
 BUILD = ("build", "--source", "vlfeedback", "--num-proc", "1")
 
 

@@ -40,6 +40,9 @@ from tests.snapshots import (
     write_vlfeedback_parquet,
 )
 
+# About rows and rejects, not the card: builds here skip drawing its charts (conftest.charts_not_drawn).
+pytestmark = pytest.mark.usefixtures("charts_not_drawn")
+
 
 def _outcome(manifest: dict, out: Path, name: str, rows: int) -> tuple[dict, dict[str, str]]:
     """The source's counts and its rejects by source id, after checking the accounting is exact."""

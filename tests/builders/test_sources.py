@@ -39,6 +39,9 @@ from tests.snapshots import (
     write_vlfeedback_jsonl,
 )
 
+# About rows and rejects, not the card: builds here skip drawing its charts (conftest.charts_not_drawn).
+pytestmark = pytest.mark.usefixtures("charts_not_drawn")
+
 
 def _rows(out: Path, split: str = "*") -> list[dict]:
     return [row for path in sorted((out / "data").glob(f"{split}-*.parquet"))

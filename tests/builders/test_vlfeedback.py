@@ -22,6 +22,9 @@ from tests.snapshots import (
     write_vlfeedback_parquet,
 )
 
+# About rows and rejects, not the card: builds here skip drawing its charts (conftest.charts_not_drawn).
+pytestmark = pytest.mark.usefixtures("charts_not_drawn")
+
 
 def _rows(out: Path, split: str | None = None) -> list[dict]:
     pattern = f"{split}-*.parquet" if split else "*.parquet"
