@@ -41,7 +41,7 @@ def run_cli(*args: object, env: Mapping[str, str] | None = None, environ: Mappin
 
 
 class _WarmCli:
-    """This process's warm `critic-data` (tests/warm_cli.py), started on first use."""
+    """This process's warm `critic-data` (tests/warm_cli.py), started on first use; ready once made."""
 
     _shared: _WarmCli | None = None
 
@@ -58,6 +58,7 @@ class _WarmCli:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         text=True, bufsize=1)
         atexit.register(self.stop)
+        assert json.loads(self.process.stdout.readline() or "{}").get("ready"), "tests/warm_cli.py did not start"
 
     def stop(self) -> None:
         self.process.kill()

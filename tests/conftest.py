@@ -40,6 +40,15 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0].removeprefix("tests/"), len(rank)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_cli() -> None:
+    """This process's warm `critic-data` (tests/warm_cli.py) is started and ready before the first test:
+    a test that times a command does not time the warm process's own imports."""
+    from tests.cli import _WarmCli
+
+    _WarmCli.shared()
+
+
 @pytest.fixture
 def charts_not_drawn(monkeypatch):
     """For the files whose tests are about a build's rows and rejects, not its card (`pytestmark`):

@@ -9,9 +9,9 @@ switches) and the tests set it per command: huggingface_hub, datasets, transform
 nor any critic_data module. `tests.cli.run_cli` starts one per pytest process and uses it unless the
 command's start-up is what a test is about (a PYTHON* variable, `fresh=True`).
 
-Run as `python -m tests.warm_cli PYCACHE_FOLDER`. Protocol, a JSON line each way: the caller sends
-{args, env, cwd, stdout, stderr}; the warm process answers {"pid"} once the child runs and {"status"}
-(as subprocess's returncode) when it has ended.
+Run as `python -m tests.warm_cli PYCACHE_FOLDER`. Protocol, JSON lines: the warm process says {"ready"} once it
+has imported; then the caller sends {args, env, cwd, stdout, stderr} and the warm process answers
+{"pid"} once the child runs and {"status"} (as subprocess's returncode) when it has ended.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def _serve() -> dict:
     # where PYTHONDONTWRITEBYTECODE is set).
     sys.pycache_prefix, sys.dont_write_bytecode = sys.argv[1], False
     answers = os.fdopen(os.dup(1), "w", buffering=1)
+    answers.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
         sys.stdout.flush()
