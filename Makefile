@@ -6,10 +6,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # uv installs into the venv: the same versions as pip, in a third of pip's time (a fresh clone's
-# `make install` here: pip 1 min 50 s, uv 40 s, most of it the training stack's 5 GB of wheels; the
+# `make install` here: pip 1 min 50 s, uv about 45 s, most of it the training stack's 5 GB of wheels; the
 # modules are compiled to bytecode as pip does, so that imports need not compile them each time).
 UV_VERSION := 0.13.10
-PIP    := $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c constraints.txt
+INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c constraints.txt
 
 .PHONY: install install-data demo test test-fast lock clean
 
@@ -21,11 +21,11 @@ $(BIN)/uv:
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.installed-data: pyproject.toml constraints.txt | $(BIN)/uv
-	$(PIP) -e .
+	$(INSTALL) -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/uv
-	$(PIP) -e ".[test]"
+	$(INSTALL) -e ".[test]"
 	touch $(VENV)/.installed-data $@
 
 demo: install-data
