@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # uv installs into the venv: the same versions as pip, in a third of pip's time (a fresh clone's
-# `make install` here: pip 1 min 50 s, uv about 45 s, most of it the training stack's 5 GB of wheels; the
-# modules are compiled to bytecode as pip does, so that imports need not compile them each time).
+# `make install` here: pip 1 min 50 s, uv about 45 s, most of it the training stack's ~6 GB; the modules
+# are compiled to bytecode as pip does, so that imports need not compile them each time). uv reads PyPI
+# (or UV_INDEX_URL, UV_FIND_LINKS), not pip's configuration files.
 UV_VERSION := 0.13.10
 INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c constraints.txt
 

@@ -58,7 +58,8 @@ class _WarmCli:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         text=True, bufsize=1)
         atexit.register(self.stop)
-        assert json.loads(self.process.stdout.readline() or "{}").get("ready"), "tests/warm_cli.py did not start"
+        if not json.loads(self.process.stdout.readline() or "{}").get("ready"):
+            raise RuntimeError("tests/warm_cli.py did not start: run `python -m tests.warm_cli /tmp/x` to see why")
 
     def stop(self) -> None:
         self.process.kill()

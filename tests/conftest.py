@@ -52,11 +52,12 @@ def warm_cli() -> None:
 @pytest.fixture
 def charts_not_drawn(monkeypatch):
     """For the files whose tests are about a build's rows and rejects, not its card (`pytestmark`): a
-    build run in the test's process (and its forked card process) writes each chart file holding, as
-    JSON, the figures it would draw (the same statistics give the same bytes, as the PNGs do), without
-    matplotlib: a third of a second a build, about 30 s of the suite's CPU. The statistics are still
-    counted from the data files. The charts themselves are drawn by the tests of tests/cards/, the push
-    and byte-identity tests, and every build run as a command."""
+    build a test runs in its own process (and the build's forked card process) writes each chart file
+    holding, as JSON, the figures it would draw (the same statistics give the same bytes, as the PNGs
+    do), without matplotlib: a third of a second a build, about 30 s of the suite's CPU. The statistics
+    are still counted from the data files. Still drawn: the builds of module- and session-scoped
+    fixtures (set up before this fixture), every build run as a command, and the tests of
+    tests/cards/, push and byte identity."""
     from critic_data.cards import charts
 
     def write_figures(named: list[tuple[str, dict]], folder: Path) -> list[Path]:

@@ -259,13 +259,25 @@ def test_resume_loads_the_checkpoint_weights_not_the_base_ones(run, tiny_qwen_di
 
 
 @pytest.mark.slow
-def test_trl_grpo_runs_a_shipped_recipe_only_with_the_readme_edits(tmp_path, tiny_qwen_dir, built_dataset, capsys):
+def test_trl_grpo_runs_a_shipped_recipe_only_with_the_readme_edits(tmp_path, tiny_qwen_dir, built_dataset, capsys,
+                                                                   monkeypatch):
     """README: `trl grpo --config <recipe>` fails on critic-data's own keys; with them removed and the
-    rewards named by import path, TRL's own CLI trains on a built dataset. (The refusal is TRL's
-    argument parsing, run here in this process: it ends before anything is launched.)"""
+    rewards named by import path, TRL's own CLI trains on a built dataset. (The refusal is the parsing
+    of TRL's CLI, run here in this process: were the recipe accepted, the launch would fail the test,
+    not start a training process.)"""
     import re
 
+    import trl.cli.accelerate_launcher as launcher
     from trl.cli import main as trl_main
+
+    def never_launch(*args, **kwargs):
+        def launched(_):
+            raise AssertionError("trl grpo accepted the unedited recipe and would have launched training")
+
+        return real_launch(*args, **kwargs, launch_command_fn=launched)
+
+    real_launch = launcher.launch_training_script
+    monkeypatch.setattr(launcher, "launch_training_script", never_launch)
 
     trl = Path(sys.executable).with_name("trl")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -278,6 +290,7 @@ def test_trl_grpo_runs_a_shipped_recipe_only_with_the_readme_edits(tmp_path, tin
         trl_main(["grpo", "--config", str(recipe), *tiny, "--output_dir", str(tmp_path / "a")])
     assert refused.value.code == 2 and "unrecognized arguments: --min_pixels" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+    monkeypatch.undo()
     edited = re.sub(r"^(min_pixels|max_pixels|max_prompt_length|prompt_length_unit):.*\n", "", recipe.read_text(),
                     flags=re.M)
     edited = edited.replace("reward_funcs: [preference, format]",
