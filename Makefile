@@ -36,7 +36,8 @@ demo: install-data
 # The suite runs in parallel (pytest-xdist): its tests are independent (each its own tmp_path, free
 # ports); the tests of one file share a worker (--dist loadfile), and with it the file's built fixtures
 # and servers. One worker more than the cores: a tenth of the suite's time is spent waiting on servers and
-# timeouts, which the extra worker fills (2 cores: 5.5 min with 3 workers, 6.9 with 2, 5.5 with 4).
+# timeouts, which the extra worker fills (2 cores: 3 workers 268-290 s, 4 workers 309 s and a timing test
+# failed, on 2026-12-07; 2 workers were 6.9 min against 5.5 before).
 WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install
 	$(BIN)/ruff check .

@@ -270,13 +270,14 @@ def test_trl_grpo_runs_a_shipped_recipe_only_with_the_readme_edits(tmp_path, tin
     import trl.cli.accelerate_launcher as launcher
     from trl.cli import main as trl_main
 
+    real_launch = launcher.launch_training_script
+
     def never_launch(*args, **kwargs):
         def launched(_):
             raise AssertionError("trl grpo accepted the unedited recipe and would have launched training")
 
         return real_launch(*args, **kwargs, launch_command_fn=launched)
 
-    real_launch = launcher.launch_training_script
     monkeypatch.setattr(launcher, "launch_training_script", never_launch)
 
     trl = Path(sys.executable).with_name("trl")
