@@ -18,6 +18,9 @@ import pytest
 
 SECRET_KEY = "sk-test-NEVER-PRINT-THIS-0123456789"  # set in every run: no output may show it
 ROOT = Path(__file__).resolve().parents[1]
+# Where the charts drawn in this run are kept (tests/charts_once.py; set by conftest), or None: the
+# warm commands then draw every chart.
+CHARTS_KEPT_IN: Path | None = None
 
 
 def run_cli(*args: object, env: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None,
@@ -73,7 +76,7 @@ class _WarmCli:
             out.touch()
             err.touch()
             request = {"args": command[3:], "env": env, "cwd": str(cwd or os.getcwd()), "stdout": str(out),
-                       "stderr": str(err)}
+                       "stderr": str(err), "charts": CHARTS_KEPT_IN and str(CHARTS_KEPT_IN)}
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
             pid = json.loads(self.process.stdout.readline())["pid"]

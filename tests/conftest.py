@@ -49,6 +49,35 @@ def warm_cli() -> None:
     _WarmCli.shared()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def charts_drawn_once(tmp_path_factory, worker_id) -> None:
+    """The card's charts of given figures are drawn once a run, by whichever process of it needs them
+    first (tests/charts_once.py): in this process, the processes it forks and the warm commands."""
+    from tests import cli
+    from tests.charts_once import remember_charts
+
+    folder = _run_folder(tmp_path_factory, worker_id) / "charts"
+    remember_charts(folder)
+    cli.CHARTS_KEPT_IN = folder
+
+
+@pytest.fixture
+def charts_drawn(monkeypatch) -> None:
+    """For the tests about drawing itself: every chart is drawn, here and in the warm commands."""
+    from critic_data.cards import charts
+    from tests import cli
+
+    monkeypatch.setattr(charts, "write_dataset_plots", getattr(charts.write_dataset_plots, "__wrapped__",
+                                                               charts.write_dataset_plots))
+    monkeypatch.setattr(cli, "CHARTS_KEPT_IN", None)
+
+
+def _run_folder(tmp_path_factory, worker_id) -> Path:
+    """The folder of the whole run, above each pytest-xdist worker's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if worker_id != "master" else base
+
+
 @pytest.fixture
 def charts_not_drawn(monkeypatch):
     """For the files whose tests are about a build's rows and rejects, not its card (`pytestmark`): a
@@ -79,8 +108,7 @@ def tiny_qwen_dir(tmp_path_factory, worker_id) -> Path:
 
     from tests.tiny_qwen import build_tiny_qwen
 
-    shared = tmp_path_factory.getbasetemp()
-    shared = shared.parent if worker_id != "master" else shared  # the run's folder, above each worker's
+    shared = _run_folder(tmp_path_factory, worker_id)
     folder, done = shared / "tiny-qwen" / "model", shared / "tiny-qwen" / "built"
     with FileLock(shared / "tiny-qwen.lock"):
         if not done.exists():

@@ -49,7 +49,7 @@ def test_a_warm_command_past_its_timeout_is_killed_and_raises(built_dataset, tmp
 
 
 @pytest.mark.slow
-def test_a_warm_build_writes_the_bytes_of_a_fresh_one(tmp_path):
+def test_a_warm_build_writes_the_bytes_of_a_fresh_one(tmp_path, charts_drawn):
     """The warm process has drawn a chart before it forks (tests/warm_cli.py): the charts, the card and the
     data files a warm build writes are the fresh build's, byte for byte."""
     sample = Path(__file__).resolve().parents[1] / "sample" / "vlfeedback"
@@ -64,3 +64,36 @@ def test_a_warm_build_writes_the_bytes_of_a_fresh_one(tmp_path):
                         if p.is_file() and p.name != "build.json"}  # build.json holds the build's timings
     assert [name for name in written["warm"] if name.startswith("plots/")]
     assert written["warm"] == written["fresh"]
+
+
+def test_charts_of_figures_drawn_before_are_copied_and_new_figures_are_drawn(tmp_path, charts_drawn, monkeypatch):
+    """tests/charts_once.py: the same figures are drawn once (the copies are the drawing's bytes, in
+    the drawing's order), other figures are drawn, and a failed drawing keeps nothing."""
+    from critic_data.cards import charts
+    from tests.cards.test_charts import stats
+    from tests.charts_once import remember_charts
+
+    drawn = []
+    draw = charts.write_dataset_plots
+
+    def counted(named, out):
+        drawn.append(named[0][0])
+        if named[0][0] == "broken":
+            raise RuntimeError("no drawing")
+        return draw(named, out)
+
+    monkeypatch.setattr(charts, "write_dataset_plots", counted)
+    remember_charts(tmp_path / "kept")
+    first = charts.write_dataset_plots([("a", stats(tokens=True))], tmp_path / "one")
+    again = charts.write_dataset_plots([("a", stats(tokens=True))], tmp_path / "two")
+    other = charts.write_dataset_plots([("b", stats(tokens=True))], tmp_path / "three")
+    assert drawn == ["a", "b"]
+    assert [p.name for p in again] == [p.name for p in first] == ["label_balance.png", "margins.png",
+                                                                   "length_ratio.png", "prompt_tokens.png"]
+    assert [p.parent for p in again] == [tmp_path / "two"] * 4
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in first]
+    assert [p.read_bytes() for p in other] != [p.read_bytes() for p in first]  # the panel's title differs
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            charts.write_dataset_plots([("broken", stats())], tmp_path / "four")
+    assert drawn == ["a", "b", "broken", "broken"] and len(list((tmp_path / "kept").iterdir())) == 2

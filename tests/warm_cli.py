@@ -1,5 +1,6 @@
 """A warm start for `critic-data` in the tests: a process that has imported the libraries every
-command imports (numpy, pyarrow, polars, pillow, matplotlib, typer, rich, openai: 0.3-1 s a start)
+command imports (numpy, pyarrow, polars, pillow, matplotlib, typer, rich, openai: 0.3-1 s a start;
+and MathRuler's grader, with sympy, that eval, best-of-n and difficulty read verdicts with: 0.5 s)
 forks a child per command, and the child runs `python -m critic_data.cli ARGS` in the caller's
 folder and environment, its stdout and stderr in files. The command's code path is the one a user's
 process takes from its first line; only those imports are already done.
@@ -10,7 +11,8 @@ nor any critic_data module. `tests.cli.run_cli` starts one per pytest process an
 command's start-up is what a test is about (a PYTHON* variable, `fresh=True`).
 
 Run as `python -m tests.warm_cli PYCACHE_FOLDER`. Protocol, JSON lines: the warm process says {"ready"} once it
-has imported; then the caller sends {args, env, cwd, stdout, stderr} and the warm process answers
+has imported; then the caller sends {args, env, cwd, stdout, stderr, charts} (charts: the folder of
+the run's drawn charts, tests/charts_once.py, or null) and the warm process answers
 {"pid"} once the child runs and {"status"} (as subprocess's returncode) when it has ended.
 """
 
@@ -24,10 +26,14 @@ import runpy
 import signal
 import sys
 import threading
+from pathlib import Path
+
+from tests.charts_once import remember_charts
 
 PRELOADED = ("numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute", "polars", "PIL.Image", "matplotlib",
              "matplotlib.figure", "matplotlib.backends.backend_agg", "pandas", "typer", "rich.console",
-             "rich.progress", "rich.table", "openai", "httpx2", "tenacity", "jinja2", "xxhash", "simplejpeg", "yaml")
+             "rich.progress", "rich.table", "openai", "httpx2", "tenacity", "jinja2", "xxhash", "simplejpeg", "yaml",
+             "mathruler.grader")
 
 
 def _serve() -> dict:
@@ -89,6 +95,8 @@ def _become(request: dict) -> None:
         os.close(opened)
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin, for its life
     sys.argv = ["critic-data", *request["args"]]
+    if request.get("charts"):
+        remember_charts(Path(request["charts"]))
 
 
 def _run_cli() -> int:

@@ -38,8 +38,9 @@ def sample(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def saved(monkeypatch) -> dict:
-    """file name -> the matplotlib Figure saved under it, for every chart drawn in this test."""
+def saved(monkeypatch, charts_drawn) -> dict:
+    """file name -> the matplotlib Figure saved under it, for every chart drawn in this test (each drawn,
+    none copied from an earlier test's: `charts_drawn`)."""
     figures = {}
     save = charts.save_figure
 

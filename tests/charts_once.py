@@ -1,0 +1,52 @@
+"""Each distinct chart drawn once a test run: the suite's builds and pushes draw the card's charts of
+the same few datasets hundreds of times (a sixth of the suite's CPU), and a chart is a function of
+its figures alone (the byte-identity tests hold it to that).
+
+`remember_charts(folder)` wraps `charts.write_dataset_plots` in this process and the processes it
+forks (a build's card process): the first call with given figures draws them with the real
+function and keeps the PNGs in `folder`, keyed by the figures' repr; a later call with the same
+figures, in any process of the run, copies those bytes. Figures never drawn before are always
+drawn, so every card the suite builds is still drawn by the real code once. The tests about
+drawing itself use `charts_drawn` (tests/conftest.py), which draws every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def remember_charts(folder: Path) -> None:
+    from critic_data.cards import charts
+
+    draw = charts.write_dataset_plots
+    if getattr(draw, "remembered_in", None) is not None:  # already wrapped: this process was forked from one
+        draw = draw.__wrapped__
+
+    def write_dataset_plots(named: list[tuple[str, dict]], out: Path) -> list[Path]:
+        kept = folder / hashlib.sha256(repr(named).encode()).hexdigest()
+        if not kept.is_dir():
+            drawn = draw(named, out)
+            _keep(drawn, kept)
+            return drawn
+        out.mkdir(parents=True, exist_ok=True)
+        names = (kept / "charts").read_text().split()
+        return [Path(shutil.copyfile(kept / name, out / name)) for name in names]
+
+    write_dataset_plots.__wrapped__, write_dataset_plots.remembered_in = draw, folder
+    charts.write_dataset_plots = write_dataset_plots
+
+
+def _keep(drawn: list[Path], kept: Path) -> None:
+    """The charts just drawn, under `kept`, whole or not at all (another process may keep them first)."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=kept.parent, prefix=".drawing-"))
+    for path in drawn:
+        shutil.copyfile(path, scratch / path.name)
+    (scratch / "charts").write_text("\n".join(path.name for path in drawn))
+    try:
+        scratch.rename(kept)
+    except OSError:  # kept by another process meanwhile: the same bytes
+        shutil.rmtree(scratch, ignore_errors=True)
