@@ -84,9 +84,10 @@ def charts_not_drawn(monkeypatch):
     build a test runs in its own process (and the build's forked card process) writes each chart file
     holding, as JSON, the figures it would draw (the same statistics give the same bytes, as the PNGs
     do), without matplotlib: a third of a second a build, about 30 s of the suite's CPU. The statistics
-    are still counted from the data files. Still drawn: the builds of module- and session-scoped
-    fixtures (set up before this fixture), every build run as a command, and the tests of
-    tests/cards/, push and byte identity."""
+    are still counted from the data files. (Drawing each chart of new figures once, as the rest of the
+    suite does, would draw 48 more here.) Still drawn, once a run: the builds of module- and
+    session-scoped fixtures (set up before this fixture) and every build run as a command; every time:
+    the tests about drawing (`charts_drawn`)."""
     from critic_data.cards import charts
 
     def write_figures(named: list[tuple[str, dict]], folder: Path) -> list[Path]:
