@@ -21,9 +21,7 @@ from pathlib import Path
 def remember_charts(folder: Path) -> None:
     from critic_data.cards import charts
 
-    draw = charts.write_dataset_plots
-    if getattr(draw, "remembered_in", None) is not None:  # already wrapped: this process was forked from one
-        draw = draw.__wrapped__
+    draw = getattr(charts.write_dataset_plots, "__wrapped__", charts.write_dataset_plots)  # never a wrapper's wrapper
 
     def write_dataset_plots(named: list[tuple[str, dict]], out: Path) -> list[Path]:
         kept = folder / hashlib.sha256(repr(named).encode()).hexdigest()
@@ -35,7 +33,7 @@ def remember_charts(folder: Path) -> None:
         names = (kept / "charts").read_text().split()
         return [Path(shutil.copyfile(kept / name, out / name)) for name in names]
 
-    write_dataset_plots.__wrapped__, write_dataset_plots.remembered_in = draw, folder
+    write_dataset_plots.__wrapped__ = draw
     charts.write_dataset_plots = write_dataset_plots
 
 
