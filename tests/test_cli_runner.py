@@ -4,8 +4,10 @@ killed and reported as subprocess.run reports it."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +48,24 @@ def test_a_warm_command_past_its_timeout_is_killed_and_raises(built_dataset, tmp
     warm = _WarmCli.shared()
     after = run_cli("--help")
     assert after.returncode == 0 and "Usage: critic-data" in after.stdout and _WarmCli.shared() is warm
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dont_write", ["1", ""])
+def test_warm_commands_compile_into_a_folder_of_their_own_only_where_bytecode_is_not_written(dont_write, tmp_path,
+                                                                                              monkeypatch):
+    """Under PYTHONDONTWRITEBYTECODE what the commands import is compiled once into the warm process's
+    own folder, not again by every command; without it (`make test`) they read and write __pycache__ as
+    any process does, which the test processes have already filled."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", dont_write)
+    warm = _WarmCli()
+    try:
+        result = warm.run([sys.executable, "-m", "critic_data.cli", "--help"], dict(os.environ), tmp_path, 60)
+        assert result.returncode == 0 and "Usage: critic-data" in result.stdout
+        compiled = {path.name.split(".")[0] for path in Path(warm.pycache.name).rglob("*.pyc")}
+    finally:
+        warm.stop()
+    assert ("cli" in compiled) == bool(dont_write), compiled
 
 
 @pytest.mark.slow

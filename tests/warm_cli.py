@@ -10,10 +10,11 @@ switches) and the tests set it per command: huggingface_hub, datasets, transform
 nor any critic_data module. `tests.cli.run_cli` starts one per pytest process and uses it unless the
 command's start-up is what a test is about (a PYTHON* variable, `fresh=True`).
 
-Run as `python -m tests.warm_cli PYCACHE_FOLDER`. Protocol, JSON lines: the warm process says {"ready"} once it
-has imported; then the caller sends {args, env, cwd, stdout, stderr, charts} (charts: the folder of
-the run's drawn charts, tests/charts_once.py, or null) and the warm process answers
-{"pid"} once the child runs and {"status"} (as subprocess's returncode) when it has ended.
+Run as `python -m tests.warm_cli PYCACHE_FOLDER` (where the children's bytecode goes under
+PYTHONDONTWRITEBYTECODE). Protocol, JSON lines: the warm process says {"ready"} once it has imported;
+then the caller sends {args, env, cwd, stdout, stderr, charts} (charts: the folder of the run's drawn
+charts, tests/charts_once.py, or null) and the warm process answers {"pid"} once the child runs and
+{"status"} (as subprocess's returncode) when it has ended.
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ def _serve() -> dict:
         __import__(name)
     _draw_once()
     gc.freeze()  # the children need not scan, nor copy, what this process holds
-    # What the children import is compiled once into the caller's folder, not once a command (even
-    # where PYTHONDONTWRITEBYTECODE is set).
-    sys.pycache_prefix, sys.dont_write_bytecode = sys.argv[1], False
+    if sys.dont_write_bytecode:
+        # PYTHONDONTWRITEBYTECODE is set (`make test` unsets it): what the children import is compiled
+        # once into the caller's folder, not once a command. Otherwise they use and write __pycache__,
+        # where the test processes have already compiled most of it.
+        sys.pycache_prefix, sys.dont_write_bytecode = sys.argv[1], False
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     answers.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
