@@ -18,10 +18,17 @@ import tempfile
 from pathlib import Path
 
 
+def drawing_function():
+    """`charts.write_dataset_plots` itself, whether or not `remember_charts` has wrapped it."""
+    from critic_data.cards import charts
+
+    return getattr(charts.write_dataset_plots, "__wrapped__", charts.write_dataset_plots)
+
+
 def remember_charts(folder: Path) -> None:
     from critic_data.cards import charts
 
-    draw = getattr(charts.write_dataset_plots, "__wrapped__", charts.write_dataset_plots)  # never a wrapper's wrapper
+    draw = drawing_function()  # never a wrapper's wrapper
 
     def write_dataset_plots(named: list[tuple[str, dict]], out: Path) -> list[Path]:
         kept = folder / hashlib.sha256(repr(named).encode()).hexdigest()

@@ -66,9 +66,9 @@ def charts_drawn(monkeypatch) -> None:
     """For the tests about drawing itself: every chart is drawn, here and in the warm commands."""
     from critic_data.cards import charts
     from tests import cli
+    from tests.charts_once import drawing_function
 
-    monkeypatch.setattr(charts, "write_dataset_plots", getattr(charts.write_dataset_plots, "__wrapped__",
-                                                               charts.write_dataset_plots))
+    monkeypatch.setattr(charts, "write_dataset_plots", drawing_function())
     monkeypatch.setattr(cli, "CHARTS_KEPT_IN", None)
 
 
